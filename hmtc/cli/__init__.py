@@ -1,0 +1,31 @@
+"""The ``hmtc`` command line: one typer app with a sub-app per area."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from ..errors import HmtcError
+from .taxonomy import app as taxonomy_app
+
+app = typer.Typer(
+    name="hmtc",
+    help="Hierarchical multi-label text classification: taxonomies, data, training, reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(taxonomy_app, name="taxonomy")
+
+err_console = Console(stderr=True)
+
+
+def main() -> None:
+    """Entry point: user errors print one clear line (file:line: problem) and exit 2."""
+    try:
+        app()
+    except HmtcError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)

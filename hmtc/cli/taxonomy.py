@@ -1,0 +1,212 @@
+"""``hmtc taxonomy``: show, check and edit taxonomy files; every edit is atomic and validated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from ..errors import TaxonomyError
+from ..taxonomy import DEFAULT_ROOT, Taxonomy
+
+app = typer.Typer(help="Show, validate, edit and build taxonomy files (.tax).", no_args_is_help=True)
+console = Console()
+
+FileArg = typer.Argument(..., help="Taxonomy file (.tax).", show_default=False)
+DryRun = typer.Option(False, "--dry-run", "-n", help="Show the change as a diff; leave the file as it is.")
+
+
+def _apply(path: Path, before: Taxonomy, after: Taxonomy, dry_run: bool, summary: str) -> None:
+    """Show the edit; unless dry-run, write it atomically (``after`` is already validated)."""
+    diff = before.text_diff(after, f"{path} (before)", f"{path} (after)")
+    if dry_run:
+        typer.echo(diff or "(no change)", nl=not diff)
+        console.print("[yellow]dry run: file unchanged[/]")
+        return
+    after.save(path)
+    console.print(f"[green]{summary}[/] -> {path}")
+
+
+@app.command()
+def show(path: Path = FileArg,
+         depth: Optional[int] = typer.Option(None, "--depth", "-d", help="Show levels down to this one."),
+         ids: bool = typer.Option(False, "--ids", help="Show ids instead of display names.")) -> None:
+    """Print the taxonomy as a tree, with node counts per level."""
+    tax = Taxonomy.load(path)
+    tree = Tree(f"[bold]{tax.root}[/]  ({path})")
+    seen: set[str] = set()
+
+    def grow(branch: Tree, node: str, level: int) -> None:
+        for child in tax.children(node):
+            label = child if ids else tax.name(child)
+            if child in seen:
+                branch.add(f"[dim]↗ {label} (also here)[/]")
+                continue
+            seen.add(child)
+            kids = tax.children(child)
+            sub = branch.add(label + (f" [dim]({len(kids)})[/]" if kids else ""))
+            if depth is None or level < depth:
+                grow(sub, child, level + 1)
+
+    grow(tree, tax.root, 1)
+    console.print(tree)
+    st = tax.stats()
+    console.print("per level: " + ", ".join(f"L{i + 1}={n}" for i, n in enumerate(st["per_level"]))
+                  + f"; {st['leaves']} leaves; {'tree' if st['is_tree'] else 'DAG'}")
+
+
+@app.command()
+def validate(path: Path = FileArg) -> None:
+    """Check a file: syntax, cycles, self-loops, unknown references, duplicate ids, one root."""
+    tax = Taxonomy.load(path)
+    tax.validate()
+    canonical = tax.dumps() == path.read_text(encoding="utf-8")
+    st = tax.stats()
+    console.print(f"[green]valid[/]: {st['nodes']} nodes, {st['leaves']} leaves, depth {st['depth']}, "
+                  f"{'tree' if st['is_tree'] else 'DAG'}"
+                  + ("" if canonical else "; [yellow]not in canonical form (any edit rewrites it)[/]"))
+
+
+@app.command()
+def stats(path: Path = FileArg,
+          as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Node, leaf and per-level counts (``per_level[k]`` counts level k+1)."""
+    st = Taxonomy.load(path).stats()
+    if as_json:
+        typer.echo(json.dumps(st, ensure_ascii=False))
+        return
+    table = Table(title=str(path))
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in st.items():
+        table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+    console.print(table)
+
+
+@app.command()
+def add(path: Path = FileArg,
+        node: str = typer.Argument(..., help="New node id."),
+        parent: Optional[list[str]] = typer.Option(None, "--parent", "-p",
+                                                   help="Parent id (repeat for a DAG); default: the root."),
+        name: Optional[str] = typer.Option(None, "--name", help="Display name."),
+        dry_run: bool = DryRun) -> None:
+    """Add a node."""
+    tax = Taxonomy.load(path)
+    _apply(path, tax, tax.add(node, parent or None, name), dry_run, f"added {node}")
+
+
+@app.command()
+def remove(path: Path = FileArg,
+           node: str = typer.Argument(..., help="Node id to remove."),
+           reparent: bool = typer.Option(False, "--reparent", help="Move its children up to its parents."),
+           subtree: bool = typer.Option(False, "--subtree", help="Drop it with all its descendants."),
+           dry_run: bool = DryRun) -> None:
+    """Remove a node; one with children needs --reparent or --subtree."""
+    if reparent and subtree:
+        raise TaxonomyError("choose one of --reparent and --subtree", path)
+    tax = Taxonomy.load(path)
+    mode = "reparent" if reparent else "subtree" if subtree else "refuse"
+    _apply(path, tax, tax.remove(node, mode), dry_run, f"removed {node}")
+
+
+@app.command()
+def rename(path: Path = FileArg,
+           node: str = typer.Argument(..., help="Node id."),
+           new_id: Optional[str] = typer.Argument(None, help="New id (keeps place and order)."),
+           name: Optional[str] = typer.Option(None, "--name", help="New display name."),
+           clear_name: bool = typer.Option(False, "--clear-name", help="Drop the display name."),
+           dry_run: bool = DryRun) -> None:
+    """Change a node's id and/or display name."""
+    if new_id is None and name is None and not clear_name:
+        raise TaxonomyError("nothing to do: give NEW_ID, --name or --clear-name", path)
+    tax = Taxonomy.load(path)
+    _apply(path, tax, tax.rename(node, new_id, name, clear_name), dry_run,
+           f"renamed {node}" + (f" -> {new_id}" if new_id else ""))
+
+
+@app.command()
+def move(path: Path = FileArg,
+         node: str = typer.Argument(..., help="Node id."),
+         new_parent: str = typer.Argument(..., help="New parent id."),
+         keep_parents: bool = typer.Option(False, "--keep-parents",
+                                           help="Add NEW_PARENT as one more parent (DAG) instead."),
+         dry_run: bool = DryRun) -> None:
+    """Move a node (with its subtree) under another parent."""
+    tax = Taxonomy.load(path)
+    _apply(path, tax, tax.move(node, new_parent, keep_parents), dry_run, f"moved {node} under {new_parent}")
+
+
+@app.command()
+def merge(path: Path = FileArg,
+          source: str = typer.Argument(..., help="Node to fold away."),
+          target: str = typer.Argument(..., help="Node that takes its children and parents."),
+          dry_run: bool = DryRun) -> None:
+    """Merge SOURCE into TARGET (relabel SOURCE as TARGET in your data)."""
+    tax = Taxonomy.load(path)
+    _apply(path, tax, tax.merge(source, target), dry_run, f"merged {source} into {target}")
+
+
+@app.command()
+def diff(a: Path = typer.Argument(..., help="Old taxonomy."),
+         b: Path = typer.Argument(..., help="New taxonomy."),
+         text: bool = typer.Option(False, "--text", help="Unified diff of the canonical texts.")) -> None:
+    """Nodes added, removed, moved or renamed from A to B; exit code 1 when they differ."""
+    ta, tb = Taxonomy.load(a), Taxonomy.load(b)
+    changes = ta.diff(tb)
+    if text:
+        typer.echo(ta.text_diff(tb, str(a), str(b)) or "(no change)", nl=False)
+    else:
+        for line in changes:
+            style = {"+": "green", "-": "red"}.get(line[0], "yellow")
+            console.print(f"[{style}]{line}[/]", highlight=False)
+        if not changes:
+            console.print("no structural change")
+    raise typer.Exit(1 if changes else 0)
+
+
+@app.command("from-labels")
+def from_labels(source: str = typer.Argument(..., help="Built-in dataset (duee, goemotions, 20newsgroups), "
+                                                    "dataset TOML, or a labelled file."),
+                out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here (default: stdout)."),
+                fmt: str = typer.Option("label_text", "--format",
+                                        help="For a file: label_text (DuEE 'l1|l2 text'), jsonl, or lines (one label path per line)."),
+                sep: Optional[str] = typer.Option(None, "--sep", help="Path separator inside a label, e.g. '-' or '.'."),
+                maxsplit: int = typer.Option(-1, "--maxsplit", help="Split a label at most this many times (-1: all)."),
+                root: str = typer.Option(DEFAULT_ROOT, "--root", help="Root id."),
+                data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset folder (else $HMTC_DATA)."),
+                force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
+                dry_run: bool = DryRun) -> None:
+    """Derive a taxonomy from the labels of a dataset (children sorted by id)."""
+    src = Path(source)
+    if src.is_file() and src.suffix != ".toml":
+        if sep is None:
+            raise TaxonomyError("--sep is needed to split labels into paths (e.g. --sep - for DuEE)", src)
+        tax = Taxonomy.from_paths(_read_labels(src, fmt), sep=sep, maxsplit=maxsplit, root=root)
+    else:
+        from ..data.builders import taxonomy_from_dataset
+        tax = taxonomy_from_dataset(source, data_dir=data_dir)
+    if out is None:
+        typer.echo(tax.dumps(), nl=False)
+        return
+    if out.exists() and not force and not dry_run:
+        raise TaxonomyError("exists; pass --force to overwrite (or --dry-run to compare)", out)
+    before = Taxonomy.load(out) if out.exists() else Taxonomy.new(root, header=False)
+    _apply(out, before, tax, dry_run, f"wrote {len(tax)} nodes")
+
+
+def _read_labels(path: Path, fmt: str) -> list[str]:
+    if fmt == "lines":
+        return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    from ..data import readers
+    if fmt == "label_text":
+        ex = readers.read_label_text(path)
+    elif fmt == "jsonl":
+        ex = readers.read_jsonl(path)
+    else:
+        raise TaxonomyError(f"unknown --format {fmt!r}; use label_text, jsonl or lines", path)
+    return [lab for labels in ex.labels for lab in labels]
