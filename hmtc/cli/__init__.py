@@ -8,6 +8,9 @@ import typer
 from rich.console import Console
 
 from ..errors import HmtcError
+from . import run
+from .data import app as data_app
+from .metrics import metrics_command
 from .taxonomy import app as taxonomy_app
 
 app = typer.Typer(
@@ -18,6 +21,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(taxonomy_app, name="taxonomy")
+app.add_typer(data_app, name="data")
+app.command("train")(run.train)
+app.command("eval")(run.eval_)
+app.command("predict")(run.predict)
+app.command("metrics")(metrics_command)
 
 err_console = Console(stderr=True)
 

@@ -1,0 +1,95 @@
+"""``hmtc train``, ``hmtc eval`` and ``hmtc predict``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+err = Console(stderr=True)
+
+
+def train(config: Path = typer.Argument(..., help="Run config (TOML); see experiments/."),
+          set_: Optional[list[str]] = typer.Option(None, "--set", "-s",
+                                                   help="Override a key: section.key=value (TOML value). Repeatable."),
+          out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: <train.output_dir>/<name>)."),
+          resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+          stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after N epochs of this process (resume later)."),
+          no_eval: bool = typer.Option(False, "--no-eval", help="Skip the evaluation after training."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """Train a model from a config, then evaluate it (metrics.json + a record in experiments/)."""
+    from ..config import load_config
+    from ..evaluate import evaluate_run
+    from ..train import Trainer
+    cfg = load_config(config, set_)
+    trainer = Trainer(cfg, out, resume=resume, stop_after_epochs=stop_after, console=err, quiet=quiet)
+    run_dir = trainer.fit()
+    if no_eval or trainer.state_["epoch"] < cfg["train"]["epochs"]:
+        err.print(f"run folder: {run_dir}")
+        return
+    _show(evaluate_run(run_dir, err, quiet))
+
+
+def eval_(target: Path = typer.Argument(..., help="Run folder (uses best/) or checkpoint folder."),
+          as_json: bool = typer.Option(False, "--json", help="Print every figure as JSON."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """Evaluate: tune thresholds on dev, decode test consistently, write metrics.json."""
+    from ..evaluate import evaluate_run
+    from ..record import command_line
+    metrics = evaluate_run(target, err, quiet, command=command_line())
+    if as_json:
+        typer.echo(json.dumps(metrics, ensure_ascii=False))
+    else:
+        _show(metrics)
+
+
+def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or checkpoint folder."),
+            texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify (else --input or stdin)."),
+            input_: Optional[Path] = typer.Option(None, "--input", "-i", help="A .jsonl (text key) or plain file, one text per line."),
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here (default: stdout)."),
+            text_key: str = typer.Option("text", "--text-key", help="JSON key of the text in --input .jsonl."),
+            chunk: int = typer.Option(2048, "--chunk", help="Texts held in memory at once."),
+            bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast.")) -> None:
+    """Predict consistent label paths with scores; JSONL out, one line per text."""
+    from ..checkpoint import load_checkpoint
+    from ..evaluate import locate
+    from ..io import atomic_write_text
+    from ..predict import predict_texts, read_texts
+    _, ckpt_dir = locate(ckpt)
+    model = load_checkpoint(ckpt_dir)
+    if texts:
+        source = iter(texts)
+    elif input_ is not None:
+        source = read_texts(input_, text_key)
+    else:
+        source = (line.rstrip("\n") for line in sys.stdin if line.strip())
+    lines = (json.dumps(r, ensure_ascii=False) for r in predict_texts(model, source, chunk=chunk, bf16=bf16))
+    if output is None:
+        for line in lines:
+            typer.echo(line)
+        return
+    tmp = output.with_name(f".{output.name}.partial")
+    with open(tmp, "w", encoding="utf-8") as fh:   # streamed aside, renamed when complete
+        for line in lines:
+            fh.write(line + "\n")
+    tmp.replace(output)
+    err.print(f"wrote {output}")
+
+
+def _show(metrics: dict) -> None:
+    test = metrics["test"]
+    t = Table(title=f"{metrics['split']} (decoding: {metrics['decode']['method']}, threshold {metrics['decode']['threshold']})")
+    for col in ("figure", "value", "before decoding"):
+        t.add_column(col, justify="right" if col != "figure" else "left")
+    for k, v in metrics["before_decoding"].items():
+        t.add_row(k, f"{test[k]:.4f}", f"{v:.4f}")
+    for lv in test["per_level"]:
+        t.add_row(f"level {lv['level']} micro / macro F1", f"{lv['micro_f1']:.4f} / {lv['macro_f1']:.4f}", "")
+    Console().print(t)
+    if "record" in metrics:
+        err.print(f"recorded: {metrics['record']}")

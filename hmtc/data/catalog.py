@@ -1,0 +1,338 @@
+"""Datasets by name: the built-in specs, user TOML specs, loading, label encoding, dev carving.
+
+Data files are never part of the repository: a built-in dataset lives in
+``<data_dir>/<name>/`` where the data folder comes from ``--data-dir`` or ``HMTC_DATA``.
+Taxonomies of the built-ins live in the repository as ``taxonomies/<name>.tax``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import hmtc
+
+from ..errors import DataError
+from ..taxonomy import Taxonomy, TaxonomyIndex
+from .readers import (Examples, check_on_error, read_class_folders, read_goemotions,
+                      read_jsonl, read_label_text, read_table)
+
+PROJECT_ROOT = Path(hmtc.__file__).resolve().parents[1]
+READERS = {"label_text": read_label_text, "table": read_table, "jsonl": read_jsonl,
+           "class_folders": read_class_folders, "goemotions": read_goemotions}
+# Reader options that name files: resolved like split paths.
+PATH_OPTIONS = ("labels_txt", "label_names")
+_TOML_KEYS = {"name", "format", "splits", "taxonomy", "taxonomy_from", "description"}
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """One split: a file (or folder/archive) and reader options for it alone."""
+
+    path: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to read a dataset and where its taxonomy comes from.
+
+    Attributes
+    ----------
+    name : str
+    format : str
+        A key of :data:`READERS`.
+    options : dict
+        Reader keyword arguments shared by all splits.
+    splits : dict of str to SplitSpec
+        Paths relative to the dataset folder.
+    taxonomy : Path
+        The ``.tax`` file (it may not exist yet: ``hmtc taxonomy from-labels`` writes it);
+        for a TOML dataset relative to its folders (see :func:`dataset_folders`).
+    taxonomy_from : dict
+        How :func:`hmtc.data.builders.taxonomy_from_dataset` derives it:
+        ``{"kind": "paths", "sep": ..., "maxsplit": ...}`` or ``{"kind": "goemotions", ...}``;
+        empty when it cannot be derived.
+    description : str
+    toml : Path, optional
+        The TOML file of a user dataset; its folder is searched first for relative paths.
+    """
+
+    name: str
+    format: str
+    options: dict
+    splits: dict[str, SplitSpec]
+    taxonomy: Path
+    taxonomy_from: dict
+    description: str = ""
+    toml: Path | None = None
+
+
+BUILTINS: dict[str, DatasetSpec] = {
+    "duee": DatasetSpec(
+        "duee", "label_text", {"label_sep": "|", "field_sep": " "},
+        {"train": SplitSpec("multi-classification-train.txt"),
+         "test": SplitSpec("multi-classification-test.txt")},
+        PROJECT_ROOT / "taxonomies" / "duee.tax",
+        {"kind": "paths", "sep": "-", "maxsplit": 1},
+        "DuEE 1.0 event types (Chinese), 9 categories / 65 subtypes, multi-label"),
+    "goemotions": DatasetSpec(
+        "goemotions", "goemotions", {"labels_txt": "labels.txt"},
+        {s: SplitSpec(f"{s}.tsv") for s in ("train", "dev", "test")},
+        PROJECT_ROOT / "taxonomies" / "goemotions.tax",
+        {"kind": "goemotions", "labels_txt": "labels.txt",
+         "ekman": "ekman_mapping.json", "sentiment": "sentiment_dict.json"},
+        "GoEmotions Reddit comments (English), sentiment / Ekman / 28 emotions, multi-label"),
+    "20newsgroups": DatasetSpec(
+        "20newsgroups", "class_folders", {"encoding": "utf-8"},
+        {s: SplitSpec("20news-bydate.tar.gz", {"split": s}) for s in ("train", "test")},
+        PROJECT_ROOT / "taxonomies" / "20newsgroups.tax",
+        {"kind": "paths", "sep": "."},
+        "20 Newsgroups bydate (English), hierarchy from group names, single-label"),
+}
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset.
+
+    Attributes
+    ----------
+    name : str
+    splits : dict of str to Examples
+    taxonomy_path : Path
+    spec : DatasetSpec
+    """
+
+    name: str
+    splits: dict[str, Examples]
+    taxonomy_path: Path
+    spec: DatasetSpec
+
+
+def data_dir(explicit: str | Path | None = None) -> Path:
+    """The data folder: ``explicit`` (``--data-dir``), else ``$HMTC_DATA``.
+
+    Raises
+    ------
+    DataError
+        When neither is set or the folder does not exist.
+    """
+    raw, origin = (explicit, "--data-dir") if explicit is not None else \
+        (os.environ.get("HMTC_DATA"), "HMTC_DATA")
+    if not raw:
+        raise DataError("no data folder: pass --data-dir DIR or set HMTC_DATA to the folder "
+                        "holding the datasets, e.g. `export HMTC_DATA=../shared/datasets`")
+    path = Path(raw).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data folder (from {origin}) does not exist or is not a folder", path)
+    return path
+
+
+def get_spec(name_or_toml: str | Path) -> DatasetSpec:
+    """The spec of a built-in dataset name or of a user ``.toml`` file."""
+    if str(name_or_toml) in BUILTINS:
+        return BUILTINS[str(name_or_toml)]
+    path = Path(name_or_toml)
+    if path.suffix == ".toml" or path.is_file():
+        return _spec_from_toml(path)
+    close = difflib.get_close_matches(str(name_or_toml), BUILTINS, n=1)
+    raise DataError(f"unknown dataset {str(name_or_toml)!r}"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + f" Built-ins: {', '.join(BUILTINS)}; or give a dataset .toml file")
+
+
+def _spec_from_toml(path: Path) -> DatasetSpec:
+    try:
+        import tomllib
+    except ModuleNotFoundError:                    # Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise DataError("reading dataset TOML files needs Python >= 3.11 or the `tomli` "
+                            "package", path) from None
+    try:
+        cfg = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise DataError("dataset file not found", path) from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise DataError(f"cannot read TOML: {e}", path) from None
+    for key in ("name", "format", "splits"):
+        if key not in cfg:
+            raise DataError(f"missing key {key!r}", path, item=key)
+    fmt = cfg["format"]
+    if fmt not in READERS:
+        raise DataError(f"unknown format {fmt!r}; one of {', '.join(READERS)}", path, item="format")
+    options = {k: v for k, v in cfg.items() if k not in _TOML_KEYS}
+    splits = {}
+    if not isinstance(cfg["splits"], dict) or not cfg["splits"]:
+        raise DataError("[splits] must map split names to paths", path, item="splits")
+    for split, value in cfg["splits"].items():
+        if isinstance(value, str):
+            splits[split] = SplitSpec(value)
+        elif isinstance(value, dict) and isinstance(value.get("path"), str):
+            extra = {k: v for k, v in value.items() if k != "path"}
+            splits[split] = SplitSpec(value["path"], extra)
+        else:
+            raise DataError(f"split {split!r} must be a path or a table with a 'path'", path,
+                            item=split)
+        _check_options(READERS[fmt], {**options, **splits[split].options}, path)
+    tax = Path(cfg.get("taxonomy", f"{cfg['name']}.tax"))
+    rule = cfg.get("taxonomy_from", {})
+    if rule and not isinstance(rule.get("sep"), str):
+        raise DataError("[taxonomy_from] needs sep = \"...\" (and optionally maxsplit)", path,
+                        item="taxonomy_from")
+    return DatasetSpec(str(cfg["name"]), fmt, options, splits,
+                       tax,
+                       {"kind": "paths", "maxsplit": -1, **rule} if rule else {},
+                       str(cfg.get("description", "")), path)
+
+
+def _check_options(reader, options: dict, path: Path) -> None:
+    allowed = set(inspect.signature(reader).parameters) - {"path", "path_or_tar", "on_error"}
+    for key in options:
+        if key not in allowed:
+            raise DataError(f"unknown option {key!r} for this format; allowed: "
+                            f"{', '.join(sorted(allowed))}", path, item=key)
+
+
+def dataset_folders(spec: DatasetSpec, data_dir_: str | Path | None = None) -> list[Path]:
+    """Folders searched, in order, for the relative paths of ``spec``.
+
+    A built-in's folder is ``<data dir>/<name>``; a TOML dataset searches its own folder,
+    then the data folder when one is given or set.
+    """
+    if spec.toml is None:
+        folder = data_dir(data_dir_) / spec.name
+        if not folder.is_dir():
+            raise DataError(f"no folder for dataset {spec.name!r} in the data folder; expected "
+                            f"{spec.name}/ with {', '.join(s.path for s in spec.splits.values())}",
+                            folder)
+        return [folder]
+    folders = [spec.toml.parent]
+    if data_dir_ is not None or os.environ.get("HMTC_DATA"):
+        folders.append(data_dir(data_dir_))
+    return folders
+
+
+def resolve(rel: str | Path, folders: list[Path]) -> Path:
+    """``rel`` in the first folder that has it (the first folder when none has it)."""
+    rel = Path(rel).expanduser()
+    if rel.is_absolute():
+        return rel
+    for folder in folders:
+        if (folder / rel).exists():
+            return folder / rel
+    return folders[0] / rel
+
+
+def load_dataset(name_or_toml: str | Path, data_dir: str | Path | None = None,
+                 splits: list[str] | None = None, on_error: str = "raise") -> Dataset:
+    """Read the splits of a built-in or TOML dataset.
+
+    Parameters
+    ----------
+    name_or_toml : str or Path
+        ``duee``, ``goemotions``, ``20newsgroups`` or a dataset ``.toml`` file.
+    data_dir : str or Path, optional
+        The data folder (default: ``$HMTC_DATA``).
+    splits : list of str, optional
+        Which splits to read (default: all).
+    on_error : {"raise", "skip"}
+
+    Returns
+    -------
+    Dataset
+    """
+    spec = get_spec(name_or_toml)
+    wanted = list(spec.splits) if splits is None else list(splits)
+    for s in wanted:
+        if s not in spec.splits:
+            raise DataError(f"dataset {spec.name!r} has no split {s!r}; splits: "
+                            f"{', '.join(spec.splits)}")
+    folders = dataset_folders(spec, data_dir)
+    reader = READERS[spec.format]
+    out = {}
+    for s in wanted:
+        opts = {**spec.options, **spec.splits[s].options}
+        for key in PATH_OPTIONS:
+            if isinstance(opts.get(key), str):
+                opts[key] = resolve(opts[key], folders)
+        out[s] = reader(resolve(spec.splits[s].path, folders), on_error=on_error, **opts)
+    return Dataset(spec.name, out, resolve(spec.taxonomy, folders), spec)
+
+
+def _where(source: str) -> tuple[str, int | None]:
+    path, _, line = source.rpartition(":")
+    return (path, int(line)) if line.isdigit() and path else (source, None)
+
+
+def encode_labels(examples: Examples, taxonomy: Taxonomy | TaxonomyIndex,
+                  on_error: str = "raise") -> np.ndarray:
+    """Indicator matrix (samples x taxonomy nodes), closed under ancestors.
+
+    A raw label must equal a node id. An unknown label raises :class:`DataError` naming
+    the sample's ``file:line`` and the closest ids; with ``on_error="skip"`` it is dropped
+    and counted in ``examples.skipped_reasons["unknown label"]`` (a sample left without
+    labels gets an all-zero row, so rows stay aligned with ``examples``).
+
+    Parameters
+    ----------
+    examples : Examples
+    taxonomy : Taxonomy or TaxonomyIndex
+    on_error : {"raise", "skip"}
+
+    Returns
+    -------
+    ndarray of bool, shape (len(examples), n_nodes)
+    """
+    check_on_error(on_error)
+    index = taxonomy.compile() if isinstance(taxonomy, Taxonomy) else taxonomy
+    known = index.id_to_index
+    kept = []
+    for labels, source in zip(examples.labels, examples.sources):
+        row = []
+        for lab in labels:
+            if lab in known:
+                row.append(lab)
+            elif on_error == "raise":
+                close = difflib.get_close_matches(lab, index.ids, n=3)
+                hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+                raise DataError(f"label {lab!r} is not a taxonomy node{hint}", *_where(source))
+            else:
+                examples.skipped_reasons["unknown label"] += 1
+        kept.append(row)
+    return index.indicator(kept)
+
+
+def dev_split(examples: Examples, fraction: float = 0.1,
+              seed: int = 0) -> tuple[Examples, Examples]:
+    """Carve a dev set out of ``examples`` (for datasets without one), reproducibly.
+
+    Parameters
+    ----------
+    examples : Examples
+    fraction : float
+        Share of samples for dev, in (0, 1); at least one sample goes to each side.
+    seed : int
+
+    Returns
+    -------
+    (train, dev) : tuple of Examples
+        Both keep the original sample order.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), not {fraction}")
+    n = len(examples)
+    if n < 2:
+        raise DataError(f"cannot carve a dev set from {n} sample(s)")
+    n_dev = min(max(1, round(n * fraction)), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    dev = np.sort(perm[:n_dev])
+    train = np.sort(perm[n_dev:])
+    return examples.subset(train.tolist()), examples.subset(dev.tolist())

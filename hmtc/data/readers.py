@@ -1,0 +1,397 @@
+"""Readers for labelled text corpora; each returns :class:`Examples` with raw label strings.
+
+Every reader reads bytes and decodes line by line, so a bad byte, a malformed line or an
+empty text is reported as ``file:line``. With ``on_error="raise"`` (the default) the first
+problem raises :class:`~hmtc.errors.DataError`; with ``on_error="skip"`` the sample is
+dropped and counted in ``Examples.skipped_reasons``. Blank lines are not samples and are
+passed over silently. Lines end at ``"\\n"`` only (a trailing ``"\\r"`` is stripped), so a
+stray carriage return inside a text stays part of it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+
+ON_ERROR = ("raise", "skip")
+
+
+@dataclass
+class Examples:
+    """Samples of one split.
+
+    Attributes
+    ----------
+    texts : list of str
+    labels : list of list of str
+        Raw label strings as written in the file (after any id -> name mapping).
+    sources : list of str
+        Where each sample came from: ``"file:line"`` or, for folder corpora, the file.
+    skipped : int
+        Samples dropped with ``on_error="skip"``.
+    skipped_reasons : Counter
+        Dropped samples (and, after ``encode_labels``, dropped labels) by reason.
+    """
+
+    texts: list[str] = field(default_factory=list)
+    labels: list[list[str]] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    skipped: int = 0
+    skipped_reasons: Counter = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def add(self, text: str, labels: list[str], source: str) -> None:
+        self.texts.append(text)
+        self.labels.append(labels)
+        self.sources.append(source)
+
+    def subset(self, indices: Sequence[int]) -> "Examples":
+        """The samples at ``indices``, in that order; skip counts are not carried over."""
+        return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices],
+                        [self.sources[i] for i in indices])
+
+
+class _Bad(Exception):
+    """One bad sample: ``reason`` is the short key counted in skip mode."""
+
+    def __init__(self, reason: str, message: str | None = None):
+        super().__init__(message or reason)
+        self.reason, self.message = reason, message or reason
+
+
+def check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found", path) from None
+    except IsADirectoryError:
+        raise DataError("is a folder, expected a file", path) from None
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    """Raw lines split at ``"\\n"`` only; a UTF-8 BOM is not part of the first field."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def _decode(raw: bytes, encoding: str = "utf-8") -> str:
+    try:
+        line = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise _Bad("bad encoding", f"not valid {encoding} (byte {e.start + 1} of the line: "
+                   f"{raw[e.start:e.start + 1]!r})") from None
+    return line[:-1] if line.endswith("\r") else line
+
+
+def _read_lines(path: str | Path, parse: Callable[[str, int], tuple[str, list[str]] | None],
+                on_error: str) -> Examples:
+    """Run ``parse(line, no) -> (text, labels)`` (or None to pass over) on each line."""
+    check_on_error(on_error)
+    path = Path(path)
+    ex = Examples()
+    for no, raw in enumerate(_split_lines(_read_bytes(path)), 1):
+        try:
+            line = _decode(raw)
+            if not line.strip():
+                continue
+            got = parse(line, no)
+            if got is not None:
+                ex.add(got[0], got[1], f"{path}:{no}")
+        except _Bad as e:
+            if on_error == "raise":
+                raise DataError(e.message, path, no) from None
+            ex.skipped += 1
+            ex.skipped_reasons[e.reason] += 1
+    return ex
+
+
+def _split_labels(field_: str, sep: str) -> list[str]:
+    labels = [x.strip() for x in field_.split(sep)]
+    if not field_.strip():
+        raise _Bad("no labels")
+    if any(not x for x in labels):
+        raise _Bad("empty label", f"empty label in {field_!r} (separator {sep!r})")
+    return labels
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise _Bad("empty text")
+    return text
+
+
+def read_label_text(path: str | Path, label_sep: str = "|", field_sep: str = " ",
+                    on_error: str = "raise") -> Examples:
+    """Read ``labels<field_sep>text`` lines (DuEE), splitting on the FIRST ``field_sep``.
+
+    Parameters
+    ----------
+    path : str or Path
+    label_sep : str
+        Separator between labels, e.g. ``"人生-死亡|灾害/意外-坍/垮塌"``.
+    field_sep : str
+        Separator between the labels and the text.
+    on_error : {"raise", "skip"}
+
+    Returns
+    -------
+    Examples
+    """
+    def parse(line: str, no: int):
+        labels, sep, text = line.partition(field_sep)
+        if not sep:
+            raise _Bad("no separator", f"no {field_sep!r} between labels and text")
+        return _text(text), _split_labels(labels, label_sep)
+
+    return _read_lines(path, parse, on_error)
+
+
+def read_label_names(path: str | Path) -> list[str]:
+    """One label name per line (GoEmotions ``labels.txt``); line ``i`` names id ``i - 1``."""
+    path = Path(path)
+    names = []
+    for no, raw in enumerate(_split_lines(_read_bytes(path)), 1):
+        try:
+            names.append(_decode(raw).strip())
+        except _Bad as e:
+            raise DataError(e.message, path, no) from None
+    if not names or any(not n for n in names):
+        raise DataError("expected one non-empty label name per line", path,
+                        names.index("") + 1 if "" in names else None)
+    return names
+
+
+def read_table(path: str | Path, text_col: int | str, labels_col: int | str,
+               label_sep: str = ",", delimiter: str = "\t", header: bool = False,
+               label_names: Sequence[str] | Mapping[str, str] | str | Path | None = None,
+               n_cols: int | None = None, on_error: str = "raise") -> Examples:
+    """Read a TSV/CSV file, one sample per line.
+
+    Tab-separated files are split verbatim (no quoting: GoEmotions texts start with ``"``);
+    other delimiters follow CSV quoting within a line (quoted fields may not span lines).
+
+    Parameters
+    ----------
+    path : str or Path
+    text_col, labels_col : int or str
+        0-based column index, or a header name (needs ``header=True``).
+    label_sep : str
+        Separator between labels inside the labels column.
+    delimiter : str
+        Column separator, ``"\\t"`` or ``","`` usually.
+    header : bool
+        The first non-blank line names the columns.
+    label_names : sequence, mapping, str or Path, optional
+        Map raw label ids to names: a sequence is indexed by the integer id, a mapping is
+        looked up by the raw string, a str or Path is a file with one name per line.
+    n_cols : int, optional
+        Required column count; default: the header's, else the first data line's.
+    on_error : {"raise", "skip"}
+
+    Returns
+    -------
+    Examples
+    """
+    path = Path(path)
+    if isinstance(label_names, (str, Path)):
+        label_names = read_label_names(label_names)
+    cols: dict[str, int] = {}
+    state = {"n_cols": n_cols, "header": header}
+
+    def parse(line: str, no: int):
+        row = line.split(delimiter) if delimiter == "\t" else _csv_row(line, delimiter)
+        if state["header"]:
+            state["header"] = False
+            cols.update({name.strip(): i for i, name in enumerate(row)})
+            state["n_cols"] = state["n_cols"] or len(row)
+            for c in (text_col, labels_col):
+                if isinstance(c, str) and c not in cols:
+                    raise DataError(f"no column {c!r} in the header; columns are "
+                                    f"{', '.join(map(repr, cols))}", path, no)
+            return None
+        if state["n_cols"] is None:
+            state["n_cols"] = len(row)
+        if len(row) != state["n_cols"]:
+            raise _Bad("wrong column count",
+                       f"{len(row)} columns, expected {state['n_cols']} (delimiter {delimiter!r})")
+        ti, li = (cols[c] if isinstance(c, str) else c for c in (text_col, labels_col))
+        if max(ti, li) >= len(row):
+            raise _Bad("wrong column count", f"{len(row)} columns, no column {max(ti, li)}")
+        labels = _split_labels(row[li], label_sep)
+        if label_names is not None:
+            labels = [_map_label(x, label_names) for x in labels]
+        return _text(row[ti]), labels
+
+    if any(isinstance(c, str) for c in (text_col, labels_col)) and not header:
+        raise DataError("columns given by name need header=True", path)
+    return _read_lines(path, parse, on_error)
+
+
+def _csv_row(line: str, delimiter: str) -> list[str]:
+    try:
+        return next(csv.reader([line], delimiter=delimiter, strict=True))
+    except csv.Error as e:
+        raise _Bad("malformed line", f"malformed CSV: {e}") from None
+
+
+def _map_label(raw: str, names: Sequence[str] | Mapping[str, str]) -> str:
+    if isinstance(names, Mapping):
+        if raw not in names:
+            raise _Bad("unknown label id", f"label id {raw!r} is not in the label names")
+        return names[raw]
+    if not raw.isdigit() or int(raw) >= len(names):
+        raise _Bad("unknown label id",
+                   f"label id {raw!r} is not an index 0..{len(names) - 1} into the label names")
+    return names[int(raw)]
+
+
+def read_goemotions(path: str | Path, labels_txt: str | Path,
+                    on_error: str = "raise") -> Examples:
+    """Read a GoEmotions TSV (``text\\tids\\tcomment id``); ids become emotion names.
+
+    Parameters
+    ----------
+    path : str or Path
+    labels_txt : str or Path
+        ``labels.txt``: the 28 emotion names, line ``i`` naming id ``i - 1``.
+    on_error : {"raise", "skip"}
+
+    Returns
+    -------
+    Examples
+    """
+    return read_table(path, 0, 1, label_sep=",", delimiter="\t", header=False,
+                      label_names=read_label_names(labels_txt), n_cols=3, on_error=on_error)
+
+
+def read_jsonl(path: str | Path, text_key: str = "text", labels_key: str = "labels",
+               on_error: str = "raise") -> Examples:
+    """Read JSON lines, each an object with a text and a list of labels (or one label).
+
+    Parameters
+    ----------
+    path : str or Path
+    text_key, labels_key : str
+    on_error : {"raise", "skip"}
+
+    Returns
+    -------
+    Examples
+    """
+    def parse(line: str, no: int):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _Bad("bad JSON", f"bad JSON: {e.msg} at column {e.colno}") from None
+        if not isinstance(obj, dict):
+            raise _Bad("bad JSON", f"expected a JSON object, got {type(obj).__name__}")
+        for key in (text_key, labels_key):
+            if key not in obj:
+                raise _Bad("missing key", f"no key {key!r}")
+        text, labels = obj[text_key], obj[labels_key]
+        if not isinstance(text, str):
+            raise _Bad("bad JSON", f"{text_key!r} must be a string")
+        labels = [labels] if isinstance(labels, str) else labels
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise _Bad("bad JSON", f"{labels_key!r} must be a string or a list of strings")
+        if not labels:
+            raise _Bad("no labels")
+        if any(not x.strip() for x in labels):
+            raise _Bad("empty label")
+        return _text(text), [x.strip() for x in labels]
+
+    return _read_lines(path, parse, on_error)
+
+
+def read_class_folders(path_or_tar: str | Path, split: str | None = None,
+                       encoding: str = "utf-8", on_error: str = "raise") -> Examples:
+    """Read a corpus with one folder per class, one file per sample (20 Newsgroups).
+
+    A ``.tar``/``.tar.gz`` archive is read in place, never extracted. Files are read in
+    sorted order of their path, so the order does not depend on the archive or the file
+    system. Hidden files (``.DS_Store``) and files outside a class folder are ignored.
+
+    Parameters
+    ----------
+    path_or_tar : str or Path
+        A folder or a tar archive.
+    split : str, optional
+        Read the top-level folder named ``split`` or ending in ``-split`` (``"train"`` picks
+        ``20news-bydate-train/``); class folders sit directly under it. Without a split the
+        class folders are at the top level.
+    encoding : str
+    on_error : {"raise", "skip"}
+
+    Returns
+    -------
+    Examples
+        ``labels`` are ``[class folder name]``; ``sources`` are ``<path_or_tar>/<member>``.
+    """
+    check_on_error(on_error)
+    path = Path(path_or_tar)
+    if not path.exists():
+        raise DataError("file or folder not found", path)
+    files = _tar_files(path) if path.is_file() else _folder_files(path)
+    prefix = ""
+    if split is not None:
+        tops = sorted({m.split("/", 1)[0] for m in files})
+        match = [t for t in tops if t == split or t.endswith("-" + split)]
+        if len(match) != 1:
+            raise DataError(f"split {split!r} matches {len(match)} top-level folders "
+                            f"({', '.join(match or tops)}); expected one", path)
+        prefix = match[0] + "/"
+    ex = Examples()
+    for member in sorted(files):
+        if not member.startswith(prefix):
+            continue
+        parts = member[len(prefix):].split("/")
+        if len(parts) < 2 or any(p.startswith(".") for p in parts):
+            continue
+        where = f"{path}/{member}"
+        no = 0
+        try:
+            lines = []
+            for no, raw in enumerate(_split_lines(files[member]), 1):
+                lines.append(_decode(raw, encoding))
+            ex.add(_text("\n".join(lines)), [parts[0]], where)
+        except _Bad as e:
+            if on_error == "raise":
+                raise DataError(e.message, where, max(no, 1)) from None
+            ex.skipped += 1
+            ex.skipped_reasons[e.reason] += 1
+    if not ex.texts and not ex.skipped:
+        raise DataError("no class folders with files found"
+                        + (f" under split {split!r}" if split else ""), path)
+    return ex
+
+
+def _tar_files(path: Path) -> dict[str, bytes]:
+    # Read in archive order: seeking backwards in a gzip stream would decompress it again.
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            return {m.name.removeprefix("./"): tar.extractfile(m).read() for m in tar if m.isfile()}
+    except tarfile.TarError as e:
+        raise DataError(f"cannot read as a tar archive: {e}", path) from None
+
+
+def _folder_files(path: Path) -> dict[str, bytes]:
+    return {p.relative_to(path).as_posix(): p.read_bytes()
+            for p in path.rglob("*") if p.is_file()}

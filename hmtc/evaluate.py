@@ -1,0 +1,125 @@
+"""Evaluate a run or checkpoint: tune thresholds on dev, decode test consistently, report
+consistency before and after decoding, and record the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from .checkpoint import load_checkpoint
+from .decode import decode, tune_global_threshold, tune_label_thresholds
+from .errors import HmtcError
+from .io import atomic_write_bytes, atomic_write_json
+from .metrics import evaluate
+from .record import git_commit, machine_info, now
+from .train import pick_device, predict_scores, prepare, progress_bar
+
+SUMMARY_KEYS = ("micro_f1", "macro_f1", "leaf_micro_f1", "leaf_macro_f1", "hier_f1", "c_micro_f1",
+                "c_macro_f1", "exact_match", "samples_f1", "inconsistent_samples", "orphan_nodes")
+
+
+def locate(target: str | Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint folder) for a run folder (uses ``best/``) or a checkpoint."""
+    target = Path(target)
+    if (target / "best" / "checkpoint.json").is_file():
+        return target, target / "best"
+    if (target / "checkpoint.json").is_file():
+        return target.parent, target
+    raise HmtcError("neither a run folder (with best/) nor a checkpoint folder", target)
+
+
+def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool = False,
+                 command: str | None = None) -> dict:
+    """Evaluate; writes ``metrics.json`` and ``test_scores.npz`` in the run folder, ``decode.json``
+    in the checkpoint, and the run record under the config's ``record_dir``."""
+    console = console or Console(stderr=True)
+    run_dir, ckpt_dir = locate(target)
+    ckpt = load_checkpoint(ckpt_dir)
+    cfg = ckpt.config
+    torch.set_num_threads(cfg["train"]["threads"] or os.cpu_count() or 1)
+    device = pick_device(cfg["train"].get("device", "auto"))
+    ckpt.model.to(device)
+    data = prepare(cfg, ckpt.tokenizer, ckpt.taxonomy, splits_wanted=["dev", "test"])
+    eval_split = "test" if "test" in data.labels else "dev"
+    pad_id = ckpt.tokenizer.pad_token_id or 0
+    t0 = time.time()
+    with progress_bar(console, quiet) as progress:
+        scores = {s: predict_scores(ckpt.model, data.token_ids[s], pad_id, cfg["train"]["eval_batch_size"],
+                                    cfg["train"]["bf16"], device, progress) for s in ("dev", eval_split)}
+    infer_seconds = time.time() - t0
+    n_infer = sum(len(data.token_ids[s]) for s in {"dev", eval_split})
+    d, index = cfg["decode"], data.index
+    method, single = d["method"], data.single_path
+    if d["threshold"] == "tune":
+        threshold = tune_global_threshold(scores["dev"], data.labels["dev"], index, method, single)
+    else:
+        threshold = float(d["threshold"])
+    thr: float | np.ndarray = threshold
+    if d["per_label"]:
+        thr = tune_label_thresholds(scores["dev"], data.labels["dev"], threshold)
+    gold = data.labels[eval_split]
+    raw = scores[eval_split] > thr
+    decoded = decode(scores[eval_split], index, method, thr, single)
+    after = evaluate(gold, decoded, index)
+    before = evaluate(gold, raw, index, include_per_label=False)
+    dev = evaluate(data.labels["dev"], decode(scores["dev"], index, method, thr, single), index,
+                   include_per_label=False)
+    decode_cfg = {"method": method, "single_path": single, "threshold": threshold,
+                  "per_label_thresholds": np.asarray(thr).tolist() if d["per_label"] else None}
+    metrics = {"split": eval_split, "test": after, "dev": dev, "decode": decode_cfg,
+               "before_decoding": {k: before[k] for k in SUMMARY_KEYS},
+               "consistency": {"before": {k: before[k] for k in ("inconsistent_samples", "orphan_nodes")},
+                               "after": {k: after[k] for k in ("inconsistent_samples", "orphan_nodes")}},
+               "inference": {"texts": n_infer, "seconds": round(infer_seconds, 2),
+                             "texts_per_s": round(n_infer / max(infer_seconds, 1e-9), 1), "device": str(device)}}
+    atomic_write_json(ckpt_dir / "decode.json", decode_cfg)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    _save_scores(run_dir / "test_scores.npz", scores[eval_split], gold, decoded)
+    record = _record(run_dir, cfg, metrics, command)
+    if record is not None:
+        metrics["record"] = str(record)
+    return metrics
+
+
+def _save_scores(path: Path, scores: np.ndarray, gold: np.ndarray, pred: np.ndarray) -> None:
+    import io
+    buf = io.BytesIO()
+    np.savez_compressed(buf, scores=scores, gold=gold, pred=pred)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _record(run_dir: Path, cfg: dict, metrics: dict, command: str | None) -> Path | None:
+    """One JSON per run under ``train.record_dir``: config, command, commit, seed, time, machine."""
+    run_meta_path = run_dir / "run.json"
+    run_meta = json.loads(run_meta_path.read_text(encoding="utf-8")) if run_meta_path.is_file() else {}
+    state_path = run_dir / "last" / "train_state.json"
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
+    record_dir = cfg["train"].get("record_dir")
+    if not record_dir:
+        return None
+    test = metrics["test"]
+    rec = {
+        "name": cfg["name"], "dataset": cfg["data"]["dataset"], "model": cfg["model"]["name"],
+        "encoder": cfg["model"]["encoder"], "seed": cfg["train"]["seed"],
+        "command": run_meta.get("command"), "eval_command": command,
+        "git_commit": run_meta.get("git_commit"), "eval_git_commit": git_commit(),
+        "started": run_meta.get("started"), "evaluated": now(),
+        "train_seconds": round(state.get("train_seconds", 0.0), 1),
+        "epochs_run": state.get("epoch"), "best_epoch": state.get("best_epoch"),
+        "machine": run_meta.get("machine") or machine_info(),
+        "metrics": {k: test[k] for k in SUMMARY_KEYS} | {
+            "per_level": [{k: lv[k] for k in ("level", "micro_f1", "macro_f1")} for lv in test["per_level"]]},
+        "before_decoding": metrics["before_decoding"], "decode": {k: v for k, v in metrics["decode"].items()
+                                                                if k != "per_label_thresholds"},
+        "inference": metrics["inference"], "history": state.get("history", []), "config": cfg,
+        "run_dir": str(run_dir),
+    }
+    path = Path(record_dir) / f"{cfg['name']}.json"
+    atomic_write_json(path, rec)
+    return path

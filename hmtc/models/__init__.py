@@ -1,0 +1,34 @@
+"""Models by name. Each takes (encoder, compiled taxonomy, its config) and returns ModelOutput."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from ..errors import ConfigError
+from ..registry import Registry
+
+MODELS: Registry = Registry("model")
+
+
+@dataclass
+class ModelOutput:
+    """``logits`` (B, N) in the compiled taxonomy's column order; ``loss`` only when labels are passed."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+def make_config(model_name: str, options: dict):
+    """Build the named model's config dataclass from a dict, rejecting unknown keys."""
+    cls = MODELS.get(model_name).config_class
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) for model {model_name!r}: {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
+    return cls(**options)
+
+
+from . import msml  # noqa: E402,F401  (registers the built-in models)

@@ -1,0 +1,95 @@
+"""The shared text encoder: any transformers model, a learned mix of chosen hidden layers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class TextEncoder(nn.Module):
+    """Wrap a transformers encoder and return token states mixed from chosen layers.
+
+    Parameters
+    ----------
+    backbone : transformers.PreTrainedModel
+        A BERT-like encoder (``hidden_states`` output, ``config.hidden_size``).
+    layers : sequence of int
+        Indices into ``hidden_states`` (0 = embeddings, -1 = last layer) mixed with learned
+        softmax weights (a scalar mix); one index uses that layer as is.
+    freeze_embeddings : bool
+        Keep the word embeddings fixed: they hold most of a multilingual model's parameters
+        and barely move in fine-tuning, and freezing them saves their optimizer cost.
+    freeze_layers : int
+        Keep the lowest N transformer layers fixed as well.
+    """
+
+    def __init__(self, backbone: nn.Module, layers: Sequence[int] = (-1,),
+                 freeze_embeddings: bool = True, freeze_layers: int = 0):
+        super().__init__()
+        self.backbone = backbone
+        self.layers = list(layers)
+        self.hidden_size = backbone.config.hidden_size
+        self.mix = nn.Parameter(torch.zeros(len(self.layers))) if len(self.layers) > 1 else None
+        emb = getattr(backbone, "embeddings", None)
+        if freeze_embeddings and emb is not None:
+            emb.word_embeddings.weight.requires_grad_(False)
+        blocks = self.blocks()
+        for block in blocks[:freeze_layers]:
+            block.requires_grad_(False)
+        if freeze_layers and emb is not None:
+            emb.requires_grad_(False)
+
+    def blocks(self) -> list[nn.Module]:
+        """The transformer layers, lowest first (empty when the layout is unknown)."""
+        enc = getattr(self.backbone, "encoder", None)
+        return list(getattr(enc, "layer", [])) if enc is not None else []
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        needs_all = self.layers != [-1]
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                            output_hidden_states=needs_all, return_dict=True)
+        if not needs_all:
+            return out.last_hidden_state
+        states = [out.hidden_states[i] for i in self.layers]
+        if self.mix is None:
+            return states[0]
+        w = torch.softmax(self.mix, 0)
+        return sum(wi * s for wi, s in zip(w, states))
+
+    def param_groups(self, lr: float, layer_decay: float, weight_decay: float) -> list[dict]:
+        """AdamW groups with layer-wise decay: layer ``l`` of ``L`` gets ``lr * decay**(L - l)``.
+
+        Embeddings count as layer 0; biases and LayerNorm weights get no weight decay.
+        """
+        blocks = self.blocks()
+        depth = {}
+        for i, block in enumerate(blocks, 1):
+            for p in block.parameters():
+                depth[id(p)] = i
+        n = len(blocks)
+        groups: dict[tuple[int, bool], list] = {}
+        for name, p in self.backbone.named_parameters():
+            if not p.requires_grad:
+                continue
+            d = depth.get(id(p), 0 if "embeddings" in name else n)
+            no_wd = p.ndim < 2
+            groups.setdefault((d, no_wd), []).append(p)
+        out = [{"params": ps, "lr": lr * layer_decay ** (n - d), "weight_decay": 0.0 if no_wd else weight_decay}
+               for (d, no_wd), ps in sorted(groups.items())]
+        if self.mix is not None:
+            out.append({"params": [self.mix], "lr": lr, "weight_decay": 0.0})
+        return out
+
+
+def load_backbone(name_or_path: str) -> nn.Module:
+    """Load a transformers encoder by built-in name, local folder or hub id (offline-safe)."""
+    from transformers import AutoModel
+
+    from ..encoders import resolve_encoder
+    path = resolve_encoder(name_or_path)
+    try:  # the pooler is unused; not every architecture takes the flag
+        return AutoModel.from_pretrained(path, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_pretrained(path)

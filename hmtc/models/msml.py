@@ -1,0 +1,149 @@
+"""MSML-BERT: a shared encoder, one multi-scale TextCNN tower per level, hierarchical gates.
+
+For token states ``H`` (B, T, d) from the encoder (a learned mix of chosen layers):
+
+    t_l = Tower_l(H)                            multi-scale TextCNN, kernels K_l (wider above)
+        = GELU(W_l [maxpool_T GELU(conv_k(H)) for k in K_l ; meanpool_T(H)])
+    h_1 = t_1
+    m_l = h_{l-1} + E_{l-1} σ(z_{l-1})          level l-1's state plus its predicted labels
+    g_l = σ(W_g^l [t_l ; m_l] + b_g^l)          hierarchical gate (l > 1)
+    h_l = g_l ⊙ t_l + (1 - g_l) ⊙ tanh(W_p^l m_l)
+    z_l = C_l dropout(h_l)                      logits of level l's nodes
+
+    loss = Σ_l w_l · L(z_l, y_l)                L = ZLPR (decide z > 0) or BCE
+
+Levels are the compiled taxonomy's levels (longest path from the root), so ragged depths and
+DAGs need nothing special: every node belongs to exactly one level, and the concatenated
+``z_1 .. z_D`` line up with the index's columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import LOSSES
+from ..taxonomy import TaxonomyIndex
+from . import MODELS, ModelOutput
+from .encoder import TextEncoder
+
+
+def default_kernels(depth: int) -> list[list[int]]:
+    """Kernel sizes per level, widest at the top: (3, 5, 7), (1, 3, 5), (1, 3), (1), ..."""
+    out = []
+    for level in range(depth):
+        width = max(1, 7 - 2 * level)
+        out.append(sorted({max(1, width - 4), max(1, width - 2), width}))
+    return out
+
+
+@dataclass
+class MSMLConfig:
+    """Hyper-parameters of :class:`MSMLModel` (stored as JSON in checkpoints)."""
+
+    kernels: list[list[int]] | None = None   # per level; None: default_kernels(depth)
+    filters: int = 128                       # channels per kernel size
+    tower_dim: int = 384
+    dropout: float = 0.1
+    loss: str = "zlpr"
+    level_weights: list[float] | None = None  # None: 1 per level
+    label_feedback: bool = True               # feed σ(z_{l-1}) into the gate
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TextCNNTower(nn.Module):
+    """Multi-scale TextCNN over token states with masked max-pooling, plus a mean-pool path."""
+
+    def __init__(self, hidden: int, kernels: Sequence[int], filters: int, out_dim: int, dropout: float):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, filters, k, padding=k // 2) for k in kernels)
+        self.proj = nn.Linear(filters * len(kernels) + hidden, out_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = states.transpose(1, 2)                              # (B, d, T)
+        t = states.shape[1]
+        pad = ~mask.bool()[:, None, :]
+        feats = [F.gelu(conv(x)[..., :t]).masked_fill(pad, float("-inf")).amax(-1) for conv in self.convs]
+        m = mask.to(states.dtype)[..., None]
+        feats.append((states * m).sum(1) / m.sum(1).clamp_min(1.0))
+        return self.dropout(F.gelu(self.proj(torch.cat(feats, -1))))
+
+
+class HierarchicalGate(nn.Module):
+    """Fuse level l's tower output with what level l-1 passes down (its state and predictions)."""
+
+    def __init__(self, dim: int, n_prev_labels: int, label_feedback: bool):
+        super().__init__()
+        self.feedback = nn.Linear(n_prev_labels, dim, bias=False) if label_feedback else None
+        self.gate = nn.Linear(2 * dim, dim)
+        self.pass_down = nn.Linear(dim, dim)
+
+    def forward(self, own: torch.Tensor, prev: torch.Tensor, prev_logits: torch.Tensor) -> torch.Tensor:
+        m = prev if self.feedback is None else prev + self.feedback(torch.sigmoid(prev_logits))
+        g = torch.sigmoid(self.gate(torch.cat([own, m], -1)))
+        return g * own + (1 - g) * torch.tanh(self.pass_down(m))
+
+
+@MODELS.register("msml")
+class MSMLModel(nn.Module):
+    """Multi-scale, multi-level model over a shared encoder (see the module docstring).
+
+    Parameters
+    ----------
+    encoder : TextEncoder
+    index : TaxonomyIndex
+        The compiled taxonomy; fixes the levels and the column order of the logits.
+    config : MSMLConfig
+    """
+
+    config_class = MSMLConfig
+
+    def __init__(self, encoder: TextEncoder, index: TaxonomyIndex, config: MSMLConfig):
+        super().__init__()
+        self.encoder, self.config = encoder, config
+        self.slices = index.level_slices
+        sizes = [s.stop - s.start for s in self.slices]
+        kernels = config.kernels or default_kernels(len(sizes))
+        if len(kernels) < len(sizes):       # a deeper taxonomy than configured: reuse the last
+            kernels = list(kernels) + [kernels[-1]] * (len(sizes) - len(kernels))
+        d = config.tower_dim
+        self.towers = nn.ModuleList(TextCNNTower(encoder.hidden_size, k, config.filters, d, config.dropout)
+                                    for k in kernels[: len(sizes)])
+        self.gates = nn.ModuleList(HierarchicalGate(d, n_prev, config.label_feedback) for n_prev in sizes[:-1])
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifiers = nn.ModuleList(nn.Linear(d, n) for n in sizes)
+        self.level_weights = config.level_weights or [1.0] * len(sizes)
+        self.loss_fn = LOSSES.get(config.loss)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        enc = {id(p) for p in self.encoder.parameters()}
+        return [p for p in self.parameters() if id(p) not in enc and p.requires_grad]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None = None) -> ModelOutput:
+        states = self.encoder(input_ids, attention_mask)
+        return self.forward_states(states, attention_mask, labels)
+
+    def forward_states(self, states: torch.Tensor, attention_mask: torch.Tensor,
+                       labels: torch.Tensor | None = None) -> ModelOutput:
+        """Everything above the encoder (also used on cached encoder states)."""
+        level_logits, h, z = [], None, None
+        for level, (tower, clf) in enumerate(zip(self.towers, self.classifiers)):
+            t = tower(states, attention_mask)
+            h = t if level == 0 else self.gates[level - 1](t, h, z)
+            z = clf(self.dropout(h))
+            level_logits.append(z)
+        logits = torch.cat(level_logits, -1).float()
+        loss = None
+        if labels is not None:
+            loss = sum(w * self.loss_fn(logits[:, sl], labels[:, sl])
+                       for w, sl in zip(self.level_weights, self.slices))
+        return ModelOutput(logits=logits, loss=loss)

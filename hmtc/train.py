@@ -1,0 +1,374 @@
+"""Training: AdamW with a head learning rate and layer-wise decay, warm-up and decay, clipping,
+EMA of weights, early stopping on dev, length-bucketed batches, bf16 autocast, resume.
+
+A run folder holds ``last/`` (checkpoint + optimizer state, for resume), ``best/`` (the best
+dev checkpoint), ``history.jsonl`` and, after evaluation, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import safetensors.torch
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .batching import iterate, length_batches, tokenize
+from .checkpoint import save_checkpoint
+from .errors import ConfigError, HmtcError
+from .io import atomic_write_json
+from .record import command_line, git_commit, machine_info, now
+from .taxonomy import Taxonomy, TaxonomyIndex
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+class EMA:
+    """Exponential moving average of trainable weights; ``swap()`` puts the average in place."""
+
+    def __init__(self, params: list[torch.nn.Parameter], decay: float):
+        self.params, self.decay = params, decay
+        self.shadow = [p.detach().clone() for p in params]
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))  # short memory early on
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
+
+    @contextlib.contextmanager
+    def swap(self):
+        with torch.no_grad():
+            for p, s in zip(self.params, self.shadow):
+                tmp = p.detach().clone()
+                p.copy_(s)
+                s.copy_(tmp)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, s in zip(self.params, self.shadow):
+                    tmp = p.detach().clone()
+                    p.copy_(s)
+                    s.copy_(tmp)
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        frac = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if schedule == "linear":
+            return max(0.0, 1.0 - frac)
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+        if schedule == "constant":
+            return 1.0
+        raise ConfigError(f"unknown schedule {schedule!r}; use linear, cosine or constant")
+    return f
+
+
+@torch.inference_mode()
+def predict_scores(model: torch.nn.Module, token_ids: list[list[int]], pad_id: int,
+                   batch_size: int = 128, bf16: bool = False, device: torch.device | None = None,
+                   progress: Progress | None = None) -> np.ndarray:
+    """Logits (S, N) for tokenised texts, longest first, returned in input order."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = None
+    batches = length_batches([len(t) for t in token_ids], batch_size, shuffle=False)
+    task = progress.add_task("predict", total=len(token_ids)) if progress else None
+    for b, ids, mask, _ in iterate(token_ids, batches, pad_id):
+        with autocast(device, bf16):
+            logits = model(ids.to(device), mask.to(device)).logits
+        if out is None:
+            out = np.zeros((len(token_ids), logits.shape[1]), dtype=np.float32)
+        out[b] = logits.float().cpu().numpy()
+        if progress:
+            progress.advance(task, len(b))
+    if progress and task is not None:
+        progress.remove_task(task)
+    model.train(was_training)
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def progress_bar(console: Console | None = None, disable: bool = False) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, disable=disable, transient=False)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs from data, taxonomy and tokenizer."""
+
+    taxonomy: Taxonomy
+    index: TaxonomyIndex
+    tokenizer: object
+    texts: dict[str, list[str]]
+    token_ids: dict[str, list[list[int]]]
+    labels: dict[str, np.ndarray]
+    single_path: bool
+    dataset: str
+
+
+def taxonomy_for(cfg: dict) -> Taxonomy:
+    """The configured taxonomy file, else the dataset's own."""
+    from .data.catalog import load_dataset
+    d = cfg["data"]
+    path = d["taxonomy"] or load_dataset(d["dataset"], data_dir=d["data_dir"] or None, splits=[]).taxonomy_path
+    return Taxonomy.load(path)
+
+
+def prepare(cfg: dict, tokenizer, taxonomy: Taxonomy, splits_wanted: list[str] | None = None) -> Prepared:
+    """Load the dataset, carve dev from train if needed, encode labels, tokenise."""
+    from .data.catalog import dev_split, encode_labels, load_dataset
+
+    dcfg = cfg["data"]
+    ds = load_dataset(dcfg["dataset"], data_dir=dcfg["data_dir"] or None)
+    index = taxonomy.compile()
+    splits = dict(ds.splits)
+    if "train" not in splits:
+        raise HmtcError(f"dataset {dcfg['dataset']!r} has no train split")
+    if dcfg["train_limit"]:
+        splits["train"] = splits["train"].subset(range(min(dcfg["train_limit"], len(splits["train"]))))
+    if "dev" not in splits:
+        splits["train"], splits["dev"] = dev_split(splits["train"], dcfg["dev_fraction"], cfg["train"]["seed"])
+    if splits_wanted is not None:
+        splits = {k: v for k, v in splits.items() if k in splits_wanted}
+    labels = {name: encode_labels(ex, taxonomy) for name, ex in splits.items()}
+    texts = {name: list(ex.texts) for name, ex in splits.items()}
+    token_ids = {name: tokenize(tokenizer, t, dcfg["max_length"]) for name, t in texts.items()}
+    train_y = labels.get("train", next(iter(labels.values())))
+    leaves_per_sample = (train_y & index.leaf_mask).sum(1)
+    single = cfg["decode"]["single_path"]
+    single_path = bool((leaves_per_sample <= 1).all()) if single == "auto" else bool(single)
+    return Prepared(taxonomy, index, tokenizer, texts, token_ids, labels, single_path, str(dcfg["dataset"]))
+
+
+def build_model(cfg: dict, index: TaxonomyIndex):
+    """Backbone + encoder wrapper + the configured model; returns (model, tokenizer)."""
+    from transformers import AutoTokenizer
+
+    from .encoders import resolve_encoder
+    from .models import MODELS, make_config
+    from .models.encoder import TextEncoder, load_backbone
+
+    m = cfg["model"]
+    backbone = load_backbone(m["encoder"])
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(m["encoder"]))
+    encoder = TextEncoder(backbone, m["layers"], m["freeze_embeddings"], m["freeze_layers"])
+    model = MODELS.get(m["name"])(encoder, index, make_config(m["name"], m["options"]))
+    return model, tokenizer
+
+
+class Trainer:
+    """Train one configured run.
+
+    Parameters
+    ----------
+    config : dict
+        From :func:`hmtc.config.load_config`.
+    run_dir : Path, optional
+        Default ``<train.output_dir>/<name>``.
+    resume : bool
+        Continue from ``run_dir/last``.
+    stop_after_epochs : int, optional
+        Stop (as if interrupted) after this many epochs of this process; for tests and
+        time-boxed sessions. ``--resume`` continues.
+    """
+
+    def __init__(self, config: dict, run_dir: str | Path | None = None, resume: bool = False,
+                 stop_after_epochs: int | None = None, console: Console | None = None,
+                 quiet: bool = False):
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir else Path(config["train"]["output_dir"]) / config["name"]
+        self.resume = resume
+        self.stop_after_epochs = stop_after_epochs
+        self.console = console or Console(stderr=True)
+        self.quiet = quiet
+
+    def fit(self) -> Path:
+        """Train; returns the run folder (``best/`` holds the chosen checkpoint)."""
+        cfg, t = self.config, self.config["train"]
+        last = self.run_dir / "last"
+        if self.resume and not (last / "train_state.json").is_file():
+            raise HmtcError("nothing to resume: no last/train_state.json", self.run_dir)
+        if not self.resume and (self.run_dir / "last").exists():
+            raise HmtcError("run folder exists; pass --resume to continue it or --out for a new one",
+                            self.run_dir)
+        seed_everything(t["seed"])
+        torch.set_num_threads(t["threads"] or os.cpu_count() or 1)
+        device = pick_device(t.get("device", "auto"))
+        self.device_ = device
+        t0 = time.time()
+        taxonomy = taxonomy_for(cfg)
+        model, tokenizer = build_model(cfg, taxonomy.compile())
+        data = prepare(cfg, tokenizer, taxonomy)
+        model.to(device)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        n_train = len(data.token_ids["train"])
+        steps_per_epoch = math.ceil(n_train / t["batch_size"])
+        total = steps_per_epoch * t["epochs"]
+        groups = model.encoder.param_groups(t["lr"], t["layer_decay"], t["weight_decay"])
+        groups.append({"params": model.head_parameters(), "lr": t["head_lr"], "weight_decay": t["weight_decay"]})
+        fused = device.type == "cpu"
+        optimizer = torch.optim.AdamW(groups, lr=t["lr"], foreach=not fused, fused=fused or None)
+        for g in optimizer.param_groups:
+            g["initial_lr"] = g["lr"]
+        trainable = [p for g in groups for p in g["params"]]
+        ema = EMA(trainable, t["ema"]) if t["ema"] > 0 else None
+        state = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0,
+                 "train_seconds": 0.0, "history": []}
+        if self.resume:
+            state = self._load_state(last, model, optimizer, ema)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(t["schedule"], int(t["warmup"] * total), total), last_epoch=state["step"] - 1)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.run_dir / "config.json", cfg)
+        if not self.resume:
+            atomic_write_json(self.run_dir / "run.json", {"command": command_line(), "git_commit": git_commit(),
+                                                          "started": now(), "machine": machine_info()})
+        self.console.print(f"[bold]{cfg['name']}[/]: {n_train} train / {len(data.token_ids['dev'])} dev, "
+                           f"{data.index.n_nodes} nodes in {data.index.depth} levels, "
+                           f"{sum(p.numel() for p in trainable):,} trainable parameters, device {device}"
+                           f"{', bf16' if t['bf16'] else ''}; setup {time.time() - t0:.1f}s")
+        done_here = 0
+        with progress_bar(self.console, self.quiet) as progress:
+            for epoch in range(state["epoch"], t["epochs"]):
+                if self.stop_after_epochs is not None and done_here >= self.stop_after_epochs:
+                    break
+                torch.manual_seed(t["seed"] * 1000 + epoch)    # dropout stream per epoch
+                e0 = time.time()
+                loss = self._train_epoch(model, data, optimizer, scheduler, ema, epoch, pad_id,
+                                         progress, state)
+                state["train_seconds"] += time.time() - e0
+                with ema.swap() if ema else contextlib.nullcontext():
+                    dev_metrics = self._dev_metrics(model, data, pad_id, progress)
+                    score = dev_metrics[t["metric"]]
+                    state["epoch"] = epoch + 1
+                    improved = score > state["best"]
+                    if improved:
+                        state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
+                        save_checkpoint(self.run_dir / "best", model, tokenizer, data.taxonomy, cfg)
+                    else:
+                        state["bad_epochs"] += 1
+                rec = {"epoch": epoch + 1, "train_loss": loss, "seconds": round(time.time() - e0, 1),
+                       "samples_per_s": round(n_train / (time.time() - e0), 2),
+                       **{f"dev_{k}": dev_metrics[k] for k in ("micro_f1", "macro_f1")}}
+                state["history"].append(rec)
+                self._save_state(last, model, tokenizer, data.taxonomy, optimizer, ema, state)
+                self.console.print(f"epoch {epoch + 1}: loss {loss:.4f}, dev micro-F1 "
+                                   f"{dev_metrics['micro_f1']:.4f} macro-F1 {dev_metrics['macro_f1']:.4f}"
+                                   f"{' (best)' if improved else ''}, {rec['samples_per_s']} samples/s")
+                done_here += 1
+                if t["patience"] and state["bad_epochs"] >= t["patience"]:
+                    self.console.print(f"early stop: no dev gain for {t['patience']} epochs")
+                    state["epoch"] = t["epochs"]
+                    self._save_state(last, model, tokenizer, data.taxonomy, optimizer, ema, state)
+                    break
+        self.state_ = state
+        self.data_ = data
+        return self.run_dir
+
+    def _train_epoch(self, model, data: Prepared, optimizer, scheduler, ema, epoch: int, pad_id: int,
+                     progress: Progress, state: dict) -> float:
+        t = self.config["train"]
+        ids, y = data.token_ids["train"], data.labels["train"]
+        batches = length_batches([len(x) for x in ids], t["batch_size"], True, t["seed"], epoch, t["bucket_size"])
+        task = progress.add_task(f"epoch {epoch + 1}/{t['epochs']}", total=len(ids), info="")
+        model.train()
+        total, n, start = 0.0, 0, time.time()
+        for b, input_ids, mask, labels in iterate(ids, batches, pad_id, y):
+            with autocast(self.device_, t["bf16"]):
+                out = model(input_ids.to(self.device_), mask.to(self.device_), labels=labels.to(self.device_))
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if t["clip"]:
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], t["clip"])
+            optimizer.step()
+            scheduler.step()
+            if ema:
+                ema.update()
+            state["step"] += 1
+            total += out.loss.item() * len(b)
+            n += len(b)
+            progress.update(task, advance=len(b),
+                            info=f"loss {total / n:.4f} · {n / (time.time() - start):.1f} samples/s")
+        progress.remove_task(task)
+        return total / max(1, n)
+
+    def _dev_metrics(self, model, data: Prepared, pad_id: int, progress: Progress) -> dict:
+        from .decode import decode
+        from .metrics import evaluate
+        t = self.config["train"]
+        scores = predict_scores(model, data.token_ids["dev"], pad_id, t["eval_batch_size"], t["bf16"],
+                                self.device_, progress)
+        pred = decode(scores, data.index, self.config["decode"]["method"], 0.0, data.single_path)
+        return evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
+
+    # ---- resume state: optimizer, EMA and counters beside the checkpoint ----------------------
+    def _save_state(self, folder: Path, model, tokenizer, taxonomy, optimizer, ema, state: dict) -> None:
+        tensors, groups = {}, []
+        sd = optimizer.state_dict()
+        for pid, st in sd["state"].items():
+            for k, v in st.items():
+                tensors[f"opt.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        for g in sd["param_groups"]:
+            groups.append({k: v for k, v in g.items() if k != "params"} | {"params": list(g["params"])})
+        if ema:
+            for i, s in enumerate(ema.shadow):
+                tensors[f"ema.{i}"] = s
+        tensors["rng.torch"] = torch.get_rng_state()
+        blob = safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()})
+        meta = json.dumps({**state, "param_groups": groups, "ema_updates": ema.updates if ema else 0},
+                          ensure_ascii=False).encode("utf-8")
+        save_checkpoint(folder, model, tokenizer, taxonomy, self.config,
+                        extra_files={"train_state.safetensors": blob, "train_state.json": meta})
+
+    def _load_state(self, folder: Path, model, optimizer, ema) -> dict:
+        safetensors.torch.load_model(model, str(folder / "model.safetensors"), strict=False)
+        meta = json.loads((folder / "train_state.json").read_text(encoding="utf-8"))
+        tensors = safetensors.torch.load_file(str(folder / "train_state.safetensors"))
+        opt_state: dict = {}
+        for key, v in tensors.items():
+            if key.startswith("opt."):
+                _, pid, name = key.split(".", 2)
+                opt_state.setdefault(int(pid), {})[name] = v
+        optimizer.load_state_dict({"state": opt_state, "param_groups": meta.pop("param_groups")})
+        if ema:
+            for i, s in enumerate(ema.shadow):
+                s.copy_(tensors[f"ema.{i}"])
+            ema.updates = meta.get("ema_updates", 0)
+        meta.pop("ema_updates", None)
+        torch.set_rng_state(tensors["rng.torch"])
+        return meta
+

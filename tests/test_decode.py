@@ -1,0 +1,104 @@
+"""Decoding: every method's output is consistent, whatever the taxonomy, scores or thresholds."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hmtc.decode import decode, tune_global_threshold, tune_label_thresholds
+from hmtc.metrics import orphan_mask
+from hmtc.taxonomy import Taxonomy
+
+
+@st.composite
+def taxonomies(draw, dag: bool):
+    """A random tree (or DAG: extra parents from strictly earlier nodes) of 1..12 nodes."""
+    n = draw(st.integers(1, 12))
+    t = Taxonomy.new(header=False)
+    for i in range(n):
+        parent = draw(st.sampled_from([t.root] + [f"n{j}" for j in range(i)]))
+        t = t.add(f"n{i}", parent)
+        if dag and i >= 2 and draw(st.booleans()):
+            extra = draw(st.sampled_from([f"n{j}" for j in range(i)]))
+            if extra != parent:
+                t = t.move(f"n{i}", extra, keep_parents=True)
+    return t
+
+
+def assert_consistent(keep: np.ndarray, index) -> None:
+    """Strict: every parent of every kept node is kept."""
+    assert not np.asarray(orphan_mask(keep, index, "strict")).any()
+    par, valid = index.parents_padded, index.parents_padded >= 0
+    rows, cols = np.nonzero(keep)
+    assert np.all(keep[rows[:, None], np.where(valid[cols], par[cols], 0)] | ~valid[cols])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), dag=st.booleans(), method=st.sampled_from(["best", "top-down", "closure"]),
+       single=st.booleans(), per_label=st.booleans())
+def test_decoded_output_is_always_consistent(data, dag, method, single, per_label):
+    tax = data.draw(taxonomies(dag))
+    index = tax.compile()
+    seed = data.draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(0, 3, size=(20, index.n_nodes)).astype(np.float32)
+    thr = rng.normal(0, 1, size=index.n_nodes) if per_label else float(rng.normal())
+    keep = decode(scores, index, method, thr, single_path=single and method == "best")
+    assert keep.shape == scores.shape and keep.dtype == bool
+    assert_consistent(keep, index)
+
+
+def test_best_is_the_max_margin_consistent_set_on_small_trees():
+    tax = Taxonomy.parse("ROOT\n  a\n    a1\n    a2\n  b\n    b1\n      b1x\n")
+    index = tax.compile()
+    rng = np.random.default_rng(0)
+    scores = rng.normal(0, 2, size=(200, index.n_nodes)).astype(np.float32)
+    keep = decode(scores, index, "best", 0.0)
+    sets = [np.array(bits, dtype=bool) for bits in itertools.product([0, 1], repeat=index.n_nodes)]
+    consistent = np.array([s for s in sets if not np.asarray(orphan_mask(s[None], index)).any()])
+    totals = scores @ consistent.T.astype(np.float32)         # (S, n_sets)
+    best_total = totals.max(1)
+    got = (scores * keep).sum(1)
+    assert np.allclose(got, best_total, atol=1e-5)
+
+
+def test_best_may_stop_at_an_internal_node_and_single_path_keeps_one_path():
+    tax = Taxonomy.parse("ROOT\n  a\n    a1\n    a2\n  b\n    b1\n")
+    index = tax.compile()
+    col = index.id_to_index
+    s = np.full((2, index.n_nodes), -5.0, dtype=np.float32)
+    s[0, col["a"]] = 3.0                                   # confident parent, unsure children
+    s[1, [col["a"], col["a1"], col["b"], col["b1"]]] = [2.0, 1.0, 1.5, 2.5]
+    multi = decode(s, index, "best", 0.0)
+    assert index.labels_of(multi) == [["a"], ["a", "b", "a1", "b1"]]
+    single = decode(s, index, "best", 0.0, single_path=True)
+    assert index.labels_of(single) == [["a"], ["b", "b1"]]   # b->b1 path beats a->a1
+
+
+def test_top_down_drops_orphans_and_closure_adds_ancestors():
+    index = Taxonomy.parse("ROOT\n  a\n    a1\n").compile()
+    s = np.array([[-1.0, 2.0]], dtype=np.float32)         # child confident, parent not
+    assert index.labels_of(decode(s, index, "top-down")) == [[]]
+    assert index.labels_of(decode(s, index, "closure")) == [["a", "a1"]]
+
+
+def test_threshold_tuning_picks_a_separating_threshold():
+    index = Taxonomy.parse("ROOT\n  a\n  b\n").compile()
+    gold = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=bool)
+    scores = np.where(gold, 1.5, 0.8).astype(np.float32)   # positives above 1.5, negatives at 0.8
+    t = tune_global_threshold(scores, gold, index, "best")
+    assert 0.8 <= t < 1.5
+    per = tune_label_thresholds(scores, gold, t, min_support=1)
+    assert ((per >= 0.8) & (per < 1.5)).all()
+    per_rare = tune_label_thresholds(scores, gold, 7.0, min_support=5)
+    assert (per_rare == 7.0).all()
+
+
+def test_unknown_method():
+    index = Taxonomy.parse("ROOT\n  a\n").compile()
+    with pytest.raises(ValueError, match="unknown decoding method"):
+        decode(np.zeros((1, 1)), index, "greedy")

@@ -1,0 +1,148 @@
+"""Training end to end on a tiny random BERT: learning, CLI, save/load, resume, kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from typer.testing import CliRunner
+
+from hmtc.checkpoint import load_checkpoint
+from hmtc.cli import app
+from hmtc.config import load_config
+from hmtc.errors import ConfigError, HmtcError
+from hmtc.train import Trainer, predict_scores
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    r = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def test_overfits_a_tiny_set(run_config, tmp_path):
+    from hmtc.decode import decode
+    from hmtc.metrics import evaluate
+    cfg = load_config(run_config, ["train.epochs=25", "data.dev_fraction=0.1", "train.lr=2e-3",
+                                   "train.record_dir=''"])
+    trainer = Trainer(cfg, tmp_path / "overfit", quiet=True)
+    trainer.fit()
+    data = trainer.data_
+    ckpt = load_checkpoint(tmp_path / "overfit" / "last")
+    scores = predict_scores(ckpt.model, data.token_ids["train"], 0)
+    f1 = evaluate(data.labels["train"], decode(scores, data.index), data.index)["micro_f1"]
+    first, last = trainer.state_["history"][0]["train_loss"], trainer.state_["history"][-1]["train_loss"]
+    assert last < 0.25 * first
+    assert f1 > 0.95
+
+
+def test_cli_train_eval_predict(run_config, tmp_path):
+    invoke("train", run_config, "--quiet")
+    run = tmp_path / "runs" / "tiny-msml"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["consistency"]["after"]["inconsistent_samples"] == 0
+    for key in ("micro_f1", "macro_f1", "hier_f1", "c_micro_f1", "per_level"):
+        assert key in metrics["test"]
+    record = json.loads((tmp_path / "records" / "tiny-msml.json").read_text())
+    for key in ("command", "git_commit", "seed", "train_seconds", "machine", "metrics", "config", "dataset"):
+        assert record[key] is not None, key
+    assert (run / "best" / "decode.json").is_file()
+
+    r = invoke("eval", run, "--json", "--quiet")
+    assert json.loads(r.stdout)["test"]["micro_f1"] == pytest.approx(metrics["test"]["micro_f1"])
+
+    r = invoke("predict", run, "meow kitten here", "oak leaf today")
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["text"] for row in rows] == ["meow kitten here", "oak leaf today"]
+    for row in rows:
+        for path in row["paths"]:
+            assert len(path) >= 1
+        assert set(row["scores"]) == set(row["labels"])
+        # consistent: a leaf is never predicted without its parent
+        assert all(lab.split("-")[0] in row["labels"] for lab in row["labels"])
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"text": t}) for t in ["dog bark", "rose petal"] * 5) + "\n")
+    out = tmp_path / "out.jsonl"
+    invoke("predict", run, "--input", src, "--output", out, "--chunk", "3")
+    assert len(out.read_text().splitlines()) == 10
+
+
+def test_save_load_gives_identical_predictions(run_config, tmp_path):
+    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''"])
+    trainer = Trainer(cfg, tmp_path / "r", quiet=True)
+    trainer.fit()
+    ids = trainer.data_.token_ids["test"]
+    a = load_checkpoint(tmp_path / "r" / "last")
+    b = load_checkpoint(tmp_path / "r" / "last")
+    sa = predict_scores(a.model, ids, 0)
+    assert np.array_equal(sa, predict_scores(b.model, ids, 0))
+    assert sa.shape == (len(ids), 6)
+
+
+def _weights(path: Path) -> dict:
+    return safetensors.torch.load_file(str(path / "model.safetensors"))
+
+
+def test_resume_matches_an_uninterrupted_run(run_config, tmp_path):
+    overrides = ["train.epochs=3", "train.record_dir=''", "train.ema=0.9"]
+    Trainer(load_config(run_config, overrides), tmp_path / "straight", quiet=True).fit()
+    Trainer(load_config(run_config, overrides), tmp_path / "split", quiet=True, stop_after_epochs=1).fit()
+    state = json.loads((tmp_path / "split" / "last" / "train_state.json").read_text())
+    assert state["epoch"] == 1
+    t = Trainer(load_config(run_config, overrides), tmp_path / "split", resume=True, quiet=True)
+    t.fit()
+    assert t.state_["epoch"] == 3
+    a, b = _weights(tmp_path / "straight" / "last"), _weights(tmp_path / "split" / "last")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(run_config, tmp_path):
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "hmtc", "train", str(run_config), "--out", str(run), "--quiet",
+           "--set", "train.epochs=400", "--set", "train.record_dir=''"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run / "last" / "train_state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not state.is_file():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = json.loads(state.read_text())["epoch"]
+    assert 1 <= done < 400
+    load_checkpoint(run / "last")                     # the checkpoint on disk is whole
+    invoke("train", run_config, "--out", run, "--resume", "--quiet", "--no-eval",
+           "--set", f"train.epochs={done + 1}", "--set", "train.record_dir=''")
+    assert json.loads(state.read_text())["epoch"] == done + 1
+
+
+def test_existing_run_is_not_overwritten(run_config, tmp_path):
+    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''"])
+    Trainer(cfg, tmp_path / "r", quiet=True).fit()
+    with pytest.raises(HmtcError, match="--resume"):
+        Trainer(cfg, tmp_path / "r", quiet=True).fit()
+
+
+def test_config_errors(run_config):
+    with pytest.raises(ConfigError, match="unknown key train.epoch"):
+        load_config(run_config, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(run_config, ["epochs"])
+    cfg = load_config(run_config, ["train.lr=3e-5", "model.options.filters=8"])
+    assert cfg["train"]["lr"] == 3e-5 and cfg["model"]["options"]["filters"] == 8
+    assert cfg["model"]["options"]["tower_dim"] == 32          # file options kept
