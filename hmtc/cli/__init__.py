@@ -10,6 +10,7 @@ from rich.console import Console
 from ..errors import HmtcError
 from . import run
 from .data import app as data_app
+from .encoders import app as encoders_app
 from .metrics import metrics_command
 from .taxonomy import app as taxonomy_app
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(taxonomy_app, name="taxonomy")
 app.add_typer(data_app, name="data")
+app.add_typer(encoders_app, name="encoders")
 app.command("train")(run.train)
 app.command("eval")(run.eval_)
 app.command("predict")(run.predict)
