@@ -7,6 +7,9 @@
     taxonomy.tax        the taxonomy, canonical text
     labels.json         the label index: node ids in column order, with levels
     decode.json         decoding method and tuned thresholds (written by eval)
+
+A ``tfidf`` checkpoint has no model, encoder nor tokenizer: its own files are described in
+:mod:`hmtc.models.tfidf`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import safetensors.torch
 import torch
 
@@ -28,30 +32,50 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, tokenizer, taxon
                     config: dict, extra_files: dict[str, bytes] | None = None) -> Path:
     """Write a checkpoint folder atomically (built aside, then renamed into place)."""
     folder = Path(folder)
-    index = taxonomy.compile()
     with atomic_dir(folder) as tmp:
         safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
         model.encoder.backbone.config.save_pretrained(tmp / "encoder")
         tokenizer.save_pretrained(tmp / "tokenizer")
-        atomic_write_text(tmp / "taxonomy.tax", taxonomy.dumps())
-        atomic_write_json(tmp / "labels.json", {"ids": list(index.ids), "levels": index.levels.tolist()})
-        atomic_write_json(tmp / "checkpoint.json", {"hmtc_version": __version__, "config": config})
+        write_checkpoint_meta(tmp, taxonomy, config)
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
     return folder
 
 
+def write_checkpoint_meta(folder: Path, taxonomy: Taxonomy, config: dict) -> None:
+    """The files every checkpoint holds, whatever the model: taxonomy, label index, config."""
+    index = taxonomy.compile()
+    atomic_write_text(folder / "taxonomy.tax", taxonomy.dumps())
+    atomic_write_json(folder / "labels.json", {"ids": list(index.ids), "levels": index.levels.tolist()})
+    atomic_write_json(folder / "checkpoint.json", {"hmtc_version": __version__, "config": config})
+
+
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: ready model (eval mode), tokenizer, taxonomy, config, decoding."""
+    """A loaded checkpoint: ready model (eval mode), tokenizer, taxonomy, config, decoding.
 
-    model: torch.nn.Module
+    ``model`` and ``tokenizer`` are None for model-free checkpoints (tfidf), which override
+    :meth:`scores`.
+    """
+
+    model: torch.nn.Module | None
     tokenizer: object
     taxonomy: Taxonomy
     index: TaxonomyIndex
     config: dict
     decode: dict
     path: Path
+
+    def scores(self, texts: list[str], batch_size: int | None = None, bf16: bool | None = None,
+               progress=None) -> np.ndarray:
+        """Logits (len(texts), n_nodes) in the label index's column order."""
+        from .batching import tokenize
+        from .train import predict_scores
+        t = self.config["train"]
+        ids = tokenize(self.tokenizer, texts, self.config["data"]["max_length"])
+        return predict_scores(self.model, ids, self.tokenizer.pad_token_id or 0,
+                              batch_size or t["eval_batch_size"], t["bf16"] if bf16 is None else bf16,
+                              progress=progress)
 
 
 def load_checkpoint(folder: str | Path) -> Checkpoint:
@@ -72,7 +96,12 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
     if list(index.ids) != labels["ids"]:
         raise HmtcError("taxonomy.tax does not match the label index the model was trained with",
                         folder / "taxonomy.tax")
+    dec_path = folder / "decode.json"
+    decode = json.loads(dec_path.read_text(encoding="utf-8")) if dec_path.is_file() else {}
     mcfg = config["model"]
+    if mcfg["name"] == "tfidf":                 # model-free: no encoder, no tokenizer
+        from .models.tfidf import load_tfidf
+        return load_tfidf(folder, taxonomy, index, config, decode)
     enc_cfg = AutoConfig.from_pretrained(folder / "encoder")
     try:
         backbone = AutoModel.from_config(enc_cfg, add_pooling_layer=False)
@@ -86,6 +115,4 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
                         folder / "model.safetensors")
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    dec_path = folder / "decode.json"
-    decode = json.loads(dec_path.read_text(encoding="utf-8")) if dec_path.is_file() else {}
     return Checkpoint(model, tokenizer, taxonomy, index, config, decode, folder)

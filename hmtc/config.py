@@ -33,6 +33,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "layers": [-1],             # hidden layers mixed into the token states
         "freeze_embeddings": True,
         "freeze_layers": 0,
+        "encoder_options": {},      # passed to from_pretrained, e.g. { hidden_dropout_prob = 0.0 }
         "options": {},              # the model's own config (e.g. MSMLConfig fields)
     },
     "train": {
@@ -46,6 +47,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "schedule": "linear",       # linear | cosine | constant
         "clip": 1.0,
         "ema": 0.0,                 # EMA decay of weights (0: off)
+        # regularisers of each step (hmtc.regularizers); 0: off, any combination works
+        "fgm_epsilon": 0.0,         # FGM: adversarial step of this norm on each text's word embeddings
+        "gp_weight": 0.0,           # gradient penalty λ·mean ||∇_emb loss||² (finite differences)
+        "rdrop_alpha": 0.0,         # R-Drop: α·symmetric KL between two dropout passes
         "patience": 0,              # epochs without dev gain before stopping (0: never)
         "metric": "micro_f1",
         "bf16": False,              # CPU/GPU autocast
@@ -62,6 +67,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "threshold": "tune",        # "tune" (on dev) or a logit
         "per_label": False,         # tune one threshold per node on dev
         "single_path": "auto",      # auto: from the training data
+        "at_least_one": "auto",     # auto: when every training sample has a label
     },
 }
 
@@ -72,7 +78,7 @@ def _merge(base: dict, extra: dict, where: str) -> dict:
         if key not in base:
             raise ConfigError(f"unknown key {where + '.' if where else ''}{key}; "
                               f"known: {', '.join(sorted(base))}")
-        if key == "options":                    # the model validates its own options
+        if key in ("options", "encoder_options"):   # validated by the model / transformers
             out[key] = {**base[key], **value}
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
             out[key] = _merge(base[key], value, f"{where}.{key}" if where else key)

@@ -93,7 +93,8 @@ def _best_path(scores: np.ndarray, index: TaxonomyIndex, t: np.ndarray) -> np.nd
 
 
 def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
-           threshold: float | np.ndarray = 0.0, single_path: bool = False) -> np.ndarray:
+           threshold: float | np.ndarray = 0.0, single_path: bool = False,
+           at_least_one: bool = False) -> np.ndarray:
     """Turn scores (S, N) into a consistent indicator matrix (S, N).
 
     Parameters
@@ -106,6 +107,9 @@ def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
         Decision threshold(s) in logit space.
     single_path : bool
         For ``best``: keep one path per sample (single-path datasets).
+    at_least_one : bool
+        A sample left with no node gets the whole path of its most probable leaf (highest
+        ``Σ log σ(s)`` along the path), for data where every sample has a label.
 
     Returns
     -------
@@ -114,12 +118,19 @@ def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
     """
     scores = np.asarray(scores, dtype=np.float32)
     if method == "best":
-        return best(scores, index, threshold, single_path)
-    if method == "top-down":
-        return top_down(scores, index, threshold)
-    if method == "closure":
-        return closure(scores, index, threshold)
-    raise ValueError(f"unknown decoding method {method!r}; choose one of {', '.join(METHODS)}")
+        keep = best(scores, index, threshold, single_path)
+    elif method == "top-down":
+        keep = top_down(scores, index, threshold)
+    elif method == "closure":
+        keep = closure(scores, index, threshold)
+    else:
+        raise ValueError(f"unknown decoding method {method!r}; choose one of {', '.join(METHODS)}")
+    if at_least_one:
+        empty = ~keep.any(1)
+        if empty.any():
+            no_threshold = np.full(index.n_nodes, -np.inf, dtype=np.float32)
+            keep[empty] = _best_path(scores[empty], index, no_threshold)
+    return keep
 
 
 def _micro_f1(pred: np.ndarray, gold: np.ndarray) -> float:
@@ -133,10 +144,10 @@ GRID = np.round(np.arange(-4.0, 4.01, 0.25), 2)
 
 def tune_global_threshold(scores: np.ndarray, gold: np.ndarray, index: TaxonomyIndex,
                           method: str = "best", single_path: bool = False,
-                          grid: np.ndarray = GRID) -> float:
+                          grid: np.ndarray = GRID, at_least_one: bool = False) -> float:
     """The logit threshold in ``grid`` that maximises micro-F1 after decoding (ties: closest to 0)."""
     gold = np.asarray(gold, dtype=bool)
-    f1 = [_micro_f1(decode(scores, index, method, t, single_path), gold) for t in grid]
+    f1 = [_micro_f1(decode(scores, index, method, t, single_path, at_least_one), gold) for t in grid]
     best_f1 = max(f1)
     return float(min((abs(t), t) for t, f in zip(grid, f1) if f >= best_f1 - 1e-12)[1])
 

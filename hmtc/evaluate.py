@@ -18,7 +18,7 @@ from .errors import HmtcError
 from .io import atomic_write_bytes, atomic_write_json
 from .metrics import evaluate
 from .record import git_commit, machine_info, now
-from .train import pick_device, predict_scores, prepare, progress_bar
+from .train import pick_device, prepare, progress_bar
 
 SUMMARY_KEYS = ("micro_f1", "macro_f1", "leaf_micro_f1", "leaf_macro_f1", "hier_f1", "c_micro_f1",
                 "c_macro_f1", "exact_match", "samples_f1", "inconsistent_samples", "orphan_nodes")
@@ -44,20 +44,20 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     cfg = ckpt.config
     torch.set_num_threads(cfg["train"]["threads"] or os.cpu_count() or 1)
     device = pick_device(cfg["train"].get("device", "auto"))
-    ckpt.model.to(device)
-    data = prepare(cfg, ckpt.tokenizer, ckpt.taxonomy, splits_wanted=["dev", "test"])
+    if ckpt.model is not None:
+        ckpt.model.to(device)
+    data = prepare(cfg, ckpt.taxonomy, splits_wanted=["dev", "test"])
     eval_split = "test" if "test" in data.labels else "dev"
-    pad_id = ckpt.tokenizer.pad_token_id or 0
     t0 = time.time()
     with progress_bar(console, quiet) as progress:
-        scores = {s: predict_scores(ckpt.model, data.token_ids[s], pad_id, cfg["train"]["eval_batch_size"],
-                                    cfg["train"]["bf16"], device, progress) for s in ("dev", eval_split)}
+        scores = {s: ckpt.scores(data.texts[s], progress=progress) for s in ("dev", eval_split)}
     infer_seconds = time.time() - t0
-    n_infer = sum(len(data.token_ids[s]) for s in {"dev", eval_split})
+    n_infer = sum(len(data.texts[s]) for s in {"dev", eval_split})
     d, index = cfg["decode"], data.index
-    method, single = d["method"], data.single_path
+    method, single, one = d["method"], data.single_path, data.at_least_one
     if d["threshold"] == "tune":
-        threshold = tune_global_threshold(scores["dev"], data.labels["dev"], index, method, single)
+        threshold = tune_global_threshold(scores["dev"], data.labels["dev"], index, method, single,
+                                          at_least_one=one)
     else:
         threshold = float(d["threshold"])
     thr: float | np.ndarray = threshold
@@ -65,12 +65,12 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
         thr = tune_label_thresholds(scores["dev"], data.labels["dev"], threshold)
     gold = data.labels[eval_split]
     raw = scores[eval_split] > thr
-    decoded = decode(scores[eval_split], index, method, thr, single)
+    decoded = decode(scores[eval_split], index, method, thr, single, one)
     after = evaluate(gold, decoded, index)
     before = evaluate(gold, raw, index, include_per_label=False)
-    dev = evaluate(data.labels["dev"], decode(scores["dev"], index, method, thr, single), index,
+    dev = evaluate(data.labels["dev"], decode(scores["dev"], index, method, thr, single, one), index,
                    include_per_label=False)
-    decode_cfg = {"method": method, "single_path": single, "threshold": threshold,
+    decode_cfg = {"method": method, "single_path": single, "at_least_one": one, "threshold": threshold,
                   "per_label_thresholds": np.asarray(thr).tolist() if d["per_label"] else None}
     metrics = {"split": eval_split, "test": after, "dev": dev, "decode": decode_cfg,
                "before_decoding": {k: before[k] for k in SUMMARY_KEYS},

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .batching import tokenize
 from .checkpoint import Checkpoint
 from .decode import decode
 from .errors import DataError
-from .train import predict_scores
 
 
 def read_texts(path: Path, text_key: str = "text") -> Iterator[str]:
@@ -41,8 +39,8 @@ def read_texts(path: Path, text_key: str = "text") -> Iterator[str]:
             yield obj[text_key]
 
 
-def predict_texts(ckpt: Checkpoint, texts: Iterable[str], chunk: int = 2048, batch_size: int = 128,
-                  bf16: bool = False) -> Iterator[dict]:
+def predict_texts(ckpt: Checkpoint, texts: Iterable[str], chunk: int = 2048, batch_size: int | None = None,
+                  bf16: bool | None = None) -> Iterator[dict]:
     """One result per text: ``labels`` (ids), ``paths`` (root-to-node display names for each
     deepest predicted node) and ``scores`` (sigmoid of the logit per predicted node)."""
     index, dec = ckpt.index, ckpt.decode
@@ -50,14 +48,11 @@ def predict_texts(ckpt: Checkpoint, texts: Iterable[str], chunk: int = 2048, bat
     thr = dec.get("per_label_thresholds") or dec.get("threshold", 0.0)
     thr = np.asarray(thr, dtype=np.float32)
     single = bool(dec.get("single_path", False))
-    pad_id = ckpt.tokenizer.pad_token_id or 0
-    max_length = ckpt.config["data"]["max_length"]
     buf: list[str] = []
 
     def flush() -> Iterator[dict]:
-        ids = tokenize(ckpt.tokenizer, buf, max_length)
-        scores = predict_scores(ckpt.model, ids, pad_id, batch_size, bf16)
-        keep = decode(scores, index, method, thr, single)
+        scores = ckpt.scores(buf, batch_size, bf16)
+        keep = decode(scores, index, method, thr, single, bool(dec.get("at_least_one", False)))
         probs = 1 / (1 + np.exp(-scores))
         has_kept_child = (keep.astype(np.float32) @ index.ancestors.astype(np.float32)) > 0
         for text, row, p, inner in zip(buf, keep, probs, has_kept_child):

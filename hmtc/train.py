@@ -8,6 +8,7 @@ dev checkpoint), ``history.jsonl`` and, after evaluation, ``metrics.json``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -24,9 +25,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from .batching import iterate, length_batches, tokenize
 from .checkpoint import save_checkpoint
+from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
 from .io import atomic_write_json
+from .losses import fit_losses
 from .record import command_line, git_commit, machine_info, now
+from .regularizers import backward_step, rdrop_loss, word_embeddings
 from .taxonomy import Taxonomy, TaxonomyIndex
 
 
@@ -137,6 +141,7 @@ class Prepared:
     token_ids: dict[str, list[list[int]]]
     labels: dict[str, np.ndarray]
     single_path: bool
+    at_least_one: bool
     dataset: str
 
 
@@ -148,8 +153,8 @@ def taxonomy_for(cfg: dict) -> Taxonomy:
     return Taxonomy.load(path)
 
 
-def prepare(cfg: dict, tokenizer, taxonomy: Taxonomy, splits_wanted: list[str] | None = None) -> Prepared:
-    """Load the dataset, carve dev from train if needed, encode labels, tokenise."""
+def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[str] | None = None) -> Prepared:
+    """Load the dataset, carve dev from train if needed, encode labels, tokenise (with a tokenizer)."""
     from .data.catalog import dev_split, encode_labels, load_dataset
 
     dcfg = cfg["data"]
@@ -166,12 +171,16 @@ def prepare(cfg: dict, tokenizer, taxonomy: Taxonomy, splits_wanted: list[str] |
         splits = {k: v for k, v in splits.items() if k in splits_wanted}
     labels = {name: encode_labels(ex, taxonomy) for name, ex in splits.items()}
     texts = {name: list(ex.texts) for name, ex in splits.items()}
-    token_ids = {name: tokenize(tokenizer, t, dcfg["max_length"]) for name, t in texts.items()}
+    token_ids = ({name: tokenize(tokenizer, t, dcfg["max_length"]) for name, t in texts.items()}
+                 if tokenizer is not None else {})
     train_y = labels.get("train", next(iter(labels.values())))
     leaves_per_sample = (train_y & index.leaf_mask).sum(1)
     single = cfg["decode"]["single_path"]
     single_path = bool((leaves_per_sample <= 1).all()) if single == "auto" else bool(single)
-    return Prepared(taxonomy, index, tokenizer, texts, token_ids, labels, single_path, str(dcfg["dataset"]))
+    one = cfg["decode"].get("at_least_one", "auto")
+    at_least_one = bool(train_y.any(1).all()) if one == "auto" else bool(one)
+    return Prepared(taxonomy, index, tokenizer, texts, token_ids, labels, single_path, at_least_one,
+                    str(dcfg["dataset"]))
 
 
 def build_model(cfg: dict, index: TaxonomyIndex):
@@ -183,7 +192,7 @@ def build_model(cfg: dict, index: TaxonomyIndex):
     from .models.encoder import TextEncoder, load_backbone
 
     m = cfg["model"]
-    backbone = load_backbone(m["encoder"])
+    backbone = load_backbone(m["encoder"], **m.get("encoder_options", {}))
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(m["encoder"]))
     encoder = TextEncoder(backbone, m["layers"], m["freeze_embeddings"], m["freeze_layers"])
     model = MODELS.get(m["name"])(encoder, index, make_config(m["name"], m["options"]))
@@ -215,6 +224,7 @@ class Trainer:
         self.stop_after_epochs = stop_after_epochs
         self.console = console or Console(stderr=True)
         self.quiet = quiet
+        self.dist_ = DistContext()
 
     def fit(self) -> Path:
         """Train; returns the run folder (``best/`` holds the chosen checkpoint)."""
@@ -225,15 +235,29 @@ class Trainer:
         if not self.resume and (self.run_dir / "last").exists():
             raise HmtcError("run folder exists; pass --resume to continue it or --out for a new one",
                             self.run_dir)
+        if cfg["model"]["name"] == "tfidf":     # model-free reference: one fit, no epochs
+            if self.resume:
+                raise HmtcError("a tfidf run is fitted in one pass; there is nothing to resume", self.run_dir)
+            from .models.tfidf import fit_tfidf
+            self.state_, self.data_ = fit_tfidf(cfg, self.run_dir, self.console)
+            return self.run_dir
         seed_everything(t["seed"])
-        torch.set_num_threads(t["threads"] or os.cpu_count() or 1)
-        device = pick_device(t.get("device", "auto"))
+        self.dist_, ddp_device = init_distributed(t.get("device", "auto"))
+        torch.set_num_threads(t["threads"] or max(1, (os.cpu_count() or 1) // self.dist_.world))
+        device = ddp_device or pick_device(t.get("device", "auto"))
         self.device_ = device
+        main = self.dist_.is_main
+        if not main:
+            self.quiet = True
         t0 = time.time()
         taxonomy = taxonomy_for(cfg)
         model, tokenizer = build_model(cfg, taxonomy.compile())
-        data = prepare(cfg, tokenizer, taxonomy)
+        data = prepare(cfg, taxonomy, tokenizer)
         model.to(device)
+        self.train_model_ = model
+        if self.dist_.active:
+            from torch.nn.parallel import DistributedDataParallel
+            self.train_model_ = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         n_train = len(data.token_ids["train"])
         steps_per_epoch = math.ceil(n_train / t["batch_size"])
@@ -252,15 +276,18 @@ class Trainer:
             state = self._load_state(last, model, optimizer, ema)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(t["schedule"], int(t["warmup"] * total), total), last_epoch=state["step"] - 1)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.run_dir / "config.json", cfg)
-        if not self.resume:
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.run_dir / "config.json", cfg)
+        if main and not self.resume:
             atomic_write_json(self.run_dir / "run.json", {"command": command_line(), "git_commit": git_commit(),
                                                           "started": now(), "machine": machine_info()})
-        self.console.print(f"[bold]{cfg['name']}[/]: {n_train} train / {len(data.token_ids['dev'])} dev, "
-                           f"{data.index.n_nodes} nodes in {data.index.depth} levels, "
-                           f"{sum(p.numel() for p in trainable):,} trainable parameters, device {device}"
-                           f"{', bf16' if t['bf16'] else ''}; setup {time.time() - t0:.1f}s")
+        say = self.console.print if main else (lambda *a, **k: None)
+        say(f"[bold]{cfg['name']}[/]: {n_train} train / {len(data.token_ids['dev'])} dev, "
+            f"{data.index.n_nodes} nodes in {data.index.depth} levels, "
+            f"{sum(p.numel() for p in trainable):,} trainable parameters, device {device}"
+            f"{', bf16' if t['bf16'] else ''}{f', {self.dist_.world} processes' if self.dist_.active else ''}; "
+            f"setup {time.time() - t0:.1f}s")
         done_here = 0
         with progress_bar(self.console, self.quiet) as progress:
             for epoch in range(state["epoch"], t["epochs"]):
@@ -278,23 +305,27 @@ class Trainer:
                     improved = score > state["best"]
                     if improved:
                         state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
-                        save_checkpoint(self.run_dir / "best", model, tokenizer, data.taxonomy, cfg)
+                        if main:
+                            save_checkpoint(self.run_dir / "best", model, tokenizer, data.taxonomy, cfg)
                     else:
                         state["bad_epochs"] += 1
                 rec = {"epoch": epoch + 1, "train_loss": loss, "seconds": round(time.time() - e0, 1),
                        "samples_per_s": round(n_train / (time.time() - e0), 2),
                        **{f"dev_{k}": dev_metrics[k] for k in ("micro_f1", "macro_f1")}}
                 state["history"].append(rec)
-                self._save_state(last, model, tokenizer, data.taxonomy, optimizer, ema, state)
-                self.console.print(f"epoch {epoch + 1}: loss {loss:.4f}, dev micro-F1 "
-                                   f"{dev_metrics['micro_f1']:.4f} macro-F1 {dev_metrics['macro_f1']:.4f}"
-                                   f"{' (best)' if improved else ''}, {rec['samples_per_s']} samples/s")
+                if main:
+                    self._save_state(last, model, tokenizer, data.taxonomy, optimizer, ema, state)
+                say(f"epoch {epoch + 1}: loss {loss:.4f}, dev micro-F1 {dev_metrics['micro_f1']:.4f} "
+                    f"macro-F1 {dev_metrics['macro_f1']:.4f}{' (best)' if improved else ''}, "
+                    f"{rec['samples_per_s']} samples/s")
                 done_here += 1
                 if t["patience"] and state["bad_epochs"] >= t["patience"]:
-                    self.console.print(f"early stop: no dev gain for {t['patience']} epochs")
+                    say(f"early stop: no dev gain for {t['patience']} epochs")
                     state["epoch"] = t["epochs"]
-                    self._save_state(last, model, tokenizer, data.taxonomy, optimizer, ema, state)
+                    if main:
+                        self._save_state(last, model, tokenizer, data.taxonomy, optimizer, ema, state)
                     break
+        self.dist_.close()
         self.state_ = state
         self.data_ = data
         return self.run_dir
@@ -303,15 +334,24 @@ class Trainer:
                      progress: Progress, state: dict) -> float:
         t = self.config["train"]
         ids, y = data.token_ids["train"], data.labels["train"]
+        fit_losses(model, y)        # label priors are not saved with the weights: fit every epoch (cheap)
+        embeddings = word_embeddings(model) if t["fgm_epsilon"] or t["gp_weight"] else None
         batches = length_batches([len(x) for x in ids], t["batch_size"], True, t["seed"], epoch, t["bucket_size"])
         task = progress.add_task(f"epoch {epoch + 1}/{t['epochs']}", total=len(ids), info="")
+        weights = [1.0] * len(batches)
+        if self.dist_.active:
+            # every rank takes its slice of the same global batch; DDP averages rank gradients, so a
+            # slice's mean loss is weighted by its share of the batch to give the global mean exactly
+            batches = [b for b in batches if len(b) >= self.dist_.world]
+            weights = [len(self.dist_.shard(b)) * self.dist_.world / len(b) for b in batches]
+            batches = [self.dist_.shard(b) for b in batches]
         model.train()
         total, n, start = 0.0, 0, time.time()
-        for b, input_ids, mask, labels in iterate(ids, batches, pad_id, y):
-            with autocast(self.device_, t["bf16"]):
-                out = model(input_ids.to(self.device_), mask.to(self.device_), labels=labels.to(self.device_))
+        for w, (b, input_ids, mask, labels) in zip(weights, iterate(ids, batches, pad_id, y)):
+            batch = [x.to(self.device_) for x in (input_ids, mask, labels)]
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss = backward_step(functools.partial(self._batch_loss, self.train_model_, *batch, weight=w),
+                                 embeddings, t["fgm_epsilon"], t["gp_weight"]) / w
             if t["clip"]:
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], t["clip"])
             optimizer.step()
@@ -319,12 +359,24 @@ class Trainer:
             if ema:
                 ema.update()
             state["step"] += 1
-            total += out.loss.item() * len(b)
+            total += loss.item() * len(b)
             n += len(b)
             progress.update(task, advance=len(b),
                             info=f"loss {total / n:.4f} · {n / (time.time() - start):.1f} samples/s")
         progress.remove_task(task)
+        if self.dist_.active:       # report the loss over the whole epoch, not this rank's share
+            sums = torch.tensor([total, float(n)])
+            torch.distributed.all_reduce(sums)
+            total, n = sums.tolist()
         return total / max(1, n)
+
+    def _batch_loss(self, model, input_ids, mask, labels, weight: float = 1.0) -> torch.Tensor:
+        """The training loss of one batch under autocast, with R-Drop when configured."""
+        t = self.config["train"]
+        with autocast(self.device_, t["bf16"]):
+            if t["rdrop_alpha"]:
+                return weight * rdrop_loss(model, input_ids, mask, labels, t["rdrop_alpha"])
+            return weight * model(input_ids, mask, labels=labels).loss
 
     def _dev_metrics(self, model, data: Prepared, pad_id: int, progress: Progress) -> dict:
         from .decode import decode
@@ -332,7 +384,8 @@ class Trainer:
         t = self.config["train"]
         scores = predict_scores(model, data.token_ids["dev"], pad_id, t["eval_batch_size"], t["bf16"],
                                 self.device_, progress)
-        pred = decode(scores, data.index, self.config["decode"]["method"], 0.0, data.single_path)
+        pred = decode(scores, data.index, self.config["decode"]["method"], 0.0, data.single_path,
+                      data.at_least_one)
         return evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
 
     # ---- resume state: optimizer, EMA and counters beside the checkpoint ----------------------

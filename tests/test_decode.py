@@ -102,3 +102,15 @@ def test_unknown_method():
     index = Taxonomy.parse("ROOT\n  a\n").compile()
     with pytest.raises(ValueError, match="unknown decoding method"):
         decode(np.zeros((1, 1)), index, "greedy")
+
+
+def test_at_least_one_fills_empty_rows_with_the_most_probable_path():
+    index = Taxonomy.parse("ROOT\n  a\n    a1\n    a2\n  b\n    b1\n").compile()
+    col = index.id_to_index
+    s = np.full((2, index.n_nodes), -3.0, dtype=np.float32)
+    s[0, [col["b"], col["b1"]]] = [-0.5, -0.2]              # nothing passes 0; b->b1 most probable
+    s[1, col["a"]] = 2.0                                      # row 1 already has a node: untouched
+    for method in ("best", "top-down", "closure"):
+        keep = decode(s, index, method, 0.0, at_least_one=True)
+        assert index.labels_of(keep) == [["b", "b1"], ["a"]]
+        assert_consistent(keep, index)

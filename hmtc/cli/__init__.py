@@ -9,9 +9,11 @@ from rich.console import Console
 
 from ..errors import HmtcError
 from . import run
+from .bench import bench
 from .data import app as data_app
 from .encoders import app as encoders_app
 from .metrics import metrics_command
+from .report import compare_command, report_command, results_command
 from .taxonomy import app as taxonomy_app
 
 app = typer.Typer(
@@ -28,6 +30,10 @@ app.command("train")(run.train)
 app.command("eval")(run.eval_)
 app.command("predict")(run.predict)
 app.command("metrics")(metrics_command)
+app.command("bench")(bench)
+app.command("report")(report_command)
+app.command("compare")(compare_command)
+app.command("results")(results_command)
 
 err_console = Console(stderr=True)
 

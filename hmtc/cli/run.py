@@ -29,6 +29,8 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     cfg = load_config(config, set_)
     trainer = Trainer(cfg, out, resume=resume, stop_after_epochs=stop_after, console=err, quiet=quiet)
     run_dir = trainer.fit()
+    if not trainer.dist_.is_main:
+        return                           # other ranks of a torchrun job: rank 0 evaluates
     if no_eval or trainer.state_["epoch"] < cfg["train"]["epochs"]:
         err.print(f"run folder: {run_dir}")
         return
@@ -54,7 +56,7 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here (default: stdout)."),
             text_key: str = typer.Option("text", "--text-key", help="JSON key of the text in --input .jsonl."),
             chunk: int = typer.Option(2048, "--chunk", help="Texts held in memory at once."),
-            bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast.")) -> None:
+            bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast (default: as trained).")) -> None:
     """Predict consistent label paths with scores; JSONL out, one line per text."""
     from ..checkpoint import load_checkpoint
     from ..evaluate import locate

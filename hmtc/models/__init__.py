@@ -31,4 +31,4 @@ def make_config(model_name: str, options: dict):
     return cls(**options)
 
 
-from . import flat, msml  # noqa: E402,F401  (registers the built-in models)
+from . import flat, global_, local, msml, tfidf  # noqa: E402,F401  (registers the built-in models)

@@ -46,10 +46,20 @@ class TextEncoder(nn.Module):
         enc = getattr(self.backbone, "encoder", None)
         return list(getattr(enc, "layer", [])) if enc is not None else []
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, *,
+                inputs_embeds: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Token states (B, T, d).
+
+        ``inputs_embeds`` (B, T, d), with ``input_ids=None``, feeds vectors in place of the word
+        embeddings (e.g. text embeddings followed by label tokens); ``position_ids`` (B, T)
+        replaces the backbone's default positions. Both are passed on only when given.
+        """
         needs_all = self.layers != [-1]
+        extra = {k: v for k, v in (("inputs_embeds", inputs_embeds), ("position_ids", position_ids))
+                 if v is not None}
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                            output_hidden_states=needs_all, return_dict=True)
+                            output_hidden_states=needs_all, return_dict=True, **extra)
         if not needs_all:
             return out.last_hidden_state
         states = [out.hidden_states[i] for i in self.layers]
@@ -83,13 +93,15 @@ class TextEncoder(nn.Module):
         return out
 
 
-def load_backbone(name_or_path: str) -> nn.Module:
+def load_backbone(name_or_path: str, **options) -> nn.Module:
     """Load a transformers encoder by built-in name, local folder or hub id (offline-safe)."""
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
     from ..encoders import resolve_encoder
+    hf_logging.set_verbosity_error()   # the unused pooler's load report is noise here
     path = resolve_encoder(name_or_path)
     try:  # the pooler is unused; not every architecture takes the flag
-        return AutoModel.from_pretrained(path, add_pooling_layer=False)
+        return AutoModel.from_pretrained(path, add_pooling_layer=False, **options)
     except TypeError:
-        return AutoModel.from_pretrained(path)
+        return AutoModel.from_pretrained(path, **options)

@@ -83,6 +83,6 @@ class TextCNNHead(nn.Module):
         self.out_dim = filters * len(kernels)
 
     def forward(self, states, mask):
-        x, t = states.transpose(1, 2), states.shape[1]
         pad = ~mask.bool()[:, None, :]
+        x, t = states.transpose(1, 2).masked_fill(pad, 0.0), states.shape[1]   # padding-independent
         return torch.cat([F.gelu(c(x)[..., :t]).masked_fill(pad, float("-inf")).amax(-1) for c in self.convs], -1)

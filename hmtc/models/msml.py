@@ -10,7 +10,7 @@ For token states ``H`` (B, T, d) from the encoder (a learned mix of chosen layer
     h_l = g_l ⊙ t_l + (1 - g_l) ⊙ tanh(W_p^l m_l)
     z_l = C_l dropout(h_l)                      logits of level l's nodes
 
-    loss = Σ_l w_l · L(z_l, y_l)                L = ZLPR (decide z > 0) or BCE
+    loss = Σ_l w_l · L(z_l, y_l)                L = ZLPR (decide z > 0), BCE or any of LOSSES
 
 Levels are the compiled taxonomy's levels (longest path from the root), so ragged depths and
 DAGs need nothing special: every node belongs to exactly one level, and the concatenated
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import LOSSES
+from ..losses import build_loss
 from ..taxonomy import TaxonomyIndex
 from . import MODELS, ModelOutput
 from .encoder import TextEncoder
@@ -50,6 +50,7 @@ class MSMLConfig:
     tower_dim: int = 384
     dropout: float = 0.1
     loss: str = "zlpr"
+    loss_options: dict = field(default_factory=dict)  # keyword options of the loss (build_loss)
     level_weights: list[float] | None = None  # None: 1 per level
     label_feedback: bool = True               # feed σ(z_{l-1}) into the gate
     extra: dict = field(default_factory=dict)
@@ -68,9 +69,10 @@ class TextCNNTower(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = states.transpose(1, 2)                              # (B, d, T)
-        t = states.shape[1]
         pad = ~mask.bool()[:, None, :]
+        # pad states are zeroed so a text's features do not depend on its batch's padding
+        x = states.transpose(1, 2).masked_fill(pad, 0.0)        # (B, d, T)
+        t = states.shape[1]
         feats = [F.gelu(conv(x)[..., :t]).masked_fill(pad, float("-inf")).amax(-1) for conv in self.convs]
         m = mask.to(states.dtype)[..., None]
         feats.append((states * m).sum(1) / m.sum(1).clamp_min(1.0))
@@ -121,7 +123,8 @@ class MSMLModel(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.classifiers = nn.ModuleList(nn.Linear(d, n) for n in sizes)
         self.level_weights = config.level_weights or [1.0] * len(sizes)
-        self.loss_fn = LOSSES.get(config.loss)
+        # one loss per level: a loss that learns label priors reads its own level's columns
+        self.losses = nn.ModuleList(build_loss(config.loss, config.loss_options, columns=sl) for sl in self.slices)
 
     def head_parameters(self) -> list[nn.Parameter]:
         enc = {id(p) for p in self.encoder.parameters()}
@@ -144,6 +147,6 @@ class MSMLModel(nn.Module):
         logits = torch.cat(level_logits, -1).float()
         loss = None
         if labels is not None:
-            loss = sum(w * self.loss_fn(logits[:, sl], labels[:, sl])
-                       for w, sl in zip(self.level_weights, self.slices))
+            loss = sum(w * loss_fn(logits[:, sl], labels[:, sl])
+                       for w, loss_fn, sl in zip(self.level_weights, self.losses, self.slices))
         return ModelOutput(logits=logits, loss=loss)

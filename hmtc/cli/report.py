@@ -1,0 +1,53 @@
+"""``hmtc report``, ``hmtc compare`` and ``hmtc results``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
+
+err = Console(stderr=True)
+
+
+def report_command(run: Path = typer.Argument(..., help="An evaluated run folder (after hmtc eval)."),
+                   top_bad: int = typer.Option(50, "--top-bad", help="Worst samples kept in bad_cases.jsonl."),
+                   top_pairs: int = typer.Option(20, "--top-pairs", help="Sibling-confusion pairs shown.")) -> None:
+    """Write report.md, a self-contained report.html, their plots and bad_cases.jsonl into the run folder."""
+    from ..report import write_report
+    files = write_report(run, top_bad=top_bad, top_pairs=top_pairs)
+    for path in files.values():
+        err.print(f"wrote {path}", highlight=False)
+
+
+def compare_command(runs: list[Path] = typer.Argument(..., help="Evaluated run folders."),
+                    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table as Markdown here.")) -> None:
+    """Compare runs side by side: F1 overall, per level and leaf, hierarchical, consistency, speed."""
+    from ..io import atomic_write_text
+    from ..report import compare_table, markdown_table
+    header, rows = compare_table(runs)
+    table = Table(title="Runs compared (test split, after decoding)", title_justify="left")
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i < 2 else "right")
+    for r in rows:
+        table.add_row(*(escape(f"{v:.4f}" if isinstance(v, float) else str(v)) for v in r))
+    console = Console()
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    console.width = max(console.width, natural)          # never squeeze the figures to "0.…"
+    console.print(table)
+    if out is not None:
+        atomic_write_text(out, markdown_table(header, rows) + "\n")
+        err.print(f"wrote {out}", highlight=False)
+
+
+def results_command(records_dir: Path = typer.Option(Path("experiments/records"), "--records",
+                                                     help="Folder of run records (JSON)."),
+                    out: Path = typer.Option(Path("experiments/RESULTS.md"), "--out", "-o",
+                                             help="The Markdown file to regenerate.")) -> None:
+    """Regenerate RESULTS.md from the run records: tables per dataset, published figures, goals."""
+    from ..results import write_results
+    err.print(f"wrote {write_results(records_dir, out)}", highlight=False)

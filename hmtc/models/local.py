@@ -1,0 +1,129 @@
+"""Local classifier per parent node (LCPN), multi-label, as one linear layer.
+
+Every edge ``(p, c)`` of the taxonomy (the root counts as the parent of level-1 nodes) has one
+classifier row; rows are grouped by parent, so the rows of ``p`` are ``p``'s local classifier
+over its children:
+
+    v = Head(H)                           pooled text vector
+    z_{p,c} = w_{p,c} · dropout(v) + b_{p,c}
+    σ(z_{p,c}) = P(c | p, text)           each child scored on its own (multi-label)
+
+Training: the loss (BCE by default, or any of ``LOSSES``) of row ``(p, c)`` counts only the
+samples where ``p`` is gold-positive (root rows: every sample), through the losses' ``mask``.
+BCE is the default because the path product below wants calibrated probabilities; ZLPR only
+ranks around 0, and a product of several σ(z) barely above 0.5 falls below it.
+
+Output: the logit of the path probability, computed level by level in log space,
+
+    log p(c) = min_{p ∈ parents(c)} [log σ(z_{p,c}) + log p(p)],    log p(root) = 0
+    logit(c) = log p(c) − log(1 − p(c)) = log p(c) − log(−expm1(log p(c)))
+
+In a tree the min has one term (``p(c) = σ(z_c) · p(parent(c))``); in a DAG taking the min over
+parents keeps ``p(c) ≤ p(p)`` for every parent. Hence ``logit(c) ≤ logit(p)`` for every edge,
+so thresholding the logits with one global threshold is already consistent: top-down decoding
+removes nothing (and ``closure`` adds nothing). Every decoder applies as for any other model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import build_loss
+from ..taxonomy import TaxonomyIndex
+from . import MODELS, ModelOutput
+from .encoder import TextEncoder
+from .heads import HEADS
+
+
+@dataclass
+class LocalConfig:
+    head: str = "mean"
+    head_options: dict = field(default_factory=dict)
+    dropout: float = 0.1
+    loss: str = "bce"
+    loss_options: dict = field(default_factory=dict)   # keyword options of the loss (build_loss)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def edges_by_parent(index: TaxonomyIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(parent, child) of every edge, the root written as ``N``, sorted by parent (root first)."""
+    n = index.n_nodes
+    top = np.flatnonzero(index.n_parents == 0)
+    child = np.concatenate([top, np.repeat(np.arange(n), index.n_parents)])
+    parent = np.concatenate([np.full(len(top), n), index.parent_idx])
+    order = np.lexsort((child, np.where(parent == n, -1, parent)))
+    return parent[order], child[order]
+
+
+@MODELS.register("local")
+class LocalModel(nn.Module):
+    """LCPN over a pooled encoder output; logits are path-probability logits (see module docstring)."""
+
+    config_class = LocalConfig
+
+    def __init__(self, encoder: TextEncoder, index: TaxonomyIndex, config: LocalConfig):
+        super().__init__()
+        self.encoder, self.config = encoder, config
+        self.head = HEADS.get(config.head)(encoder.hidden_size, **config.head_options)
+        self.dropout = nn.Dropout(config.dropout)
+        parent, child = edges_by_parent(index)
+        self.classifier = nn.Linear(self.head.out_dim, len(child))      # one row per edge
+        # each node's incoming edges, padded: (N, max parents), -1 = none
+        n = index.n_nodes
+        counts = np.bincount(child, minlength=n)
+        by_child = np.argsort(child, kind="stable")
+        slot = np.arange(len(child)) - np.repeat(np.cumsum(counts) - counts, counts)   # k-th edge of its child
+        edge_pad = np.full((n, counts.max()), -1, dtype=np.int64)
+        edge_pad[child[by_child], slot] = by_child
+        valid = edge_pad >= 0
+        for name, arr in (("edge_parent", parent), ("edge_child", child), ("valid", valid),
+                          ("edge_pad", np.where(valid, edge_pad, 0)),
+                          ("parent_pad", np.where(valid, parent[np.where(valid, edge_pad, 0)], n))):
+            self.register_buffer(name, torch.as_tensor(arr), persistent=False)
+        self.slices = index.level_slices
+        # the loss's label columns are the edges' children (a prior-fitted loss sees P(c))
+        self.loss_fn = build_loss(config.loss, config.loss_options, columns=child)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        enc = {id(p) for p in self.encoder.parameters()}
+        return [p for p in self.parameters() if id(p) not in enc and p.requires_grad]
+
+    def forward(self, input_ids, attention_mask, labels=None) -> ModelOutput:
+        return self.forward_states(self.encoder(input_ids, attention_mask), attention_mask, labels)
+
+    def forward_states(self, states, attention_mask, labels=None) -> ModelOutput:
+        z = self.classifier(self.dropout(self.head(states, attention_mask))).float()    # (B, E)
+        loss = None if labels is None else self.local_loss(z, labels)
+        return ModelOutput(logits=self.path_logits(z), loss=loss)
+
+    def local_loss(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss of the edge logits ``z`` (B, E): row ``(p, c)`` counts where ``p`` is gold-positive."""
+        y = torch.cat([labels.bool(), labels.new_ones(len(labels), 1, dtype=torch.bool)], 1)  # root: on
+        return self.loss_fn(z, y[:, self.edge_child], y[:, self.edge_parent])
+
+    def path_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits (B, N) of the path probabilities from the edge logits ``z`` (B, E)."""
+        ls = F.logsigmoid(z)
+        b, n = len(z), len(self.edge_pad)
+        inf = torch.tensor(float("inf"), device=z.device)
+        logp = z.new_zeros(b, n + 1)                     # column n: the root, log p = 0
+        logit = z.new_full((b, n + 1), float("inf"))
+        tiny = torch.finfo(z.dtype).tiny                 # p = 1 exactly would give logit +inf
+        for sl in self.slices:
+            valid = self.valid[sl]
+            cand = ls[:, self.edge_pad[sl]] + logp[:, self.parent_pad[sl]]          # (B, n_l, P)
+            lp = torch.where(valid, cand, inf).amin(-1)
+            logp[:, sl] = lp
+            lp = lp.clamp_max(-tiny)
+            # min with the parents' logits is a no-op in exact arithmetic; it keeps
+            # logit(c) <= logit(p) bit-exact against last-ulp rounding in log/expm1
+            parents = torch.where(valid, logit[:, self.parent_pad[sl]], inf).amin(-1)
+            logit[:, sl] = torch.minimum(lp - torch.log(-torch.expm1(lp)), parents)
+        return logit[:, :n]

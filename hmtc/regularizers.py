@@ -1,0 +1,130 @@
+"""Regularisers of one training step (all off by default, any combination works).
+
+Notation: ``e`` (B, T, d) is the output of the backbone's word-embedding module for a batch of B
+texts, ``L`` the batch loss (a mean over samples, so ``∇_{e_b} ℓ_b = B ∇_{e_b} L`` for the loss
+``ℓ_b`` of text ``b``), ``θ`` every trainable weight.
+
+FGM (Miyato et al. 2017), after the ordinary backward, one adversarial step per text::
+
+    g = ∇_e L,    r_b = ε g_b / ||g_b||
+    ∇θ ← ∇θ L(e) + ∇θ L(e + r)           a second forward/backward; the hook then removes r
+
+Gradient penalty on the embedding gradient, by finite differences (no double backward, so
+fused attention kernels and cuDNN LSTMs, which lack second derivatives, still work)::
+
+    L_gp = L + λ · mean_b ||∇_{e_b} ℓ_b||² = L + λB ||∇_e L||²
+    ∇θ L_gp ≈ ∇θ L(e + δ),  δ = 2λB ∇_e L  (first-order Taylor in e, with ∇_e L held fixed)
+
+It costs one gradient with respect to ``e`` (no weight gradients) and one ordinary
+forward/backward at ``e + δ``, which replaces the ordinary one.
+
+R-Drop (Liang et al. 2021): the batch twice in one forward pass (independent dropout masks),
+logits ``z¹, z²`` and per-label Bernoullis ``p = σ(z)``::
+
+    L_rd = ½(L¹ + L²) + α · mean_b Σ_i ½[KL(p¹_i ‖ p²_i) + KL(p²_i ‖ p¹_i)]
+    ½[KL(p¹ ‖ p²) + KL(p² ‖ p¹)] = ½ (p¹ − p²)(z¹ − z²)
+
+Both embedding regularisers hook the word-embedding module's output (a forward hook), so they
+work with frozen word embeddings and with models that feed ``inputs_embeds`` (label tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+
+def symmetric_kl(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Mean over samples of Σ_i ½[KL(p¹‖p²) + KL(p²‖p¹)], p = σ(z), for logits (B, N)."""
+    ok = torch.isfinite(z1) & torch.isfinite(z2)        # ±inf logits (masked nodes) have nothing to match
+    z1, z2 = z1.float().masked_fill(~ok, 0.0), z2.float().masked_fill(~ok, 0.0)
+    return (0.5 * (torch.sigmoid(z1) - torch.sigmoid(z2)) * (z1 - z2)).sum(-1).mean()
+
+
+def rdrop_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               labels: torch.Tensor, alpha: float) -> torch.Tensor:
+    """R-Drop loss ``½(L¹ + L²) + α · symmetric_kl(z¹, z²)`` from one forward of the doubled batch."""
+    out = model(input_ids.repeat(2, 1), attention_mask.repeat(2, 1), labels=labels.repeat(2, 1))
+    z1, z2 = out.logits.chunk(2)
+    return out.loss + alpha * symmetric_kl(z1, z2)      # the loss of 2B equal halves is their mean
+
+
+def word_embeddings(model: nn.Module) -> nn.Module:
+    """The word-embedding module of a model's transformer encoder."""
+    try:
+        return model.encoder.backbone.get_input_embeddings()
+    except AttributeError:
+        raise ConfigError("fgm_epsilon and gp_weight need a model with a transformer encoder") from None
+
+
+class EmbeddingTap:
+    """Forward hook on a word-embedding module.
+
+    While ``delta`` is None it keeps the output as ``output``, requiring grad (a leaf when the
+    embeddings are frozen) so that ``∇_e L`` exists; otherwise it returns ``output + delta``.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.output: torch.Tensor | None = None
+        self.delta: torch.Tensor | None = None
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, out):
+        if self.delta is not None:
+            return out + self.delta
+        if out.requires_grad:
+            out.retain_grad()
+        else:
+            out = out.detach().requires_grad_()
+        self.output = out
+        return out
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def backward_step(forward: Callable[[], torch.Tensor], embeddings: nn.Module | None = None,
+                  fgm_epsilon: float = 0.0, gp_weight: float = 0.0) -> torch.Tensor:
+    """Accumulate the gradients of one batch, with FGM and the gradient penalty when set.
+
+    Parameters
+    ----------
+    forward : callable
+        Runs the model on the batch (under autocast, if wanted) and returns the loss; called
+        once, twice (FGM or GP) or three times (both), each call with fresh dropout.
+    embeddings : nn.Module, optional
+        The word-embedding module (:func:`word_embeddings`); needed for FGM and GP.
+    fgm_epsilon, gp_weight : float
+        ``ε`` and ``λ`` of the module docstring; 0 turns each off.
+
+    Returns
+    -------
+    torch.Tensor
+        The loss of the unperturbed pass, detached.
+    """
+    if not (fgm_epsilon or gp_weight):
+        loss = forward()
+        loss.backward()
+        return loss.detach()
+    tap = EmbeddingTap(embeddings)
+    try:
+        loss = forward()
+        e = tap.output
+        if gp_weight:
+            (g,) = torch.autograd.grad(loss, e)
+            tap.delta = 2 * gp_weight * len(e) * g
+            forward().backward()
+        else:
+            loss.backward()
+            g = e.grad
+        if fgm_epsilon:
+            norm = torch.linalg.vector_norm(g, dim=tuple(range(1, g.ndim)), keepdim=True)
+            tap.delta = fgm_epsilon * g / norm.clamp_min(1e-12)
+            forward().backward()
+    finally:
+        tap.remove()
+    return loss.detach()

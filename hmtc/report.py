@@ -1,0 +1,538 @@
+"""Per-run reports (``hmtc report``) and side-by-side comparisons (``hmtc compare``).
+
+A report reads what ``hmtc eval`` left in a run folder (``metrics.json``, ``test_scores.npz``,
+``config.json``, ``run.json``, ``last/train_state.json``, ``best/taxonomy.tax``), reloads the
+texts and training labels of the same splits with :func:`hmtc.train.prepare`, and writes
+beside them, each file atomically::
+
+    report.md          tables and relative links to report_files/*.png (readable on GitHub)
+    report.html        the same content, self-contained: plots embedded as base64 PNG
+    report_files/      the plots as PNG
+    bad_cases.jsonl    the worst errors of the evaluated split, one JSON object per line
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import io
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit
+
+from .errors import HmtcError
+from .io import atomic_write_bytes, atomic_write_text
+from .taxonomy import Taxonomy, TaxonomyIndex
+
+SUMMARY_ROWS = (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"), ("leaf_micro_f1", "leaf micro-F1"),
+                ("leaf_macro_f1", "leaf macro-F1"), ("hier_f1", "hierarchical F1"),
+                ("c_micro_f1", "C-micro-F1"), ("c_macro_f1", "C-macro-F1"),
+                ("exact_match", "exact match"), ("samples_f1", "samples F1"),
+                ("inconsistent_samples", "inconsistent samples"), ("orphan_nodes", "orphan nodes"))
+
+
+# ---- reading a run ----------------------------------------------------------------------------
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+@dataclass
+class Run:
+    """What ``hmtc train`` + ``hmtc eval`` left in a run folder (arrays only when asked for)."""
+
+    path: Path
+    metrics: dict
+    config: dict
+    meta: dict
+    state: dict
+    arrays: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or self.path.name
+
+
+def load_run(path: str | Path, arrays: bool = False) -> Run:
+    """Read a run folder; ``arrays`` also loads ``test_scores.npz`` (scores, gold, pred)."""
+    path = Path(path)
+    metrics = _json(path / "metrics.json")
+    if not metrics:
+        raise HmtcError("no metrics.json: evaluate the run first (hmtc eval RUN)", path)
+    run = Run(path, metrics, _json(path / "config.json"), _json(path / "run.json"),
+              _json(path / "last" / "train_state.json"))
+    if arrays:
+        if not (path / "test_scores.npz").is_file():
+            raise HmtcError("no test_scores.npz: re-run hmtc eval RUN", path)
+        with np.load(path / "test_scores.npz") as z:
+            run.arrays = {k: z[k] for k in ("scores", "gold", "pred")}
+    return run
+
+
+def thresholds(metrics: dict) -> np.ndarray | float:
+    """The decision threshold(s) eval used: per label when tuned so, else the global one."""
+    d = metrics["decode"]
+    return np.asarray(d["per_label_thresholds"]) if d.get("per_label_thresholds") else float(d["threshold"])
+
+
+# ---- analyses -------------------------------------------------------------------------------
+def sibling_mask(index: TaxonomyIndex) -> np.ndarray:
+    """(N, N) bool: nodes sharing a parent (the root counts, so level-1 nodes are siblings)."""
+    n = index.n_nodes
+    top = np.flatnonzero(index.n_parents == 0)
+    rows = np.concatenate([np.repeat(np.arange(n), index.n_parents), top])
+    cols = np.concatenate([index.parent_idx, np.full(len(top), n)])
+    par = sp.csr_array((np.ones(len(rows)), (rows, cols)), shape=(n, n + 1))
+    mask = (par @ par.T).toarray() > 0
+    np.fill_diagonal(mask, False)
+    return mask
+
+
+def sibling_confusions(gold: np.ndarray, pred: np.ndarray, index: TaxonomyIndex) -> np.ndarray:
+    """Count, for each gold node, which sibling was predicted instead.
+
+    Parameters
+    ----------
+    gold, pred : ndarray of bool, shape (n_samples, n_nodes)
+    index : TaxonomyIndex
+
+    Returns
+    -------
+    counts : ndarray of int64, shape (n_nodes, n_nodes)
+        ``counts[g, p]``: samples where gold node ``g`` was missed while its sibling ``p``
+        was predicted without being gold.
+    """
+    gold, pred = np.asarray(gold, bool), np.asarray(pred, bool)
+    missed = sp.csr_array((gold & ~pred).astype(np.int64))
+    spurious = sp.csr_array((pred & ~gold).astype(np.int64))
+    return (missed.T @ spurious).toarray() * sibling_mask(index)    # sparse: cost grows with errors
+
+
+def top_confusions(counts: np.ndarray, index: TaxonomyIndex, support: np.ndarray, k: int) -> list[dict]:
+    """The ``k`` largest sibling confusions, largest first (ties by column order)."""
+    g, p = np.nonzero(counts)
+    order = np.lexsort((p, g, -counts[g, p]))[:k]
+    return [{"gold": index.ids[i], "predicted": index.ids[j], "count": int(counts[i, j]),
+             "gold_support": int(support[i]), "parent": index.ids[index.parent[i]] if index.parent[i] >= 0 else None}
+            for i, j in zip(g[order].tolist(), p[order].tolist())]
+
+
+def label_paths(row: np.ndarray, index: TaxonomyIndex) -> list[list[str]]:
+    """Each deepest node of a label set with its ancestors, ordered by level."""
+    members = np.flatnonzero(row)
+    parents = index.parents_padded[members].ravel()
+    has_child = np.zeros(index.n_nodes, bool)
+    has_child[parents[parents >= 0]] = True
+    paths = []
+    for tip in members[~has_child[members]]:
+        anc = np.flatnonzero(index.ancestors[tip])
+        paths.append([index.ids[i] for i in anc[np.argsort(index.levels[anc], kind="stable")]] + [index.ids[tip]])
+    return paths
+
+
+def bad_cases(texts: list[str], scores: np.ndarray, gold: np.ndarray, pred: np.ndarray,
+              index: TaxonomyIndex, threshold: np.ndarray | float, k: int) -> list[dict]:
+    """The ``k`` worst samples: most wrong nodes first, then the largest margin.
+
+    The margin of a sample is the largest ``|score - threshold|`` over its wrong nodes (missed
+    or spurious): how confidently the model erred. Scores are given as sigmoid probabilities.
+    """
+    wrong = gold != pred
+    n_wrong = wrong.sum(1)
+    margin = np.where(wrong, np.abs(scores - threshold), 0.0).max(1, initial=0.0)
+    order = np.lexsort((np.arange(len(texts)), -margin, -n_wrong))
+    order = order[n_wrong[order] > 0][:k]
+    prob = expit(scores[order])
+    out = []
+    for r, i in enumerate(order.tolist()):
+        involved = np.flatnonzero(gold[i] | pred[i])
+        out.append({"index": i, "text": texts[i], "gold": label_paths(gold[i], index),
+                    "pred": label_paths(pred[i], index),
+                    "missed": [index.ids[j] for j in np.flatnonzero(gold[i] & ~pred[i])],
+                    "spurious": [index.ids[j] for j in np.flatnonzero(pred[i] & ~gold[i])],
+                    "n_wrong": int(n_wrong[i]), "margin": round(float(margin[i]), 4),
+                    "scores": {index.ids[j]: round(float(prob[r, j]), 4) for j in involved}})
+    return out
+
+
+# ---- plots ----------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def cjk_font() -> str | None:
+    """Register an installed font that covers Chinese with matplotlib; its family, or None."""
+    from matplotlib import font_manager
+    try:
+        out = subprocess.run(["fc-list", ":lang=zh", "file"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    files = sorted({line.rpartition(":")[0].strip() for line in out.splitlines() if line.strip()},
+                   key=lambda f: ("Regular" not in f, "Sans" not in f, f))   # plain sans first
+    for f in files:
+        try:
+            font_manager.fontManager.addfont(f)
+            return font_manager.FontProperties(fname=f).get_name()
+        except (OSError, RuntimeError, ValueError):
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def _figure(width: float, height: float):
+    """An Agg figure, with the CJK font first in the sans-serif list for as long as it is drawn."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    family = cjk_font()
+    with matplotlib.rc_context({"font.sans-serif": ([family] if family else []) + ["DejaVu Sans"]}):
+        fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        yield fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _plain_ticks(axis) -> None:
+    """Log-axis ticks as plain numbers (``30``, not ``3 × 10^1``); minor ones only on a short range."""
+    from matplotlib.ticker import LogFormatter
+    axis.set_major_formatter(LogFormatter())
+    axis.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.4)))
+
+
+def _plot_text(text: str, col: int) -> str:
+    """The label as text when it can be drawn, else its column number (no CJK font)."""
+    return text if text.isascii() or cjk_font() else f"#{col}"
+
+
+def plot_f1_vs_frequency(per_label: list[dict], train_freq: np.ndarray, annotate: int = 8) -> bytes:
+    """Per-label F1 against training frequency (log x), coloured by level; the worst labelled."""
+    with _figure(8, 5) as fig:
+        ax = fig.subplots()
+        f1 = np.array([r["f1"] or 0.0 for r in per_label])
+        level = np.array([r["level"] for r in per_label])
+        x = np.maximum(train_freq, 0.5)                      # unseen labels sit at 0.5 on the log axis
+        for lv in np.unique(level):
+            m = level == lv
+            ax.scatter(x[m], f1[m], s=22, alpha=0.75, label=f"level {lv}")
+        seen = np.flatnonzero(np.array([r["support"] for r in per_label]) > 0)
+        for j in seen[np.argsort(f1[seen], kind="stable")][:annotate]:
+            ax.annotate(_plot_text(per_label[j]["name"], j), (x[j], f1[j]), fontsize=8,
+                        xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        _plain_ticks(ax.xaxis)
+        ax.margins(x=0.08)
+        ax.set_xlabel("training samples (log; 0 shown at 0.5)")
+        ax.set_ylabel("F1 on the evaluated split")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+        return _png(fig)
+
+
+def plot_score_histograms(scores: np.ndarray, gold: np.ndarray, index: TaxonomyIndex,
+                          threshold: float) -> bytes:
+    """Sigmoid scores of gold positives and negatives, one panel per level, threshold marked."""
+    depth = index.depth
+    cols = min(depth, 3)
+    rows = -(-depth // cols)
+    with _figure(4.2 * cols, 3.2 * rows) as fig:
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        prob, bins = expit(scores), np.linspace(0, 1, 41)
+        for k, sl in enumerate(index.level_slices):
+            ax, p, g = axes[k], prob[:, sl], gold[:, sl].astype(bool)
+            ax.hist(p[~g], bins, alpha=0.6, color="tab:red", label="gold negative")
+            ax.hist(p[g], bins, alpha=0.6, color="tab:blue", label="gold positive")
+            ax.axvline(expit(threshold), color="black", ls="--", lw=1, label=f"threshold {threshold:g}")
+            ax.set_yscale("log")
+            _plain_ticks(ax.yaxis)
+            ax.set_title(f"level {k + 1}")
+            ax.set_xlabel("sigmoid(score)")
+            if k == 0:
+                ax.set_ylabel("sample × label pairs")
+                ax.legend(fontsize=8)
+        for ax in axes[depth:]:
+            ax.set_visible(False)
+        return _png(fig)
+
+
+# ---- one document, two renderings -------------------------------------------------------------
+class Code(str):
+    """A table cell or paragraph shown as code."""
+
+
+class Doc:
+    """Headings, paragraphs, tables and images, rendered to Markdown or self-contained HTML."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.blocks: list[tuple] = []
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append(("h", level, text))
+
+    def para(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, header: list[str], rows: list[list]) -> None:
+        self.blocks.append(("table", header, rows))
+
+    def image(self, name: str, png: bytes, alt: str) -> None:
+        self.blocks.append(("img", name, png, alt))
+
+    def markdown(self, image_dir: str) -> str:
+        out = [f"# {self.title}", ""]
+        for b in self.blocks:
+            if b[0] == "h":
+                out += ["#" * b[1] + " " + b[2], ""]
+            elif b[0] == "p":
+                out += [b[1], ""]
+            elif b[0] == "table":
+                out += [markdown_table(b[1], b[2]), ""]
+            else:
+                out += [f"![{b[3]}]({image_dir}/{b[1]})", ""]
+        return "\n".join(out)
+
+    def html(self) -> str:
+        def cell(v, tag, right):
+            text = html.escape(_cell_text(v))
+            text = f"<code>{text}</code>" if isinstance(v, Code) else text
+            return f'<{tag} class="n">{text}</{tag}>' if right else f"<{tag}>{text}</{tag}>"
+
+        body = []
+        for b in self.blocks:
+            if b[0] == "h":
+                body.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
+            elif b[0] == "p":
+                body.append(f"<p>{html.escape(b[1])}</p>")
+            elif b[0] == "table":
+                right = _numeric(b[1], b[2])
+                head = "".join(cell(h, "th", n) for h, n in zip(b[1], right))
+                rows = "".join("<tr>" + "".join(cell(v, "td", n) for v, n in zip(r, right)) + "</tr>" for r in b[2])
+                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            else:
+                data = base64.b64encode(b[2]).decode("ascii")
+                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b[3])}">'
+                            f"<figcaption>{html.escape(b[3])}</figcaption></figure>")
+        return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"
+                f"<h1>{html.escape(self.title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+_CSS = ("body{font-family:system-ui,'Noto Sans CJK SC',sans-serif;margin:2em auto;max-width:1200px;"
+        "padding:0 1em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}"
+        "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}"
+        "th{background:#f3f3f3}.n{text-align:right}"
+        "img{max-width:100%}code{font-size:12px;white-space:pre-wrap;word-break:break-all}")
+
+
+def _cell_text(v) -> str:
+    return "–" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+_FIGURE = re.compile(r"[-–\d.,%/→ hms]*")
+
+
+def _numeric(header: list[str], rows: list[list]) -> list[bool]:
+    """Columns to right-align: figures (``0.91``, ``0.91 / 0.85``, ``3m 05s``) or dashes, not all dashes."""
+    def num(v):
+        return v is None or isinstance(v, (int, float)) or bool(_FIGURE.fullmatch(str(v)))
+    return [i > 0 and all(num(r[i]) for r in rows) and any(re.search(r"\d", _cell_text(r[i])) for r in rows)
+            for i in range(len(header))]
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub Markdown table; floats with four decimals, None as a dash, pipes escaped."""
+    def cell(v):
+        text = _cell_text(v).replace("|", "\\|").replace("\n", " ")
+        return f"`{text}`" if isinstance(v, Code) else text
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
+             "|" + "|".join("---:" if n else "---" for n in _numeric(header, rows)) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds as ``1h 02m``, ``3m 05s`` or ``14.7s``."""
+    if seconds is None:
+        return "–"
+    s = int(round(seconds))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 \
+        else f"{seconds:.1f}s"
+
+
+def machine_text(m: dict | None) -> str:
+    """One line for a machine record: accelerator or CPU, cores, memory."""
+    if not m:
+        return "–"
+    parts = [m.get("gpu") or m.get("cpu") or "?", f"{m['cores']} cores" if m.get("cores") else None,
+             f"{m['memory_gib']} GiB" if m.get("memory_gib") else None]
+    return ", ".join(p for p in parts if p)
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.2f}%"
+
+
+# ---- the report -------------------------------------------------------------------------------
+def write_report(run_dir: str | Path, top_bad: int = 50, top_pairs: int = 20) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html``, ``report_files/*.png`` and ``bad_cases.jsonl``.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        An evaluated run folder.
+    top_bad : int
+        Worst samples kept in ``bad_cases.jsonl`` (the report shows the first ten).
+    top_pairs : int
+        Sibling-confusion pairs shown.
+
+    Returns
+    -------
+    dict of str to Path
+        The files written, by kind.
+    """
+    from .train import prepare
+    run = load_run(run_dir, arrays=True)
+    m, cfg = run.metrics, run.config
+    if not cfg:
+        raise HmtcError("no config.json in the run folder", run.path)
+    tax_path = run.path / "best" / "taxonomy.tax"
+    if not tax_path.is_file():
+        raise HmtcError("no best/taxonomy.tax in the run folder", run.path)
+    taxonomy = Taxonomy.load(tax_path)
+    split = m["split"]
+    data = prepare(cfg, taxonomy, splits_wanted=["train", split])
+    index = data.index
+    scores, gold, pred = run.arrays["scores"], run.arrays["gold"].astype(bool), run.arrays["pred"].astype(bool)
+    if data.labels[split].shape != gold.shape or not np.array_equal(data.labels[split], gold):
+        raise HmtcError(f"the {split} split no longer matches the evaluated labels; re-run hmtc eval", run.path)
+    train_freq = data.labels["train"].sum(0)
+    thr = thresholds(m)
+    global_thr = float(m["decode"]["threshold"])
+    test = m["test"]
+    per_label = test["per_label"]
+
+    doc = Doc(f"Run report: {run.name}")
+    _summary(doc, run, split, len(gold), len(data.labels["train"]))
+    _scores(doc, m)
+    _per_label(doc, per_label, train_freq)
+    doc.image("f1_vs_train_frequency.png", plot_f1_vs_frequency(per_label, train_freq),
+              "Per-label F1 against training frequency (log x); the worst labels are named")
+    doc.heading("Confusions between siblings")
+    counts = sibling_confusions(gold, pred, index)
+    pairs = top_confusions(counts, index, gold.sum(0), top_pairs)
+    doc.para(f"For each gold node the model missed, the sibling it predicted instead (same parent; "
+             f"level-1 nodes share the root): {int(counts.sum())} such errors in {np.count_nonzero(counts)} "
+             f"pairs, the top {len(pairs)} below.")
+    doc.table(["gold", "predicted instead", "count", "gold support", "parent"],
+              [[p["gold"], p["predicted"], p["count"], p["gold_support"], p["parent"] or "ROOT"] for p in pairs])
+    doc.heading("Scores and threshold")
+    note = " (per-label thresholds were tuned; the line marks the global one)" if isinstance(thr, np.ndarray) else ""
+    doc.para(f"Distribution of sigmoid scores for gold positives and negatives on {split}, log counts; "
+             f"decoding {m['decode']['method']}, threshold {global_thr:g} on the logit{note}.")
+    doc.image("score_histograms.png", plot_score_histograms(scores, gold, index, global_thr),
+              "Sigmoid scores of gold positives vs negatives per level, threshold dashed")
+    cases = bad_cases(data.texts[split], scores, gold, pred, index, thr, top_bad)
+    doc.heading("Worst errors")
+    doc.para(f"The {len(cases)} worst samples are in bad_cases.jsonl (most wrong nodes first, then the "
+             f"most confident error); the first {min(10, len(cases))}:")
+    doc.table(["#", "text", "gold", "predicted", "wrong nodes", "margin"],
+              [[c["index"], c["text"][:120] + ("…" if len(c["text"]) > 120 else ""),
+                "; ".join(" > ".join(p) for p in c["gold"]), "; ".join(" > ".join(p) for p in c["pred"]) or "–",
+                c["n_wrong"], c["margin"]] for c in cases[:10]])
+
+    files = {"md": run.path / "report.md", "html": run.path / "report.html",
+             "bad_cases": run.path / "bad_cases.jsonl"}
+    for b in doc.blocks:
+        if b[0] == "img":
+            files[b[1]] = run.path / "report_files" / b[1]
+            atomic_write_bytes(files[b[1]], b[2])
+    atomic_write_text(files["md"], doc.markdown("report_files"))
+    atomic_write_text(files["html"], doc.html())
+    atomic_write_text(files["bad_cases"], "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases))
+    return files
+
+
+def _summary(doc: Doc, run: Run, split: str, n_eval: int, n_train: int) -> None:
+    cfg, m, st = run.config, run.metrics, run.state
+    doc.heading("Run")
+    inf = m.get("inference", {})
+    doc.table(["field", "value"], [
+        ["dataset", cfg["data"]["dataset"]], ["model", cfg["model"]["name"]],
+        ["encoder", cfg["model"].get("encoder") or "–"], ["command", Code(run.meta.get("command") or "–")],
+        ["git commit", Code(run.meta.get("git_commit") or "–")], ["seed", cfg["train"]["seed"]],
+        ["train time", f"{duration(st.get('train_seconds'))} ({st.get('epoch', '–')} epochs, best {st.get('best_epoch', '–')})"],
+        ["machine", machine_text(run.meta.get("machine"))],
+        ["samples", f"{n_train} train, {n_eval} {split}"],
+        ["decoding", f"{m['decode']['method']}, threshold {m['decode']['threshold']:g}"
+                     f"{', per-label thresholds' if m['decode'].get('per_label_thresholds') else ''}"],
+        ["inference", f"{inf.get('texts_per_s', '–')} texts/s on {inf.get('device', '–')}"]])
+
+
+def _scores(doc: Doc, m: dict) -> None:
+    test, before = m["test"], m["before_decoding"]
+    doc.heading(f"Scores on {m['split']}")
+    doc.para("Micro pools the labels of all levels, macro averages every label (F1 = 0 without "
+             "gold support); hierarchical F1 adds ancestors to both sets; C-F1 counts a node only "
+             "with its whole path (docs/metrics.md).")
+    doc.table(["level", "labels", "support", "micro P", "micro R", "micro F1", "macro P", "macro R", "macro F1"],
+              [[lv["level"], lv["n_labels"], lv["support"], *(lv[f"{a}_{k}"] for a in ("micro", "macro")
+                                                            for k in ("precision", "recall", "f1"))]
+               for lv in test["per_level"]] +
+              [["all", test["n_labels"], "", test["micro_precision"], test["micro_recall"], test["micro_f1"],
+                test["macro_precision"], test["macro_recall"], test["macro_f1"]]])
+    doc.table(["figure", "precision", "recall", "F1"],
+              [["hierarchical", test["hier_precision"], test["hier_recall"], test["hier_f1"]],
+               ["path-constrained (C-micro)", test["c_micro_precision"], test["c_micro_recall"], test["c_micro_f1"]],
+               ["path-constrained (C-macro)", None, None, test["c_macro_f1"]]])
+    doc.heading("Before and after decoding", 3)
+    doc.para("Raw thresholded scores against the consistent decoded prediction; a sample is "
+             "inconsistent when a predicted node's parent is not predicted.")
+    doc.table(["figure", "before decoding", "after decoding"],
+              [[label, before.get(k), test.get(k)] for k, label in SUMMARY_ROWS])
+
+
+def _per_label(doc: Doc, per_label: list[dict], train_freq: np.ndarray) -> None:
+    doc.heading("Per label (long tail)")
+    doc.para("Grouped by level, sorted by gold support on the evaluated split; 'train' counts the "
+             "training split the run learned from.")
+    for lv in sorted({r["level"] for r in per_label}):
+        rows = sorted(((r, int(train_freq[j])) for j, r in enumerate(per_label) if r["level"] == lv),
+                      key=lambda t: (-t[0]["support"], -t[1], t[0]["id"]))
+        doc.heading(f"Level {lv} ({len(rows)} labels)", 3)
+        doc.table(["id", "name", "train", "support", "predicted", "precision", "recall", "F1"],
+                  [[r["id"], r["name"], f, r["support"], r["predicted"], r["precision"], r["recall"], r["f1"]]
+                   for r, f in rows])
+
+
+# ---- comparison -------------------------------------------------------------------------------
+def compare_table(runs: list[str | Path]) -> tuple[list[str], list[list]]:
+    """Header and rows comparing evaluated runs side by side (one row per run)."""
+    loaded = [load_run(r) for r in runs]
+    depth = max(len(r.metrics["test"]["per_level"]) for r in loaded)
+    header = (["run", "model", "micro F1", "macro F1"] + [f"L{k} mi / ma F1" for k in range(1, depth + 1)] +
+              ["leaf mi / ma F1", "hier F1", "C-micro F1", "inconsistent before → after",
+               "train time", "train samples/s", "infer texts/s"])
+    rows = []
+    for r in loaded:
+        t, c = r.metrics["test"], r.metrics["consistency"]
+        levels = [f"{lv['micro_f1']:.4f} / {lv['macro_f1']:.4f}" for lv in t["per_level"]]
+        sps = [h["samples_per_s"] for h in r.state.get("history", []) if h.get("samples_per_s")]
+        rows.append([r.name, r.config.get("model", {}).get("name", "?"), t["micro_f1"], t["macro_f1"],
+                     *levels, *["–"] * (depth - len(levels)),
+                     f"{t['leaf_micro_f1']:.4f} / {t['leaf_macro_f1']:.4f}", t["hier_f1"], t["c_micro_f1"],
+                     f"{_pct(c['before']['inconsistent_samples'])} → {_pct(c['after']['inconsistent_samples'])}",
+                     duration(r.state.get("train_seconds")),
+                     f"{np.mean(sps):.1f}" if sps else "–",
+                     f"{r.metrics.get('inference', {}).get('texts_per_s', '–')}"])
+    return header, rows
