@@ -82,19 +82,17 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return folder / "tiny.toml"
 
 
-@pytest.fixture
-def run_config(tmp_path, tiny_encoder, tiny_dataset) -> Path:
-    """A small, fast training config over the tiny encoder and dataset."""
-    cfg = tmp_path / "tiny-msml.toml"
-    cfg.write_text(f"""
-name = "tiny-msml"
+def tiny_config_text(dataset: Path, encoder: Path, folder: Path, name: str = "tiny-msml") -> str:
+    """A small, fast MSML training config over the tiny encoder and dataset."""
+    return f"""
+name = "{name}"
 [data]
-dataset = "{tiny_dataset}"
+dataset = "{dataset}"
 dev_fraction = 0.2
 max_length = 32
 [model]
 name = "msml"
-encoder = "{tiny_encoder}"
+encoder = "{encoder}"
 layers = [-1, -2]
 freeze_embeddings = false
 options = {{ filters = 16, tower_dim = 32, dropout = 0.0 }}
@@ -104,7 +102,13 @@ batch_size = 8
 lr = 1e-3
 head_lr = 1e-2
 threads = 1
-output_dir = "{tmp_path / 'runs'}"
-record_dir = "{tmp_path / 'records'}"
-""", encoding="utf-8")
+output_dir = "{folder / 'runs'}"
+record_dir = "{folder / 'records'}"
+"""
+
+
+@pytest.fixture
+def run_config(tmp_path, tiny_encoder, tiny_dataset) -> Path:
+    cfg = tmp_path / "tiny-msml.toml"
+    cfg.write_text(tiny_config_text(tiny_dataset, tiny_encoder, tmp_path), encoding="utf-8")
     return cfg

@@ -17,7 +17,7 @@ from hmtc.cli.report import compare_command, report_command, results_command
 from hmtc.report import bad_cases, sibling_confusions
 from hmtc.taxonomy import Taxonomy
 
-from conftest import TAXONOMY
+from conftest import TAXONOMY, tiny_config_text
 
 runner = CliRunner()
 app = typer.Typer()             # the commands under test, as the hmtc CLI registers them
@@ -36,28 +36,10 @@ def invoke(cli, *args):
 def tiny_runs(tmp_path_factory, tiny_encoder, tiny_dataset):
     """Two trained and evaluated tiny runs (seeds 0 and 7), each with its report."""
     folder = tmp_path_factory.mktemp("report-runs")
-    text = f"""
-[data]
-dataset = "{tiny_dataset}"
-dev_fraction = 0.2
-max_length = 32
-[model]
-name = "msml"
-encoder = "{tiny_encoder}"
-layers = [-1, -2]
-options = {{ filters = 16, tower_dim = 32, dropout = 0.0 }}
-[train]
-epochs = 2
-batch_size = 8
-lr = 1e-3
-head_lr = 1e-2
-threads = 1
-record_dir = "{folder / 'records'}"
-"""
     runs = []
     for name, seed in (("tiny-a", 0), ("tiny-b", 7)):
         cfg, run = folder / f"{name}.toml", folder / name
-        cfg.write_text(f'name = "{name}"\n' + text, encoding="utf-8")
+        cfg.write_text(tiny_config_text(tiny_dataset, tiny_encoder, folder, name), encoding="utf-8")
         invoke(hmtc_app, "train", cfg, "--quiet", "--out", run, "--set", f"train.seed={seed}")
         invoke(app, "report", run, "--top-bad", 5)
         runs.append(run)

@@ -5,11 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
+from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
 
 MODELS: Registry = Registry("model")
+
+
+class EncoderModel(nn.Module):
+    """Base of the neural models: ``self.encoder`` (TextEncoder) feeds ``forward_states``."""
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters outside the encoder (they get the head learning rate)."""
+        enc = {id(p) for p in self.encoder.parameters()}
+        return [p for p in self.parameters() if id(p) not in enc and p.requires_grad]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None = None) -> "ModelOutput":
+        return self.forward_states(self.encoder(input_ids, attention_mask), attention_mask, labels)
 
 
 @dataclass

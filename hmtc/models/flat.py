@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..losses import build_loss
 from ..taxonomy import TaxonomyIndex
-from . import MODELS, ModelOutput
+from . import MODELS, EncoderModel, ModelOutput
 from .encoder import TextEncoder
 from .heads import HEADS
 
@@ -84,7 +84,7 @@ class LabelTokens(nn.Module):
 
 
 @MODELS.register("flat")
-class FlatModel(nn.Module):
+class FlatModel(EncoderModel):
     """Leaves-only multi-label classifier over a pooled encoder output (see module docstring)."""
 
     config_class = FlatConfig
@@ -105,10 +105,6 @@ class FlatModel(nn.Module):
         under[leaves.numpy(), range(len(leaves))] = True
         self.register_buffer("under", torch.as_tensor(under), persistent=False)
         self.loss_fn = build_loss(config.loss, config.loss_options, columns=leaves.numpy())
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        enc = {id(p) for p in self.encoder.parameters()}
-        return [p for p in self.parameters() if id(p) not in enc and p.requires_grad]
 
     def forward(self, input_ids, attention_mask, labels=None) -> ModelOutput:
         if self.config.head == "label_token":   # the label tokens change the encoder's input

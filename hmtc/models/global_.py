@@ -20,7 +20,7 @@ from torch import nn
 
 from ..losses import build_loss
 from ..taxonomy import TaxonomyIndex
-from . import MODELS, ModelOutput
+from . import MODELS, EncoderModel, ModelOutput
 from .encoder import TextEncoder
 from .heads import HEADS
 
@@ -39,7 +39,7 @@ class GlobalConfig:
 
 
 @MODELS.register("global")
-class GlobalModel(nn.Module):
+class GlobalModel(EncoderModel):
     """One classifier row per node over a pooled encoder output (see the module docstring)."""
 
     config_class = GlobalConfig
@@ -56,18 +56,11 @@ class GlobalModel(nn.Module):
         self.register_buffer("edge_parent", torch.as_tensor(index.parent_idx.copy()), persistent=False)
         self.loss_fn = build_loss(config.loss, config.loss_options)
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        enc = {id(p) for p in self.encoder.parameters()}
-        return [p for p in self.parameters() if id(p) not in enc and p.requires_grad]
-
     def recursive_penalty(self) -> torch.Tensor:
         """``λ/2 Σ_{(p, c)} ||w_p − w_c||²`` over all parent/child edges below the root."""
         w = self.classifier.weight.float()
         diff = w[self.edge_parent] - w[self.edge_child]
         return 0.5 * self.config.recursive_reg * diff.pow(2).sum()
-
-    def forward(self, input_ids, attention_mask, labels=None) -> ModelOutput:
-        return self.forward_states(self.encoder(input_ids, attention_mask), attention_mask, labels)
 
     def forward_states(self, states, attention_mask, labels=None) -> ModelOutput:
         logits = self.classifier(self.dropout(self.head(states, attention_mask))).float()   # (B, N)

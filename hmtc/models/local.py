@@ -35,7 +35,7 @@ from torch import nn
 
 from ..losses import build_loss
 from ..taxonomy import TaxonomyIndex
-from . import MODELS, ModelOutput
+from . import MODELS, EncoderModel, ModelOutput
 from .encoder import TextEncoder
 from .heads import HEADS
 
@@ -63,7 +63,7 @@ def edges_by_parent(index: TaxonomyIndex) -> tuple[np.ndarray, np.ndarray]:
 
 
 @MODELS.register("local")
-class LocalModel(nn.Module):
+class LocalModel(EncoderModel):
     """LCPN over a pooled encoder output; logits are path-probability logits (see module docstring)."""
 
     config_class = LocalConfig
@@ -90,13 +90,6 @@ class LocalModel(nn.Module):
         self.slices = index.level_slices
         # the loss's label columns are the edges' children (a prior-fitted loss sees P(c))
         self.loss_fn = build_loss(config.loss, config.loss_options, columns=child)
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        enc = {id(p) for p in self.encoder.parameters()}
-        return [p for p in self.parameters() if id(p) not in enc and p.requires_grad]
-
-    def forward(self, input_ids, attention_mask, labels=None) -> ModelOutput:
-        return self.forward_states(self.encoder(input_ids, attention_mask), attention_mask, labels)
 
     def forward_states(self, states, attention_mask, labels=None) -> ModelOutput:
         z = self.classifier(self.dropout(self.head(states, attention_mask))).float()    # (B, E)

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..losses import build_loss
 from ..taxonomy import TaxonomyIndex
-from . import MODELS, ModelOutput
+from . import MODELS, EncoderModel, ModelOutput
 from .encoder import TextEncoder
 
 
@@ -95,7 +95,7 @@ class HierarchicalGate(nn.Module):
 
 
 @MODELS.register("msml")
-class MSMLModel(nn.Module):
+class MSMLModel(EncoderModel):
     """Multi-scale, multi-level model over a shared encoder (see the module docstring).
 
     Parameters
@@ -125,15 +125,6 @@ class MSMLModel(nn.Module):
         self.level_weights = config.level_weights or [1.0] * len(sizes)
         # one loss per level: a loss that learns label priors reads its own level's columns
         self.losses = nn.ModuleList(build_loss(config.loss, config.loss_options, columns=sl) for sl in self.slices)
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        enc = {id(p) for p in self.encoder.parameters()}
-        return [p for p in self.parameters() if id(p) not in enc and p.requires_grad]
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor | None = None) -> ModelOutput:
-        states = self.encoder(input_ids, attention_mask)
-        return self.forward_states(states, attention_mask, labels)
 
     def forward_states(self, states: torch.Tensor, attention_mask: torch.Tensor,
                        labels: torch.Tensor | None = None) -> ModelOutput:
