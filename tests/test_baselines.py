@@ -215,3 +215,20 @@ def test_tfidf_checkpoint_reloads_to_identical_scores(tfidf_config, tmp_path):
     assert (after[:, data.index.id_to_index["plant-rose"]] == -CONSTANT).all()
     with pytest.raises(ConfigError, match="tfidf classifier"):
         make_config("tfidf", {"classifier": "forest"})
+
+
+def test_tfidf_leaves_only_scores_parents_by_their_best_child(tfidf_config, tmp_path):
+    from hmtc.train import prepare, taxonomy_for
+    cfg = load_config(tfidf_config)
+    data = prepare(cfg, taxonomy_for(cfg))
+    index = data.index
+    model = TfidfModel.fit(data.texts["train"], data.labels["train"],
+                           make_config("tfidf", {"targets": "leaves"}), index=index)
+    s = model.scores(data.texts["test"])
+    for node in ("animal", "plant"):
+        kids = [index.id_to_index[c] for c in data.taxonomy.children(node)]
+        assert np.array_equal(s[:, index.id_to_index[node]], s[:, kids].max(1))
+    model.save(tmp_path / "ckpt", data.taxonomy, cfg)
+    assert np.array_equal(load_checkpoint(tmp_path / "ckpt").scores(data.texts["test"]), s)
+    with pytest.raises(ConfigError, match="tfidf targets"):
+        make_config("tfidf", {"targets": "roots"})

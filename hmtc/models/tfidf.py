@@ -55,10 +55,14 @@ class TfidfConfig:
     sublinear_tf: bool = False
     classifier: str = "svm"         # svm (LinearSVC) | logreg (LogisticRegression)
     C: float = 1.0
+    targets: str = "nodes"          # nodes: a scorer per node | leaves: leaves only, a parent scores
+                                    # the max of its children (flat one-vs-rest, ancestors implied)
 
     def __post_init__(self):
         if self.classifier not in ("svm", "logreg"):
             raise ConfigError(f"unknown tfidf classifier {self.classifier!r}; use svm or logreg")
+        if self.targets not in ("nodes", "leaves"):
+            raise ConfigError(f"unknown tfidf targets {self.targets!r}; use nodes or leaves")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,12 +84,16 @@ class TfidfModel:
 
     config_class = TfidfConfig
 
-    def __init__(self, vectorizer, coef: np.ndarray, intercept: np.ndarray, classifier: dict):
+    def __init__(self, vectorizer, coef: np.ndarray, intercept: np.ndarray, classifier: dict,
+                 index: TaxonomyIndex | None = None):
         self.vectorizer, self.coef, self.intercept, self.classifier = vectorizer, coef, intercept, classifier
+        self.index = index
 
     @classmethod
-    def fit(cls, texts: list[str], y: np.ndarray, config: TfidfConfig, seed: int = 0) -> "TfidfModel":
-        """Fit the vectorizer on ``texts`` and one binary classifier per column of ``y`` (S, N)."""
+    def fit(cls, texts: list[str], y: np.ndarray, config: TfidfConfig, seed: int = 0,
+            index: TaxonomyIndex | None = None) -> "TfidfModel":
+        """Fit the vectorizer on ``texts`` and one binary classifier per column of ``y`` (S, N)
+        (per leaf column only, with ``targets = "leaves"``; ``index`` is then required)."""
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.svm import LinearSVC
@@ -97,7 +105,10 @@ class TfidfModel:
         y = np.asarray(y, dtype=bool)
         coef = np.zeros((y.shape[1], x.shape[1]), dtype=np.float32)
         intercept = np.empty(y.shape[1], dtype=np.float32)
+        leaves_only = config.targets == "leaves"
         for i, col in enumerate(y.T):
+            if leaves_only and not index.leaf_mask[i]:
+                continue                            # scored from its children at prediction time
             if col.all() or not col.any():          # nothing to separate
                 intercept[i] = CONSTANT if col.any() else -CONSTANT
                 continue
@@ -105,11 +116,22 @@ class TfidfModel:
                    else LogisticRegression(C=config.C, max_iter=1000, random_state=seed))
             clf.fit(x, col)
             coef[i], intercept[i] = clf.coef_[0], clf.intercept_[0]
-        return cls(vec, coef, intercept, {"name": config.classifier, "C": config.C})
+        return cls(vec, coef, intercept, {"name": config.classifier, "C": config.C,
+                                          "targets": config.targets}, index)
 
     def scores(self, texts: list[str]) -> np.ndarray:
         """Decision values (len(texts), N), float32."""
-        return np.asarray(self.vectorizer.transform(texts) @ self.coef.T) + self.intercept
+        raw = np.asarray(self.vectorizer.transform(texts) @ self.coef.T) + self.intercept
+        if self.classifier.get("targets", "nodes") == "nodes":
+            return raw
+        index = self.index                          # a parent scores the max of its children
+        out = np.where(index.leaf_mask, raw, -np.inf).astype(np.float32)
+        for sl in reversed(index.level_slices[1:]):
+            kids = np.arange(sl.start, sl.stop)
+            child = np.repeat(kids, index.n_parents[kids])
+            parents = index.parent_idx[index.parent_ptr[sl.start]:index.parent_ptr[sl.stop]]
+            np.maximum.at(out, (slice(None), parents), out[:, child])
+        return out
 
     def save(self, folder: str | Path, taxonomy: Taxonomy, config: dict) -> Path:
         """Write a checkpoint folder atomically (built aside, then renamed into place)."""
@@ -125,7 +147,7 @@ class TfidfModel:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "TfidfModel":
+    def load(cls, folder: str | Path, index: TaxonomyIndex | None = None) -> "TfidfModel":
         """Rebuild from a checkpoint folder: the vectorizer from its vocabulary and idf."""
         from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -136,7 +158,7 @@ class TfidfModel:
         vec = TfidfVectorizer(**params, dtype=np.float32)
         vec.vocabulary_ = json.loads((folder / "vocabulary.json").read_text(encoding="utf-8"))
         vec.idf_ = arrays["idf"]
-        return cls(vec, arrays["coef"], arrays["intercept"], meta["classifier"])
+        return cls(vec, arrays["coef"], arrays["intercept"], meta["classifier"], index)
 
 
 @dataclass
@@ -155,7 +177,7 @@ def load_tfidf(folder: Path, taxonomy: Taxonomy, index: TaxonomyIndex, config: d
                decode: dict) -> TfidfCheckpoint:
     """The tfidf branch of :func:`hmtc.checkpoint.load_checkpoint`."""
     return TfidfCheckpoint(None, None, taxonomy, index, config, decode, Path(folder),
-                           tfidf=TfidfModel.load(folder))
+                           tfidf=TfidfModel.load(folder, index))
 
 
 def fit_tfidf(cfg: dict, run_dir: Path, console: Console | None = None) -> tuple[dict, Prepared]:
@@ -188,7 +210,7 @@ def fit_tfidf(cfg: dict, run_dir: Path, console: Console | None = None) -> tuple
                   f"{data.index.n_nodes} nodes in {data.index.depth} levels, tfidf; "
                   f"setup {time.time() - t0:.1f}s")
     t1 = time.time()
-    model = TfidfModel.fit(data.texts["train"], data.labels["train"], options, cfg["train"]["seed"])
+    model = TfidfModel.fit(data.texts["train"], data.labels["train"], options, cfg["train"]["seed"], data.index)
     seconds = time.time() - t1
     pred = decode(model.scores(data.texts["dev"]), data.index, cfg["decode"]["method"], 0.0, data.single_path)
     dev = evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
