@@ -164,3 +164,36 @@ def test_scores_do_not_depend_on_batch_padding(run_config, model_name):
         alone = model(*collate(ids[:1], 0)).logits
         padded = model(*collate(ids, 0)).logits[:1]
     assert torch.allclose(alone, padded, atol=1e-5)
+
+
+def test_msml_handles_ragged_depth_and_dags(tiny_encoder):
+    from hmtc.models import MODELS, make_config
+    from hmtc.models.encoder import TextEncoder, load_backbone
+    from hmtc.taxonomy import Taxonomy
+    tax = Taxonomy.parse("ROOT\n  a\n    a1\n      a1x\n  b\n    &a1x\n  c\n")   # depth 1..3, a1x has 2 parents
+    index = tax.compile()
+    model = MODELS.get("msml")(TextEncoder(load_backbone(str(tiny_encoder))), index,
+                               make_config("msml", {"filters": 8, "tower_dim": 16}))
+    assert len(model.towers) == index.depth == 3
+    ids, mask = torch.randint(5, 20, (3, 7)), torch.ones(3, 7, dtype=torch.long)
+    y = torch.as_tensor(index.indicator([["a1x"], ["c"], ["a1"]]), dtype=torch.float32)
+    out = model(ids, mask, labels=y)
+    assert out.logits.shape == (3, index.n_nodes) and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.classifiers.parameters())
+
+
+def test_early_stopping_ends_the_run(run_config, tmp_path):
+    # a learning rate of 0 keeps dev flat, so patience 1 stops after the second epoch
+    cfg = load_config(run_config, ["train.epochs=6", "train.patience=1", "train.lr=0.0",
+                                   "train.head_lr=0.0", "train.record_dir=''"])
+    t = Trainer(cfg, tmp_path / "es", quiet=True)
+    t.fit()
+    assert len(t.state_["history"]) == 2 and t.state_["best_epoch"] == 1
+
+
+def test_eval_with_per_label_thresholds(run_config, tmp_path):
+    invoke("train", run_config, "--quiet", "--set", "decode.per_label=true", "--set", "train.epochs=1")
+    metrics = json.loads((tmp_path / "runs" / "tiny-msml" / "metrics.json").read_text())
+    assert len(metrics["decode"]["per_label_thresholds"]) == 6
+    assert metrics["consistency"]["after"]["inconsistent_samples"] == 0
