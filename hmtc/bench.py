@@ -26,10 +26,10 @@ def _peak_rss_mib() -> float:
 def duee_texts(n: int) -> list[str]:
     """DuEE training texts when $HMTC_DATA has them; else texts of the same length profile."""
     from .data.catalog import load_dataset
+    from .errors import DataError
     try:
-        ex = load_dataset("duee", splits=["train"]).splits["train"]
-        texts = ex.texts
-    except Exception:                                   # no data folder: synthetic stand-ins
+        texts = load_dataset("duee", splits=["train"]).splits["train"].texts
+    except DataError:                                   # no data folder: synthetic stand-ins
         rng = np.random.default_rng(0)
         base = "据报道今日某公司宣布裁员并发布新产品同时股价大幅下跌引发市场关注"
         texts = [(base * 4)[: int(rng.integers(15, 140))] for _ in range(n)]

@@ -82,7 +82,7 @@ def _pair(y_true: Indicator, y_pred: Indicator,
 
 
 def _ancestor_csr(index: TaxonomyIndex) -> sp.csr_array:
-    return as_csr(index.ancestors)
+    return index.ancestors_csr
 
 
 def _like(m: sp.csr_array, y: Indicator) -> Indicator:
@@ -127,10 +127,10 @@ def augment_ancestors(y: Indicator, index: TaxonomyIndex) -> Indicator:
     augmented : ndarray of bool or scipy.sparse.csr_array of bool
         ``y`` OR ``y @ ancestors``; sparse in, canonical CSR out; dense in, dense out.
     """
-    m = as_csr(y, index.n_nodes)
-    out = m + m @ _ancestor_csr(index)        # bool sparse algebra: + is OR
-    out.sum_duplicates()                      # the sum comes back with unsorted indices
-    return _like(out, y)
+    y = y if sp.issparse(y) else np.asarray(y) != 0
+    if y.ndim != 2 or y.shape[1] != index.n_nodes:
+        raise ValueError(f"indicator matrix has shape {y.shape}, the taxonomy {index.n_nodes} nodes")
+    return index.closure(y)
 
 
 def _check_dag_mode(dag_mode: str) -> None:

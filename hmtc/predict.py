@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from .checkpoint import Checkpoint
 from .decode import decode
@@ -54,7 +55,7 @@ def predict_texts(ckpt: Checkpoint, texts: Iterable[str], chunk: int = 2048, bat
         scores = ckpt.scores(buf, batch_size, bf16)
         keep = decode(scores, index, method, thr, single, bool(dec.get("at_least_one", False)))
         probs = 1 / (1 + np.exp(-scores))
-        has_kept_child = (keep.astype(np.float32) @ index.ancestors.astype(np.float32)) > 0
+        has_kept_child = (sp.csr_array(keep) @ index.ancestors_csr).toarray()   # strict ancestors of kept
         for text, row, p, inner in zip(buf, keep, probs, has_kept_child):
             nodes = np.flatnonzero(row)
             paths = []

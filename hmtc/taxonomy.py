@@ -40,6 +40,7 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
 
 from .errors import TaxonomyError
 from .io import atomic_write_text
@@ -117,10 +118,28 @@ class TaxonomyIndex:
         out[has] = self.parent_idx[self.parent_ptr[:-1][has]]
         return out
 
-    def closure(self, y: np.ndarray) -> np.ndarray:
-        """Add every ancestor of each positive node: ``y | (y @ ancestors)``."""
-        y = np.asarray(y, dtype=bool)
-        return y | ((y.astype(np.float32) @ self.ancestors.astype(np.float32)) > 0)
+    @cached_property
+    def ancestors_csr(self) -> sp.csr_array:
+        """``ancestors`` as a sparse boolean matrix (a node has few ancestors)."""
+        return sp.csr_array(self.ancestors)
+
+    def closure(self, y):
+        """Add every ancestor of each positive node: ``y | (y @ ancestors)``.
+
+        Sparse work: cost grows with the positives, not with samples x nodes x nodes. A dense
+        ``y`` gives a dense bool array; a scipy sparse ``y`` gives a canonical bool CSR array.
+        """
+        if sp.issparse(y):
+            m = sp.csr_array(y).astype(bool)
+            out = m + m @ self.ancestors_csr            # boolean algebra: + is OR
+            out.sum_duplicates()
+            return out
+        out = np.array(y, dtype=bool)
+        rows, cols = np.nonzero(out)
+        up = self.ancestors_csr[cols]                   # one row of ancestors per positive
+        r, c = up.nonzero()
+        out[rows[r], c] = True
+        return out
 
     def indicator(self, label_sets: Iterable[Iterable[str]], close: bool = True) -> np.ndarray:
         """Indicator matrix (samples x nodes) from lists of node ids, closed under ancestors."""

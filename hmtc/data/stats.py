@@ -29,15 +29,15 @@ def gini(counts: list[int] | np.ndarray) -> float:
     return float(2 * (i * x).sum() / (len(x) * x.sum()) - (len(x) + 1) / len(x))
 
 
-def long_tail(freq: dict[str, int], label_sets: list[set[str]]) -> dict:
+def long_tail(counts: np.ndarray, y: np.ndarray) -> dict:
     """Long-tail figures of per-label training frequencies.
 
     Parameters
     ----------
-    freq : dict of str to int
+    counts : ndarray of int, shape (n_labels,)
         Samples per label; include labels with 0 samples.
-    label_sets : list of set of str
-        The labels of each sample, to measure the share covered by the top labels.
+    y : ndarray of bool, shape (n_samples, n_labels)
+        The labels of each sample, same columns, to measure the share covered by the top labels.
 
     Returns
     -------
@@ -46,15 +46,14 @@ def long_tail(freq: dict[str, int], label_sets: list[set[str]]) -> dict:
         (labels with fewer samples), ``top10pct_share`` (share of samples with a label among
         the most frequent 10% of labels) and ``gini``.
     """
-    counts = np.array(list(freq.values()), dtype=int)
+    counts = np.asarray(counts, dtype=int)
     if not len(counts):
         return {"labels": 0}
-    top = {lab for lab, _ in Counter(freq).most_common(max(1, math.ceil(len(freq) / 10)))}
-    covered = sum(1 for s in label_sets if s & top)
+    top = np.argsort(-counts, kind="stable")[: max(1, math.ceil(len(counts) / 10))]
     return {"labels": len(counts), "min": int(counts.min()), "median": float(np.median(counts)),
             "max": int(counts.max()), "under_10": int((counts < 10).sum()),
             "under_50": int((counts < 50).sum()),
-            "top10pct_share": round(covered / len(label_sets), 4) if label_sets else 0.0,
+            "top10pct_share": round(float(y[:, top].any(1).mean()), 4) if len(y) else 0.0,
             "gini": round(gini(counts), 4)}
 
 
@@ -117,12 +116,11 @@ def dataset_stats(dataset: Dataset, taxonomy: Taxonomy | None = None,
     if train_name:
         ex = dataset.splits[train_name]
         if index is not None:
-            leaves = np.flatnonzero(index.leaf_mask)
-            y = ys[train_name]
-            freq = {index.ids[j]: int(y[:, j].sum()) for j in leaves}
-            sets = [set(index.ids[j] for j in leaves[row]) for row in y[:, leaves]]
-        else:
-            freq = dict(Counter(lab for labs in ex.labels for lab in set(labs)))
-            sets = [set(labs) for labs in ex.labels]
-        out["long_tail"] = {"split": train_name, **long_tail(freq, sets)}
+            y = ys[train_name][:, index.leaf_mask]
+        else:                       # no taxonomy: the raw labels, in order of first appearance
+            column = {lab: j for j, lab in enumerate(dict.fromkeys(l for labs in ex.labels for l in labs))}
+            y = np.zeros((len(ex), len(column)), dtype=bool)
+            rows = [r for r, labs in enumerate(ex.labels) for _ in labs]
+            y[rows, [column[l] for labs in ex.labels for l in labs]] = True
+        out["long_tail"] = {"split": train_name, **long_tail(y.sum(0), y)}
     return out
