@@ -60,3 +60,16 @@ def iterate(token_ids: Sequence[Sequence[int]], batches: Sequence[np.ndarray], p
         input_ids, mask = collate([token_ids[i] for i in b], pad_id)
         y = None if labels is None else torch.as_tensor(labels[b], dtype=torch.float32)
         yield b, input_ids, mask, y
+
+
+def iterate_states(states: Sequence[torch.Tensor], batches: Sequence[np.ndarray],
+                   labels: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Like :func:`iterate` over cached per-text token states (T_i, d): yield (indices, states
+    (B, T, d) zero-padded, attention_mask, labels or None)."""
+    for b in batches:
+        rows = [states[i] for i in b]
+        lengths = torch.as_tensor([len(r) for r in rows])
+        x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).long()
+        y = None if labels is None else torch.as_tensor(labels[b], dtype=torch.float32)
+        yield b, x, mask, y

@@ -78,8 +78,12 @@ class Checkpoint:
                               progress=progress)
 
 
-def load_checkpoint(folder: str | Path) -> Checkpoint:
-    """Rebuild the model from config + safetensors; the label index must match the taxonomy."""
+def load_checkpoint(folder: str | Path, with_model: bool = True) -> Checkpoint:
+    """Rebuild the model from config + safetensors; the label index must match the taxonomy.
+
+    ``with_model=False`` loads everything but the weights (``model`` is None), for engines that
+    bring their own (:mod:`hmtc.export`).
+    """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from .models import MODELS, make_config
@@ -102,6 +106,9 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
     if mcfg["name"] == "tfidf":                 # model-free: no encoder, no tokenizer
         from .models.tfidf import load_tfidf
         return load_tfidf(folder, taxonomy, index, config, decode)
+    if not with_model:
+        return Checkpoint(None, AutoTokenizer.from_pretrained(folder / "tokenizer"), taxonomy, index, config,
+                          decode, folder)
     enc_cfg = AutoConfig.from_pretrained(folder / "encoder")
     try:
         backbone = AutoModel.from_config(enc_cfg, add_pooling_layer=False)

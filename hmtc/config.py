@@ -51,6 +51,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "fgm_epsilon": 0.0,         # FGM: adversarial step of this norm on each text's word embeddings
         "gp_weight": 0.0,           # gradient penalty λ·mean ||∇_emb loss||² (finite differences)
         "rdrop_alpha": 0.0,         # R-Drop: α·symmetric KL between two dropout passes
+        # run the frozen embeddings + model.freeze_layers once (no dropout) and train the layers
+        # above on their cached output every epoch: much less work per step on a CPU
+        "cache_frozen": False,
         "patience": 0,              # epochs without dev gain before stopping (0: never)
         "metric": "micro_f1",
         "bf16": False,              # CPU/GPU autocast

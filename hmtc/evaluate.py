@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from .checkpoint import load_checkpoint
 from .decode import decode, tune_global_threshold, tune_label_thresholds
 from .errors import HmtcError
 from .io import atomic_write_bytes, atomic_write_json
@@ -35,12 +34,18 @@ def locate(target: str | Path) -> tuple[Path, Path]:
 
 
 def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool = False,
-                 command: str | None = None) -> dict:
+                 command: str | None = None, engine: str = "torch") -> dict:
     """Evaluate; writes ``metrics.json`` and ``test_scores.npz`` in the run folder, ``decode.json``
-    in the checkpoint, and the run record under the config's ``record_dir``."""
+    in the checkpoint, and the run record under the config's ``record_dir``.
+
+    Another ``engine`` (``onnx``, ``onnx-int8``: :mod:`hmtc.export`) scores the same texts with
+    the exported graph and writes ``metrics.<engine>.json`` and the record ``<name>.<engine>.json``,
+    leaving the torch results and ``decode.json`` alone.
+    """
+    from .export import load_for_inference
     console = console or Console(stderr=True)
     run_dir, ckpt_dir = locate(target)
-    ckpt = load_checkpoint(ckpt_dir)
+    ckpt = load_for_inference(ckpt_dir, engine)
     cfg = ckpt.config
     torch.set_num_threads(cfg["train"]["threads"] or os.cpu_count() or 1)
     device = pick_device(cfg["train"].get("device", "auto"))
@@ -77,11 +82,14 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
                "consistency": {"before": {k: before[k] for k in ("inconsistent_samples", "orphan_nodes")},
                                "after": {k: after[k] for k in ("inconsistent_samples", "orphan_nodes")}},
                "inference": {"texts": n_infer, "seconds": round(infer_seconds, 2),
-                             "texts_per_s": round(n_infer / max(infer_seconds, 1e-9), 1), "device": str(device)}}
-    atomic_write_json(ckpt_dir / "decode.json", decode_cfg)
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    _save_scores(run_dir / "test_scores.npz", scores[eval_split], gold, decoded)
-    record = _record(run_dir, cfg, metrics, command)
+                             "texts_per_s": round(n_infer / max(infer_seconds, 1e-9), 1), "device": str(device),
+                             "engine": engine}}
+    suffix = "" if engine == "torch" else f".{engine}"
+    if engine == "torch":
+        atomic_write_json(ckpt_dir / "decode.json", decode_cfg)
+    atomic_write_json(run_dir / f"metrics{suffix}.json", metrics)
+    _save_scores(run_dir / f"test_scores{suffix}.npz", scores[eval_split], gold, decoded)
+    record = _record(run_dir, cfg, metrics, command, suffix)
     if record is not None:
         metrics["record"] = str(record)
     return metrics
@@ -94,7 +102,7 @@ def _save_scores(path: Path, scores: np.ndarray, gold: np.ndarray, pred: np.ndar
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _record(run_dir: Path, cfg: dict, metrics: dict, command: str | None) -> Path | None:
+def _record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, suffix: str = "") -> Path | None:
     """One JSON per run under ``train.record_dir``: config, command, commit, seed, time, machine."""
     run_meta_path = run_dir / "run.json"
     run_meta = json.loads(run_meta_path.read_text(encoding="utf-8")) if run_meta_path.is_file() else {}
@@ -105,7 +113,7 @@ def _record(run_dir: Path, cfg: dict, metrics: dict, command: str | None) -> Pat
         return None
     test = metrics["test"]
     rec = {
-        "name": cfg["name"], "dataset": cfg["data"]["dataset"], "model": cfg["model"]["name"],
+        "name": cfg["name"] + suffix, "dataset": cfg["data"]["dataset"], "model": cfg["model"]["name"],
         "encoder": cfg["model"]["encoder"], "seed": cfg["train"]["seed"],
         "command": run_meta.get("command"), "eval_command": command,
         "git_commit": run_meta.get("git_commit"), "eval_git_commit": git_commit(),
@@ -120,6 +128,6 @@ def _record(run_dir: Path, cfg: dict, metrics: dict, command: str | None) -> Pat
         "inference": metrics["inference"], "history": state.get("history", []), "config": cfg,
         "run_dir": str(run_dir),
     }
-    path = Path(record_dir) / f"{cfg['name']}.json"
+    path = Path(record_dir) / f"{cfg['name']}{suffix}.json"
     atomic_write_json(path, rec)
     return path

@@ -45,10 +45,11 @@ def symmetric_kl(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return (0.5 * (torch.sigmoid(z1) - torch.sigmoid(z2)) * (z1 - z2)).sum(-1).mean()
 
 
-def rdrop_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               labels: torch.Tensor, alpha: float) -> torch.Tensor:
+def rdrop_loss(model: nn.Module, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+               labels: torch.Tensor, alpha: float, lower_states: torch.Tensor | None = None) -> torch.Tensor:
     """R-Drop loss ``½(L¹ + L²) + α · symmetric_kl(z¹, z²)`` from one forward of the doubled batch."""
-    out = model(input_ids.repeat(2, 1), attention_mask.repeat(2, 1), labels=labels.repeat(2, 1))
+    twice = (lambda x: None if x is None else torch.cat([x, x]))
+    out = model(twice(input_ids), twice(attention_mask), labels=twice(labels), lower_states=twice(lower_states))
     z1, z2 = out.logits.chunk(2)
     return out.loss + alpha * symmetric_kl(z1, z2)      # the loss of 2B equal halves is their mean
 

@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .batching import iterate, length_batches, tokenize
+from .batching import iterate, iterate_states, length_batches, tokenize
 from .checkpoint import save_checkpoint
 from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
@@ -290,6 +290,7 @@ class Trainer:
             f"setup {time.time() - t0:.1f}s")
         done_here = 0
         with progress_bar(self.console, self.quiet) as progress:
+            self.cache_ = self._cache_frozen(model, data, pad_id, progress) if t["cache_frozen"] else None
             for epoch in range(state["epoch"], t["epochs"]):
                 if self.stop_after_epochs is not None and done_here >= self.stop_after_epochs:
                     break
@@ -347,10 +348,13 @@ class Trainer:
             batches = [self.dist_.shard(b) for b in batches]
         model.train()
         total, n, start = 0.0, 0, time.time()
-        for w, (b, input_ids, mask, labels) in zip(weights, iterate(ids, batches, pad_id, y)):
-            batch = [x.to(self.device_) for x in (input_ids, mask, labels)]
+        cached = self.cache_ is not None
+        stream = iterate_states(self.cache_, batches, y) if cached else iterate(ids, batches, pad_id, y)
+        for w, (b, x, mask, labels) in zip(weights, stream):
+            x, mask, labels = (v.to(self.device_) for v in (x, mask, labels))
+            inputs = (None, mask, labels, x) if cached else (x, mask, labels, None)
             optimizer.zero_grad(set_to_none=True)
-            loss = backward_step(functools.partial(self._batch_loss, self.train_model_, *batch, weight=w),
+            loss = backward_step(functools.partial(self._batch_loss, self.train_model_, *inputs, weight=w),
                                  embeddings, t["fgm_epsilon"], t["gp_weight"]) / w
             if t["clip"]:
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], t["clip"])
@@ -370,13 +374,38 @@ class Trainer:
             total, n = sums.tolist()
         return total / max(1, n)
 
-    def _batch_loss(self, model, input_ids, mask, labels, weight: float = 1.0) -> torch.Tensor:
+    def _batch_loss(self, model, input_ids, mask, labels, lower_states=None, weight: float = 1.0) -> torch.Tensor:
         """The training loss of one batch under autocast, with R-Drop when configured."""
         t = self.config["train"]
         with autocast(self.device_, t["bf16"]):
             if t["rdrop_alpha"]:
-                return weight * rdrop_loss(model, input_ids, mask, labels, t["rdrop_alpha"])
-            return weight * model(input_ids, mask, labels=labels).loss
+                return weight * rdrop_loss(model, input_ids, mask, labels, t["rdrop_alpha"], lower_states)
+            return weight * model(input_ids, mask, labels=labels, lower_states=lower_states).loss
+
+    def _cache_frozen(self, model, data: Prepared, pad_id: int, progress: Progress) -> list[torch.Tensor]:
+        """Each training text's token states under the frozen part (bf16 when training in bf16)."""
+        t = self.config["train"]
+        if not getattr(model, "supports_cache", False):
+            raise ConfigError("train.cache_frozen does not work with this model/head "
+                              "(its encoder input changes with the labels)")
+        if t["fgm_epsilon"] or t["gp_weight"]:
+            raise ConfigError("train.cache_frozen cannot be combined with FGM or the gradient penalty: "
+                              "both perturb the word embeddings, which a cached run never runs again")
+        model.encoder.check_split()
+        ids = data.token_ids["train"]
+        dtype = torch.bfloat16 if t["bf16"] else torch.float32
+        cache: list[torch.Tensor] = [None] * len(ids)   # type: ignore[list-item]
+        task = progress.add_task("cache frozen layers", total=len(ids), info="")
+        batches = length_batches([len(x) for x in ids], t["eval_batch_size"], shuffle=False)
+        for b, input_ids, mask, _ in iterate(ids, batches, pad_id):
+            with autocast(self.device_, t["bf16"]):
+                h = model.encoder.lower(input_ids.to(self.device_), mask.to(self.device_))
+            h = h.to(dtype)
+            for r, i in enumerate(b):
+                cache[i] = h[r, : len(ids[i])].clone()
+            progress.advance(task, len(b))
+        progress.remove_task(task)
+        return cache
 
     def _dev_metrics(self, model, data: Prepared, pad_id: int, progress: Progress) -> dict:
         from .decode import decode

@@ -39,11 +39,12 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
 
 def eval_(target: Path = typer.Argument(..., help="Run folder (uses best/) or checkpoint folder."),
           as_json: bool = typer.Option(False, "--json", help="Print every figure as JSON."),
+          engine: str = typer.Option("torch", "--engine", help="torch, onnx or onnx-int8 (after `hmtc export`)."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
     """Evaluate: tune thresholds on dev, decode test consistently, write metrics.json."""
     from ..evaluate import evaluate_run
     from ..record import command_line
-    metrics = evaluate_run(target, err, quiet, command=command_line())
+    metrics = evaluate_run(target, err, quiet, command=command_line(), engine=engine)
     if as_json:
         typer.echo(json.dumps(metrics, ensure_ascii=False))
     else:
@@ -56,14 +57,20 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here (default: stdout)."),
             text_key: str = typer.Option("text", "--text-key", help="JSON key of the text in --input .jsonl."),
             chunk: int = typer.Option(2048, "--chunk", help="Texts held in memory at once."),
-            bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast (default: as trained).")) -> None:
+            bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast (default: as trained)."),
+            engine: str = typer.Option("torch", "--engine", help="torch, onnx or onnx-int8 (after `hmtc export`)."),
+            threads: int = typer.Option(0, "--threads", help="CPU threads (0: all cores).")) -> None:
     """Predict consistent label paths with scores; JSONL out, one line per text."""
-    from ..checkpoint import load_checkpoint
+    import os
+
+    import torch
+
     from ..evaluate import locate
-    from ..io import atomic_write_text
+    from ..export import load_for_inference
     from ..predict import predict_texts, read_texts
     _, ckpt_dir = locate(ckpt)
-    model = load_checkpoint(ckpt_dir)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    model = load_for_inference(ckpt_dir, engine, threads)
     if texts:
         source = iter(texts)
     elif input_ is not None:
@@ -95,3 +102,17 @@ def _show(metrics: dict) -> None:
     Console().print(t)
     if "record" in metrics:
         err.print(f"recorded: {metrics['record']}")
+
+
+def export(target: Path = typer.Argument(..., help="Run folder (uses best/) or checkpoint folder."),
+           format_: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+           int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write the int8-quantised graph.")) -> None:
+    """Export a checkpoint for fast CPU inference: model.onnx (+ model.int8.onnx) in the checkpoint."""
+    from ..errors import HmtcError
+    from ..evaluate import locate
+    from ..export import export_onnx
+    if format_ != "onnx":
+        raise HmtcError(f"unknown export format {format_!r}; use onnx")
+    _, ckpt_dir = locate(target)
+    for path in export_onnx(ckpt_dir, int8=int8):
+        err.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -21,9 +21,18 @@ class EncoderModel(nn.Module):
         enc = {id(p) for p in self.encoder.parameters()}
         return [p for p in self.parameters() if id(p) not in enc and p.requires_grad]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor | None = None) -> "ModelOutput":
-        return self.forward_states(self.encoder(input_ids, attention_mask), attention_mask, labels)
+    supports_cache = True      # False where the input itself changes (label tokens)
+
+    def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None = None, *,
+                lower_states: torch.Tensor | None = None) -> "ModelOutput":
+        """``lower_states`` (cached :meth:`TextEncoder.lower` output) replaces ``input_ids``."""
+        return self.forward_states(self.encode(input_ids, attention_mask, lower_states), attention_mask, labels)
+
+    def encode(self, input_ids, attention_mask, lower_states=None) -> torch.Tensor:
+        if lower_states is not None:
+            return self.encoder.upper(lower_states, attention_mask)
+        return self.encoder(input_ids, attention_mask)
 
 
 @dataclass

@@ -32,6 +32,7 @@ class TextEncoder(nn.Module):
         self.layers = list(layers)
         self.hidden_size = backbone.config.hidden_size
         self.mix = nn.Parameter(torch.zeros(len(self.layers))) if len(self.layers) > 1 else None
+        self.freeze_layers = freeze_layers
         emb = getattr(backbone, "embeddings", None)
         if freeze_embeddings and emb is not None:
             emb.word_embeddings.weight.requires_grad_(False)
@@ -62,11 +63,54 @@ class TextEncoder(nn.Module):
                             output_hidden_states=needs_all, return_dict=True, **extra)
         if not needs_all:
             return out.last_hidden_state
-        states = [out.hidden_states[i] for i in self.layers]
+        return self._mix([out.hidden_states[i] for i in self.layers])
+
+    def _mix(self, states: list[torch.Tensor]) -> torch.Tensor:
         if self.mix is None:
             return states[0]
         w = torch.softmax(self.mix, 0)
         return sum(wi * s for wi, s in zip(w, states))
+
+    # ---- frozen lower part / trainable upper part, for caching the frozen part's output ------
+    def check_split(self) -> None:
+        """Raise ConfigError unless :meth:`lower` / :meth:`upper` can stand in for ``forward``."""
+        from ..errors import ConfigError
+        blocks = self.blocks()
+        if not self.freeze_layers:
+            raise ConfigError("caching the frozen encoder part needs model.freeze_layers > 0")
+        if getattr(self.backbone, "embeddings", None) is None or not blocks:
+            raise ConfigError("caching the frozen encoder part needs a BERT-like encoder "
+                              "(backbone.embeddings and backbone.encoder.layer)")
+        low = [i for i in self.layers if (i if i >= 0 else len(blocks) + 1 + i) < self.freeze_layers]
+        if low:
+            raise ConfigError(f"model.layers {low} lie inside the {self.freeze_layers} frozen layers; "
+                              "a cached run can mix only layers above them")
+
+    @torch.no_grad()
+    def lower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token states after the embeddings and the ``freeze_layers`` frozen layers (B, T, d),
+        computed without dropout so they can be cached and reused every epoch."""
+        was = self.backbone.training
+        self.backbone.eval()
+        try:
+            h = self.backbone.embeddings(input_ids=input_ids)
+            for block in self.blocks()[: self.freeze_layers]:
+                h = _call_block(block, h, _layer_mask(self.backbone, h, attention_mask))
+        finally:
+            self.backbone.train(was)
+        return h
+
+    def upper(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The trainable layers above ``freeze_layers`` on states from :meth:`lower` (B, T, d),
+        mixed as ``forward`` mixes them."""
+        blocks = self.blocks()
+        n = len(blocks)
+        mask = _layer_mask(self.backbone, states, attention_mask)
+        hidden = {self.freeze_layers: states}
+        for i, block in enumerate(blocks[self.freeze_layers:], self.freeze_layers + 1):
+            states = _call_block(block, states, mask)
+            hidden[i] = states
+        return self._mix([hidden[i if i >= 0 else n + 1 + i] for i in self.layers])
 
     def param_groups(self, lr: float, layer_decay: float, weight_decay: float) -> list[dict]:
         """AdamW groups with layer-wise decay: layer ``l`` of ``L`` gets ``lr * decay**(L - l)``.
@@ -91,6 +135,20 @@ class TextEncoder(nn.Module):
         if self.mix is not None:
             out.append({"params": [self.mix], "lr": lr, "weight_decay": 0.0})
         return out
+
+
+def _layer_mask(backbone: nn.Module, states: torch.Tensor, attention_mask: torch.Tensor):
+    """The attention mask in the form the backbone's layers take (as its own forward builds it)."""
+    try:
+        from transformers.masking_utils import create_bidirectional_mask
+    except ImportError:           # transformers 4.x: the additive extended mask
+        return backbone.get_extended_attention_mask(attention_mask, states.shape[:2], dtype=states.dtype)
+    return create_bidirectional_mask(config=backbone.config, inputs_embeds=states, attention_mask=attention_mask)
+
+
+def _call_block(block: nn.Module, states: torch.Tensor, mask) -> torch.Tensor:
+    out = block(states, mask)
+    return out[0] if isinstance(out, tuple) else out     # transformers 4.x layers return tuples
 
 
 def load_backbone(name_or_path: str, **options) -> nn.Module:

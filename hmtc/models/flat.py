@@ -106,11 +106,15 @@ class FlatModel(EncoderModel):
         self.register_buffer("under", torch.as_tensor(under), persistent=False)
         self.loss_fn = build_loss(config.loss, config.loss_options, columns=leaves.numpy())
 
-    def forward(self, input_ids, attention_mask, labels=None) -> ModelOutput:
+    @property
+    def supports_cache(self) -> bool:
+        return self.config.head != "label_token"
+
+    def forward(self, input_ids, attention_mask, labels=None, *, lower_states=None) -> ModelOutput:
         if self.config.head == "label_token":   # the label tokens change the encoder's input
             z = self.label_tokens(self.dropout(self.label_tokens.states(self.encoder, input_ids, attention_mask)))
             return self.leaf_output(z, labels)
-        return self.forward_states(self.encoder(input_ids, attention_mask), attention_mask, labels)
+        return self.forward_states(self.encode(input_ids, attention_mask, lower_states), attention_mask, labels)
 
     def forward_states(self, states, attention_mask, labels=None) -> ModelOutput:
         return self.leaf_output(self.classifier(self.dropout(self.head(states, attention_mask))), labels)

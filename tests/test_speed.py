@@ -1,0 +1,90 @@
+"""Speed features keep results: cached frozen layers, exported/quantised inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+from hmtc.batching import collate, tokenize
+from hmtc.config import load_config
+from hmtc.errors import ConfigError
+from hmtc.train import Trainer, build_model, taxonomy_for
+
+NO_DROPOUT = "model.encoder_options={ hidden_dropout_prob = 0.0, attention_probs_dropout_prob = 0.0 }"
+TEXTS = ["cat", "dog bark puppy oak leaf tree rose petal the a is was here there", "oak leaf"]
+
+
+def test_upper_of_lower_equals_the_full_encoder(run_config):
+    cfg = load_config(run_config, ["model.freeze_layers=1"])      # layers = [-1, -2]: both above it
+    model, tok = build_model(cfg, taxonomy_for(cfg).compile())
+    model.eval()
+    ids, mask = collate(tokenize(tok, TEXTS, 32), 0)
+    with torch.no_grad():
+        full = model(ids, mask).logits
+        split = model(None, mask, lower_states=model.encoder.lower(ids, mask)).logits
+    assert torch.allclose(full, split, atol=1e-5)
+
+
+def test_cached_run_trains_like_an_uncached_one(run_config, tmp_path):
+    """Without dropout the frozen part is deterministic, so caching it changes nothing but speed."""
+    base = ["train.epochs=2", "train.record_dir=''", "model.freeze_layers=1", NO_DROPOUT]
+    plain = Trainer(load_config(run_config, base), tmp_path / "plain", quiet=True)
+    plain.fit()
+    cached = Trainer(load_config(run_config, base + ["train.cache_frozen=true"]), tmp_path / "cached", quiet=True)
+    cached.fit()
+    assert len(cached.cache_) == len(cached.data_.token_ids["train"])
+    a = safetensors.torch.load_file(str(tmp_path / "plain" / "last" / "model.safetensors"))
+    b = safetensors.torch.load_file(str(tmp_path / "cached" / "last" / "model.safetensors"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), k
+    first = load_config(run_config, base)
+    m0, _ = build_model(first, taxonomy_for(first).compile())
+    init = m0.state_dict()
+    frozen = [k for k in init if "layer.0." in k or "embeddings" in k]
+    assert frozen and all(torch.equal(b[k], init[k]) for k in frozen)            # frozen stays put
+    assert any(not torch.equal(b[k], init[k]) for k in b if "layer.1." in k)     # the rest trained
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ([], "freeze_layers > 0"),
+    (["model.freeze_layers=2"], "inside the 2 frozen layers"),
+    (["model.freeze_layers=1", "train.fgm_epsilon=1.0"], "FGM"),
+    (["model.freeze_layers=1", "model.name='flat'"], "label"),
+])
+def test_cache_config_errors(run_config, tmp_path, overrides, message):
+    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", "train.cache_frozen=true", *overrides])
+    if cfg["model"]["name"] == "flat":
+        cfg["model"]["options"] = {"head": "label_token"}
+    with pytest.raises(ConfigError, match=message):
+        Trainer(cfg, tmp_path / "r", quiet=True).fit()
+
+
+def test_cached_run_with_rdrop_and_resume(run_config, tmp_path):
+    overrides = ["train.epochs=2", "train.record_dir=''", "model.freeze_layers=1", "train.cache_frozen=true",
+                 "train.rdrop_alpha=1.0", "model.options.dropout=0.1"]
+    Trainer(load_config(run_config, overrides), tmp_path / "straight", quiet=True).fit()
+    Trainer(load_config(run_config, overrides), tmp_path / "split", quiet=True, stop_after_epochs=1).fit()
+    Trainer(load_config(run_config, overrides), tmp_path / "split", resume=True, quiet=True).fit()
+    a = safetensors.torch.load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    b = safetensors.torch.load_file(str(tmp_path / "split" / "last" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert np.isfinite(a[next(iter(a))].numpy()).all()
+
+
+def test_onnx_export_scores_like_torch(run_config, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from hmtc.checkpoint import load_checkpoint
+    from hmtc.export import export_onnx, load_for_inference
+    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''"])
+    Trainer(cfg, tmp_path / "r", quiet=True).fit()
+    ckpt = tmp_path / "r" / "best"
+    paths = export_onnx(ckpt)
+    assert [p.name for p in paths] == ["model.onnx", "model.int8.onnx"]
+    texts = TEXTS + ["rose " * 20]          # longer than the export's sample: dynamic length
+    ref = load_checkpoint(ckpt).scores(texts)
+    onnx = load_for_inference(ckpt, "onnx", threads=1).scores(texts, batch_size=2)
+    assert onnx.shape == ref.shape and np.allclose(onnx, ref, atol=1e-4)
+    int8 = load_for_inference(ckpt, "onnx-int8", threads=1).scores(texts)
+    assert np.abs(int8 - ref).max() < 0.5 and np.corrcoef(int8.ravel(), ref.ravel())[0, 1] > 0.95
