@@ -36,17 +36,19 @@ def duee_texts(n: int) -> list[str]:
     return list(texts[:n])
 
 
-def _config(model: str, encoder: str, bf16: bool, threads: int, freeze_layers: int = 0) -> dict:
+def _config(model: str, encoder: str, bf16: bool, threads: int, freeze_layers: int = 0,
+            encoder_options: dict | None = None) -> dict:
     cfg = copy.deepcopy(DEFAULTS)
     cfg["name"] = f"bench-{model}"
-    cfg["model"].update(name=model, encoder=encoder, freeze_layers=freeze_layers)
+    cfg["model"].update(name=model, encoder=encoder, freeze_layers=freeze_layers,
+                        encoder_options=encoder_options or {})
     cfg["train"].update(bf16=bf16, threads=threads)
     return cfg
 
 
 def train_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, bf16: bool,
                      batch_size: int = 32, steps: int = 20, warmup: int = 3, threads: int = 0,
-                     freeze_layers: int = 0, epochs: int = 6) -> dict:
+                     freeze_layers: int = 0, epochs: int = 6, encoder_options: dict | None = None) -> dict:
     """Samples/s of full training steps (forward, backward, clip, AdamW) on bucketed batches.
 
     With ``freeze_layers`` > 0 the frozen part's output is cached first (``train.cache_frozen``)
@@ -58,7 +60,7 @@ def train_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: 
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = _config(model_name, encoder, bf16, threads, freeze_layers)
+    cfg = _config(model_name, encoder, bf16, threads, freeze_layers, encoder_options)
     index = taxonomy.compile()
     model, tok = build_model(cfg, index)
     ids = tokenize(tok, texts, cfg["data"]["max_length"])
