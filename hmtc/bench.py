@@ -7,9 +7,12 @@ Every figure carries the settings it was measured with.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -115,22 +118,69 @@ def train_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: 
     return out
 
 
+def bench_checkpoint(model_name: str, encoder: str, taxonomy: Taxonomy, bf16: bool, threads: int,
+                     folder: Path, engine: str = "torch"):
+    """A checkpoint of an untrained model in ``folder`` (exported for ONNX engines), loaded for
+    ``engine``: inference speed does not depend on the weights' values."""
+    from .checkpoint import save_checkpoint
+    from .export import export_onnx, load_for_inference
+    from .train import build_model
+    cfg = _config(model_name, encoder, bf16, threads)
+    cfg["train"]["eval_batch_size"] = 128
+    torch.manual_seed(0)
+    model, tok = build_model(cfg, taxonomy.compile())
+    save_checkpoint(folder, model, tok, taxonomy, cfg)
+    if engine != "torch":
+        export_onnx(folder, int8=engine == "onnx-int8")
+    return load_for_inference(folder, engine, threads)
+
+
 def infer_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, bf16: bool,
-                     batch_size: int = 128, threads: int = 0) -> dict:
-    """Texts/s of tokenisation + inference (length-sorted batches), untrained weights."""
-    from .train import build_model, predict_scores
+                     batch_size: int = 128, threads: int = 0, engine: str = "torch") -> dict:
+    """Texts/s of tokenisation + inference (length-sorted batches) with ``engine``, untrained weights."""
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    cfg = _config(model_name, encoder, bf16, threads)
-    model, tok = build_model(cfg, taxonomy.compile())
-    model.eval()
-    predict_scores(model, tokenize(tok, texts[:64], 128), tok.pad_token_id or 0, batch_size, bf16)  # warm up
-    t0 = time.perf_counter()
-    ids = tokenize(tok, texts, cfg["data"]["max_length"])
-    predict_scores(model, ids, tok.pad_token_id or 0, batch_size, bf16)
-    dt = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = bench_checkpoint(model_name, encoder, taxonomy, bf16, threads, Path(tmp) / "ckpt", engine)
+        ckpt.scores(texts[:64], batch_size, bf16)                       # warm up
+        t0 = time.perf_counter()
+        ckpt.scores(texts, batch_size, bf16)
+        dt = time.perf_counter() - t0
     return {"texts_per_s": round(len(texts) / dt, 1), "texts": len(texts), "seconds": round(dt, 2),
             "peak_rss_mib": round(_peak_rss_mib())}
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+
+
+def stream_predict_memory(model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, n_texts: int,
+                          engine: str = "torch", chunk: int = 2048, threads: int = 0, bf16: bool = False) -> dict:
+    """``hmtc predict``'s path over a JSONL of ``n_texts`` lines (texts repeated): resident memory
+    after the first chunk and at the end, and texts/s, so flat memory shows as a small growth."""
+    from .predict import predict_texts, read_texts
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in.jsonl"
+        with open(src, "w", encoding="utf-8") as fh:
+            for i in range(n_texts):
+                fh.write(json.dumps({"text": texts[i % len(texts)]}, ensure_ascii=False) + "\n")
+        ckpt = bench_checkpoint(model_name, encoder, taxonomy, bf16, threads, Path(tmp) / "ckpt", engine)
+        rss_first, n = None, 0
+        t0 = time.perf_counter()
+        with open(Path(tmp) / "out.jsonl", "w", encoding="utf-8") as out:
+            for r in predict_texts(ckpt, read_texts(src), chunk=chunk, bf16=bf16):
+                out.write(json.dumps(r, ensure_ascii=False) + "\n")
+                n += 1
+                if n == chunk:
+                    rss_first = _rss_mib()
+        dt = time.perf_counter() - t0
+        rss_end = _rss_mib()
+    return {"texts": n, "texts_per_s": round(n / dt, 1), "rss_after_first_chunk_mib": round(rss_first or rss_end),
+            "rss_end_mib": round(rss_end), "growth_mib": round(rss_end - (rss_first or rss_end), 1),
+            "chunk": chunk}
 
 
 def decode_metrics_time(n_samples: int = 100_000, branching: int = 10, seed: int = 0) -> dict:

@@ -290,7 +290,12 @@ class Trainer:
             f"setup {time.time() - t0:.1f}s")
         done_here = 0
         with progress_bar(self.console, self.quiet) as progress:
-            self.cache_ = self._cache_frozen(model, data, pad_id, progress) if t["cache_frozen"] else None
+            self.cache_ = None
+            if t["cache_frozen"]:     # its one-off time counts as training time
+                c0 = time.time()
+                self.cache_ = self._cache_frozen(model, data, pad_id, progress)
+                state["cache_seconds"] = round(state.get("cache_seconds", 0.0) + time.time() - c0, 1)
+                state["train_seconds"] += time.time() - c0
             for epoch in range(state["epoch"], t["epochs"]):
                 if self.stop_after_epochs is not None and done_here >= self.stop_after_epochs:
                     break

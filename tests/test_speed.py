@@ -88,3 +88,29 @@ def test_onnx_export_scores_like_torch(run_config, tmp_path):
     assert onnx.shape == ref.shape and np.allclose(onnx, ref, atol=1e-4)
     int8 = load_for_inference(ckpt, "onnx-int8", threads=1).scores(texts)
     assert np.abs(int8 - ref).max() < 0.5 and np.corrcoef(int8.ravel(), ref.ravel())[0, 1] > 0.95
+
+
+def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hmtc.cli import app
+    from hmtc.config import DEFAULTS
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setitem(DEFAULTS["data"], "max_length", 32)        # the tiny BERT has 64 positions
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(app, ["bench", "--encoder", str(tiny_encoder), "--steps", "2", "--freeze-layers", "0,1",
+                                 "--engines", "torch,onnx-int8", "--infer-texts", "64", "--stream-texts", "300",
+                                 "--metrics-samples", "500", "--threads", "1", "--json", "--out", str(out)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    figures = json.loads(out.read_text())["figures"]
+    names = [f["figure"] for f in figures]
+    assert names.count("train_samples_per_s") == 4 and names.count("train_samples_per_s_effective") == 2
+    assert names.count("msml_over_flat_time_per_sample") == 2
+    engines = {f["settings"]["engine"] for f in figures if f["figure"] == "infer_texts_per_s"}
+    assert engines == {"torch", "onnx-int8"}
+    stream = next(f for f in figures if f["figure"] == "predict_stream_rss_growth_mib")
+    assert stream["settings"]["jsonl_lines"] == 300
+    assert all(f["value"] > 0 for f in figures if f["figure"] != "predict_stream_rss_growth_mib")
