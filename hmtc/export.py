@@ -71,6 +71,7 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
                               dynamic_axes={"input_ids": {0: "batch", 1: "length"},
                                             "attention_mask": {0: "batch", 1: "length"},
                                             "logits": {0: "batch"}})
+        _fuse(fp32, ckpt.model.encoder.backbone.config)
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
             # MatMul only: quantising the embedding Gather or attention would cost accuracy for little speed
@@ -81,6 +82,18 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
             ort.InferenceSession(str(Path(tmp) / path.name), providers=["CPUExecutionProvider"])  # loads?
             os.replace(Path(tmp) / path.name, path)
     return out
+
+
+def _fuse(path: Path, config) -> None:
+    """ONNX Runtime's transformer fusions in place (bias+GELU, residual+LayerNorm, ...); patterns
+    that do not match are left as they are, so this is safe for any encoder."""
+    from onnxruntime.transformers.optimizer import optimize_model
+    heads = getattr(config, "num_attention_heads", 0)
+    hidden = getattr(config, "hidden_size", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden)
+    model.save_model_to_file(str(path))
 
 
 class OnnxCheckpoint(Checkpoint):
