@@ -49,7 +49,7 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
 
     Files are written aside and renamed into place, so a failed export leaves nothing behind.
     """
-    _require("onnx")
+    onnx = _require("onnx")
     ort = _require("onnxruntime")
     folder = Path(folder)
     ckpt = load_checkpoint(folder)
@@ -76,7 +76,9 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
             from onnxruntime.quantization import QuantType, quantize_dynamic
             # MatMul only: quantising the embedding Gather or attention would cost accuracy for little speed
             quantize_dynamic(str(fp32), str(Path(tmp) / FILES["onnx-int8"]), weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul", "Gemm"])
+                             op_types_to_quantize=["MatMul", "Gemm"],
+                             # fused ops (com.microsoft) hide output types from shape inference
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
             out.append(folder / FILES["onnx-int8"])
         for path in out:
             ort.InferenceSession(str(Path(tmp) / path.name), providers=["CPUExecutionProvider"])  # loads?
