@@ -142,6 +142,7 @@ def infer_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = bench_checkpoint(model_name, encoder, taxonomy, bf16, threads, Path(tmp) / "ckpt", engine)
+        batch_size = batch_size if engine == "torch" else None         # each engine's default
         ckpt.scores(texts[:64], batch_size, bf16)                       # warm up
         t0 = time.perf_counter()
         ckpt.scores(texts, batch_size, bf16)

@@ -26,6 +26,7 @@ from .errors import HmtcError
 
 ENGINES = ("torch", "onnx", "onnx-int8")
 FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+ONNX_BATCH = 16     # ONNX Runtime on a CPU runs small length-sorted batches fastest (hmtc bench)
 
 
 def _require(module: str):
@@ -57,6 +58,10 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
         raise HmtcError("nothing to export: a tfidf checkpoint has no neural model", folder)
     if getattr(ckpt.model, "config", None) is not None and getattr(ckpt.model.config, "head", "") == "label_token":
         raise HmtcError("the label-token head is not exportable yet (its input depends on the label set)", folder)
+    backbone = ckpt.model.encoder.backbone
+    # the eager attention graph is the one ONNX Runtime fuses into its Attention kernel
+    if hasattr(backbone, "set_attn_implementation"):
+        backbone.set_attn_implementation("eager")
     model = _Logits(ckpt.model.float().eval())
     pad = ckpt.tokenizer.pad_token_id or 0
     from .batching import collate, tokenize
@@ -74,9 +79,9 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
         _fuse(fp32, ckpt.model.encoder.backbone.config)
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
-            # MatMul only: quantising the embedding Gather or attention would cost accuracy for little speed
+            # the matrix products only: int8 embeddings (Gather) would cost accuracy for no speed
             quantize_dynamic(str(fp32), str(Path(tmp) / FILES["onnx-int8"]), weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul", "Gemm"],
+                             op_types_to_quantize=["MatMul", "Gemm", "Attention"],
                              # fused ops (com.microsoft) hide output types from shape inference
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
             out.append(folder / FILES["onnx-int8"])
@@ -107,7 +112,7 @@ class OnnxCheckpoint(Checkpoint):
                progress=None) -> np.ndarray:
         from .batching import iterate, length_batches, tokenize
         ids = tokenize(self.tokenizer, texts, self.config["data"]["max_length"])
-        batch_size = batch_size or self.config["train"]["eval_batch_size"]
+        batch_size = batch_size or ONNX_BATCH
         pad = self.tokenizer.pad_token_id or 0
         out = np.zeros((len(ids), self.index.n_nodes), dtype=np.float32)
         task = progress.add_task("predict (onnx)", total=len(ids), info="") if progress else None

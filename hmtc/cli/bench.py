@@ -37,6 +37,7 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
     """Training samples/s, inference texts/s, streaming memory on DuEE-length texts; decode + metrics time."""
     from ..bench import (decode_metrics_time, duee_texts, infer_throughput, stream_predict_memory,
                          train_throughput)
+    from ..export import ONNX_BATCH
     from ..io import atomic_write_json
     from ..record import command_line, git_commit, machine_info, now
     from ..taxonomy import Taxonomy
@@ -76,7 +77,8 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                          threads=threads, engine=engine)
                     rows.append({"figure": "infer_texts_per_s", "value": r["texts_per_s"],
                                  "settings": base | {"model": model, "engine": engine, "precision": prec,
-                                                     "texts": r["texts"], "batch_size": 128},
+                                                     "texts": r["texts"],
+                                                     "batch_size": 128 if engine == "torch" else ONNX_BATCH},
                                  "peak_rss_mib": r["peak_rss_mib"]})
         if stream_texts:
             engine = _items(engines)[-1]
