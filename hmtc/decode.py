@@ -11,7 +11,8 @@ value or one per node.
               keeps ``V_i > 0`` under kept parents. Exact for trees (greedy for DAGs, where a
               child's value counts toward every parent). It may stop at an internal node when no
               child is confident. With ``single_path=True`` it keeps one path instead: the leaf
-              with the highest ``Σ log σ(s)`` along its path, cut where a node falls below its
+              with the highest mean ``log σ(s)`` per node along its path (a mean, so leaves of
+              a ragged taxonomy compete at any depth), cut where a node falls below its
               threshold.
 """
 
@@ -75,14 +76,21 @@ def best(scores: np.ndarray, index: TaxonomyIndex, threshold: float | np.ndarray
 
 def _best_path(scores: np.ndarray, index: TaxonomyIndex, t: np.ndarray) -> np.ndarray:
     logp = -np.logaddexp(0, -scores.astype(np.float32))       # log sigmoid
-    path = np.empty_like(logp)
+    path = np.empty_like(logp)                                 # sum over the best path into a node
+    length = np.ones(logp.shape, dtype=np.float32)             # its number of nodes
+    rows = np.arange(len(logp))[:, None]
     for sl in index.level_slices:
         par = index.parents_padded[sl]
-        prev = (np.where(par >= 0, path[:, np.where(par >= 0, par, 0)], -np.inf).max(axis=2)
-                if sl.start else 0.0)                          # best path into any parent
-        path[:, sl] = logp[:, sl] + prev
+        if sl.start:                                           # best (mean) path into any parent
+            cols = np.where(par >= 0, par, 0)
+            mean = np.where(par >= 0, path[:, cols] / length[:, cols], -np.inf)   # (S, n, P)
+            pick = cols[np.arange(cols.shape[0]), mean.argmax(axis=2)]             # (S, n)
+            path[:, sl] = logp[:, sl] + path[rows, pick]
+            length[:, sl] = 1 + length[rows, pick]
+        else:
+            path[:, sl] = logp[:, sl]
     leaves = np.flatnonzero(index.leaf_mask)
-    chosen = leaves[np.argmax(path[:, leaves], axis=1)]
+    chosen = leaves[np.argmax(path[:, leaves] / length[:, leaves], axis=1)]
     on_path = index.ancestors[chosen]                          # (S, N) ancestors of the chosen leaf
     on_path[np.arange(len(chosen)), chosen] = True
     keep = np.zeros_like(on_path)

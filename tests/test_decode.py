@@ -79,6 +79,18 @@ def test_best_may_stop_at_an_internal_node_and_single_path_keeps_one_path():
     assert index.labels_of(single) == [["a"], ["b", "b1"]]   # b->b1 path beats a->a1
 
 
+def test_single_path_does_not_favour_shallow_leaves():
+    """Ragged depth: a deep leaf as sure as a shallow one must not lose for its longer path."""
+    index = Taxonomy.parse("ROOT\n  a\n  b\n    b1\n      b11\n").compile()
+    col = index.id_to_index
+    s = np.full((2, index.n_nodes), -3.0, dtype=np.float32)
+    s[0, [col["b"], col["b1"], col["b11"]]] = 1.0          # the whole deep path at +1 ...
+    s[0, col["a"]] = 0.8                                    # ... beats a shallow leaf at +0.8
+    s[1, col["a"]] = 1.2
+    s[1, [col["b"], col["b1"], col["b11"]]] = 1.0
+    assert index.labels_of(decode(s, index, "best", 0.0, single_path=True)) == [["b", "b1", "b11"], ["a"]]
+
+
 def test_top_down_drops_orphans_and_closure_adds_ancestors():
     index = Taxonomy.parse("ROOT\n  a\n    a1\n").compile()
     s = np.array([[-1.0, 2.0]], dtype=np.float32)         # child confident, parent not
