@@ -49,7 +49,8 @@ def rdrop_loss(model: nn.Module, input_ids: torch.Tensor | None, attention_mask:
                labels: torch.Tensor, alpha: float, lower_states: torch.Tensor | None = None) -> torch.Tensor:
     """R-Drop loss ``½(L¹ + L²) + α · symmetric_kl(z¹, z²)`` from one forward of the doubled batch."""
     twice = (lambda x: None if x is None else torch.cat([x, x]))
-    out = model(twice(input_ids), twice(attention_mask), labels=twice(labels), lower_states=twice(lower_states))
+    extra = {} if lower_states is None else {"lower_states": twice(lower_states)}
+    out = model(twice(input_ids), twice(attention_mask), labels=twice(labels), **extra)
     z1, z2 = out.logits.chunk(2)
     return out.loss + alpha * symmetric_kl(z1, z2)      # the loss of 2B equal halves is their mean
 

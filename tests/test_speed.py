@@ -88,6 +88,23 @@ def test_onnx_export_scores_like_torch(run_config, tmp_path):
     assert onnx.shape == ref.shape and np.allclose(onnx, ref, atol=1e-4)
     int8 = load_for_inference(ckpt, "onnx-int8", threads=1).scores(texts)
     assert np.abs(int8 - ref).max() < 0.5 and np.corrcoef(int8.ravel(), ref.ravel())[0, 1] > 0.95
+    # the CLI: eval keeps the torch results apart; predict decodes the onnx scores
+    import json
+
+    from typer.testing import CliRunner
+
+    from hmtc.cli import app
+    run = CliRunner()
+    r = run.invoke(app, ["eval", str(tmp_path / "r"), "--engine", "onnx", "--quiet"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "r" / "metrics.onnx.json").is_file() and not (tmp_path / "r" / "metrics.json").exists()
+    r = run.invoke(app, ["predict", str(tmp_path / "r"), "cat", "oak leaf", "--engine", "onnx-int8", "--threads", "1"],
+                   catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert [row["text"] for row in rows] == ["cat", "oak leaf"]
+    r = run.invoke(app, ["predict", str(tmp_path / "r"), "cat", "--engine", "onnx-x"])
+    assert r.exit_code != 0
 
 
 def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
