@@ -215,8 +215,11 @@ def dataset_folders(spec: DatasetSpec, data_dir_: str | Path | None = None) -> l
                             folder)
         return [folder]
     folders = [spec.toml.parent]
-    if data_dir_ is not None or os.environ.get("HMTC_DATA"):
+    env = os.environ.get("HMTC_DATA")
+    if data_dir_ is not None:
         folders.append(data_dir(data_dir_))
+    elif env and Path(env).expanduser().is_dir():   # a stale $HMTC_DATA must not break a self-contained TOML
+        folders.append(Path(env).expanduser())
     return folders
 
 
