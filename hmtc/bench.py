@@ -59,7 +59,7 @@ def train_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: 
     cost to an ``epochs``-epoch run: ``epochs / (cache s/sample + epochs * step s/sample)``.
     """
     from .batching import iterate_states
-    from .train import autocast, build_model
+    from .train import autocast, build_model, cache_lower_states
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -75,16 +75,10 @@ def train_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: 
     cache_s = 0.0
     if freeze_layers:
         model.encoder.check_split()
-        cache: list = [None] * len(ids)
         t0 = time.perf_counter()
-        for b in length_batches([len(ids[i]) for i in used], 128, shuffle=False):
-            rows = used[b]
-            x, m = collate([ids[i] for i in rows], tok.pad_token_id or 0)
-            with autocast(dev, bf16):
-                h = model.encoder.lower(x, m).to(torch.bfloat16 if bf16 else torch.float32)
-            for r, i in enumerate(rows):
-                cache[i] = h[r, : len(ids[i])].clone()
+        states = cache_lower_states(model.encoder, [ids[i] for i in used], tok.pad_token_id or 0, 128, bf16, dev)
         cache_s = (time.perf_counter() - t0) / len(used)
+        cache = dict(zip(used.tolist(), states))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
     model.train()

@@ -85,8 +85,8 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
                              # fused ops (com.microsoft) hide output types from shape inference
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
             out.append(folder / FILES["onnx-int8"])
-        for path in out:
-            ort.InferenceSession(str(Path(tmp) / path.name), providers=["CPUExecutionProvider"])  # loads?
+        for path in out:    # each graph must load in ONNX Runtime before it replaces anything
+            ort.InferenceSession(str(Path(tmp) / path.name), providers=["CPUExecutionProvider"])
             os.replace(Path(tmp) / path.name, path)
     return out
 

@@ -123,6 +123,26 @@ def predict_scores(model: torch.nn.Module, token_ids: list[list[int]], pad_id: i
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
+def cache_lower_states(encoder, token_ids: list[list[int]], pad_id: int, batch_size: int, bf16: bool,
+                       device: torch.device, progress: Progress | None = None) -> list[torch.Tensor]:
+    """Each text's token states (T_i, d) under the encoder's frozen part (:meth:`TextEncoder.lower`),
+    in input order, kept in bf16 when ``bf16`` (the cache of ``train.cache_frozen``)."""
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    cache: list[torch.Tensor] = [None] * len(token_ids)   # type: ignore[list-item]
+    task = progress.add_task("cache frozen layers", total=len(token_ids), info="") if progress else None
+    batches = length_batches([len(x) for x in token_ids], batch_size, shuffle=False)
+    for b, input_ids, mask, _ in iterate(token_ids, batches, pad_id):
+        with autocast(device, bf16):
+            h = encoder.lower(input_ids.to(device), mask.to(device)).to(dtype)
+        for r, i in enumerate(b):
+            cache[i] = h[r, : len(token_ids[i])].clone()
+        if progress:
+            progress.advance(task, len(b))
+    if progress and task is not None:
+        progress.remove_task(task)
+    return cache
+
+
 def progress_bar(console: Console | None = None, disable: bool = False) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                     TextColumn("{task.completed}/{task.total}"),
@@ -397,20 +417,8 @@ class Trainer:
             raise ConfigError("train.cache_frozen cannot be combined with FGM or the gradient penalty: "
                               "both perturb the word embeddings, which a cached run never runs again")
         model.encoder.check_split()
-        ids = data.token_ids["train"]
-        dtype = torch.bfloat16 if t["bf16"] else torch.float32
-        cache: list[torch.Tensor] = [None] * len(ids)   # type: ignore[list-item]
-        task = progress.add_task("cache frozen layers", total=len(ids), info="")
-        batches = length_batches([len(x) for x in ids], t["eval_batch_size"], shuffle=False)
-        for b, input_ids, mask, _ in iterate(ids, batches, pad_id):
-            with autocast(self.device_, t["bf16"]):
-                h = model.encoder.lower(input_ids.to(self.device_), mask.to(self.device_))
-            h = h.to(dtype)
-            for r, i in enumerate(b):
-                cache[i] = h[r, : len(ids[i])].clone()
-            progress.advance(task, len(b))
-        progress.remove_task(task)
-        return cache
+        return cache_lower_states(model.encoder, data.token_ids["train"], pad_id, t["eval_batch_size"],
+                                  t["bf16"], self.device_, progress)
 
     def _dev_metrics(self, model, data: Prepared, pad_id: int, progress: Progress) -> dict:
         from .decode import decode

@@ -94,8 +94,9 @@ class TextEncoder(nn.Module):
         self.backbone.eval()
         try:
             h = self.backbone.embeddings(input_ids=input_ids)
+            mask = _layer_mask(self.backbone, h, attention_mask)
             for block in self.blocks()[: self.freeze_layers]:
-                h = _call_block(block, h, _layer_mask(self.backbone, h, attention_mask))
+                h = _call_block(block, h, mask)
         finally:
             self.backbone.train(was)
         return h
