@@ -26,8 +26,9 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
 
 
-def duee_texts(n: int) -> list[str]:
-    """DuEE training texts when $HMTC_DATA has them; else texts of the same length profile."""
+def duee_texts(n: int = 0) -> list[str]:
+    """The first ``n`` (0: all) DuEE training texts when $HMTC_DATA has them; else as many texts
+    of a similar length profile (11,958 for all, the size of DuEE's training split)."""
     from .data.catalog import load_dataset
     from .errors import DataError
     try:
@@ -35,8 +36,24 @@ def duee_texts(n: int) -> list[str]:
     except DataError:                                   # no data folder: synthetic stand-ins
         rng = np.random.default_rng(0)
         base = "据报道今日某公司宣布裁员并发布新产品同时股价大幅下跌引发市场关注"
-        texts = [(base * 4)[: int(rng.integers(15, 140))] for _ in range(n)]
-    return list(texts[:n])
+        texts = [(base * 4)[: int(rng.integers(15, 140))] for _ in range(n or 11_958)]
+    return list(texts[:n or None])
+
+
+def representative_batches(lengths, batch_size: int, steps: int, warmup: int = 3,
+                           seed: int = 0) -> tuple[list[np.ndarray], int]:
+    """Warm-up then timed batches (and how many warm up) from the trainer's length buckets over
+    all ``lengths``; the timed ones sit at evenly spaced quantiles of batch length, so a few steps
+    see the tokens per text of a whole epoch (an epoch's first batches can be far shorter)."""
+    batches = length_batches(lengths, batch_size, True, seed=seed, epoch=0)
+    lengths = np.asarray(lengths)
+    order = np.argsort([lengths[b].mean() for b in batches], kind="stable")
+    steps = min(steps, len(order))
+    timed = order[((np.arange(steps) + 0.5) * len(order) / steps).astype(int)]
+    rest = np.setdiff1d(order, timed)
+    warm = np.random.default_rng(seed).choice(rest, size=min(warmup, len(rest)), replace=False)
+    timed = np.random.default_rng(seed + 1).permutation(timed)
+    return [batches[i] for i in (*warm, *timed)], len(warm)
 
 
 def _config(model: str, encoder: str, bf16: bool, threads: int, freeze_layers: int = 0,
@@ -51,15 +68,18 @@ def _config(model: str, encoder: str, bf16: bool, threads: int, freeze_layers: i
 
 def train_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, bf16: bool,
                      batch_size: int = 32, steps: int = 20, warmup: int = 3, threads: int = 0,
-                     freeze_layers: int = 0, epochs: int = 6, encoder_options: dict | None = None) -> dict:
-    """Samples/s of full training steps (forward, backward, clip, AdamW) on bucketed batches.
+                     freeze_layers: int = 0, epochs: int = 6, encoder_options: dict | None = None,
+                     ema_decay: float = 0.998) -> dict:
+    """Samples/s of full training steps (forward, backward, clip, AdamW, EMA as in the DuEE
+    recipe) on batches of the trainer's length buckets that match the texts' length profile
+    (see ``representative_batches``).
 
     With ``freeze_layers`` > 0 the frozen part's output is cached first (``train.cache_frozen``)
     and the steps run on the cache; ``effective_samples_per_s`` then charges the cache's one-off
     cost to an ``epochs``-epoch run: ``epochs / (cache s/sample + epochs * step s/sample)``.
     """
     from .batching import iterate_states
-    from .train import autocast, build_model, cache_lower_states
+    from .train import EMA, autocast, build_model, cache_lower_states
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -67,7 +87,8 @@ def train_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: 
     index = taxonomy.compile()
     model, tok = build_model(cfg, index)
     ids = tokenize(tok, texts, cfg["data"]["max_length"])
-    batches = length_batches([len(x) for x in ids], batch_size, True, seed=0, epoch=0)[: warmup + steps]
+    lengths = [len(x) for x in ids]
+    batches, warmup = representative_batches(lengths, batch_size, steps, warmup)
     used = np.concatenate(batches)
     rng = np.random.default_rng(0)
     y = index.closure(rng.random((len(ids), index.n_nodes)) < 2 / index.n_nodes)
@@ -81,6 +102,7 @@ def train_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: 
         cache = dict(zip(used.tolist(), states))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
+    ema = EMA(params, ema_decay) if ema_decay else None
     model.train()
     n = tokens = 0
     for step, b in enumerate(batches):
@@ -99,12 +121,15 @@ def train_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if ema:
+            ema.update()
         if step >= warmup:
             n += len(b)
             tokens += int(m.sum())
     dt = time.perf_counter() - t0
     step_s = dt / n
-    out = {"samples_per_s": round(n / dt, 2), "tokens_per_sample": round(tokens / n, 1), "samples": n,
+    out = {"samples_per_s": round(n / dt, 2), "tokens_per_sample": round(tokens / n, 1),
+           "data_tokens_per_sample": round(float(np.mean(lengths)), 1), "samples": n,
            "seconds": round(dt, 2), "peak_rss_mib": round(_peak_rss_mib())}
     if freeze_layers:
         out["cache_ms_per_sample"] = round(1000 * cache_s, 2)
@@ -141,7 +166,9 @@ def infer_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: 
         t0 = time.perf_counter()
         ckpt.scores(texts, batch_size, bf16)
         dt = time.perf_counter() - t0
+        tokens = sum(map(len, tokenize(ckpt.tokenizer, texts, ckpt.config["data"]["max_length"])))
     return {"texts_per_s": round(len(texts) / dt, 1), "texts": len(texts), "seconds": round(dt, 2),
+            "tokens_per_text": round(tokens / len(texts), 1),
             "peak_rss_mib": round(_peak_rss_mib())}
 
 

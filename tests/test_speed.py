@@ -118,7 +118,7 @@ def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     monkeypatch.setitem(DEFAULTS["data"], "max_length", 32)        # the tiny BERT has 64 positions
     out = tmp_path / "bench.json"
     r = CliRunner().invoke(app, ["bench", "--encoder", str(tiny_encoder), "--steps", "2", "--freeze-layers", "0,1",
-                                 "--engines", "torch,onnx-int8", "--infer-texts", "64", "--stream-texts", "300",
+                                 "--engines", "torch,onnx-int8", "--train-texts", "400", "--infer-texts", "64", "--stream-texts", "300",
                                  "--metrics-samples", "500", "--threads", "1", "--json", "--out", str(out)],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -131,3 +131,17 @@ def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     stream = next(f for f in figures if f["figure"] == "predict_stream_rss_growth_mib")
     assert stream["settings"]["jsonl_lines"] == 300
     assert all(f["value"] > 0 for f in figures if f["figure"] != "predict_stream_rss_growth_mib")
+
+
+def test_bench_batches_follow_the_length_profile():
+    import numpy as np
+
+    from hmtc.bench import representative_batches
+    rng = np.random.default_rng(3)
+    lengths = np.clip(rng.lognormal(3.5, 0.6, 12_000).astype(int), 4, 128)     # long right tail
+    batches, warm = representative_batches(lengths, 32, steps=20, warmup=3)
+    assert warm == 3 and len(batches) == 23
+    timed = np.concatenate(batches[warm:])
+    assert abs(lengths[timed].mean() / lengths.mean() - 1) < 0.05
+    again, _ = representative_batches(lengths, 32, steps=20, warmup=3)
+    assert all((a == b).all() for a, b in zip(batches, again))

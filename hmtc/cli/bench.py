@@ -25,6 +25,9 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
           steps: int = typer.Option(20, "--steps", help="Timed training steps per setting."),
           batch_size: int = typer.Option(32, "--batch-size"),
           epochs: int = typer.Option(6, "--epochs", help="Run length that a cache's one-off cost is spread over."),
+          ema: float = typer.Option(0.998, "--ema", help="EMA decay updated each step, as in the DuEE recipe (0: off)."),
+          train_texts: int = typer.Option(0, "--train-texts",
+                                          help="Training texts whose length profile the timed steps follow (0: all)."),
           infer_texts: int = typer.Option(2048, "--infer-texts", help="Texts timed for inference."),
           stream_texts: int = typer.Option(50_000, "--stream-texts",
                                            help="JSONL lines streamed through predict for the memory figure (0 skips)."),
@@ -43,7 +46,10 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
     from ..taxonomy import Taxonomy
 
     taxonomy = Taxonomy.load(Path(__file__).resolve().parents[2] / "taxonomies" / "duee.tax")
-    texts = duee_texts(max(infer_texts, batch_size * (steps + 3) * 3))
+    texts = duee_texts(train_texts)
+    if len(texts) < infer_texts:
+        texts = duee_texts(infer_texts)
+    infer = texts[:: max(1, len(texts) // infer_texts)][:infer_texts]     # spread over the set
     model_names, precs = _items(models), _items(precisions)
     base = {"encoder": encoder, "threads": threads or "all"}
     rows: list[dict] = []
@@ -53,10 +59,11 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
             for k in (int(x) for x in _items(freeze)):
                 for model in model_names:
                     r = train_throughput(model, encoder, texts, taxonomy, prec == "bf16", batch_size, steps,
-                                         threads=threads, freeze_layers=k, epochs=epochs)
+                                         threads=threads, freeze_layers=k, epochs=epochs, ema_decay=ema)
                     settings = base | {"model": model, "precision": prec, "freeze_layers": k,
-                                       "cached": bool(k), "batch_size": batch_size, "steps": steps,
-                                       "tokens_per_sample": r["tokens_per_sample"]}
+                                       "cached": bool(k), "batch_size": batch_size, "steps": steps, "ema": ema,
+                                       "tokens_per_sample": r["tokens_per_sample"],
+                                       "data_tokens_per_sample": r["data_tokens_per_sample"]}
                     rows.append({"figure": "train_samples_per_s", "value": r["samples_per_s"], "settings": settings,
                                  "peak_rss_mib": r["peak_rss_mib"]})
                     rate = r["samples_per_s"]
@@ -73,17 +80,17 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
         for engine in _items(engines):
             for prec in (precs if engine == "torch" else ["fp32" if engine == "onnx" else "int8"]):
                 for model in model_names:
-                    r = infer_throughput(model, encoder, texts[:infer_texts], taxonomy, prec == "bf16",
+                    r = infer_throughput(model, encoder, infer, taxonomy, prec == "bf16",
                                          threads=threads, engine=engine)
                     rows.append({"figure": "infer_texts_per_s", "value": r["texts_per_s"],
                                  "settings": base | {"model": model, "engine": engine, "precision": prec,
-                                                     "texts": r["texts"],
+                                                     "texts": r["texts"], "tokens_per_text": r["tokens_per_text"],
                                                      "batch_size": 128 if engine == "torch" else ONNX_BATCH},
                                  "peak_rss_mib": r["peak_rss_mib"]})
         if stream_texts:
             engine = _items(engines)[-1]
             model = model_names[-1]
-            r = stream_predict_memory(model, encoder, texts[:infer_texts], taxonomy, stream_texts, engine,
+            r = stream_predict_memory(model, encoder, infer, taxonomy, stream_texts, engine,
                                       threads=threads, bf16=engine == "torch" and "bf16" in precs)
             rows.append({"figure": "predict_stream_rss_growth_mib", "value": r["growth_mib"],
                          "settings": base | {"model": model, "engine": engine, "jsonl_lines": r["texts"],
