@@ -156,6 +156,24 @@ def _newsgroups_goal(recs: list[dict]) -> list[str]:
     return ["20newsgroups", goal, MET if margin_ > 0 else MISSED, f"best {_name(r)} vs {_name(b)}: {figures}"]
 
 
+def configs_without_record(records: list[dict], configs_dir: Path) -> list[list]:
+    """Rows (config, dataset, model, command) for the ``*.toml`` experiment configs in
+    ``configs_dir`` whose ``name`` no record carries (engine variants count as their run's)."""
+    from .config import tomllib
+    names = {_name(r).split(".")[0] for r in records}
+    rows = []
+    for path in sorted(configs_dir.glob("*.toml")):
+        try:
+            cfg = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise HmtcError(f"not a readable config: {e}", path) from None
+        name = cfg.get("name", path.stem)
+        if "model" in cfg and name not in names:
+            rows.append([Code(path.name), cfg.get("data", {}).get("dataset", "?"), cfg["model"].get("name", "?"),
+                         Code(f"hmtc train {path.parent.name}/{path.name}")])
+    return rows
+
+
 # ---- the file -------------------------------------------------------------------------------
 def render_results(records_dir: str | Path, out: str | Path = "experiments/RESULTS.md") -> str:
     """The Markdown of RESULTS.md for the records in ``records_dir``."""
@@ -190,6 +208,12 @@ def render_results(records_dir: str | Path, out: str | Path = "experiments/RESUL
                          Code(_short_commit(r.get("git_commit"))),
                          Code(r.get("command") or "–")])
         parts += [f"## {d}", "", markdown_table(header, rows), ""]
+    missing = configs_without_record(records, Path(records_dir).parent)
+    if missing:
+        parts += ["## Configs not run yet", "",
+                  "Experiment configs beside the records folder whose run has no record; "
+                  "each runs with its command.", "",
+                  markdown_table(["config", "dataset", "model", "command"], missing), ""]
     parts += ["## Published reference figures", "",
               "Published figures with their sources, and ours in the same convention beside them.", ""]
     for d, refs in sorted(REFERENCES.items()):

@@ -155,6 +155,9 @@ def test_results_regenerate_identically_and_mark_goals(tmp_path):
     ]
     for r in fake:
         (recs / f"{r['name']}.json").write_text(json.dumps(r), encoding="utf-8")
+    for name, dataset in (("duee-msml", "duee"), ("ng-flat", "20newsgroups")):    # configs beside the records
+        (tmp_path / f"{name}.toml").write_text(f'name = "{name}"\n[data]\ndataset = "{dataset}"\n'
+                                               f'[model]\nname = "{name.split("-")[1]}"\n', encoding="utf-8")
     out = tmp_path / "RESULTS.md"
     invoke(app, "results", "--records", recs, "--out", out)
     first = out.read_bytes()
@@ -171,6 +174,8 @@ def test_results_regenerate_identically_and_mark_goals(tmp_path):
     for col in ("`hmtc train experiments/duee-msml.toml`", "`0123456789ab-dirty`", "1h 02m", "AMD EPYC, 2 cores"):
         assert col in text
     assert text.index("| duee-flat-long |") < text.index("| duee-msml |")    # sorted by micro-F1
+    not_run = text.split("## Configs not run yet")[1].split("\n## ")[0]
+    assert "| `ng-flat.toml` | 20newsgroups | flat |" in not_run and "duee-msml.toml" not in not_run
 
     (recs / "ge-msml.json").write_text(json.dumps(_record(
         "ge-msml", "goemotions", "msml", 0.6, 0.55, [(0.72, 0.71), (0.65, 0.63), (0.55, 0.51)])), encoding="utf-8")

@@ -1,0 +1,67 @@
+"""Where an exported checkpoint's ONNX Runtime inference time goes, by operator type.
+
+    python benchmarks/onnx_op_profile.py runs/duee-msml-try2 [--engine onnx-int8] [--texts 512]
+
+Scores DuEE training texts (spread over the set; $HMTC_DATA) with ONNX Runtime's profiler on and
+prints texts/s, then each operator type's share of the kernel time. The matrix-product share
+bounds what any change outside the matrix products can gain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import time
+
+from hmtc.bench import duee_texts
+from hmtc.evaluate import locate
+from hmtc.export import FILES, ONNX_BATCH, load_for_inference
+
+MATMUL_OPS = {"DynamicQuantizeMatMul", "QAttention", "MatMul", "MatMulInteger", "Attention", "Gemm",
+              "FusedMatMul", "QGemm", "MatMulIntegerToFloat"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", help="run or checkpoint folder with model.onnx / model.int8.onnx (hmtc export)")
+    ap.add_argument("--engine", default="onnx-int8", choices=["onnx", "onnx-int8"])
+    ap.add_argument("--texts", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+    _, folder = locate(args.run)
+    texts = duee_texts()
+    texts = texts[:: max(1, len(texts) // args.texts)][: args.texts]
+    ckpt = load_for_inference(folder, args.engine, args.threads)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads or os.cpu_count() or 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    ckpt.scores(texts[:64])                                    # warm up without the profiler
+    opts.enable_profiling = True
+    ckpt.session = ort.InferenceSession(str(folder / FILES[args.engine]), opts, providers=["CPUExecutionProvider"])
+    t0 = time.perf_counter()
+    ckpt.scores(texts)
+    dt = time.perf_counter() - t0
+    trace = ckpt.session.end_profiling()
+    with open(trace, encoding="utf-8") as fh:
+        events = json.load(fh)
+    os.remove(trace)
+    per_op: collections.Counter = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"]
+    total = sum(per_op.values())
+    matmul = sum(v for k, v in per_op.items() if k in MATMUL_OPS)
+    print(f"{args.engine}: {len(texts)} texts in {dt:.2f} s = {len(texts) / dt:.1f} texts/s "
+          f"(batch {ONNX_BATCH}, profiler on); kernel time {total / 1e6:.2f} s")
+    for op, us in per_op.most_common(12):
+        print(f"  {op:28s} {us / 1e3:9.1f} ms  {100 * us / total:5.1f} %")
+    print(f"matrix products (incl. fused attention): {100 * matmul / total:.1f} % of kernel time; "
+          f"alone they cap this engine at {len(texts) / (matmul / 1e6):.0f} texts/s")
+
+
+if __name__ == "__main__":
+    main()
