@@ -13,6 +13,7 @@ import argparse
 import collections
 import json
 import os
+import tempfile
 import time
 
 from hmtc.bench import duee_texts
@@ -40,15 +41,16 @@ def main() -> None:
     opts.intra_op_num_threads = args.threads or os.cpu_count() or 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     ckpt.scores(texts[:64])                                    # warm up without the profiler
-    opts.enable_profiling = True
-    ckpt.session = ort.InferenceSession(str(folder / FILES[args.engine]), opts, providers=["CPUExecutionProvider"])
-    t0 = time.perf_counter()
-    ckpt.scores(texts)
-    dt = time.perf_counter() - t0
-    trace = ckpt.session.end_profiling()
-    with open(trace, encoding="utf-8") as fh:
-        events = json.load(fh)
-    os.remove(trace)
+    with tempfile.TemporaryDirectory() as tmp:             # the trace never lands in the working tree
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(tmp, "ort")
+        ckpt.session = ort.InferenceSession(str(folder / FILES[args.engine]), opts,
+                                            providers=["CPUExecutionProvider"])
+        t0 = time.perf_counter()
+        ckpt.scores(texts)
+        dt = time.perf_counter() - t0
+        with open(ckpt.session.end_profiling(), encoding="utf-8") as fh:
+            events = json.load(fh)
     per_op: collections.Counter = collections.Counter()
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
