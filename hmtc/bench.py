@@ -57,11 +57,11 @@ def representative_batches(lengths, batch_size: int, steps: int, warmup: int = 3
 
 
 def _config(model: str, encoder: str, bf16: bool, threads: int, freeze_layers: int = 0,
-            encoder_options: dict | None = None) -> dict:
+            encoder_options: dict | None = None, fast_dropout: bool = False) -> dict:
     cfg = copy.deepcopy(DEFAULTS)
     cfg["name"] = f"bench-{model}"
     cfg["model"].update(name=model, encoder=encoder, freeze_layers=freeze_layers,
-                        encoder_options=encoder_options or {})
+                        encoder_options=encoder_options or {}, fast_dropout=fast_dropout)
     cfg["train"].update(bf16=bf16, threads=threads)
     return cfg
 
@@ -69,10 +69,10 @@ def _config(model: str, encoder: str, bf16: bool, threads: int, freeze_layers: i
 def train_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, bf16: bool,
                      batch_size: int = 32, steps: int = 20, warmup: int = 3, threads: int = 0,
                      freeze_layers: int = 0, epochs: int = 6, encoder_options: dict | None = None,
-                     ema_decay: float = 0.998) -> dict:
+                     ema_decay: float = 0.998, fast_dropout: bool = False) -> dict:
     """Samples/s of full training steps (forward, backward, clip, AdamW, EMA as in the DuEE
     recipe) on batches of the trainer's length buckets that match the texts' length profile
-    (see ``representative_batches``).
+    (see ``representative_batches``); ``fast_dropout`` as ``model.fast_dropout``.
 
     With ``freeze_layers`` > 0 the frozen part's output is cached first (``train.cache_frozen``)
     and the steps run on the cache; ``effective_samples_per_s`` then charges the cache's one-off
@@ -83,7 +83,7 @@ def train_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: 
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = _config(model_name, encoder, bf16, threads, freeze_layers, encoder_options)
+    cfg = _config(model_name, encoder, bf16, threads, freeze_layers, encoder_options, fast_dropout)
     index = taxonomy.compile()
     model, tok = build_model(cfg, index)
     ids = tokenize(tok, texts, cfg["data"]["max_length"])

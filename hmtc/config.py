@@ -33,6 +33,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "layers": [-1],             # hidden layers mixed into the token states
         "freeze_embeddings": True,
         "freeze_layers": 0,
+        # dropout masks from 16-bit slices of 64-bit draws and eager attention (hmtc.models.dropout):
+        # same masks in distribution, ~1.3x faster CPU training steps; a different random stream
+        "fast_dropout": False,
         "encoder_options": {},      # passed to from_pretrained, e.g. { hidden_dropout_prob = 0.0 }
         "options": {},              # the model's own config (e.g. MSMLConfig fields)
     },

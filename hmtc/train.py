@@ -209,6 +209,7 @@ def build_model(cfg: dict, index: TaxonomyIndex):
 
     from .encoders import resolve_encoder
     from .models import MODELS, make_config
+    from .models.dropout import use_fast_dropout
     from .models.encoder import TextEncoder, load_backbone
 
     m = cfg["model"]
@@ -216,6 +217,8 @@ def build_model(cfg: dict, index: TaxonomyIndex):
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(m["encoder"]))
     encoder = TextEncoder(backbone, m["layers"], m["freeze_embeddings"], m["freeze_layers"])
     model = MODELS.get(m["name"])(encoder, index, make_config(m["name"], m["options"]))
+    if m.get("fast_dropout"):
+        use_fast_dropout(model)
     return model, tokenizer
 
 

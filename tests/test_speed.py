@@ -107,6 +107,66 @@ def test_onnx_export_scores_like_torch(run_config, tmp_path):
     assert r.exit_code != 0
 
 
+def test_fast_dropout_keeps_the_rate_scale_and_gradient():
+    from hmtc.models.dropout import fast_dropout
+    torch.manual_seed(0)
+    x = torch.full((1000, 1000), 2.0, requires_grad=True)
+    out = fast_dropout(x, 0.1)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.002           # ±3.5 sd of 1e6 Bernoulli draws
+    assert torch.allclose(out[kept], torch.tensor(2.0 / (1 - 6554 / 65536)))
+    assert abs(out.mean().item() - 2.0) < 0.01                     # unbiased, as torch's dropout
+    out.sum().backward()
+    assert torch.equal(x.grad != 0, kept)
+    rows = kept.float().mean(1)
+    assert rows.std() < 0.02 and kept.float().mean(0).std() < 0.02   # no stripes from the 4-way split
+    torch.manual_seed(0)
+    assert torch.equal(fast_dropout(x.detach(), 0.1), out.detach())   # seeded like torch's own
+    assert fast_dropout(x, 0.0) is x
+
+
+def test_fast_dropout_model_matches_in_eval_and_drops_attention_in_training(run_config):
+    from hmtc.models.dropout import ATTENTION, FastDropout
+    cfg = load_config(run_config)
+    model, tok = build_model(cfg, taxonomy_for(cfg).compile())
+    cfg_fast = load_config(run_config, ["model.fast_dropout=true"])
+    fast, _ = build_model(cfg_fast, taxonomy_for(cfg).compile())
+    fast.load_state_dict(model.state_dict())
+    assert fast.encoder.backbone.config._attn_implementation == ATTENTION
+    assert not any(type(m) is torch.nn.Dropout for m in fast.modules())
+    assert any(isinstance(m, FastDropout) for m in fast.modules())
+    ids, mask = collate(tokenize(tok, TEXTS, 32), 0)                 # padded batch: the mask matters
+    model.eval(), fast.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(ids, mask).logits, fast(ids, mask).logits, atol=1e-5)
+    # only attention dropout on: two training passes differ, so it is drawn (the eager path)
+    only_attn = ["model.fast_dropout=true",
+                 "model.encoder_options={ hidden_dropout_prob = 0.0, attention_probs_dropout_prob = 0.5 }"]
+    c = load_config(run_config, only_attn)
+    m, _ = build_model(c, taxonomy_for(c).compile())
+    m.train()
+    with torch.no_grad():
+        assert not torch.allclose(m(ids, mask).logits, m(ids, mask).logits)
+    c = load_config(run_config, [only_attn[0], NO_DROPOUT])
+    m, _ = build_model(c, taxonomy_for(c).compile())
+    m.train()
+    with torch.no_grad():
+        assert torch.allclose(m(ids, mask).logits, m(ids, mask).logits)
+
+
+def test_fast_dropout_run_trains_resumes_and_loads(run_config, tmp_path):
+    from hmtc.checkpoint import load_checkpoint
+    overrides = ["train.epochs=2", "train.record_dir=''", "model.fast_dropout=true", "model.options.dropout=0.1"]
+    Trainer(load_config(run_config, overrides), tmp_path / "straight", quiet=True).fit()
+    Trainer(load_config(run_config, overrides), tmp_path / "split", quiet=True, stop_after_epochs=1).fit()
+    Trainer(load_config(run_config, overrides), tmp_path / "split", resume=True, quiet=True).fit()
+    a = safetensors.torch.load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    b = safetensors.torch.load_file(str(tmp_path / "split" / "last" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ckpt = load_checkpoint(tmp_path / "straight" / "best")      # a plain model: sdpa/eager, torch dropout
+    assert ckpt.scores(TEXTS).shape == (len(TEXTS), ckpt.index.n_nodes)
+
+
 def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     import json
 
@@ -117,15 +177,16 @@ def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     monkeypatch.setitem(DEFAULTS["data"], "max_length", 32)        # the tiny BERT has 64 positions
     out = tmp_path / "bench.json"
-    r = CliRunner().invoke(app, ["bench", "--encoder", str(tiny_encoder), "--steps", "2", "--freeze-layers", "0,1",
+    r = CliRunner().invoke(app, ["bench", "--encoder", str(tiny_encoder), "--steps", "2", "--freeze-layers", "0,1", "--dropout", "torch,fast",
                                  "--engines", "torch,onnx-int8", "--train-texts", "400", "--infer-texts", "64", "--stream-texts", "300",
                                  "--metrics-samples", "500", "--threads", "1", "--json", "--out", str(out)],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     figures = json.loads(out.read_text())["figures"]
     names = [f["figure"] for f in figures]
-    assert names.count("train_samples_per_s") == 4 and names.count("train_samples_per_s_effective") == 2
-    assert names.count("msml_over_flat_time_per_sample") == 2
+    assert names.count("train_samples_per_s") == 8 and names.count("train_samples_per_s_effective") == 4
+    assert names.count("msml_over_flat_time_per_sample") == 4
+    assert {f["settings"]["dropout"] for f in figures if f["figure"] == "train_samples_per_s"} == {"torch", "fast"}
     engines = {f["settings"]["engine"] for f in figures if f["figure"] == "infer_texts_per_s"}
     assert engines == {"torch", "onnx-int8"}
     stream = next(f for f in figures if f["figure"] == "predict_stream_rss_growth_mib")

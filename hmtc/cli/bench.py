@@ -20,6 +20,8 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
           precisions: str = typer.Option("bf16", "--precision", help="Training/torch-inference precisions: fp32 and/or bf16."),
           freeze: str = typer.Option("0,6", "--freeze-layers",
                                      help="Training recipes: 0 = all layers train; N > 0 = lower N frozen and cached."),
+          dropouts: str = typer.Option("torch,fast", "--dropout",
+                                       help="Training dropout: torch's own and/or fast (model.fast_dropout)."),
           engines: str = typer.Option("torch,onnx-int8", "--engines", help="Inference engines: torch, onnx, onnx-int8."),
           encoder: str = typer.Option("me5-small", "--encoder", help="Encoder name, folder or hub id."),
           steps: int = typer.Option(20, "--steps", help="Timed training steps per setting."),
@@ -56,12 +58,14 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
     train_rate: dict[tuple, float] = {}
     if not skip_train:
         for prec in precs:
-            for k in (int(x) for x in _items(freeze)):
+            for k, drop in ((int(x), d) for x in _items(freeze) for d in _items(dropouts)):
                 for model in model_names:
                     r = train_throughput(model, encoder, texts, taxonomy, prec == "bf16", batch_size, steps,
-                                         threads=threads, freeze_layers=k, epochs=epochs, ema_decay=ema)
+                                         threads=threads, freeze_layers=k, epochs=epochs, ema_decay=ema,
+                                         fast_dropout=drop == "fast")
                     settings = base | {"model": model, "precision": prec, "freeze_layers": k,
-                                       "cached": bool(k), "batch_size": batch_size, "steps": steps, "ema": ema,
+                                       "cached": bool(k), "dropout": drop, "batch_size": batch_size,
+                                       "steps": steps, "ema": ema,
                                        "tokens_per_sample": r["tokens_per_sample"],
                                        "data_tokens_per_sample": r["data_tokens_per_sample"]}
                     rows.append({"figure": "train_samples_per_s", "value": r["samples_per_s"], "settings": settings,
@@ -71,11 +75,12 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                         rate = r["effective_samples_per_s"]
                         rows.append({"figure": "train_samples_per_s_effective", "value": rate,
                                      "settings": settings | {"epochs": epochs, "cache_ms_per_sample": r["cache_ms_per_sample"]}})
-                    train_rate[(model, prec, k)] = rate
+                    train_rate[(model, prec, k, drop)] = rate
                 if "msml" in model_names and "flat" in model_names:
-                    ratio = train_rate[("flat", prec, k)] / train_rate[("msml", prec, k)]
+                    ratio = train_rate[("flat", prec, k, drop)] / train_rate[("msml", prec, k, drop)]
                     rows.append({"figure": "msml_over_flat_time_per_sample", "value": round(ratio, 3),
-                                 "settings": base | {"precision": prec, "freeze_layers": k, "cached": bool(k)}})
+                                 "settings": base | {"precision": prec, "freeze_layers": k, "cached": bool(k),
+                                                     "dropout": drop}})
     if not skip_infer:
         for engine in _items(engines):
             for prec in (precs if engine == "torch" else ["fp32" if engine == "onnx" else "int8"]):
