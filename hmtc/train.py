@@ -108,7 +108,7 @@ def predict_scores(model: torch.nn.Module, token_ids: list[list[int]], pad_id: i
     model.eval()
     out = None
     batches = length_batches([len(t) for t in token_ids], batch_size, shuffle=False)
-    task = progress.add_task("predict", total=len(token_ids)) if progress else None
+    task = progress.add_task("predict", total=len(token_ids), info="") if progress else None
     for b, ids, mask, _ in iterate(token_ids, batches, pad_id):
         with autocast(device, bf16):
             logits = model(ids.to(device), mask.to(device)).logits

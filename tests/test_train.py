@@ -197,3 +197,16 @@ def test_eval_with_per_label_thresholds(run_config, tmp_path):
     metrics = json.loads((tmp_path / "runs" / "tiny-msml" / "metrics.json").read_text())
     assert len(metrics["decode"]["per_label_thresholds"]) == 6
     assert metrics["consistency"]["after"]["inconsistent_samples"] == 0
+
+
+def test_progress_bars_render_without_quiet(run_config, tmp_path):
+    """The progress display (not --quiet) renders every task: epochs, dev prediction, the cache."""
+    import io
+
+    from rich.console import Console
+    out = io.StringIO()
+    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", "model.freeze_layers=1",
+                                   "train.cache_frozen=true"])
+    Trainer(cfg, tmp_path / "r", console=Console(file=out, force_terminal=True, width=160)).fit()
+    text = out.getvalue()
+    assert "epoch 1/1" in text and "samples/s" in text and "cache frozen layers" in text
