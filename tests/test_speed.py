@@ -61,14 +61,19 @@ def test_cache_config_errors(run_config, tmp_path, overrides, message):
         Trainer(cfg, tmp_path / "r", quiet=True).fit()
 
 
-def test_cached_run_with_rdrop_and_resume(run_config, tmp_path):
-    overrides = ["train.epochs=2", "train.record_dir=''", "model.freeze_layers=1", "train.cache_frozen=true",
-                 "train.rdrop_alpha=1.0", "model.options.dropout=0.1"]
+def straight_and_resumed(run_config, tmp_path, overrides: list[str]) -> tuple[dict, dict]:
+    """Final weights of a 2-epoch run straight through and of one stopped after epoch 1 and resumed."""
     Trainer(load_config(run_config, overrides), tmp_path / "straight", quiet=True).fit()
     Trainer(load_config(run_config, overrides), tmp_path / "split", quiet=True, stop_after_epochs=1).fit()
     Trainer(load_config(run_config, overrides), tmp_path / "split", resume=True, quiet=True).fit()
-    a = safetensors.torch.load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
-    b = safetensors.torch.load_file(str(tmp_path / "split" / "last" / "model.safetensors"))
+    return tuple(safetensors.torch.load_file(str(tmp_path / run / "last" / "model.safetensors"))
+                 for run in ("straight", "split"))
+
+
+def test_cached_run_with_rdrop_and_resume(run_config, tmp_path):
+    overrides = ["train.epochs=2", "train.record_dir=''", "model.freeze_layers=1", "train.cache_frozen=true",
+                 "train.rdrop_alpha=1.0", "model.options.dropout=0.1"]
+    a, b = straight_and_resumed(run_config, tmp_path, overrides)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert np.isfinite(a[next(iter(a))].numpy()).all()
 
@@ -123,6 +128,7 @@ def test_fast_dropout_keeps_the_rate_scale_and_gradient():
     torch.manual_seed(0)
     assert torch.equal(fast_dropout(x.detach(), 0.1), out.detach())   # seeded like torch's own
     assert fast_dropout(x, 0.0) is x
+    assert torch.equal(fast_dropout(x, 1.0), torch.zeros_like(x))      # as torch: all dropped, no NaN
 
 
 def test_fast_dropout_model_matches_in_eval_and_drops_attention_in_training(run_config):
@@ -157,11 +163,7 @@ def test_fast_dropout_model_matches_in_eval_and_drops_attention_in_training(run_
 def test_fast_dropout_run_trains_resumes_and_loads(run_config, tmp_path):
     from hmtc.checkpoint import load_checkpoint
     overrides = ["train.epochs=2", "train.record_dir=''", "model.fast_dropout=true", "model.options.dropout=0.1"]
-    Trainer(load_config(run_config, overrides), tmp_path / "straight", quiet=True).fit()
-    Trainer(load_config(run_config, overrides), tmp_path / "split", quiet=True, stop_after_epochs=1).fit()
-    Trainer(load_config(run_config, overrides), tmp_path / "split", resume=True, quiet=True).fit()
-    a = safetensors.torch.load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
-    b = safetensors.torch.load_file(str(tmp_path / "split" / "last" / "model.safetensors"))
+    a, b = straight_and_resumed(run_config, tmp_path, overrides)
     assert all(torch.equal(a[k], b[k]) for k in a)
     ckpt = load_checkpoint(tmp_path / "straight" / "best")      # a plain model: sdpa/eager, torch dropout
     assert ckpt.scores(TEXTS).shape == (len(TEXTS), ckpt.index.n_nodes)

@@ -22,12 +22,12 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """Training-mode dropout of ``x`` with 16-bit random slices (CPU); torch's own elsewhere."""
     if p <= 0:
         return x
-    if x.device.type != "cpu":
-        return F.dropout(x, p, True)
+    drop = round(p * 65536)
+    if drop >= 65536 or x.device.type != "cpu":
+        return F.dropout(x, p, True)        # p ≈ 1 zeroes all, as torch does
     n = x.numel()
     words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(torch.iinfo(torch.int64).min, None)
     slices = words.view(torch.int16)[:n].view(x.shape)
-    drop = round(p * 65536)
     keep = (slices >= drop - 32768).to(x.dtype)     # int16 spans -32768..32767
     return x * (keep * (65536 / (65536 - drop)))
 
