@@ -66,74 +66,107 @@ def _config(model: str, encoder: str, bf16: bool, threads: int, freeze_layers: i
     return cfg
 
 
-def train_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, bf16: bool,
-                     batch_size: int = 32, steps: int = 20, warmup: int = 3, threads: int = 0,
-                     freeze_layers: int = 0, epochs: int = 6, encoder_options: dict | None = None,
-                     ema_decay: float = 0.998, fast_dropout: bool = False) -> dict:
-    """Samples/s of full training steps (forward, backward, clip, AdamW, EMA as in the DuEE
-    recipe) on batches of the trainer's length buckets that match the texts' length profile
-    (see ``representative_batches``); ``fast_dropout`` as ``model.fast_dropout``.
+class _TrainSetting:
+    """One training setting ready to time: model, AdamW, EMA and the representative batches
+    (their frozen part cached when ``freeze_layers`` > 0), already warmed up."""
 
-    With ``freeze_layers`` > 0 the frozen part's output is cached first (``train.cache_frozen``)
-    and the steps run on the cache; ``effective_samples_per_s`` then charges the cache's one-off
-    cost to an ``epochs``-epoch run: ``epochs / (cache s/sample + epochs * step s/sample)``.
-    """
-    from .batching import iterate_states
-    from .train import EMA, autocast, build_model, cache_lower_states
-    threads = threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    cfg = _config(model_name, encoder, bf16, threads, freeze_layers, encoder_options, fast_dropout)
-    index = taxonomy.compile()
-    model, tok = build_model(cfg, index)
-    ids = tokenize(tok, texts, cfg["data"]["max_length"])
-    lengths = [len(x) for x in ids]
-    batches, warmup = representative_batches(lengths, batch_size, steps, warmup)
-    used = np.concatenate(batches)
-    rng = np.random.default_rng(0)
-    y = index.closure(rng.random((len(ids), index.n_nodes)) < 2 / index.n_nodes)
-    dev = torch.device("cpu")
-    cache_s = 0.0
-    if freeze_layers:
-        model.encoder.check_split()
-        t0 = time.perf_counter()
-        states = cache_lower_states(model.encoder, [ids[i] for i in used], tok.pad_token_id or 0, 128, bf16, dev)
-        cache_s = (time.perf_counter() - t0) / len(used)
-        cache = dict(zip(used.tolist(), states))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
-    ema = EMA(params, ema_decay) if ema_decay else None
-    model.train()
-    n = tokens = 0
-    for step, b in enumerate(batches):
-        if step == warmup:
-            t0 = time.perf_counter()
-        labels = torch.as_tensor(y[b], dtype=torch.float32)
+    def __init__(self, model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, bf16: bool,
+                 batch_size: int, steps: int, warmup: int, threads: int, freeze_layers: int,
+                 encoder_options: dict | None, ema_decay: float, fast_dropout: bool):
+        from .train import EMA, build_model, cache_lower_states
+        torch.manual_seed(0)
+        cfg = _config(model_name, encoder, bf16, threads, freeze_layers, encoder_options, fast_dropout)
+        index = taxonomy.compile()
+        self.model, tok = build_model(cfg, index)
+        self.pad_id, self.bf16, self.freeze_layers = tok.pad_token_id or 0, bf16, freeze_layers
+        self.ids = tokenize(tok, texts, cfg["data"]["max_length"])
+        self.lengths = [len(x) for x in self.ids]
+        batches, n_warm = representative_batches(self.lengths, batch_size, steps, warmup)
+        self.warm, self.timed = batches[:n_warm], batches[n_warm:]
+        self.y = index.closure(np.random.default_rng(0).random((len(self.ids), index.n_nodes)) < 2 / index.n_nodes)
+        self.cache_s = 0.0
         if freeze_layers:
-            _, states, m, _ = next(iterate_states(cache, [b]))
+            self.model.encoder.check_split()
+            used = np.concatenate(batches)
+            t0 = time.perf_counter()
+            states = cache_lower_states(self.model.encoder, [self.ids[i] for i in used], self.pad_id, 128, bf16,
+                                        torch.device("cpu"))
+            self.cache_s = (time.perf_counter() - t0) / len(used)
+            self.cache = dict(zip(used.tolist(), states))
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=1e-5, fused=True)
+        self.ema = EMA(self.params, ema_decay) if ema_decay else None
+        self.model.train()
+        for b in self.warm:
+            self._step(b)
+
+    def _step(self, b: np.ndarray) -> int:
+        """One full step (forward, backward, clip, AdamW, EMA) on batch ``b``; returns its tokens."""
+        from .batching import iterate_states
+        from .train import autocast
+        labels = torch.as_tensor(self.y[b], dtype=torch.float32)
+        if self.freeze_layers:
+            _, states, m, _ = next(iterate_states(self.cache, [b]))
             inputs = dict(input_ids=None, attention_mask=m, lower_states=states)
         else:
-            x, m = collate([ids[i] for i in b], tok.pad_token_id or 0)
+            x, m = collate([self.ids[i] for i in b], self.pad_id)
             inputs = dict(input_ids=x, attention_mask=m)
-        with autocast(dev, bf16):
-            loss = model(**inputs, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
+        with autocast(torch.device("cpu"), self.bf16):
+            loss = self.model(**inputs, labels=labels).loss
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if ema:
-            ema.update()
-        if step >= warmup:
-            n += len(b)
-            tokens += int(m.sum())
-    dt = time.perf_counter() - t0
-    step_s = dt / n
-    out = {"samples_per_s": round(n / dt, 2), "tokens_per_sample": round(tokens / n, 1),
-           "data_tokens_per_sample": round(float(np.mean(lengths)), 1), "samples": n,
-           "seconds": round(dt, 2), "peak_rss_mib": round(_peak_rss_mib())}
-    if freeze_layers:
-        out["cache_ms_per_sample"] = round(1000 * cache_s, 2)
-        out["effective_samples_per_s"] = round(epochs / (cache_s + epochs * step_s), 2)
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        if self.ema:
+            self.ema.update()
+        return int(m.sum())
+
+    def time_round(self) -> tuple[int, int, float]:
+        """Samples, tokens and seconds of one pass over the timed batches."""
+        t0, tokens = time.perf_counter(), 0
+        for b in self.timed:
+            tokens += self._step(b)
+        return sum(map(len, self.timed)), tokens, time.perf_counter() - t0
+
+
+def train_throughputs(settings: list[dict], texts: list[str], taxonomy: Taxonomy, encoder: str,
+                      bf16: bool, batch_size: int = 32, steps: int = 20, warmup: int = 3, threads: int = 0,
+                      epochs: int = 6, ema_decay: float = 0.998, rounds: int = 1) -> list[dict]:
+    """Samples/s of full training steps (forward, backward, clip, AdamW, EMA as in the DuEE
+    recipe) for each of ``settings`` (dicts of ``model``, ``freeze_layers``, ``fast_dropout``,
+    optional ``encoder_options``), on batches of the trainer's length buckets that match the
+    texts' length profile (see ``representative_batches``).
+
+    The settings are timed in turn, ``rounds`` times over (every other round in reverse order),
+    so that drifts in the machine's speed hit all of them alike; each result keeps its per-round
+    rates (``round_samples_per_s``) and its rate over all rounds. With ``freeze_layers`` > 0 the frozen part's output is cached first
+    (``train.cache_frozen``) and the steps run on the cache; ``effective_samples_per_s`` then
+    charges the cache's one-off cost to an ``epochs``-epoch run:
+    ``epochs / (cache s/sample + epochs * step s/sample)``.
+    """
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    ready = [_TrainSetting(s["model"], encoder, texts, taxonomy, bf16, batch_size, steps, warmup, threads,
+                           s.get("freeze_layers", 0), s.get("encoder_options"), ema_decay, s.get("fast_dropout", False))
+             for s in settings]
+    rounds_out = []
+    for r in range(rounds):         # odd rounds in reverse order (ABBA), so a steady drift cancels
+        order = range(len(ready)) if r % 2 == 0 else range(len(ready) - 1, -1, -1)
+        timed = {i: ready[i].time_round() for i in order}
+        rounds_out.append([timed[i] for i in range(len(ready))])
+    out = []
+    for i, ts in enumerate(ready):
+        n, tokens, dt = (sum(r[i][j] for r in rounds_out) for j in range(3))
+        step_s = dt / n
+        row = {"samples_per_s": round(n / dt, 2), "tokens_per_sample": round(tokens / n, 1),
+               "data_tokens_per_sample": round(float(np.mean(ts.lengths)), 1), "samples": n,
+               "seconds": round(dt, 2), "rounds": rounds,
+               "round_samples_per_s": [round(r[i][0] / r[i][2], 2) for r in rounds_out],
+               "peak_rss_mib": round(_peak_rss_mib())}
+        if ts.freeze_layers:
+            row["cache_ms_per_sample"] = round(1000 * ts.cache_s, 2)
+            row["effective_samples_per_s"] = round(epochs / (ts.cache_s + epochs * step_s), 2)
+        out.append(row)
     return out
 
 

@@ -155,6 +155,7 @@ def test_fast_dropout_model_matches_in_eval_and_drops_attention_in_training(run_
         assert not torch.allclose(m(ids, mask).logits, m(ids, mask).logits)
     c = load_config(run_config, [only_attn[0], NO_DROPOUT])
     m, _ = build_model(c, taxonomy_for(c).compile())
+    assert m.encoder.backbone.config._attn_implementation == "sdpa"      # no attention dropout to draw
     m.train()
     with torch.no_grad():
         assert torch.allclose(m(ids, mask).logits, m(ids, mask).logits)
@@ -179,7 +180,8 @@ def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     monkeypatch.setitem(DEFAULTS["data"], "max_length", 32)        # the tiny BERT has 64 positions
     out = tmp_path / "bench.json"
-    r = CliRunner().invoke(app, ["bench", "--encoder", str(tiny_encoder), "--steps", "2", "--freeze-layers", "0,1", "--dropout", "torch,fast",
+    r = CliRunner().invoke(app, ["bench", "--encoder", str(tiny_encoder), "--steps", "2", "--rounds", "2",
+                                 "--freeze-layers", "0,1", "--dropout", "torch,fast",
                                  "--engines", "torch,onnx-int8", "--train-texts", "400", "--infer-texts", "64", "--stream-texts", "300",
                                  "--metrics-samples", "500", "--threads", "1", "--json", "--out", str(out)],
                            catch_exceptions=False)
@@ -188,7 +190,13 @@ def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     names = [f["figure"] for f in figures]
     assert names.count("train_samples_per_s") == 8 and names.count("train_samples_per_s_effective") == 4
     assert names.count("msml_over_flat_time_per_sample") == 4
-    assert {f["settings"]["dropout"] for f in figures if f["figure"] == "train_samples_per_s"} == {"torch", "fast"}
+    train = [f for f in figures if f["figure"] == "train_samples_per_s"]
+    assert {f["settings"]["dropout"] for f in train} == {"torch", "fast"}
+    assert all(len(f["settings"]["round_samples_per_s"]) == 2 for f in train)
+    ratios = [f for f in figures if f["figure"] == "msml_over_flat_time_per_sample"]
+    for f in ratios:        # over both rounds: between the two rounds' own ratios
+        lo, hi = min(f["settings"]["round_ratios"]), max(f["settings"]["round_ratios"])
+        assert lo - 1e-3 <= f["value"] <= hi + 1e-3
     engines = {f["settings"]["engine"] for f in figures if f["figure"] == "infer_texts_per_s"}
     assert engines == {"torch", "onnx-int8"}
     stream = next(f for f in figures if f["figure"] == "predict_stream_rss_growth_mib")

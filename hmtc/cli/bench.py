@@ -24,7 +24,9 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                        help="Training dropout: torch's own and/or fast (model.fast_dropout)."),
           engines: str = typer.Option("torch,onnx-int8", "--engines", help="Inference engines: torch, onnx, onnx-int8."),
           encoder: str = typer.Option("me5-small", "--encoder", help="Encoder name, folder or hub id."),
-          steps: int = typer.Option(20, "--steps", help="Timed training steps per setting."),
+          steps: int = typer.Option(12, "--steps", help="Timed training steps per setting and round."),
+          rounds: int = typer.Option(3, "--rounds",
+                                     help="Rounds over one recipe's settings, timed in turn (evens out the machine's drift)."),
           batch_size: int = typer.Option(32, "--batch-size"),
           epochs: int = typer.Option(6, "--epochs", help="Run length that a cache's one-off cost is spread over."),
           ema: float = typer.Option(0.998, "--ema", help="EMA decay updated each step, as in the DuEE recipe (0: off)."),
@@ -41,7 +43,7 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
           out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON here.")) -> None:
     """Training samples/s, inference texts/s, streaming memory on DuEE-length texts; decode + metrics time."""
     from ..bench import (decode_metrics_time, duee_texts, infer_throughput, stream_predict_memory,
-                         train_throughput)
+                         train_throughputs)
     from ..export import ONNX_BATCH
     from ..io import atomic_write_json
     from ..record import command_line, git_commit, machine_info, now
@@ -55,32 +57,37 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
     model_names, precs = _items(models), _items(precisions)
     base = {"encoder": encoder, "threads": threads or "all"}
     rows: list[dict] = []
-    train_rate: dict[tuple, float] = {}
     if not skip_train:
         for prec in precs:
-            for k, drop in ((int(x), d) for x in _items(freeze) for d in _items(dropouts)):
-                for model in model_names:
-                    r = train_throughput(model, encoder, texts, taxonomy, prec == "bf16", batch_size, steps,
-                                         threads=threads, freeze_layers=k, epochs=epochs, ema_decay=ema,
-                                         fast_dropout=drop == "fast")
+            for k in (int(x) for x in _items(freeze)):
+                # every model × dropout of this recipe, timed in turn for `rounds` rounds: the
+                # machine's drift then hits them alike and the ratios compare like with like
+                grid = [(model, drop) for drop in _items(dropouts) for model in model_names]
+                results = train_throughputs([{"model": m, "freeze_layers": k, "fast_dropout": d == "fast"} for m, d in grid],
+                                            texts, taxonomy, encoder, prec == "bf16", batch_size, steps, threads=threads,
+                                            epochs=epochs, ema_decay=ema, rounds=rounds)
+                by_setting = dict(zip(grid, results))
+                for (model, drop), r in by_setting.items():
                     settings = base | {"model": model, "precision": prec, "freeze_layers": k,
                                        "cached": bool(k), "dropout": drop, "batch_size": batch_size,
-                                       "steps": steps, "ema": ema,
+                                       "steps": steps, "rounds": rounds, "ema": ema,
+                                       "round_samples_per_s": r["round_samples_per_s"],
                                        "tokens_per_sample": r["tokens_per_sample"],
                                        "data_tokens_per_sample": r["data_tokens_per_sample"]}
                     rows.append({"figure": "train_samples_per_s", "value": r["samples_per_s"], "settings": settings,
                                  "peak_rss_mib": r["peak_rss_mib"]})
-                    rate = r["samples_per_s"]
                     if k:
-                        rate = r["effective_samples_per_s"]
-                        rows.append({"figure": "train_samples_per_s_effective", "value": rate,
+                        rows.append({"figure": "train_samples_per_s_effective", "value": r["effective_samples_per_s"],
                                      "settings": settings | {"epochs": epochs, "cache_ms_per_sample": r["cache_ms_per_sample"]}})
-                    train_rate[(model, prec, k, drop)] = rate
-                if "msml" in model_names and "flat" in model_names:
-                    ratio = train_rate[("flat", prec, k, drop)] / train_rate[("msml", prec, k, drop)]
-                    rows.append({"figure": "msml_over_flat_time_per_sample", "value": round(ratio, 3),
+                for drop in _items(dropouts) if {"flat", "msml"} <= set(model_names) else []:
+                    flat, msml = by_setting[("flat", drop)], by_setting[("msml", drop)]
+                    # training steps only: a cache's one-off cost is the same for both models
+                    per_round = [f / m for f, m in zip(flat["round_samples_per_s"], msml["round_samples_per_s"])]
+                    rows.append({"figure": "msml_over_flat_time_per_sample",
+                                 "value": round(flat["samples_per_s"] / msml["samples_per_s"], 3),
                                  "settings": base | {"precision": prec, "freeze_layers": k, "cached": bool(k),
-                                                     "dropout": drop}})
+                                                     "dropout": drop, "rounds": rounds,
+                                                     "round_ratios": [round(x, 3) for x in per_round]}})
     if not skip_infer:
         for engine in _items(engines):
             for prec in (precs if engine == "torch" else ["fp32" if engine == "onnx" else "int8"]):
@@ -115,7 +122,7 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
         typer.echo(json.dumps(report, ensure_ascii=False))
         return
     t = Table(title="hmtc bench")
-    for c in ("figure", "value", "settings", "peak RSS MiB"):
+    for c in ("figure", "value", "settings", "peak RSS MiB (process)"):
         t.add_column(c)
     for r in rows:
         t.add_row(r["figure"], str(r["value"]), ", ".join(f"{k}={v}" for k, v in r["settings"].items()),

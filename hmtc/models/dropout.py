@@ -67,7 +67,8 @@ def _register_attention() -> bool:
 
 def use_fast_dropout(model: nn.Module) -> nn.Module:
     """Swap every ``nn.Dropout`` of ``model`` for :class:`FastDropout` and point transformers
-    backbones that run eager or SDPA attention at ``hmtc_eager``; returns ``model``."""
+    backbones that run eager or SDPA attention with attention dropout at ``hmtc_eager``;
+    returns ``model``."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) is nn.Dropout:
@@ -75,6 +76,7 @@ def use_fast_dropout(model: nn.Module) -> nn.Module:
         config = getattr(module, "config", None)
         if (hasattr(module, "set_attn_implementation")
                 and getattr(config, "_attn_implementation", None) in ("eager", "sdpa")
+                and getattr(config, "attention_probs_dropout_prob", 0.1) > 0    # else SDPA has none to draw
                 and _register_attention()):
             module.set_attn_implementation(ATTENTION)
     return model
