@@ -57,6 +57,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # run the frozen embeddings + model.freeze_layers once (no dropout) and train the layers
         # above on their cached output every epoch: much less work per step on a CPU
         "cache_frozen": False,
+        # knowledge distillation: also fit a trained run's logits on the training texts
+        # (loss = (1 - α)·task loss + α·soft-target BCE at temperature T; hmtc.losses)
+        "teacher": "",              # run or checkpoint folder with the same taxonomy ("": off)
+        "distill_alpha": 0.5,
+        "distill_temperature": 1.0,
         "patience": 0,              # epochs without dev gain before stopping (0: never)
         "metric": "micro_f1",
         "bf16": False,              # CPU/GPU autocast

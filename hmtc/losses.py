@@ -183,3 +183,16 @@ def fit_losses(model: nn.Module, y_train: np.ndarray) -> None:
     for m in model.modules():
         if isinstance(m, Loss):
             m.fit(y_train)
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Soft-target BCE between the student's and a teacher's per-node probabilities.
+
+    Both logits are divided by ``temperature`` T; the loss is summed over nodes, averaged over
+    samples (the scale of the ZLPR loss) and multiplied by T² so that its gradients keep their size
+    as T changes (Hinton et al., 2015).
+    """
+    t = float(temperature)
+    soft = torch.sigmoid(teacher_logits.float() / t)
+    loss = F.binary_cross_entropy_with_logits(logits.float() / t, soft, reduction="none")
+    return loss.sum(-1).mean() * t * t

@@ -28,7 +28,7 @@ from .checkpoint import save_checkpoint
 from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
 from .io import atomic_write_json
-from .losses import fit_losses
+from .losses import distillation_loss, fit_losses
 from .record import command_line, git_commit, machine_info, now
 from .regularizers import backward_step, rdrop_loss, word_embeddings
 from .taxonomy import Taxonomy, TaxonomyIndex
@@ -313,7 +313,12 @@ class Trainer:
             f"setup {time.time() - t0:.1f}s")
         done_here = 0
         with progress_bar(self.console, self.quiet) as progress:
-            self.cache_ = None
+            self.cache_ = self.teacher_ = None
+            if t["teacher"]:          # one-off teacher logits, counted as training time
+                c0 = time.time()
+                self.teacher_ = self._teacher_logits(data, progress)
+                state["teacher_seconds"] = round(state.get("teacher_seconds", 0.0) + time.time() - c0, 1)
+                state["train_seconds"] += time.time() - c0
             if t["cache_frozen"]:     # its one-off time counts as training time
                 c0 = time.time()
                 self.cache_ = self._cache_frozen(model, data, pad_id, progress)
@@ -381,8 +386,10 @@ class Trainer:
         for w, (b, x, mask, labels) in zip(weights, stream):
             x, mask, labels = (v.to(self.device_) for v in (x, mask, labels))
             inputs = (None, mask, labels, x) if cached else (x, mask, labels, None)
+            teacher = None if self.teacher_ is None else self.teacher_[torch.as_tensor(b)].to(self.device_)
             optimizer.zero_grad(set_to_none=True)
-            loss = backward_step(functools.partial(self._batch_loss, self.train_model_, *inputs, weight=w),
+            loss = backward_step(functools.partial(self._batch_loss, self.train_model_, *inputs, weight=w,
+                                                   teacher=teacher),
                                  embeddings, t["fgm_epsilon"], t["gp_weight"]) / w
             if t["clip"]:
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], t["clip"])
@@ -402,13 +409,33 @@ class Trainer:
             total, n = sums.tolist()
         return total / max(1, n)
 
-    def _batch_loss(self, model, input_ids, mask, labels, lower_states=None, weight: float = 1.0) -> torch.Tensor:
-        """The training loss of one batch under autocast, with R-Drop when configured."""
+    def _batch_loss(self, model, input_ids, mask, labels, lower_states=None, weight: float = 1.0,
+                    teacher: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss of one batch under autocast, with R-Drop or distillation when configured."""
         t = self.config["train"]
         with autocast(self.device_, t["bf16"]):
             if t["rdrop_alpha"]:
                 return weight * rdrop_loss(model, input_ids, mask, labels, t["rdrop_alpha"], lower_states)
-            return weight * model(input_ids, mask, labels=labels, lower_states=lower_states).loss
+            out = model(input_ids, mask, labels=labels, lower_states=lower_states)
+            if teacher is None:
+                return weight * out.loss
+            a = t["distill_alpha"]
+            return weight * ((1 - a) * out.loss + a * distillation_loss(out.logits, teacher, t["distill_temperature"]))
+
+    def _teacher_logits(self, data: Prepared, progress: Progress) -> torch.Tensor:
+        """The teacher run's logits (S, N) on the training texts, in this run's node order."""
+        from .checkpoint import load_checkpoint
+        from .evaluate import locate
+        t = self.config["train"]
+        if t["rdrop_alpha"]:
+            raise ConfigError("train.teacher cannot be combined with R-Drop (train.rdrop_alpha)")
+        if not 0 <= t["distill_alpha"] <= 1 or t["distill_temperature"] <= 0:
+            raise ConfigError("train.distill_alpha must lie in [0, 1] and train.distill_temperature be > 0")
+        folder = locate(t["teacher"])[1]
+        teacher = load_checkpoint(folder)
+        if list(teacher.index.ids) != list(data.index.ids):
+            raise ConfigError(f"train.teacher {t['teacher']}: its taxonomy's nodes differ from this run's")
+        return torch.from_numpy(teacher.scores(data.texts["train"], progress=progress))
 
     def _cache_frozen(self, model, data: Prepared, pad_id: int, progress: Progress) -> list[torch.Tensor]:
         """Each training text's token states under the frozen part (bf16 when training in bf16)."""

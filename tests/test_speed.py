@@ -170,6 +170,58 @@ def test_fast_dropout_run_trains_resumes_and_loads(run_config, tmp_path):
     assert ckpt.scores(TEXTS).shape == (len(TEXTS), ckpt.index.n_nodes)
 
 
+def test_distillation_loss_values_and_gradient():
+    from hmtc.losses import distillation_loss
+    s = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]], requires_grad=True)
+    t = torch.tensor([[1.0, 1.0, -0.5], [0.0, 2.0, -4.0]])
+    for temp in (1.0, 2.0):
+        p, q = torch.sigmoid(t / temp), torch.sigmoid(s.detach() / temp)
+        by_hand = -(p * q.log() + (1 - p) * (1 - q).log()).sum(1).mean() * temp ** 2
+        assert torch.allclose(distillation_loss(s, t, temp), by_hand, atol=1e-6)
+    same = s.detach().clone().requires_grad_(True)
+    distillation_loss(same, s.detach(), 2.0).backward()
+    assert torch.allclose(same.grad, torch.zeros_like(same.grad), atol=1e-7)     # nothing to learn
+
+
+def test_distilled_run_follows_its_teacher(run_config, tmp_path):
+    base = ["train.epochs=3", "train.record_dir=''", NO_DROPOUT]
+    # a teacher whose logits are not the gold labels: its weights never move (learning rates 0)
+    Trainer(load_config(run_config, ["train.epochs=1", "train.record_dir=''", "train.lr=0.0", "train.head_lr=0.0"]),
+            tmp_path / "teacher", quiet=True).fit()
+    teacher = f"train.teacher='{tmp_path / 'teacher'}'"
+    runs = {}
+    for name, extra in (("plain", []), ("alpha0", [teacher, "train.distill_alpha=0.0"]),
+                        ("alpha1", [teacher, "train.distill_alpha=1.0", "train.distill_temperature=2.0"])):
+        tr = Trainer(load_config(run_config, base + extra), tmp_path / name, quiet=True)
+        tr.fit()
+        runs[name] = tr
+    w = {k: safetensors.torch.load_file(str(tmp_path / k / "last" / "model.safetensors")) for k in runs}
+    assert all(torch.equal(w["plain"][k], w["alpha0"][k]) for k in w["plain"])   # α = 0: the plain run
+    target = runs["alpha1"].teacher_
+    assert target.shape == (len(runs["alpha1"].data_.texts["train"]), runs["alpha1"].data_.index.n_nodes)
+    from hmtc.checkpoint import load_checkpoint
+    texts = runs["alpha1"].data_.texts["train"]
+    gap = {k: float((load_checkpoint(tmp_path / k / "last").scores(texts) - target.numpy()).__abs__().mean())
+           for k in ("plain", "alpha1")}
+    assert gap["alpha1"] < 0.5 * gap["plain"], gap
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["train.rdrop_alpha=1.0"], "R-Drop"),
+    (["train.distill_alpha=1.5"], "distill_alpha"),
+    (["data.taxonomy='{other}'"], "nodes differ"),
+])
+def test_distillation_config_errors(run_config, tmp_path, extra, message):
+    from conftest import TAXONOMY
+    Trainer(load_config(run_config, ["train.epochs=1", "train.record_dir=''"]), tmp_path / "teacher", quiet=True).fit()
+    other = tmp_path / "other.tax"
+    other.write_text(TAXONOMY + "  fungus\n", encoding="utf-8")
+    extra = [x.format(other=other) for x in extra]
+    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", f"train.teacher='{tmp_path / 'teacher'}'", *extra])
+    with pytest.raises(ConfigError, match=message):
+        Trainer(cfg, tmp_path / "student", quiet=True).fit()
+
+
 def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     import json
 
