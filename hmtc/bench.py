@@ -171,13 +171,15 @@ def train_throughputs(settings: list[dict], texts: list[str], taxonomy: Taxonomy
 
 
 def bench_checkpoint(model_name: str, encoder: str, taxonomy: Taxonomy, bf16: bool, threads: int,
-                     folder: Path, engine: str = "torch"):
+                     folder: Path, engine: str = "torch", layers: int = 0):
     """A checkpoint of an untrained model in ``folder`` (exported for ONNX engines), loaded for
-    ``engine``: inference speed does not depend on the weights' values."""
+    ``engine``: inference speed does not depend on the weights' values. ``layers`` > 0 keeps the
+    encoder's lower ``layers`` layers only (``model.encoder_options.num_hidden_layers``)."""
     from .checkpoint import save_checkpoint
     from .export import export_onnx, load_for_inference
     from .train import build_model
-    cfg = _config(model_name, encoder, bf16, threads)
+    cfg = _config(model_name, encoder, bf16, threads,
+                  encoder_options={"num_hidden_layers": layers} if layers else None)
     cfg["train"]["eval_batch_size"] = 128
     torch.manual_seed(0)
     model, tok = build_model(cfg, taxonomy.compile())
@@ -188,12 +190,13 @@ def bench_checkpoint(model_name: str, encoder: str, taxonomy: Taxonomy, bf16: bo
 
 
 def infer_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, bf16: bool,
-                     batch_size: int = 128, threads: int = 0, engine: str = "torch") -> dict:
-    """Texts/s of tokenisation + inference (length-sorted batches) with ``engine``, untrained weights."""
+                     batch_size: int = 128, threads: int = 0, engine: str = "torch", layers: int = 0) -> dict:
+    """Texts/s of tokenisation + inference (length-sorted batches) with ``engine``, untrained
+    weights; ``layers`` > 0: the encoder's lower ``layers`` layers only."""
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = bench_checkpoint(model_name, encoder, taxonomy, bf16, threads, Path(tmp) / "ckpt", engine)
+        ckpt = bench_checkpoint(model_name, encoder, taxonomy, bf16, threads, Path(tmp) / "ckpt", engine, layers)
         batch_size = batch_size if engine == "torch" else None         # each engine's default
         ckpt.scores(texts[:64], batch_size, bf16)                       # warm up
         t0 = time.perf_counter()

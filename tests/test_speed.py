@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import safetensors.torch
@@ -234,7 +236,7 @@ def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     out = tmp_path / "bench.json"
     r = CliRunner().invoke(app, ["bench", "--encoder", str(tiny_encoder), "--steps", "2", "--rounds", "2",
                                  "--freeze-layers", "0,1", "--dropout", "torch,fast",
-                                 "--engines", "torch,onnx-int8", "--train-texts", "400", "--infer-texts", "64", "--stream-texts", "300",
+                                 "--engines", "torch,onnx-int8", "--infer-layers", "0,1", "--train-texts", "400", "--infer-texts", "64", "--stream-texts", "300",
                                  "--metrics-samples", "500", "--threads", "1", "--json", "--out", str(out)],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -249,8 +251,14 @@ def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     for f in ratios:        # over both rounds: between the two rounds' own ratios
         lo, hi = min(f["settings"]["round_ratios"]), max(f["settings"]["round_ratios"])
         assert lo - 1e-3 <= f["value"] <= hi + 1e-3
-    engines = {f["settings"]["engine"] for f in figures if f["figure"] == "infer_texts_per_s"}
-    assert engines == {"torch", "onnx-int8"}
+    infer = [f for f in figures if f["figure"] == "infer_texts_per_s"]
+    assert {(f["settings"]["engine"], f["settings"]["encoder_layers"]) for f in infer} == {
+        ("torch", "all"), ("torch", 1), ("onnx-int8", "all"), ("onnx-int8", 1)}
+    from hmtc.bench import bench_checkpoint
+    from hmtc.taxonomy import Taxonomy
+    tax = Taxonomy.load(Path(__file__).resolve().parents[1] / "taxonomies" / "duee.tax")
+    shallow = bench_checkpoint("msml", str(tiny_encoder), tax, False, 1, tmp_path / "shallow", layers=1)
+    assert len(shallow.model.encoder.backbone.encoder.layer) == 1
     stream = next(f for f in figures if f["figure"] == "predict_stream_rss_growth_mib")
     assert stream["settings"]["jsonl_lines"] == 300
     assert all(f["value"] > 0 for f in figures if f["figure"] != "predict_stream_rss_growth_mib")

@@ -24,6 +24,9 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                        help="Training dropout: torch's own and/or fast (model.fast_dropout)."),
           engines: str = typer.Option("torch,onnx-int8", "--engines", help="Inference engines: torch, onnx, onnx-int8."),
           encoder: str = typer.Option("me5-small", "--encoder", help="Encoder name, folder or hub id."),
+          infer_layers: str = typer.Option("0,6,4", "--infer-layers",
+                                           help="Encoder depths timed for inference: 0 = all its layers, N = the lower N "
+                                                "(a shallower student, see train.teacher)."),
           steps: int = typer.Option(12, "--steps", help="Timed training steps per setting and round."),
           rounds: int = typer.Option(3, "--rounds",
                                      help="Rounds over one recipe's settings, timed in turn (evens out the machine's drift)."),
@@ -91,14 +94,16 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
     if not skip_infer:
         for engine in _items(engines):
             for prec in (precs if engine == "torch" else ["fp32" if engine == "onnx" else "int8"]):
-                for model in model_names:
-                    r = infer_throughput(model, encoder, infer, taxonomy, prec == "bf16",
-                                         threads=threads, engine=engine)
-                    rows.append({"figure": "infer_texts_per_s", "value": r["texts_per_s"],
-                                 "settings": base | {"model": model, "engine": engine, "precision": prec,
-                                                     "texts": r["texts"], "tokens_per_text": r["tokens_per_text"],
-                                                     "batch_size": 128 if engine == "torch" else ONNX_BATCH},
-                                 "peak_rss_mib": r["peak_rss_mib"]})
+                for layers in (int(x) for x in _items(infer_layers)):
+                    for model in model_names:
+                        r = infer_throughput(model, encoder, infer, taxonomy, prec == "bf16",
+                                             threads=threads, engine=engine, layers=layers)
+                        rows.append({"figure": "infer_texts_per_s", "value": r["texts_per_s"],
+                                     "settings": base | {"model": model, "engine": engine, "precision": prec,
+                                                         "encoder_layers": layers or "all",
+                                                         "texts": r["texts"], "tokens_per_text": r["tokens_per_text"],
+                                                         "batch_size": 128 if engine == "torch" else ONNX_BATCH},
+                                     "peak_rss_mib": r["peak_rss_mib"]})
         if stream_texts:
             engine = _items(engines)[-1]
             model = model_names[-1]
