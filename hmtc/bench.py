@@ -139,9 +139,9 @@ def train_throughputs(settings: list[dict], texts: list[str], taxonomy: Taxonomy
 
     The settings are timed in turn, ``rounds`` times over (every other round in reverse order),
     so that drifts in the machine's speed hit all of them alike; each result keeps its per-round
-    rates (``round_samples_per_s``) and its rate over all rounds. With ``freeze_layers`` > 0 the frozen part's output is cached first
-    (``train.cache_frozen``) and the steps run on the cache; ``effective_samples_per_s`` then
-    charges the cache's one-off cost to an ``epochs``-epoch run:
+    rates (``round_samples_per_s``) and its rate over all rounds. With ``freeze_layers`` > 0 the
+    frozen part's output is cached first (``train.cache_frozen``) and the steps run on the cache;
+    ``effective_samples_per_s`` then charges the cache's one-off cost to an ``epochs``-epoch run:
     ``epochs / (cache s/sample + epochs * step s/sample)``.
     """
     threads = threads or os.cpu_count() or 1
