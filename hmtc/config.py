@@ -34,7 +34,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "freeze_embeddings": True,
         "freeze_layers": 0,
         # dropout masks from 16-bit slices of 64-bit draws and eager attention (hmtc.models.dropout):
-        # same masks in distribution, 1.06-1.4x faster CPU steps (A/B); a different random stream
+        # same masks in distribution, 1.2-1.5x faster CPU steps (interleaved bench); a different random stream
         "fast_dropout": False,
         "encoder_options": {},      # passed to from_pretrained, e.g. { hidden_dropout_prob = 0.0 }
         "options": {},              # the model's own config (e.g. MSMLConfig fields)
