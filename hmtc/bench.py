@@ -26,6 +26,58 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
 
 
+def flop_counter():
+    """torch's FlopCounterMode (matrix products, convolutions, attention: 2 FLOP per
+    multiply-add), taught the CPU flash-attention kernels that SDPA runs here."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    def fwd(q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(q, k, v)
+
+    def bwd(grad_out, q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_backward_flop_count(grad_out, q, k, v)
+
+    aten = torch.ops.aten
+    return FlopCounterMode(display=False, custom_mapping={
+        aten._scaled_dot_product_flash_attention_for_cpu: fwd,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: bwd})
+
+
+def gemm_rate(m: int, k: int, n: int, dtype: str, seconds: float = 1.0) -> float:
+    """Sustained GMAC/s of one (m × k)·(k × n) matrix product on this machine, repeated for
+    ``seconds``: ``fp32``, ``bf16`` (fp32 accumulation) or ``int8`` (``torch._int_mm``, int32
+    accumulation, no (de)quantisation counted). An upper bound for the model's products of that
+    shape: each figure below derived from it assumes every product runs this fast."""
+    g = torch.Generator().manual_seed(0)
+    if dtype == "int8":
+        a = torch.randint(-128, 128, (m, k), dtype=torch.int8, generator=g)
+        b = torch.randint(-128, 128, (k, n), dtype=torch.int8, generator=g)
+        mm = torch._int_mm
+    else:
+        real = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        a, b = torch.randn(m, k, generator=g).to(real), torch.randn(k, n, generator=g).to(real)
+        mm = torch.mm
+    mm(a, b)                                                        # warm up
+    reps, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        mm(a, b)
+        reps += 1
+    return m * k * n * reps / elapsed / 1e9
+
+
+def infer_gflops_per_text(model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy,
+                          layers: int = 0, batch_size: int = 128) -> tuple[float, float]:
+    """Counted forward GFLOP per text of the model (``layers`` > 0: the encoder's lower
+    ``layers`` layers) over ``texts`` in length-sorted batches, and their tokens per text."""
+    from .train import build_model, predict_scores
+    cfg = _config(model_name, encoder, False, 1, encoder_options={"num_hidden_layers": layers} if layers else None)
+    model, tok = build_model(cfg, taxonomy.compile())
+    ids = tokenize(tok, texts, cfg["data"]["max_length"])
+    with flop_counter() as fc, torch.no_grad():
+        predict_scores(model, ids, tok.pad_token_id or 0, batch_size)
+    return fc.get_total_flops() / 1e9 / len(texts), sum(map(len, ids)) / len(texts)
+
+
 def duee_texts(n: int = 0) -> list[str]:
     """The first ``n`` (0: all) DuEE training texts when $HMTC_DATA has them; else as many texts
     of a similar length profile (11,958 for all, the size of DuEE's training split)."""
@@ -100,26 +152,49 @@ class _TrainSetting:
         for b in self.warm:
             self._step(b)
 
-    def _step(self, b: np.ndarray) -> int:
-        """One full step (forward, backward, clip, AdamW, EMA) on batch ``b``; returns its tokens."""
+    def _inputs(self, b: np.ndarray) -> dict:
+        """The model's keyword arguments for batch ``b`` (cached lower states when frozen)."""
         from .batching import iterate_states
-        from .train import autocast
         labels = torch.as_tensor(self.y[b], dtype=torch.float32)
         if self.freeze_layers:
             _, states, m, _ = next(iterate_states(self.cache, [b]))
-            inputs = dict(input_ids=None, attention_mask=m, lower_states=states)
-        else:
-            x, m = collate([self.ids[i] for i in b], self.pad_id)
-            inputs = dict(input_ids=x, attention_mask=m)
+            return dict(input_ids=None, attention_mask=m, lower_states=states, labels=labels)
+        x, m = collate([self.ids[i] for i in b], self.pad_id)
+        return dict(input_ids=x, attention_mask=m, labels=labels)
+
+    def _step(self, b: np.ndarray) -> int:
+        """One full step (forward, backward, clip, AdamW, EMA) on batch ``b``; returns its tokens."""
+        from .train import autocast
+        inputs = self._inputs(b)
         with autocast(torch.device("cpu"), self.bf16):
-            loss = self.model(**inputs, labels=labels).loss
+            loss = self.model(**inputs).loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
         if self.ema:
             self.ema.update()
-        return int(m.sum())
+        return int(inputs["attention_mask"].sum())
+
+    def gflops_per_sample(self) -> tuple[float, float]:
+        """Counted GFLOP per sample over the timed batches: a training step's forward + backward,
+        and the one-off pass of the frozen lower layers that fills the cache (0 without one).
+        The weights are left as they were (no optimizer step)."""
+        from .train import autocast
+        n, cpu = sum(map(len, self.timed)), torch.device("cpu")
+        with flop_counter() as fc:
+            for b in self.timed:
+                with autocast(cpu, self.bf16):
+                    loss = self.model(**self._inputs(b)).loss
+                loss.backward()
+        self.opt.zero_grad(set_to_none=True)
+        step = fc.get_total_flops() / 1e9 / n
+        if not self.freeze_layers:
+            return step, 0.0
+        with flop_counter() as fc, torch.no_grad(), autocast(cpu, self.bf16):
+            for b in self.timed:
+                self.model.encoder.lower(*collate([self.ids[i] for i in b], self.pad_id))
+        return step, fc.get_total_flops() / 1e9 / n
 
     def time_round(self) -> tuple[int, int, float]:
         """Samples, tokens and seconds of one pass over the timed batches."""
@@ -206,6 +281,70 @@ def infer_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: 
     return {"texts_per_s": round(len(texts) / dt, 1), "texts": len(texts), "seconds": round(dt, 2),
             "tokens_per_text": round(tokens / len(texts), 1),
             "peak_rss_mib": round(_peak_rss_mib())}
+
+
+def _sig(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def ceilings(recipes: list[dict], infer_layers: list[int], infer_models: list[str], texts: list[str],
+             infer_texts: list[str], taxonomy: Taxonomy, encoder: str, train_precisions: list[str],
+             infer_precisions: list[str], batch_size: int = 32, steps: int = 12, epochs: int = 6,
+             infer_batch: int = 128, threads: int = 0) -> list[dict]:
+    """What this machine's matrix units allow at most: the sustained rate of the encoder's
+    feed-forward product at the training and inference batch shapes (:func:`gemm_rate`), and for
+    each training recipe (``recipes``: dicts of ``model``, ``freeze_layers``) and inference depth
+    the rate reached if every counted FLOP (:func:`flop_counter`) ran that fast and all else —
+    normalisation, activations, dropout, optimizer, tokenisation — took no time.
+
+    A training ceiling counts a step's forward + backward per sample plus the frozen layers'
+    one-off cache pass spread over ``epochs``. Returns figure rows as ``hmtc bench`` prints them.
+    """
+    from transformers import AutoConfig
+
+    from .encoders import resolve_encoder
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    bert = AutoConfig.from_pretrained(resolve_encoder(encoder))
+    h, i = bert.hidden_size, bert.intermediate_size
+    rows: list[dict] = []
+
+    def rate(m: int, dtype: str, shape: str) -> float:
+        v = gemm_rate(m, h, i, dtype)
+        rows.append({"figure": "gemm_gmacs_per_s", "value": round(v, 1),
+                     "settings": {"dtype": dtype, "m": m, "k": h, "n": i, "shape": shape, "threads": threads}})
+        return v
+
+    counted = []
+    for r in recipes:                   # one setting alive at a time
+        ts = _TrainSetting(r["model"], encoder, texts, taxonomy, True, batch_size, steps, 0, threads,
+                           r.get("freeze_layers", 0), None, 0.0, False)
+        counted.append((r, *ts.gflops_per_sample(), float(np.mean(ts.lengths))))
+        del ts
+    if counted:
+        tokens = counted[0][3]
+        train_rate = {p: rate(round(batch_size * tokens), p, "training batch × feed-forward")
+                      for p in train_precisions}
+        for r, step, cache, _ in counted:
+            for p, v in train_rate.items():
+                rows.append({"figure": "train_ceiling_samples_per_s",
+                             "value": round(2 * v / (step + cache / epochs), 1),
+                             "settings": {"model": r["model"], "freeze_layers": r.get("freeze_layers", 0),
+                                          "precision": p, "gflops_per_sample": _sig(step),
+                                          "cache_gflops_per_sample": _sig(cache), "epochs": epochs,
+                                          "tokens_per_sample": round(tokens, 1)}})
+    per_text = {(m, n): infer_gflops_per_text(m, encoder, infer_texts, taxonomy, n, infer_batch)
+                for m in infer_models for n in infer_layers}
+    if per_text:
+        tokens = next(iter(per_text.values()))[1]
+        infer_rate = {p: rate(round(infer_batch * tokens), p, "inference batch × feed-forward")
+                      for p in infer_precisions}
+        for (m, n), (gflops, tok) in per_text.items():
+            for p, v in infer_rate.items():
+                rows.append({"figure": "infer_ceiling_texts_per_s", "value": round(2 * v / gflops, 1),
+                             "settings": {"model": m, "encoder_layers": n or "all", "precision": p,
+                                          "gflops_per_text": _sig(gflops), "tokens_per_text": round(tok, 1)}})
+    return rows
 
 
 def _rss_mib() -> float:

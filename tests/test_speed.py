@@ -276,3 +276,75 @@ def test_bench_batches_follow_the_length_profile():
     assert abs(lengths[timed].mean() / lengths.mean() - 1) < 0.05
     again, _ = representative_batches(lengths, 32, steps=20, warmup=3)
     assert all((a == b).all() for a, b in zip(batches, again))
+
+
+def test_flop_counter_counts_every_product_of_a_bert_layer(tiny_encoder):
+    from transformers import AutoModel
+
+    from hmtc.bench import flop_counter
+    bert = AutoModel.from_pretrained(tiny_encoder, add_pooling_layer=False).eval()
+    cfg = bert.config
+    h, i, n_layers, t = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, 10
+    ids = torch.randint(5, 20, (3, t))
+    with flop_counter() as fc, torch.no_grad():
+        bert(input_ids=ids, attention_mask=torch.ones_like(ids))
+    # per layer and token: Q, K, V, output (4 h²) and the feed-forward (2 h i) products, plus the
+    # attention scores and their weighted sum (2 t h); 2 FLOP per multiply-add
+    assert fc.get_total_flops() == 2 * 3 * t * n_layers * (4 * h * h + 2 * h * i + 2 * t * h)
+
+
+def test_gemm_rate_times_each_precision():
+    from hmtc.bench import gemm_rate
+    assert all(gemm_rate(64, 32, 48, dtype, seconds=0.05) > 0 for dtype in ("fp32", "bf16", "int8"))
+    with pytest.raises(KeyError):
+        gemm_rate(64, 32, 48, "fp8", seconds=0.05)
+
+
+def test_ceilings_follow_the_counted_flops(tiny_encoder, monkeypatch):
+    from hmtc.bench import ceilings, duee_texts
+    from hmtc.config import DEFAULTS
+    from hmtc.taxonomy import Taxonomy
+    monkeypatch.setitem(DEFAULTS["data"], "max_length", 32)        # the tiny BERT has 64 positions
+    tax = Taxonomy.load(Path(__file__).resolve().parents[1] / "taxonomies" / "duee.tax")
+    texts = duee_texts(200)
+    rows = ceilings([{"model": "msml", "freeze_layers": 0}, {"model": "msml", "freeze_layers": 1}], [0, 1],
+                    ["msml"], texts, texts[:64], tax, str(tiny_encoder), ["bf16"], ["bf16", "int8"],
+                    batch_size=8, steps=2, epochs=6, threads=1)
+    gemm = {(r["settings"]["shape"].split()[0], r["settings"]["dtype"]): r["value"]
+            for r in rows if r["figure"] == "gemm_gmacs_per_s"}
+    assert set(gemm) == {("training", "bf16"), ("inference", "bf16"), ("inference", "int8")}
+    train = {r["settings"]["freeze_layers"]: r for r in rows if r["figure"] == "train_ceiling_samples_per_s"}
+    for r in train.values():
+        s = r["settings"]
+        assert r["value"] == pytest.approx(2 * gemm[("training", "bf16")] / (s["gflops_per_sample"] + s["cache_gflops_per_sample"] / 6), rel=0.01)
+    assert train[0]["settings"]["cache_gflops_per_sample"] == 0 < train[1]["settings"]["cache_gflops_per_sample"]
+    assert train[1]["settings"]["gflops_per_sample"] < train[0]["settings"]["gflops_per_sample"]
+    infer = {(r["settings"]["encoder_layers"], r["settings"]["precision"]): r for r in rows
+             if r["figure"] == "infer_ceiling_texts_per_s"}
+    assert set(infer) == {("all", "bf16"), ("all", "int8"), (1, "bf16"), (1, "int8")}
+    for (_, p), r in infer.items():
+        assert r["value"] == pytest.approx(2 * gemm[("inference", p)] / r["settings"]["gflops_per_text"], rel=0.01)
+    assert infer[(1, "bf16")]["settings"]["gflops_per_text"] < infer[("all", "bf16")]["settings"]["gflops_per_text"]
+    # a training step (all layers train) costs about three forward passes: forward, and the
+    # backward's products for the inputs' and the weights' gradients
+    ratio = train[0]["settings"]["gflops_per_sample"] / infer[("all", "bf16")]["settings"]["gflops_per_text"]
+    assert 2.5 < ratio < 3.1
+
+
+def test_bench_prints_ceilings_without_timing(tiny_encoder, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hmtc.cli import app
+    from hmtc.config import DEFAULTS
+    monkeypatch.setitem(DEFAULTS["data"], "max_length", 32)
+    r = CliRunner().invoke(app, ["bench", "--encoder", str(tiny_encoder), "--skip-train", "--skip-infer", "--ceilings",
+                                 "--models", "msml", "--freeze-layers", "0", "--infer-layers", "1",
+                                 "--engines", "torch,onnx,onnx-int8", "--steps", "2", "--train-texts", "200",
+                                 "--infer-texts", "32", "--stream-texts", "0", "--metrics-samples", "0",
+                                 "--threads", "1", "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    figures = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))["figures"]
+    assert {f["figure"] for f in figures} == {"gemm_gmacs_per_s", "train_ceiling_samples_per_s", "infer_ceiling_texts_per_s"}
+    assert {f["settings"]["precision"] for f in figures if f["figure"] == "infer_ceiling_texts_per_s"} == {"bf16", "fp32", "int8"}

@@ -42,10 +42,15 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
           skip_train: bool = typer.Option(False, "--skip-train"),
           skip_infer: bool = typer.Option(False, "--skip-infer"),
           metrics_samples: int = typer.Option(100_000, "--metrics-samples", help="0 skips the decode+metrics timing."),
+          with_ceilings: bool = typer.Option(False, "--ceilings",
+                                             help="Also measure this machine's matrix-product rates and the ceilings "
+                                                  "they put on each training recipe and inference depth "
+                                                  "(whether or not those are timed)."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON."),
           out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON here.")) -> None:
-    """Training samples/s, inference texts/s, streaming memory on DuEE-length texts; decode + metrics time."""
-    from ..bench import (decode_metrics_time, duee_texts, infer_throughput, stream_predict_memory,
+    """Training samples/s, inference texts/s, streaming memory on DuEE-length texts; decode + metrics time;
+    with --ceilings, the most this machine's matrix products allow for each."""
+    from ..bench import (ceilings, decode_metrics_time, duee_texts, infer_throughput, stream_predict_memory,
                          train_throughputs)
     from ..export import ONNX_BATCH
     from ..io import atomic_write_json
@@ -114,6 +119,12 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                              "chunk": r["chunk"], "texts_per_s": r["texts_per_s"],
                                              "rss_after_first_chunk_mib": r["rss_after_first_chunk_mib"],
                                              "rss_end_mib": r["rss_end_mib"]}})
+    if with_ceilings:
+        recipes = [{"model": m, "freeze_layers": int(k)} for k in _items(freeze) for m in model_names]
+        by_engine = {"torch": precs, "onnx": ["fp32"], "onnx-int8": ["int8"]}
+        infer_precs = list(dict.fromkeys(p for e in _items(engines) for p in by_engine.get(e, [])))
+        rows += ceilings(recipes, [int(x) for x in _items(infer_layers)], model_names, texts, infer, taxonomy,
+                         encoder, precs, infer_precs, batch_size, steps, epochs, threads=threads)
     if metrics_samples:
         r = decode_metrics_time(metrics_samples)
         rows.append({"figure": "decode_plus_metrics_seconds", "value": r["total_seconds"],
