@@ -62,6 +62,9 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
     # the eager attention graph is the one ONNX Runtime fuses into its Attention kernel
     if hasattr(backbone, "set_attn_implementation"):
         backbone.set_attn_implementation("eager")
+    for m in ckpt.model.modules():     # MSML towers: convolutions as one (int8-able) matrix product
+        if hasattr(m, "matmul_taps"):
+            m.matmul_taps = True
     model = _Logits(ckpt.model.float().eval())
     pad = ckpt.tokenizer.pad_token_id or 0
     from .batching import collate, tokenize

@@ -60,7 +60,14 @@ class MSMLConfig:
 
 
 class TextCNNTower(nn.Module):
-    """Multi-scale TextCNN over token states with masked max-pooling, plus a mean-pool path."""
+    """Multi-scale TextCNN over token states with masked max-pooling, plus a mean-pool path.
+
+    ``matmul_taps = True`` computes the same convolutions as one matrix product over every
+    kernel's taps followed by shifted sums; ``hmtc export`` sets it, because ONNX Runtime runs
+    that product in int8 while it keeps convolutions in slow fp32.
+    """
+
+    matmul_taps = False
 
     def __init__(self, hidden: int, kernels: Sequence[int], filters: int, out_dim: int, dropout: float):
         super().__init__()
@@ -68,12 +75,28 @@ class TextCNNTower(nn.Module):
         self.proj = nn.Linear(filters * len(kernels) + hidden, out_dim)
         self.dropout = nn.Dropout(dropout)
 
+    def _tap_products(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each convolution's output (B, T, filters) for zero-padded states ``x`` (B, T, d), from
+        one product with all taps: tap j of a width-k kernel reads token t + j - k // 2."""
+        taps = torch.cat([c.weight[:, :, j].t() for c in self.convs for j in range(c.kernel_size[0])], 1)
+        z, t, start, out = x @ taps, x.shape[1], 0, []
+        for c in self.convs:
+            k, p, f = c.kernel_size[0], c.padding[0], c.out_channels
+            zk = F.pad(z[..., start: start + k * f], (0, 0, p, p))        # (B, T + 2p, k·f)
+            out.append(sum(zk[:, j: j + t, j * f: (j + 1) * f] for j in range(k)) + c.bias)
+            start += k * f
+        return out
+
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         pad = ~mask.bool()[:, None, :]
         # pad states are zeroed so a text's features do not depend on its batch's padding
         x = states.transpose(1, 2).masked_fill(pad, 0.0)        # (B, d, T)
         t = states.shape[1]
-        feats = [F.gelu(conv(x)[..., :t]).masked_fill(pad, float("-inf")).amax(-1) for conv in self.convs]
+        if self.matmul_taps:
+            feats = [F.gelu(y).masked_fill(pad.transpose(1, 2), float("-inf")).amax(1)
+                     for y in self._tap_products(x.transpose(1, 2))]
+        else:
+            feats = [F.gelu(conv(x)[..., :t]).masked_fill(pad, float("-inf")).amax(-1) for conv in self.convs]
         m = mask.to(states.dtype)[..., None]
         feats.append((states * m).sum(1) / m.sum(1).clamp_min(1.0))
         return self.dropout(F.gelu(self.proj(torch.cat(feats, -1))))
