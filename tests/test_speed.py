@@ -89,6 +89,8 @@ def test_onnx_export_scores_like_torch(run_config, tmp_path):
     ckpt = tmp_path / "r" / "best"
     paths = export_onnx(ckpt)
     assert [p.name for p in paths] == ["model.onnx", "model.int8.onnx"]
+    import onnx                 # the towers' convolutions run as (int8) matrix products
+    assert all("Conv" not in {n.op_type for n in onnx.load(str(p)).graph.node} for p in paths)
     texts = TEXTS + ["rose " * 20]          # longer than the export's sample: dynamic length
     ref = load_checkpoint(ckpt).scores(texts)
     onnx = load_for_inference(ckpt, "onnx", threads=1).scores(texts, batch_size=2)
@@ -112,6 +114,19 @@ def test_onnx_export_scores_like_torch(run_config, tmp_path):
     assert [row["text"] for row in rows] == ["cat", "oak leaf"]
     r = run.invoke(app, ["predict", str(tmp_path / "r"), "cat", "--engine", "onnx-x"])
     assert r.exit_code != 0
+
+
+@pytest.mark.parametrize("kernels", [[3, 5, 7], [1, 3], [2, 4]])
+def test_tower_taps_as_one_matrix_product_equal_its_convolutions(kernels):
+    from hmtc.models.msml import TextCNNTower
+    torch.manual_seed(0)
+    tower = TextCNNTower(16, kernels, 8, 12, 0.0).eval()
+    states = torch.randn(3, 9, 16)
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[1, 5:], mask[2, 2:] = 0, 0
+    ref = tower(states, mask)
+    tower.matmul_taps = True
+    assert torch.allclose(tower(states, mask), ref, atol=1e-6)
 
 
 def test_fast_dropout_keeps_the_rate_scale_and_gradient():
