@@ -264,23 +264,45 @@ def bench_checkpoint(model_name: str, encoder: str, taxonomy: Taxonomy, bf16: bo
     return load_for_inference(folder, engine, threads)
 
 
+def time_scores(ckpt, texts: list[str], batch_size: int | None = None, bf16: bool | None = None) -> dict:
+    """Texts/s of tokenisation + inference (length-sorted batches) of a loaded checkpoint, after
+    a 64-text warm-up; ``None``: the checkpoint's own batch size and precision."""
+    ckpt.scores(texts[:64], batch_size, bf16)
+    t0 = time.perf_counter()
+    ckpt.scores(texts, batch_size, bf16)
+    dt = time.perf_counter() - t0
+    tokens = sum(map(len, tokenize(ckpt.tokenizer, texts, ckpt.config["data"]["max_length"])))
+    return {"texts_per_s": round(len(texts) / dt, 1), "texts": len(texts), "seconds": round(dt, 2),
+            "tokens_per_text": round(tokens / len(texts), 1), "peak_rss_mib": round(_peak_rss_mib())}
+
+
 def infer_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, bf16: bool,
                      batch_size: int = 128, threads: int = 0, engine: str = "torch", layers: int = 0) -> dict:
-    """Texts/s of tokenisation + inference (length-sorted batches) with ``engine``, untrained
-    weights; ``layers`` > 0: the encoder's lower ``layers`` layers only."""
+    """:func:`time_scores` of an untrained model with ``engine`` (torch: batches of ``batch_size``;
+    ONNX: its own); ``layers`` > 0: the encoder's lower ``layers`` layers only."""
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = bench_checkpoint(model_name, encoder, taxonomy, bf16, threads, Path(tmp) / "ckpt", engine, layers)
-        batch_size = batch_size if engine == "torch" else None         # each engine's default
-        ckpt.scores(texts[:64], batch_size, bf16)                       # warm up
-        t0 = time.perf_counter()
-        ckpt.scores(texts, batch_size, bf16)
-        dt = time.perf_counter() - t0
-        tokens = sum(map(len, tokenize(ckpt.tokenizer, texts, ckpt.config["data"]["max_length"])))
-    return {"texts_per_s": round(len(texts) / dt, 1), "texts": len(texts), "seconds": round(dt, 2),
-            "tokens_per_text": round(tokens / len(texts), 1),
-            "peak_rss_mib": round(_peak_rss_mib())}
+        return time_scores(ckpt, texts, batch_size if engine == "torch" else None, bf16)
+
+
+def checkpoint_throughput(target: str | Path, engine: str, texts: list[str], threads: int = 0) -> dict:
+    """:func:`time_scores` of a trained run or checkpoint folder as ``hmtc predict`` scores it
+    (its own batch size and precision; ``hmtc export`` it first for the ONNX engines), with its
+    model name, encoder depth, precision and batch size."""
+    from .evaluate import locate
+    from .export import ONNX_BATCH, load_for_inference
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    folder = locate(target)[1]
+    ckpt = load_for_inference(folder, engine, threads)
+    enc = json.loads((folder / "encoder" / "config.json").read_text(encoding="utf-8"))
+    t = ckpt.config["train"]
+    return time_scores(ckpt, texts) | {
+        "model": ckpt.config["model"]["name"], "encoder_layers": enc["num_hidden_layers"],
+        "precision": {"torch": "bf16" if t["bf16"] else "fp32", "onnx": "fp32", "onnx-int8": "int8"}[engine],
+        "batch_size": t["eval_batch_size"] if engine == "torch" else ONNX_BATCH}
 
 
 def _sig(x: float, digits: int = 4) -> float:

@@ -36,6 +36,9 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
           train_texts: int = typer.Option(0, "--train-texts",
                                           help="Training texts whose length profile the timed steps follow (0: all)."),
           infer_texts: int = typer.Option(2048, "--infer-texts", help="Texts timed for inference."),
+          checkpoints: str = typer.Option("", "--checkpoints",
+                                          help="Comma-separated trained run or checkpoint folders also timed for "
+                                               "inference with each engine (hmtc export them for ONNX)."),
           stream_texts: int = typer.Option(50_000, "--stream-texts",
                                            help="JSONL lines streamed through predict for the memory figure (0 skips)."),
           threads: int = typer.Option(0, "--threads", help="torch threads (0: all cores)."),
@@ -50,8 +53,8 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
           out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON here.")) -> None:
     """Training samples/s, inference texts/s, streaming memory on DuEE-length texts; decode + metrics time;
     with --ceilings, the most this machine's matrix products allow for each."""
-    from ..bench import (ceilings, decode_metrics_time, duee_texts, infer_throughput, stream_predict_memory,
-                         train_throughputs)
+    from ..bench import (ceilings, checkpoint_throughput, decode_metrics_time, duee_texts, infer_throughput,
+                         stream_predict_memory, train_throughputs)
     from ..export import ONNX_BATCH
     from ..io import atomic_write_json
     from ..record import command_line, git_commit, machine_info, now
@@ -109,6 +112,14 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                                          "texts": r["texts"], "tokens_per_text": r["tokens_per_text"],
                                                          "batch_size": 128 if engine == "torch" else ONNX_BATCH},
                                      "peak_rss_mib": r["peak_rss_mib"]})
+        for target in _items(checkpoints):
+            for engine in _items(engines):
+                r = checkpoint_throughput(target, engine, infer, threads)
+                rows.append({"figure": "infer_texts_per_s", "value": r["texts_per_s"],
+                             "settings": {"checkpoint": target, "threads": base["threads"], "engine": engine,
+                                          **{k: r[k] for k in ("model", "encoder_layers", "precision", "batch_size",
+                                                               "texts", "tokens_per_text")}},
+                             "peak_rss_mib": r["peak_rss_mib"]})
         if stream_texts:
             engine = _items(engines)[-1]
             model = model_names[-1]
