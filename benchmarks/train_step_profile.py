@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from hmtc.batching import collate
 from hmtc.bench import _TrainSetting, duee_texts
 from hmtc.taxonomy import Taxonomy
 from hmtc.train import autocast
@@ -38,10 +37,10 @@ def main() -> None:
     n = 0
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for b in ts.timed:
-            x, m = collate([ts.ids[i] for i in b], ts.pad_id)
+            inputs = ts._inputs(b)
             t0 = time.perf_counter()
             with autocast(torch.device("cpu"), True):
-                loss = ts.model(input_ids=x, attention_mask=m, labels=torch.as_tensor(ts.y[b], dtype=torch.float32)).loss
+                loss = ts.model(**inputs).loss
             t1 = time.perf_counter()
             ts.opt.zero_grad(set_to_none=True)
             loss.backward()

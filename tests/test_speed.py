@@ -372,3 +372,5 @@ def test_bench_prints_ceilings_without_timing(tiny_encoder, tmp_path, monkeypatc
     figures = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))["figures"]
     assert {f["figure"] for f in figures} == {"gemm_gmacs_per_s", "train_ceiling_samples_per_s", "infer_ceiling_texts_per_s"}
     assert {f["settings"]["precision"] for f in figures if f["figure"] == "infer_ceiling_texts_per_s"} == {"bf16", "fp32", "int8"}
+    r = CliRunner().invoke(app, ["bench", "--engines", "torch,onnx-x", "--skip-train", "--skip-infer"])
+    assert r.exit_code != 0 and "onnx-x" in r.output

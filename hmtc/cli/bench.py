@@ -66,6 +66,10 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
         texts = duee_texts(infer_texts)
     infer = texts[:: max(1, len(texts) // infer_texts)][:infer_texts]     # spread over the set
     model_names, precs = _items(models), _items(precisions)
+    by_engine = {"torch": precs, "onnx": ["fp32"], "onnx-int8": ["int8"]}     # precisions each engine runs
+    if unknown := set(_items(engines)) - set(by_engine):
+        raise typer.BadParameter(f"unknown engine(s) {', '.join(sorted(unknown))}; use torch, onnx, onnx-int8",
+                                 param_hint="--engines")
     base = {"encoder": encoder, "threads": threads or "all"}
     rows: list[dict] = []
     if not skip_train:
@@ -101,7 +105,7 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                                      "round_ratios": [round(x, 3) for x in per_round]}})
     if not skip_infer:
         for engine in _items(engines):
-            for prec in (precs if engine == "torch" else ["fp32" if engine == "onnx" else "int8"]):
+            for prec in by_engine[engine]:
                 for layers in (int(x) for x in _items(infer_layers)):
                     for model in model_names:
                         r = infer_throughput(model, encoder, infer, taxonomy, prec == "bf16",
@@ -132,8 +136,7 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                              "rss_end_mib": r["rss_end_mib"]}})
     if with_ceilings:
         recipes = [{"model": m, "freeze_layers": int(k)} for k in _items(freeze) for m in model_names]
-        by_engine = {"torch": precs, "onnx": ["fp32"], "onnx-int8": ["int8"]}
-        infer_precs = list(dict.fromkeys(p for e in _items(engines) for p in by_engine.get(e, [])))
+        infer_precs = list(dict.fromkeys(p for e in _items(engines) for p in by_engine[e]))
         rows += ceilings(recipes, [int(x) for x in _items(infer_layers)], model_names, texts, infer, taxonomy,
                          encoder, precs, infer_precs, batch_size, steps, epochs, threads=threads)
     if metrics_samples:

@@ -5,9 +5,8 @@ shapes that costs about as much as the layer's bf16 matrix product (≈3.9 ms fo
 mask on this machine's two cores). Here each 64-bit draw from the same seeded generator yields
 four 16-bit slices, one per element, kept when (read as 0..65535) at or above ``round(p · 65536)``:
 the same Bernoulli masks in distribution (drop rate quantised to 1/65,536) at a quarter of the
-draws. The backbone's
-attention runs eagerly so its attention-probability dropout uses these masks too (``hmtc_eager``,
-the transformers eager attention with this dropout).
+draws. The backbone's attention runs eagerly so its attention-probability dropout uses these
+masks too (``hmtc_eager``, the transformers eager attention with this dropout).
 """
 
 from __future__ import annotations
