@@ -83,18 +83,33 @@ def test_cached_run_with_rdrop_and_resume(run_config, tmp_path):
 def test_onnx_export_scores_like_torch(run_config, tmp_path):
     pytest.importorskip("onnxruntime")
     from hmtc.checkpoint import load_checkpoint
-    from hmtc.export import export_onnx, load_for_inference
+    from hmtc.export import export_onnx, load_for_inference, onnx_session
     cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''"])
     Trainer(cfg, tmp_path / "r", quiet=True).fit()
     ckpt = tmp_path / "r" / "best"
     paths = export_onnx(ckpt)
     assert [p.name for p in paths] == ["model.onnx", "model.int8.onnx"]
-    import onnx                 # the towers' convolutions run as (int8) matrix products
-    assert all("Conv" not in {n.op_type for n in onnx.load(str(p)).graph.node} for p in paths)
+    import onnx
+    graphs = [onnx.load(str(p)) for p in paths]
+    ops = [{n.op_type for n in g.graph.node} for g in graphs]
+    # the towers' convolutions run as (int8) matrix products; residual + LayerNorm stay unfused
+    assert all("Conv" not in o and "SkipLayerNormalization" not in o and "LayerNormalization" in o for o in ops)
+    # int8 weights carry one scale per output column
+    assert any(len(t.dims) == 1 and t.dims[0] > 1 for t in graphs[1].graph.initializer if t.name.endswith("_scale"))
+    # ... and ONNX Runtime's own optimisations do not fuse them back
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    onnx_session(paths[1], opts)
+    assert "SkipLayerNormalization" not in {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
     texts = TEXTS + ["rose " * 20]          # longer than the export's sample: dynamic length
     ref = load_checkpoint(ckpt).scores(texts)
     onnx = load_for_inference(ckpt, "onnx", threads=1).scores(texts, batch_size=2)
     assert onnx.shape == ref.shape and np.allclose(onnx, ref, atol=1e-4)
+    # batches run two at once on one session: the same scores, in the texts' order
+    two = load_for_inference(ckpt, "onnx", threads=2)
+    assert two.workers == 2 and np.array_equal(two.scores(texts, batch_size=1),
+                                               load_for_inference(ckpt, "onnx", threads=1).scores(texts, batch_size=1))
     int8 = load_for_inference(ckpt, "onnx-int8", threads=1).scores(texts)
     assert np.abs(int8 - ref).max() < 0.5 and np.corrcoef(int8.ravel(), ref.ravel())[0, 1] > 0.95
     # the CLI: eval keeps the torch results apart; predict decodes the onnx scores

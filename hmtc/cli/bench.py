@@ -41,7 +41,7 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                                "inference with each engine (hmtc export them for ONNX)."),
           stream_texts: int = typer.Option(50_000, "--stream-texts",
                                            help="JSONL lines streamed through predict for the memory figure (0 skips)."),
-          threads: int = typer.Option(0, "--threads", help="torch threads (0: all cores)."),
+          threads: int = typer.Option(0, "--threads", help="CPU threads: torch's, or ONNX batches run at once (0: all cores)."),
           skip_train: bool = typer.Option(False, "--skip-train"),
           skip_infer: bool = typer.Option(False, "--skip-infer"),
           metrics_samples: int = typer.Option(100_000, "--metrics-samples", help="0 skips the decode+metrics timing."),
