@@ -287,22 +287,40 @@ def infer_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: 
         return time_scores(ckpt, texts, batch_size if engine == "torch" else None, bf16)
 
 
-def checkpoint_throughput(target: str | Path, engine: str, texts: list[str], threads: int = 0) -> dict:
-    """:func:`time_scores` of a trained run or checkpoint folder as ``hmtc predict`` scores it
-    (its own batch size and precision; ``hmtc export`` it first for the ONNX engines), with its
-    model name, encoder depth, precision and batch size."""
+def checkpoint_throughputs(settings: list[tuple[str | Path, str]], texts: list[str], threads: int = 0,
+                           rounds: int = 1) -> list[dict]:
+    """:func:`time_scores` of trained runs or checkpoint folders as ``hmtc predict`` scores them
+    (their own batch size and precision; ``hmtc export`` them first for the ONNX engines), one
+    per ``(target, engine)`` setting, each with its model name, encoder depth, precision and batch
+    size.
+
+    All are loaded first and timed in turn, ``rounds`` times over (every other round in reverse
+    order), so that the machine's drifts hit them alike; each keeps its per-round rates
+    (``round_texts_per_s``) and ``texts_per_s`` is its rate over all rounds.
+    """
     from .evaluate import locate
     from .export import ONNX_BATCH, load_for_inference
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    folder = locate(target)[1]
-    ckpt = load_for_inference(folder, engine, threads)
-    enc = json.loads((folder / "encoder" / "config.json").read_text(encoding="utf-8"))
-    t = ckpt.config["train"]
-    return time_scores(ckpt, texts) | {
-        "model": ckpt.config["model"]["name"], "encoder_layers": enc["num_hidden_layers"],
-        "precision": {"torch": "bf16" if t["bf16"] else "fp32", "onnx": "fp32", "onnx-int8": "int8"}[engine],
-        "batch_size": t["eval_batch_size"] if engine == "torch" else ONNX_BATCH}
+    folders = [locate(target)[1] for target, _ in settings]
+    loaded = [load_for_inference(folder, engine, threads) for folder, (_, engine) in zip(folders, settings)]
+    timed: list[list[dict]] = [[] for _ in loaded]
+    for r in range(rounds):
+        for i in range(len(loaded)) if r % 2 == 0 else range(len(loaded) - 1, -1, -1):
+            timed[i].append(time_scores(loaded[i], texts))
+    out = []
+    for (_, engine), folder, ckpt, rs in zip(settings, folders, loaded, timed):
+        enc = json.loads((folder / "encoder" / "config.json").read_text(encoding="utf-8"))
+        t = ckpt.config["train"]
+        seconds = sum(len(texts) / x["texts_per_s"] for x in rs)      # unrounded, unlike x["seconds"]
+        out.append(rs[-1] | {
+            "texts_per_s": round(len(texts) * len(rs) / seconds, 1), "seconds": round(seconds, 2),
+            "rounds": rounds, "round_texts_per_s": [x["texts_per_s"] for x in rs],
+            "peak_rss_mib": round(_peak_rss_mib()),
+            "model": ckpt.config["model"]["name"], "encoder_layers": enc["num_hidden_layers"],
+            "precision": {"torch": "bf16" if t["bf16"] else "fp32", "onnx": "fp32", "onnx-int8": "int8"}[engine],
+            "batch_size": t["eval_batch_size"] if engine == "torch" else ONNX_BATCH})
+    return out
 
 
 def _sig(x: float, digits: int = 4) -> float:

@@ -132,12 +132,16 @@ def test_onnx_export_scores_like_torch(run_config, tmp_path):
     # the bench times the trained checkpoint itself with each engine
     r = run.invoke(app, ["bench", "--checkpoints", str(tmp_path / "r"), "--engines", "torch,onnx-int8", "--skip-train",
                          "--infer-layers", "", "--infer-texts", "40", "--stream-texts", "0", "--metrics-samples", "0",
-                         "--threads", "1", "--json"], catch_exceptions=False)
+                         "--threads", "1", "--rounds", "3", "--json"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     rows = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))["figures"]
     assert [(f["settings"]["engine"], f["settings"]["precision"], f["settings"]["encoder_layers"]) for f in rows] == [
         ("torch", "bf16" if cfg["train"]["bf16"] else "fp32", 2), ("onnx-int8", "int8", 2)]
     assert all(f["value"] > 0 and f["settings"]["checkpoint"] == str(tmp_path / "r") for f in rows)
+    # the rate over three rounds lies within its rounds' rates
+    for f in rows:
+        rates = f["settings"]["round_texts_per_s"]
+        assert len(rates) == 3 and min(rates) - 0.1 <= f["value"] <= max(rates) + 0.1
 
 
 @pytest.mark.parametrize("kernels", [[3, 5, 7], [1, 3], [2, 4]])

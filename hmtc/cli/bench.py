@@ -29,7 +29,8 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                                 "(a shallower student, see train.teacher)."),
           steps: int = typer.Option(12, "--steps", help="Timed training steps per setting and round."),
           rounds: int = typer.Option(3, "--rounds",
-                                     help="Rounds over one recipe's settings, timed in turn (evens out the machine's drift)."),
+                                     help="Rounds over one recipe's settings, and over the --checkpoints, timed in turn "
+                                          "(evens out the machine's drift)."),
           batch_size: int = typer.Option(32, "--batch-size"),
           epochs: int = typer.Option(6, "--epochs", help="Run length that a cache's one-off cost is spread over."),
           ema: float = typer.Option(0.998, "--ema", help="EMA decay updated each step, as in the DuEE recipe (0: off)."),
@@ -53,7 +54,7 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
           out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON here.")) -> None:
     """Training samples/s, inference texts/s, streaming memory on DuEE-length texts; decode + metrics time;
     with --ceilings, the most this machine's matrix products allow for each."""
-    from ..bench import (ceilings, checkpoint_throughput, decode_metrics_time, duee_texts, infer_throughput,
+    from ..bench import (ceilings, checkpoint_throughputs, decode_metrics_time, duee_texts, infer_throughput,
                          stream_predict_memory, train_throughputs)
     from ..export import ONNX_BATCH
     from ..io import atomic_write_json
@@ -116,14 +117,14 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                                          "texts": r["texts"], "tokens_per_text": r["tokens_per_text"],
                                                          "batch_size": 128 if engine == "torch" else ONNX_BATCH},
                                      "peak_rss_mib": r["peak_rss_mib"]})
-        for target in _items(checkpoints):
-            for engine in _items(engines):
-                r = checkpoint_throughput(target, engine, infer, threads)
-                rows.append({"figure": "infer_texts_per_s", "value": r["texts_per_s"],
-                             "settings": {"checkpoint": target, "threads": base["threads"], "engine": engine,
-                                          **{k: r[k] for k in ("model", "encoder_layers", "precision", "batch_size",
-                                                               "texts", "tokens_per_text")}},
-                             "peak_rss_mib": r["peak_rss_mib"]})
+        trained = [(target, engine) for target in _items(checkpoints) for engine in _items(engines)]
+        for (target, engine), r in zip(trained, checkpoint_throughputs(trained, infer, threads, rounds)):
+            rows.append({"figure": "infer_texts_per_s", "value": r["texts_per_s"],
+                         "settings": {"checkpoint": target, "threads": base["threads"], "engine": engine,
+                                      **{k: r[k] for k in ("model", "encoder_layers", "precision", "batch_size",
+                                                           "texts", "tokens_per_text", "rounds",
+                                                           "round_texts_per_s")}},
+                         "peak_rss_mib": r["peak_rss_mib"]})
         if stream_texts:
             engine = _items(engines)[-1]
             model = model_names[-1]
