@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("run", help="run or checkpoint folder with model.onnx / model.int8.onnx (hmtc export)")
     ap.add_argument("--engine", default="onnx-int8", choices=["onnx", "onnx-int8"])
     ap.add_argument("--texts", type=int, default=512)
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="batches run at once, one thread each (0: one per core)")
     args = ap.parse_args()
 
     import onnxruntime as ort

@@ -204,6 +204,12 @@ class _TrainSetting:
         return sum(map(len, self.timed)), tokens, time.perf_counter() - t0
 
 
+def _turns(n: int, r: int) -> range:
+    """The order of ``n`` settings in round ``r``: odd rounds reversed (ABBA), so a steady drift
+    in the machine's speed cancels."""
+    return range(n) if r % 2 == 0 else range(n - 1, -1, -1)
+
+
 def train_throughputs(settings: list[dict], texts: list[str], taxonomy: Taxonomy, encoder: str,
                       bf16: bool, batch_size: int = 32, steps: int = 20, warmup: int = 3, threads: int = 0,
                       epochs: int = 6, ema_decay: float = 0.998, rounds: int = 1) -> list[dict]:
@@ -225,9 +231,8 @@ def train_throughputs(settings: list[dict], texts: list[str], taxonomy: Taxonomy
                            s.get("freeze_layers", 0), s.get("encoder_options"), ema_decay, s.get("fast_dropout", False))
              for s in settings]
     rounds_out = []
-    for r in range(rounds):         # odd rounds in reverse order (ABBA), so a steady drift cancels
-        order = range(len(ready)) if r % 2 == 0 else range(len(ready) - 1, -1, -1)
-        timed = {i: ready[i].time_round() for i in order}
+    for r in range(rounds):
+        timed = {i: ready[i].time_round() for i in _turns(len(ready), r)}
         rounds_out.append([timed[i] for i in range(len(ready))])
     out = []
     for i, ts in enumerate(ready):
@@ -306,7 +311,7 @@ def checkpoint_throughputs(settings: list[tuple[str | Path, str]], texts: list[s
     loaded = [load_for_inference(folder, engine, threads) for folder, (_, engine) in zip(folders, settings)]
     timed: list[list[dict]] = [[] for _ in loaded]
     for r in range(rounds):
-        for i in range(len(loaded)) if r % 2 == 0 else range(len(loaded) - 1, -1, -1):
+        for i in _turns(len(loaded), r):
             timed[i].append(time_scores(loaded[i], texts))
     out = []
     for (_, engine), folder, ckpt, rs in zip(settings, folders, loaded, timed):
