@@ -1,6 +1,6 @@
 """Where a training step's time goes: torch.profiler over DuEE-length MSML steps (CPU).
 
-    python benchmarks/train_step_profile.py [--fast-dropout] [--steps 12]
+    python benchmarks/train_step_profile.py [--fast-dropout] [--freeze-layers 6] [--steps 12]
 
 Prints forward / backward / optimizer seconds, samples/s (under the profiler, so a little below
 ``hmtc bench``) and the operators with the most self time. Needs $HMTC_DATA (DuEE) and the
@@ -24,6 +24,8 @@ from hmtc.train import autocast
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fast-dropout", action="store_true", help="model.fast_dropout = true")
+    ap.add_argument("--freeze-layers", type=int, default=0,
+                    help="lower encoder layers frozen and cached, as train.cache_frozen does")
     ap.add_argument("--steps", type=int, default=12, help="profiled steps (after 3 warm-up steps)")
     ap.add_argument("--rows", type=int, default=15, help="operators listed")
     args = ap.parse_args()
@@ -31,7 +33,7 @@ def main() -> None:
     taxonomy = Taxonomy.load(Path(__file__).resolve().parents[1] / "taxonomies" / "duee.tax")
     # the bench's setting (model, AdamW, EMA, representative batches), warmed up; its step is
     # re-run here with a timer between forward, backward and the optimizer
-    ts = _TrainSetting("msml", "me5-small", duee_texts(0), taxonomy, True, 32, args.steps, 3, 2, 0, None,
+    ts = _TrainSetting("msml", "me5-small", duee_texts(0), taxonomy, True, 32, args.steps, 3, 2, args.freeze_layers, None,
                        0.998, args.fast_dropout)
     seconds = dict.fromkeys(("forward", "backward", "optimizer"), 0.0)
     n = 0
@@ -52,7 +54,7 @@ def main() -> None:
                 seconds[key] += dt
             n += len(b)
     total = sum(seconds.values())
-    print(f"fast_dropout={args.fast_dropout}: {n} samples in {total:.2f} s ({n / total:.1f} samples/s); "
+    print(f"fast_dropout={args.fast_dropout}, freeze_layers={args.freeze_layers}: {n} samples in {total:.2f} s ({n / total:.1f} samples/s); "
           + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
