@@ -66,11 +66,13 @@ def gemm_rate(m: int, k: int, n: int, dtype: str, seconds: float = 1.0) -> float
 
 
 def infer_gflops_per_text(model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy,
-                          layers: int = 0, batch_size: int = 128) -> tuple[float, float]:
+                          layers: int = 0, batch_size: int = 128, options: dict | None = None) -> tuple[float, float]:
     """Counted forward GFLOP per text of the model (``layers`` > 0: the encoder's lower
-    ``layers`` layers) over ``texts`` in length-sorted batches, and their tokens per text."""
+    ``layers`` layers; ``options``: its model options) over ``texts`` in length-sorted batches,
+    and their tokens per text."""
     from .train import build_model, predict_scores
-    cfg = _config(model_name, encoder, False, 1, encoder_options={"num_hidden_layers": layers} if layers else None)
+    cfg = _config(model_name, encoder, False, 1, encoder_options={"num_hidden_layers": layers} if layers else None,
+                  options=options)
     model, tok = build_model(cfg, taxonomy.compile())
     ids = tokenize(tok, texts, cfg["data"]["max_length"])
     with flop_counter() as fc, torch.no_grad():
@@ -109,11 +111,12 @@ def representative_batches(lengths, batch_size: int, steps: int, warmup: int = 3
 
 
 def _config(model: str, encoder: str, bf16: bool, threads: int, freeze_layers: int = 0,
-            encoder_options: dict | None = None, fast_dropout: bool = False) -> dict:
+            encoder_options: dict | None = None, fast_dropout: bool = False, options: dict | None = None) -> dict:
     cfg = copy.deepcopy(DEFAULTS)
     cfg["name"] = f"bench-{model}"
     cfg["model"].update(name=model, encoder=encoder, freeze_layers=freeze_layers,
                         encoder_options=encoder_options or {}, fast_dropout=fast_dropout)
+    cfg["model"]["options"] = {**cfg["model"].get("options", {}), **(options or {})}
     cfg["train"].update(bf16=bf16, threads=threads)
     return cfg
 
@@ -124,10 +127,10 @@ class _TrainSetting:
 
     def __init__(self, model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, bf16: bool,
                  batch_size: int, steps: int, warmup: int, threads: int, freeze_layers: int,
-                 encoder_options: dict | None, ema_decay: float, fast_dropout: bool):
+                 encoder_options: dict | None, ema_decay: float, fast_dropout: bool, options: dict | None = None):
         from .train import EMA, build_model, cache_lower_states
         torch.manual_seed(0)
-        cfg = _config(model_name, encoder, bf16, threads, freeze_layers, encoder_options, fast_dropout)
+        cfg = _config(model_name, encoder, bf16, threads, freeze_layers, encoder_options, fast_dropout, options)
         index = taxonomy.compile()
         self.model, tok = build_model(cfg, index)
         self.pad_id, self.bf16, self.freeze_layers = tok.pad_token_id or 0, bf16, freeze_layers
@@ -215,7 +218,7 @@ def train_throughputs(settings: list[dict], texts: list[str], taxonomy: Taxonomy
                       epochs: int = 6, ema_decay: float = 0.998, rounds: int = 1) -> list[dict]:
     """Samples/s of full training steps (forward, backward, clip, AdamW, EMA as in the DuEE
     recipe) for each of ``settings`` (dicts of ``model``, ``freeze_layers``, ``fast_dropout``,
-    optional ``encoder_options``), on batches of the trainer's length buckets that match the
+    optional ``encoder_options`` and model ``options``), on batches of the trainer's length buckets that match the
     texts' length profile (see ``representative_batches``).
 
     The settings are timed in turn, ``rounds`` times over (every other round in reverse order),
@@ -228,7 +231,8 @@ def train_throughputs(settings: list[dict], texts: list[str], taxonomy: Taxonomy
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     ready = [_TrainSetting(s["model"], encoder, texts, taxonomy, bf16, batch_size, steps, warmup, threads,
-                           s.get("freeze_layers", 0), s.get("encoder_options"), ema_decay, s.get("fast_dropout", False))
+                           s.get("freeze_layers", 0), s.get("encoder_options"), ema_decay, s.get("fast_dropout", False),
+                           s.get("options"))
              for s in settings]
     rounds_out = []
     for r in range(rounds):
@@ -251,15 +255,16 @@ def train_throughputs(settings: list[dict], texts: list[str], taxonomy: Taxonomy
 
 
 def bench_checkpoint(model_name: str, encoder: str, taxonomy: Taxonomy, bf16: bool, threads: int,
-                     folder: Path, engine: str = "torch", layers: int = 0):
+                     folder: Path, engine: str = "torch", layers: int = 0, options: dict | None = None):
     """A checkpoint of an untrained model in ``folder`` (exported for ONNX engines), loaded for
     ``engine``: inference speed does not depend on the weights' values. ``layers`` > 0 keeps the
-    encoder's lower ``layers`` layers only (``model.encoder_options.num_hidden_layers``)."""
+    encoder's lower ``layers`` layers only (``model.encoder_options.num_hidden_layers``);
+    ``options`` are the model's options (``model.options``)."""
     from .checkpoint import save_checkpoint
     from .export import export_onnx, load_for_inference
     from .train import build_model
     cfg = _config(model_name, encoder, bf16, threads,
-                  encoder_options={"num_hidden_layers": layers} if layers else None)
+                  encoder_options={"num_hidden_layers": layers} if layers else None, options=options)
     cfg["train"]["eval_batch_size"] = 128
     torch.manual_seed(0)
     model, tok = build_model(cfg, taxonomy.compile())
@@ -282,13 +287,15 @@ def time_scores(ckpt, texts: list[str], batch_size: int | None = None, bf16: boo
 
 
 def infer_throughput(model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, bf16: bool,
-                     batch_size: int = 128, threads: int = 0, engine: str = "torch", layers: int = 0) -> dict:
+                     batch_size: int = 128, threads: int = 0, engine: str = "torch", layers: int = 0,
+                     options: dict | None = None) -> dict:
     """:func:`time_scores` of an untrained model with ``engine`` (torch: batches of ``batch_size``;
     ONNX: its own); ``layers`` > 0: the encoder's lower ``layers`` layers only."""
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = bench_checkpoint(model_name, encoder, taxonomy, bf16, threads, Path(tmp) / "ckpt", engine, layers)
+        ckpt = bench_checkpoint(model_name, encoder, taxonomy, bf16, threads, Path(tmp) / "ckpt", engine, layers,
+                                options)
         return time_scores(ckpt, texts, batch_size if engine == "torch" else None, bf16)
 
 
@@ -335,7 +342,7 @@ def _sig(x: float, digits: int = 4) -> float:
 def ceilings(recipes: list[dict], infer_layers: list[int], infer_models: list[str], texts: list[str],
              infer_texts: list[str], taxonomy: Taxonomy, encoder: str, train_precisions: list[str],
              infer_precisions: list[str], batch_size: int = 32, steps: int = 12, epochs: int = 6,
-             infer_batch: int = 128, threads: int = 0) -> list[dict]:
+             infer_batch: int = 128, threads: int = 0, options: dict[str, dict] | None = None) -> list[dict]:
     """What this machine's matrix units allow at most: the sustained rate of the encoder's
     feed-forward product at the training and inference batch shapes (:func:`gemm_rate`), and for
     each training recipe (``recipes``: dicts of ``model``, ``freeze_layers``) and inference depth
@@ -343,7 +350,8 @@ def ceilings(recipes: list[dict], infer_layers: list[int], infer_models: list[st
     normalisation, activations, dropout, optimizer, tokenisation — took no time.
 
     A training ceiling counts a step's forward + backward per sample plus the frozen layers'
-    one-off cache pass spread over ``epochs``. Returns figure rows as ``hmtc bench`` prints them.
+    one-off cache pass spread over ``epochs``. ``options`` maps model names to their model
+    options. Returns figure rows as ``hmtc bench`` prints them.
     """
     from transformers import AutoConfig
 
@@ -353,6 +361,7 @@ def ceilings(recipes: list[dict], infer_layers: list[int], infer_models: list[st
     bert = AutoConfig.from_pretrained(resolve_encoder(encoder))
     h, i = bert.hidden_size, bert.intermediate_size
     rows: list[dict] = []
+    options = options or {}
 
     def rate(m: int, dtype: str, shape: str) -> float:
         v = gemm_rate(m, h, i, dtype)
@@ -363,7 +372,7 @@ def ceilings(recipes: list[dict], infer_layers: list[int], infer_models: list[st
     counted = []
     for r in recipes:                   # one setting alive at a time
         ts = _TrainSetting(r["model"], encoder, texts, taxonomy, True, batch_size, steps, 0, threads,
-                           r.get("freeze_layers", 0), None, 0.0, False)
+                           r.get("freeze_layers", 0), None, 0.0, False, options.get(r["model"]))
         counted.append((r, *ts.gflops_per_sample(), float(np.mean(ts.lengths))))
         del ts
     if counted:
@@ -377,8 +386,9 @@ def ceilings(recipes: list[dict], infer_layers: list[int], infer_models: list[st
                              "settings": {"model": r["model"], "freeze_layers": r.get("freeze_layers", 0),
                                           "precision": p, "gflops_per_sample": _sig(step),
                                           "cache_gflops_per_sample": _sig(cache), "epochs": epochs,
-                                          "tokens_per_sample": round(tokens, 1)}})
-    per_text = {(m, n): infer_gflops_per_text(m, encoder, infer_texts, taxonomy, n, infer_batch)
+                                          "tokens_per_sample": round(tokens, 1),
+                                          **({"options": options[r["model"]]} if r["model"] in options else {})}})
+    per_text = {(m, n): infer_gflops_per_text(m, encoder, infer_texts, taxonomy, n, infer_batch, options.get(m))
                 for m in infer_models for n in infer_layers}
     if per_text:
         tokens = next(iter(per_text.values()))[1]
@@ -388,7 +398,8 @@ def ceilings(recipes: list[dict], infer_layers: list[int], infer_models: list[st
             for p, v in infer_rate.items():
                 rows.append({"figure": "infer_ceiling_texts_per_s", "value": round(2 * v / gflops, 1),
                              "settings": {"model": m, "encoder_layers": n or "all", "precision": p,
-                                          "gflops_per_text": _sig(gflops), "tokens_per_text": round(tok, 1)}})
+                                          "gflops_per_text": _sig(gflops), "tokens_per_text": round(tok, 1),
+                                          **({"options": options[m]} if m in options else {})}})
     return rows
 
 
@@ -398,7 +409,8 @@ def _rss_mib() -> float:
 
 
 def stream_predict_memory(model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, n_texts: int,
-                          engine: str = "torch", chunk: int = 2048, threads: int = 0, bf16: bool = False) -> dict:
+                          engine: str = "torch", chunk: int = 2048, threads: int = 0, bf16: bool = False,
+                          options: dict | None = None) -> dict:
     """``hmtc predict``'s path over a JSONL of ``n_texts`` lines (texts repeated): resident memory
     after the first chunk and at the end, and texts/s, so flat memory shows as a small growth."""
     from .predict import predict_texts, read_texts
@@ -409,7 +421,8 @@ def stream_predict_memory(model_name: str, encoder: str, texts: list[str], taxon
         with open(src, "w", encoding="utf-8") as fh:
             for i in range(n_texts):
                 fh.write(json.dumps({"text": texts[i % len(texts)]}, ensure_ascii=False) + "\n")
-        ckpt = bench_checkpoint(model_name, encoder, taxonomy, bf16, threads, Path(tmp) / "ckpt", engine)
+        ckpt = bench_checkpoint(model_name, encoder, taxonomy, bf16, threads, Path(tmp) / "ckpt", engine,
+                                options=options)
         rss_first, n = None, 0
         t0 = time.perf_counter()
         with open(Path(tmp) / "out.jsonl", "w", encoding="utf-8") as out:

@@ -144,11 +144,12 @@ def test_onnx_export_scores_like_torch(run_config, tmp_path):
         assert len(rates) == 3 and min(rates) - 0.1 <= f["value"] <= max(rates) + 0.1
 
 
-@pytest.mark.parametrize("kernels", [[3, 5, 7], [1, 3], [2, 4]])
-def test_tower_taps_as_one_matrix_product_equal_its_convolutions(kernels):
+@pytest.mark.parametrize("kernels,conv_dim", [([3, 5, 7], None), ([1, 3], None), ([2, 4], None), ([3, 5, 7], 6)])
+def test_tower_taps_as_one_matrix_product_equal_its_convolutions(kernels, conv_dim):
     from hmtc.models.msml import TextCNNTower
     torch.manual_seed(0)
-    tower = TextCNNTower(16, kernels, 8, 12, 0.0).eval()
+    tower = TextCNNTower(16, kernels, 8, 12, 0.0, conv_dim).eval()
+    assert all(c.in_channels == (conv_dim or 16) for c in tower.convs)
     states = torch.randn(3, 9, 16)
     mask = torch.ones(3, 9, dtype=torch.long)
     mask[1, 5:], mask[2, 2:] = 0, 0
@@ -391,5 +392,23 @@ def test_bench_prints_ceilings_without_timing(tiny_encoder, tmp_path, monkeypatc
     figures = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))["figures"]
     assert {f["figure"] for f in figures} == {"gemm_gmacs_per_s", "train_ceiling_samples_per_s", "infer_ceiling_texts_per_s"}
     assert {f["settings"]["precision"] for f in figures if f["figure"] == "infer_ceiling_texts_per_s"} == {"bf16", "fp32", "int8"}
+    # --msml-options reach every MSML the bench builds: narrower convolutions count fewer FLOPs
+    r = CliRunner().invoke(app, ["bench", "--encoder", str(tiny_encoder), "--skip-train", "--skip-infer", "--ceilings",
+                                 "--models", "msml", "--freeze-layers", "0", "--infer-layers", "1", "--engines", "torch",
+                                 "--steps", "2", "--train-texts", "200", "--infer-texts", "32", "--stream-texts", "0",
+                                 "--metrics-samples", "0", "--threads", "1", "--json",
+                                 "--msml-options", '{"conv_dim": 4}'], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    narrow = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))["figures"]
+
+    def gflops(rows, figure, key):
+        return next(f["settings"][key] for f in rows if f["figure"] == figure)
+    assert gflops(narrow, "train_ceiling_samples_per_s", "gflops_per_sample") < \
+        gflops(figures, "train_ceiling_samples_per_s", "gflops_per_sample")
+    assert gflops(narrow, "infer_ceiling_texts_per_s", "gflops_per_text") < \
+        gflops(figures, "infer_ceiling_texts_per_s", "gflops_per_text")
+    assert gflops(narrow, "train_ceiling_samples_per_s", "options") == {"conv_dim": 4}
     r = CliRunner().invoke(app, ["bench", "--engines", "torch,onnx-x", "--skip-train", "--skip-infer"])
     assert r.exit_code != 0 and "onnx-x" in r.output
+    r = CliRunner().invoke(app, ["bench", "--msml-options", "conv_dim=4", "--skip-train", "--skip-infer"])
+    assert r.exit_code != 0 and "--msml-options" in r.output and "JSON" in r.output

@@ -22,6 +22,9 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                      help="Training recipes: 0 = all layers train; N > 0 = lower N frozen and cached."),
           dropouts: str = typer.Option("torch,fast", "--dropout",
                                        help="Training dropout: torch's own and/or fast (model.fast_dropout)."),
+          msml_options: str = typer.Option("", "--msml-options",
+                                           help='MSML options as JSON, e.g. \'{"conv_dim": 128}\' (default: '
+                                                "MSMLConfig's)."),
           engines: str = typer.Option("torch,onnx-int8", "--engines", help="Inference engines: torch, onnx, onnx-int8."),
           encoder: str = typer.Option("me5-small", "--encoder", help="Encoder name, folder or hub id."),
           infer_layers: str = typer.Option("0,6,4", "--infer-layers",
@@ -71,6 +74,13 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
     if unknown := set(_items(engines)) - set(by_engine):
         raise typer.BadParameter(f"unknown engine(s) {', '.join(sorted(unknown))}; use torch, onnx, onnx-int8",
                                  param_hint="--engines")
+    try:
+        msml_opts = json.loads(msml_options) if msml_options else {}
+    except json.JSONDecodeError as e:
+        raise typer.BadParameter(f"not JSON: {e}", param_hint="--msml-options") from None
+    if not isinstance(msml_opts, dict):
+        raise typer.BadParameter("give a JSON object of MSMLConfig fields", param_hint="--msml-options")
+    options = {"msml": msml_opts} if msml_opts else {}       # per model; flat keeps its defaults
     base = {"encoder": encoder, "threads": threads or "all"}
     rows: list[dict] = []
     if not skip_train:
@@ -79,7 +89,8 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                 # every model × dropout of this recipe, timed in turn for `rounds` rounds: the
                 # machine's drift then hits them alike and the ratios compare like with like
                 grid = [(model, drop) for drop in _items(dropouts) for model in model_names]
-                results = train_throughputs([{"model": m, "freeze_layers": k, "fast_dropout": d == "fast"} for m, d in grid],
+                results = train_throughputs([{"model": m, "freeze_layers": k, "fast_dropout": d == "fast",
+                                              "options": options.get(m)} for m, d in grid],
                                             texts, taxonomy, encoder, prec == "bf16", batch_size, steps, threads=threads,
                                             epochs=epochs, ema_decay=ema, rounds=rounds)
                 by_setting = dict(zip(grid, results))
@@ -90,6 +101,8 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                        "round_samples_per_s": r["round_samples_per_s"],
                                        "tokens_per_sample": r["tokens_per_sample"],
                                        "data_tokens_per_sample": r["data_tokens_per_sample"]}
+                    if model in options:
+                        settings["options"] = options[model]
                     rows.append({"figure": "train_samples_per_s", "value": r["samples_per_s"], "settings": settings,
                                  "peak_rss_mib": r["peak_rss_mib"]})
                     if k:
@@ -103,6 +116,7 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                  "value": round(flat["samples_per_s"] / msml["samples_per_s"], 3),
                                  "settings": base | {"precision": prec, "freeze_layers": k, "cached": bool(k),
                                                      "dropout": drop, "rounds": rounds,
+                                                     "msml_options": msml_opts,
                                                      "round_ratios": [round(x, 3) for x in per_round]}})
     if not skip_infer:
         for engine in _items(engines):
@@ -110,12 +124,13 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                 for layers in (int(x) for x in _items(infer_layers)):
                     for model in model_names:
                         r = infer_throughput(model, encoder, infer, taxonomy, prec == "bf16",
-                                             threads=threads, engine=engine, layers=layers)
+                                             threads=threads, engine=engine, layers=layers, options=options.get(model))
                         rows.append({"figure": "infer_texts_per_s", "value": r["texts_per_s"],
                                      "settings": base | {"model": model, "engine": engine, "precision": prec,
                                                          "encoder_layers": layers or "all",
                                                          "texts": r["texts"], "tokens_per_text": r["tokens_per_text"],
-                                                         "batch_size": 128 if engine == "torch" else ONNX_BATCH},
+                                                         "batch_size": 128 if engine == "torch" else ONNX_BATCH,
+                                                         **({"options": options[model]} if model in options else {})},
                                      "peak_rss_mib": r["peak_rss_mib"]})
         trained = [(target, engine) for target in _items(checkpoints) for engine in _items(engines)]
         for (target, engine), r in zip(trained, checkpoint_throughputs(trained, infer, threads, rounds)):
@@ -129,7 +144,8 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
             engine = _items(engines)[-1]
             model = model_names[-1]
             r = stream_predict_memory(model, encoder, infer, taxonomy, stream_texts, engine,
-                                      threads=threads, bf16=engine == "torch" and "bf16" in precs)
+                                      threads=threads, bf16=engine == "torch" and "bf16" in precs,
+                                      options=options.get(model))
             rows.append({"figure": "predict_stream_rss_growth_mib", "value": r["growth_mib"],
                          "settings": base | {"model": model, "engine": engine, "jsonl_lines": r["texts"],
                                              "chunk": r["chunk"], "texts_per_s": r["texts_per_s"],
@@ -139,7 +155,7 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
         recipes = [{"model": m, "freeze_layers": int(k)} for k in _items(freeze) for m in model_names]
         infer_precs = list(dict.fromkeys(p for e in _items(engines) for p in by_engine[e]))
         rows += ceilings(recipes, [int(x) for x in _items(infer_layers)], model_names, texts, infer, taxonomy,
-                         encoder, precs, infer_precs, batch_size, steps, epochs, threads=threads)
+                         encoder, precs, infer_precs, batch_size, steps, epochs, threads=threads, options=options)
     if metrics_samples:
         r = decode_metrics_time(metrics_samples)
         rows.append({"figure": "decode_plus_metrics_seconds", "value": r["total_seconds"],

@@ -3,7 +3,8 @@
 For token states ``H`` (B, T, d) from the encoder (a learned mix of chosen layers):
 
     t_l = Tower_l(H)                            multi-scale TextCNN, kernels K_l (wider above)
-        = GELU(W_l [maxpool_T GELU(conv_k(H)) for k in K_l ; meanpool_T(H)])
+        = GELU(W_l [maxpool_T GELU(conv_k(R_l H)) for k in K_l ; meanpool_T(H)])
+                                                R_l: a linear map to conv_dim channels, or none
     h_1 = t_1
     m_l = h_{l-1} + E_{l-1} σ(z_{l-1})          level l-1's state plus its predicted labels
     g_l = σ(W_g^l [t_l ; m_l] + b_g^l)          hierarchical gate (l > 1)
@@ -48,6 +49,7 @@ class MSMLConfig:
     kernels: list[list[int]] | None = None   # per level; None: default_kernels(depth)
     filters: int = 128                       # channels per kernel size
     tower_dim: int = 384
+    conv_dim: int | None = None              # token states mapped to this width before the convolutions
     dropout: float = 0.1
     loss: str = "zlpr"
     loss_options: dict = field(default_factory=dict)  # keyword options of the loss (build_loss)
@@ -69,9 +71,12 @@ class TextCNNTower(nn.Module):
 
     matmul_taps = False
 
-    def __init__(self, hidden: int, kernels: Sequence[int], filters: int, out_dim: int, dropout: float):
+    def __init__(self, hidden: int, kernels: Sequence[int], filters: int, out_dim: int, dropout: float,
+                 conv_dim: int | None = None):
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv1d(hidden, filters, k, padding=k // 2) for k in kernels)
+        # a narrower input cuts the convolutions' cost by hidden / conv_dim (they read every token)
+        self.reduce = nn.Linear(hidden, conv_dim) if conv_dim else None
+        self.convs = nn.ModuleList(nn.Conv1d(conv_dim or hidden, filters, k, padding=k // 2) for k in kernels)
         self.proj = nn.Linear(filters * len(kernels) + hidden, out_dim)
         self.dropout = nn.Dropout(dropout)
 
@@ -89,8 +94,9 @@ class TextCNNTower(nn.Module):
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         pad = ~mask.bool()[:, None, :]
+        x = states if self.reduce is None else self.reduce(states)
         # pad states are zeroed so a text's features do not depend on its batch's padding
-        x = states.transpose(1, 2).masked_fill(pad, 0.0)        # (B, d, T)
+        x = x.transpose(1, 2).masked_fill(pad, 0.0)             # (B, d, T)
         t = states.shape[1]
         if self.matmul_taps:
             feats = [F.gelu(y).masked_fill(pad.transpose(1, 2), float("-inf")).amax(1)
@@ -140,7 +146,8 @@ class MSMLModel(EncoderModel):
         if len(kernels) < len(sizes):       # a deeper taxonomy than configured: reuse the last
             kernels = list(kernels) + [kernels[-1]] * (len(sizes) - len(kernels))
         d = config.tower_dim
-        self.towers = nn.ModuleList(TextCNNTower(encoder.hidden_size, k, config.filters, d, config.dropout)
+        self.towers = nn.ModuleList(TextCNNTower(encoder.hidden_size, k, config.filters, d, config.dropout,
+                                                 config.conv_dim)
                                     for k in kernels[: len(sizes)])
         self.gates = nn.ModuleList(HierarchicalGate(d, n_prev, config.label_feedback) for n_prev in sizes[:-1])
         self.dropout = nn.Dropout(config.dropout)
