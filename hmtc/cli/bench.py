@@ -18,7 +18,7 @@ def _items(text: str) -> list[str]:
 
 def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separated model names."),
           precisions: str = typer.Option("bf16", "--precision", help="Training/torch-inference precisions: fp32 and/or bf16."),
-          freeze: str = typer.Option("0,4,6", "--freeze-layers",
+          freeze: str = typer.Option("0,8", "--freeze-layers",
                                      help="Training recipes: 0 = all layers train; N > 0 = lower N frozen and cached."),
           dropouts: str = typer.Option("torch,fast", "--dropout",
                                        help="Training dropout: torch's own and/or fast (model.fast_dropout)."),
