@@ -33,8 +33,8 @@ def main() -> None:
     taxonomy = Taxonomy.load(Path(__file__).resolve().parents[1] / "taxonomies" / "duee.tax")
     # the bench's setting (model, AdamW, EMA, representative batches), warmed up; its step is
     # re-run here with a timer between forward, backward and the optimizer
-    ts = _TrainSetting("msml", "me5-small", duee_texts(0), taxonomy, True, 32, args.steps, 3, 2, args.freeze_layers, None,
-                       0.998, args.fast_dropout)
+    ts = _TrainSetting("msml", "me5-small", duee_texts(0), taxonomy, True, 32, args.steps, 3, 2,
+                       args.freeze_layers, None, 0.998, args.fast_dropout)
     seconds = dict.fromkeys(("forward", "backward", "optimizer"), 0.0)
     n = 0
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -54,7 +54,8 @@ def main() -> None:
                 seconds[key] += dt
             n += len(b)
     total = sum(seconds.values())
-    print(f"fast_dropout={args.fast_dropout}, freeze_layers={args.freeze_layers}: {n} samples in {total:.2f} s ({n / total:.1f} samples/s); "
+    print(f"fast_dropout={args.fast_dropout}, freeze_layers={args.freeze_layers}: {n} samples in {total:.2f} s "
+          f"({n / total:.1f} samples/s); "
           + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 

@@ -218,8 +218,8 @@ def train_throughputs(settings: list[dict], texts: list[str], taxonomy: Taxonomy
                       epochs: int = 6, ema_decay: float = 0.998, rounds: int = 1) -> list[dict]:
     """Samples/s of full training steps (forward, backward, clip, AdamW, EMA as in the DuEE
     recipe) for each of ``settings`` (dicts of ``model``, ``freeze_layers``, ``fast_dropout``,
-    optional ``encoder_options`` and model ``options``), on batches of the trainer's length buckets that match the
-    texts' length profile (see ``representative_batches``).
+    optional ``encoder_options`` and model ``options``), on batches of the trainer's length
+    buckets that match the texts' length profile (see ``representative_batches``).
 
     The settings are timed in turn, ``rounds`` times over (every other round in reverse order),
     so that drifts in the machine's speed hit all of them alike; each result keeps its per-round
