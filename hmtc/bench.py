@@ -386,8 +386,7 @@ def ceilings(recipes: list[dict], infer_layers: list[int], infer_models: list[st
                              "settings": {"model": r["model"], "freeze_layers": r.get("freeze_layers", 0),
                                           "precision": p, "gflops_per_sample": _sig(step),
                                           "cache_gflops_per_sample": _sig(cache), "epochs": epochs,
-                                          "tokens_per_sample": round(tokens, 1),
-                                          **({"options": options[r["model"]]} if r["model"] in options else {})}})
+                                          "tokens_per_sample": round(tokens, 1), "options": options.get(r["model"], {})}})
     per_text = {(m, n): infer_gflops_per_text(m, encoder, infer_texts, taxonomy, n, infer_batch, options.get(m))
                 for m in infer_models for n in infer_layers}
     if per_text:
@@ -399,7 +398,7 @@ def ceilings(recipes: list[dict], infer_layers: list[int], infer_models: list[st
                 rows.append({"figure": "infer_ceiling_texts_per_s", "value": round(2 * v / gflops, 1),
                              "settings": {"model": m, "encoder_layers": n or "all", "precision": p,
                                           "gflops_per_text": _sig(gflops), "tokens_per_text": round(tok, 1),
-                                          **({"options": options[m]} if m in options else {})}})
+                                          "options": options.get(m, {})}})
     return rows
 
 

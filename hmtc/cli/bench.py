@@ -100,9 +100,8 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                        "steps": steps, "rounds": rounds, "ema": ema,
                                        "round_samples_per_s": r["round_samples_per_s"],
                                        "tokens_per_sample": r["tokens_per_sample"],
-                                       "data_tokens_per_sample": r["data_tokens_per_sample"]}
-                    if model in options:
-                        settings["options"] = options[model]
+                                       "data_tokens_per_sample": r["data_tokens_per_sample"],
+                                       "options": options.get(model, {})}
                     rows.append({"figure": "train_samples_per_s", "value": r["samples_per_s"], "settings": settings,
                                  "peak_rss_mib": r["peak_rss_mib"]})
                     if k:
@@ -130,7 +129,7 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                                          "encoder_layers": layers or "all",
                                                          "texts": r["texts"], "tokens_per_text": r["tokens_per_text"],
                                                          "batch_size": 128 if engine == "torch" else ONNX_BATCH,
-                                                         **({"options": options[model]} if model in options else {})},
+                                                         "options": options.get(model, {})},
                                      "peak_rss_mib": r["peak_rss_mib"]})
         trained = [(target, engine) for target in _items(checkpoints) for engine in _items(engines)]
         for (target, engine), r in zip(trained, checkpoint_throughputs(trained, infer, threads, rounds)):
