@@ -1,7 +1,13 @@
 """Run configuration: a TOML file with [data], [model], [train] and [decode] tables.
 
+A config may start with ``base = "other.toml"`` (a path relative to the config's own folder):
+the base is read first (itself possibly with a base; a cycle is an error) and the config's own
+keys are merged over it, tables key by key, so a variant states only what differs. ``name`` is
+never inherited: a config's name is its own ``name`` or its file's stem.
+
 Command-line ``--set section.key=value`` overrides any key (the value is read as TOML, so
-``--set train.lr=1e-4`` is a float and ``--set model.kernels=[[3,5],[2]]`` a list).
+``--set train.lr=1e-4`` is a float and ``--set model.kernels=[[3,5],[2]]`` a list);
+``--set name=...`` renames the run.
 """
 
 from __future__ import annotations
@@ -66,12 +72,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "metric": "micro_f1",
         "bf16": False,              # CPU/GPU autocast
         "seed": 42,
+        "seeds": [],                # several seeds: one run each under <out>/seed-<n>, plus a mean record
         "threads": 0,               # torch threads (0: all cores)
         "device": "auto",           # auto | cpu | cuda
         "eval_batch_size": 128,
         "bucket_size": 50,          # batches per length bucket
         "output_dir": "runs",
-        "record_dir": "experiments/records",
+        # run records (one JSON per run, keyed by the run folder under output_dir); experiments/
+        # configs set "experiments/records", so a plain run never touches the tracked records
+        "record_dir": "runs/records",
     },
     "decode": {
         "method": "best",           # best | top-down | closure
@@ -98,17 +107,49 @@ def _merge(base: dict, extra: dict, where: str) -> dict:
     return out
 
 
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """The TOML at ``path`` with its ``base`` chain merged under it (``name`` not inherited)."""
+    key = path.resolve()
+    if key in chain:
+        cycle = " -> ".join(p.name for p in (*chain, key))
+        raise ConfigError(f"base configs form a cycle: {cycle}", chain[-1])
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        where = f"base of {chain[-1]}: " if chain else ""
+        raise ConfigError(f"{where}config file not found", path) from None
+    except IsADirectoryError:
+        raise ConfigError("a folder, not a config file", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", path) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"invalid TOML: {e}", path) from None
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"base must be a config file name, not {base!r}", path)
+    inherited = _read(path.parent / base, (*chain, key))
+    inherited.pop("name", None)
+    return _deep_merge(inherited, raw)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> dict:
-    """Defaults, then the TOML file, then ``section.key=value`` overrides."""
+    """Defaults, then the TOML file (over its ``base`` chain), then ``section.key=value`` overrides."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("config file not found", path) from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"invalid TOML: {e}", path) from None
+        raw = _read(path)
         name = raw.pop("name", None)
         try:
             cfg = _merge(cfg, raw, "")
@@ -118,12 +159,15 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     for item in overrides or []:
         key, sep, value = item.partition("=")
         parts = key.strip().split(".")
-        if not sep or len(parts) < 2:
-            raise ConfigError(f"override {item!r} is not section.key=value")
+        if not sep or (len(parts) < 2 and parts != ["name"]):
+            raise ConfigError(f"override {item!r} is not section.key=value (or name=value)")
         try:
             parsed = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             parsed = value                      # a bare word is a string
+        if parts == ["name"]:
+            cfg["name"] = str(parsed)
+            continue
         node: dict = {}
         leaf = node
         for p in parts[:-1]:
@@ -131,4 +175,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         leaf[parts[-1]] = parsed
         cfg = _merge(cfg, node, "")
     cfg.setdefault("name", "run")
+    check_run_name(cfg["name"])
     return cfg
+
+
+def check_run_name(name: str) -> None:
+    """A run name becomes a folder and a record file: it may not escape them."""
+    p = Path(name)
+    if not name or p.is_absolute() or ".." in p.parts or "\\" in name:
+        raise ConfigError(f"run name {name!r} must be a relative name without '..'")

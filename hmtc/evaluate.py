@@ -16,7 +16,7 @@ from .decode import decode, tune_global_threshold, tune_label_thresholds
 from .errors import HmtcError
 from .io import atomic_write_bytes, atomic_write_json
 from .metrics import evaluate
-from .record import git_commit, machine_info, now
+from .record import check_record_free, git_commit, machine_info, now, record_path, run_key, write_record
 from .train import pick_device, prepare, progress_bar
 
 SUMMARY_KEYS = ("micro_f1", "macro_f1", "leaf_micro_f1", "leaf_macro_f1", "hier_f1", "c_micro_f1",
@@ -34,19 +34,23 @@ def locate(target: str | Path) -> tuple[Path, Path]:
 
 
 def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool = False,
-                 command: str | None = None, engine: str = "torch") -> dict:
+                 command: str | None = None, engine: str = "torch", overwrite: bool = False) -> dict:
     """Evaluate; writes ``metrics.json`` and ``test_scores.npz`` in the run folder, ``decode.json``
     in the checkpoint, and the run record under the config's ``record_dir``.
 
     Another ``engine`` (``onnx``, ``onnx-int8``: :mod:`hmtc.export`) scores the same texts with
     the exported graph and writes ``metrics.<engine>.json`` and the record ``<name>.<engine>.json``,
-    leaving the torch results and ``decode.json`` alone.
+    leaving the torch results and ``decode.json`` alone. The record is keyed by the run folder
+    (:func:`hmtc.record.run_key`); an existing record is replaced only with ``overwrite``, and
+    that is checked before any scoring.
     """
     from .export import load_for_inference
     console = console or Console(stderr=True)
     run_dir, ckpt_dir = locate(target)
     ckpt = load_for_inference(ckpt_dir, engine)
     cfg = ckpt.config
+    suffix = "" if engine == "torch" else f".{engine}"
+    check_record_free(record_path(cfg, run_dir, suffix), overwrite)
     torch.set_num_threads(cfg["train"]["threads"] or os.cpu_count() or 1)
     device = pick_device(cfg["train"].get("device", "auto"))
     if ckpt.model is not None:
@@ -84,12 +88,11 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
                "inference": {"texts": n_infer, "seconds": round(infer_seconds, 2),
                              "texts_per_s": round(n_infer / max(infer_seconds, 1e-9), 1), "device": str(device),
                              "engine": engine}}
-    suffix = "" if engine == "torch" else f".{engine}"
     if engine == "torch":
         atomic_write_json(ckpt_dir / "decode.json", decode_cfg)
     atomic_write_json(run_dir / f"metrics{suffix}.json", metrics)
     _save_scores(run_dir / f"test_scores{suffix}.npz", scores[eval_split], gold, decoded)
-    record = _record(run_dir, cfg, metrics, command, suffix)
+    record = _record(run_dir, cfg, metrics, command, suffix, overwrite)
     if record is not None:
         metrics["record"] = str(record)
     return metrics
@@ -102,18 +105,26 @@ def _save_scores(path: Path, scores: np.ndarray, gold: np.ndarray, pred: np.ndar
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, suffix: str = "") -> Path | None:
-    """One JSON per run under ``train.record_dir``: config, command, commit, seed, time, machine."""
+def _record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, suffix: str = "",
+            overwrite: bool = False) -> Path | None:
+    """Write the run's record under ``train.record_dir``; its path, or None when that is empty."""
+    path = record_path(cfg, run_dir, suffix)
+    if path is None:
+        return None
+    write_record(path, build_record(run_dir, cfg, metrics, command, suffix), overwrite)
+    return path
+
+
+def build_record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, suffix: str = "") -> dict:
+    """One run's record: config, command, commit, seed, time, machine and the test metrics."""
     run_meta_path = run_dir / "run.json"
     run_meta = json.loads(run_meta_path.read_text(encoding="utf-8")) if run_meta_path.is_file() else {}
     state_path = run_dir / "last" / "train_state.json"
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
-    record_dir = cfg["train"].get("record_dir")
-    if not record_dir:
-        return None
     test = metrics["test"]
-    rec = {
-        "name": cfg["name"] + suffix, "dataset": cfg["data"]["dataset"], "model": cfg["model"]["name"],
+    return {
+        "name": run_key(run_dir, cfg["train"]["output_dir"]) + suffix, "config_name": cfg["name"],
+        "dataset": cfg["data"]["dataset"], "model": cfg["model"]["name"],
         "encoder": cfg["model"]["encoder"], "seed": cfg["train"]["seed"],
         "command": run_meta.get("command"), "eval_command": command,
         "git_commit": run_meta.get("git_commit"), "eval_git_commit": git_commit(),
@@ -128,6 +139,3 @@ def _record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, suffix
         "inference": metrics["inference"], "history": state.get("history", []), "config": cfg,
         "run_dir": str(run_dir),
     }
-    path = Path(record_dir) / f"{cfg['name']}{suffix}.json"
-    atomic_write_json(path, rec)
-    return path

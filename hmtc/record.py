@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
+from .errors import HmtcError
+from .io import atomic_write_json
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -55,3 +60,95 @@ def command_line() -> str:
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# ---- record identity ------------------------------------------------------------------------
+def run_key(run_dir: str | Path, output_dir: str | Path) -> str:
+    """A run's identity: its folder relative to ``output_dir`` (``duee-msml``,
+    ``duee-msml/seed-43``), or the folder's own name when it lies elsewhere."""
+    run_dir = Path(run_dir).resolve()
+    try:
+        key = run_dir.relative_to(Path(output_dir).resolve()).as_posix()
+    except ValueError:
+        key = run_dir.name
+    return key if key not in ("", ".") else run_dir.name
+
+
+def record_path(cfg: dict, run_dir: str | Path, suffix: str = "") -> Path | None:
+    """Where the record of the run in ``run_dir`` goes (None when ``train.record_dir`` is empty)."""
+    record_dir = cfg["train"].get("record_dir")
+    if not record_dir:
+        return None
+    return Path(record_dir) / f"{run_key(run_dir, cfg['train']['output_dir'])}{suffix}.json"
+
+
+def check_record_free(path: Path | None, overwrite: bool) -> None:
+    """Refuse, before any work, a run whose record exists (unless ``overwrite``)."""
+    if path is not None and path.exists() and not overwrite:
+        raise HmtcError("a record of this run exists; pass --overwrite to replace it, or give the run "
+                        "another name (--set name=...) or folder (--out)", path)
+
+
+def write_record(path: Path, record: dict, overwrite: bool = False) -> None:
+    """Write a record atomically; without ``overwrite`` an existing record is never replaced,
+    even by a writer that raced this one (the final step is a hard link, which fails on a clash)."""
+    if overwrite:
+        atomic_write_json(path, record)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        raise HmtcError("a record of this run exists; pass --overwrite to replace it", path) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+# ---- seed aggregates ------------------------------------------------------------------------
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1 in the denominator; 0 for a single value)."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def aggregate_records(records: list[dict]) -> dict:
+    """The mean record of one configuration's seeds.
+
+    Every number in the seeds' ``metrics`` (and each level's ``micro_f1`` / ``macro_f1``) becomes
+    its mean across seeds in ``metrics``, its sample standard deviation in ``metrics_std`` and
+    its per-seed values in ``per_seed``; ``n`` counts the seeds. The seeds' records are kept
+    whole under ``seed_records``.
+    """
+    if not records:
+        raise ValueError("no records to aggregate")
+    keys = [k for k, v in records[0]["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    mean, std, per_seed = {}, {}, {}
+    for k in keys:
+        vals = [r["metrics"][k] for r in records]
+        per_seed[k] = vals
+        mean[k], std[k] = mean_std(vals)
+    levels_mean, levels_std = [], []
+    for i, lv in enumerate(records[0]["metrics"].get("per_level", [])):
+        m, s = {"level": lv["level"]}, {"level": lv["level"]}
+        for k in ("micro_f1", "macro_f1"):
+            vals = [r["metrics"]["per_level"][i][k] for r in records]
+            per_seed[f"L{lv['level']}_{k}"] = vals
+            m[k], s[k] = mean_std(vals)
+        levels_mean.append(m)
+        levels_std.append(s)
+    mean["per_level"], std["per_level"] = levels_mean, levels_std
+    first = records[0]
+    train_seconds = [r.get("train_seconds") or 0.0 for r in records]
+    return {
+        "aggregate": True, "n": len(records), "seeds": [r.get("seed") for r in records],
+        "dataset": first.get("dataset"), "model": first.get("model"), "encoder": first.get("encoder"),
+        "metrics": mean, "metrics_std": std, "per_seed": per_seed,
+        "train_seconds": round(float(np.mean(train_seconds)), 1),
+        "git_commits": sorted({r.get("git_commit") or "unknown" for r in records}),
+        "machine": first.get("machine"), "seed_records": records,
+    }

@@ -191,7 +191,7 @@ def test_tfidf_through_the_cli(tfidf_config, tmp_path):
     assert files == {"tfidf.safetensors", "vocabulary.json", "tfidf.json", "taxonomy.tax", "labels.json",
                      "checkpoint.json", "train_state.json"}
 
-    r = invoke("eval", run, "--json", "--quiet")
+    r = invoke("eval", run, "--json", "--quiet", "--overwrite")
     assert json.loads(r.stdout)["test"]["micro_f1"] == pytest.approx(metrics["test"]["micro_f1"])
     r = invoke("predict", run, "meow kitten here", "oak leaf today")
     rows = [json.loads(line) for line in r.stdout.splitlines()]

@@ -59,7 +59,7 @@ def test_cli_train_eval_predict(run_config, tmp_path):
         assert record[key] is not None, key
     assert (run / "best" / "decode.json").is_file()
 
-    r = invoke("eval", run, "--json", "--quiet")
+    r = invoke("eval", run, "--json", "--quiet", "--overwrite")
     assert json.loads(r.stdout)["test"]["micro_f1"] == pytest.approx(metrics["test"]["micro_f1"])
 
     r = invoke("predict", run, "meow kitten here", "oak leaf today")

@@ -16,35 +16,54 @@ err = Console(stderr=True)
 
 def train(config: Path = typer.Argument(..., help="Run config (TOML); see experiments/."),
           set_: Optional[list[str]] = typer.Option(None, "--set", "-s",
-                                                   help="Override a key: section.key=value (TOML value). Repeatable."),
+                                                   help="Override a key: section.key=value (TOML value), or name=... Repeatable."),
+          seeds: Optional[str] = typer.Option(None, "--seeds", help="Train and evaluate once per seed (e.g. 42,43,44) "
+                                              "into <out>/seed-<n>/, then write the mean ± std record."),
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: <train.output_dir>/<name>)."),
-          resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+          resume: bool = typer.Option(False, "--resume", help="Continue the run (or the seeds) from the last checkpoint."),
+          overwrite: bool = typer.Option(False, "--overwrite", help="Replace this run's existing record."),
           stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after N epochs of this process (resume later)."),
           no_eval: bool = typer.Option(False, "--no-eval", help="Skip the evaluation after training."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
-    """Train a model from a config, then evaluate it (metrics.json + a record in experiments/)."""
+    """Train a model from a config, then evaluate it (metrics.json + a record).
+
+    Example: hmtc train experiments/duee-msml.toml --seeds 42,43,44 --set train.epochs=3
+    """
     from ..config import load_config
     from ..evaluate import evaluate_run
+    from ..record import check_record_free, record_path
+    from ..seeds import parse_seeds, train_seeds
     from ..train import Trainer
     cfg = load_config(config, set_)
-    trainer = Trainer(cfg, out, resume=resume, stop_after_epochs=stop_after, console=err, quiet=quiet)
-    run_dir = trainer.fit()
+    seed_list = parse_seeds(seeds) if seeds is not None else parse_seeds(cfg["train"]["seeds"])
+    if seed_list:
+        agg = train_seeds(cfg, seed_list, out, resume=resume, overwrite=overwrite, stop_after_epochs=stop_after,
+                          no_eval=no_eval, console=err, quiet=quiet)
+        if agg is not None:
+            _show_seeds(agg)
+        return
+    run_dir = out or Path(cfg["train"]["output_dir"]) / cfg["name"]
+    if not no_eval:
+        check_record_free(record_path(cfg, run_dir), overwrite)
+    trainer = Trainer(cfg, run_dir, resume=resume, stop_after_epochs=stop_after, console=err, quiet=quiet)
+    trainer.fit()
     if not trainer.dist_.is_main:
         return                           # other ranks of a torchrun job: rank 0 evaluates
     if no_eval or trainer.state_["epoch"] < cfg["train"]["epochs"]:
         err.print(f"run folder: {run_dir}")
         return
-    _show(evaluate_run(run_dir, err, quiet))
+    _show(evaluate_run(run_dir, err, quiet, overwrite=overwrite))
 
 
 def eval_(target: Path = typer.Argument(..., help="Run folder (uses best/) or checkpoint folder."),
           as_json: bool = typer.Option(False, "--json", help="Print every figure as JSON."),
           engine: str = typer.Option("torch", "--engine", help="torch, onnx or onnx-int8 (after `hmtc export`)."),
+          overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run's existing record."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
     """Evaluate: tune thresholds on dev, decode test consistently, write metrics.json."""
     from ..evaluate import evaluate_run
     from ..record import command_line
-    metrics = evaluate_run(target, err, quiet, command=command_line(), engine=engine)
+    metrics = evaluate_run(target, err, quiet, command=command_line(), engine=engine, overwrite=overwrite)
     if as_json:
         typer.echo(json.dumps(metrics, ensure_ascii=False))
     else:
@@ -102,6 +121,19 @@ def _show(metrics: dict) -> None:
     Console().print(t)
     if "record" in metrics:
         err.print(f"recorded: {metrics['record']}")
+
+
+def _show_seeds(agg: dict) -> None:
+    m, s = agg["metrics"], agg["metrics_std"]
+    t = Table(title=f"{agg['name']}: mean ± std over seeds {', '.join(map(str, agg['seeds']))} (test, after decoding)")
+    for col in ("figure", "mean ± std (n)", "per seed"):
+        t.add_column(col, justify="right" if col != "figure" else "left")
+    for k in ("micro_f1", "macro_f1", "leaf_micro_f1", "leaf_macro_f1", "hier_f1", "exact_match"):
+        if k in m:
+            t.add_row(k, f"{m[k]:.4f} ± {s[k]:.4f} ({agg['n']})", " ".join(f"{v:.4f}" for v in agg["per_seed"][k]))
+    Console().print(t)
+    if "record" in agg:
+        err.print(f"recorded: {agg['record']}")
 
 
 def export(target: Path = typer.Argument(..., help="Run folder (uses best/) or checkpoint folder."),

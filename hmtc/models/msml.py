@@ -13,6 +13,11 @@ For token states ``H`` (B, T, d) from the encoder (a learned mix of chosen layer
 
     loss = Σ_l w_l · L(z_l, y_l)                L = ZLPR (decide z > 0), BCE or any of LOSSES
 
+Ablations (each a config option; the defaults are the model above): ``gates = false`` classifies
+every level from its own tower (h_l = t_l); ``label_feedback = false`` drops E_{l-1} σ(z_{l-1});
+``shared_tower = true`` computes one tower t (level 1's kernels) and feeds it to every level
+(t_l = t); one kernel size everywhere is ``kernels = [[3], [3]]``.
+
 Levels are the compiled taxonomy's levels (longest path from the root), so ragged depths and
 DAGs need nothing special: every node belongs to exactly one level, and the concatenated
 ``z_1 .. z_D`` line up with the index's columns.
@@ -21,7 +26,7 @@ DAGs need nothing special: every node belongs to exactly one level, and the conc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -55,10 +60,8 @@ class MSMLConfig:
     loss_options: dict = field(default_factory=dict)  # keyword options of the loss (build_loss)
     level_weights: list[float] | None = None  # None: 1 per level
     label_feedback: bool = True               # feed σ(z_{l-1}) into the gate
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    gates: bool = True                        # False: each level classified from its own tower
+    shared_tower: bool = False                # True: one tower (level 1's kernels) for every level
 
 
 class TextCNNTower(nn.Module):
@@ -146,10 +149,12 @@ class MSMLModel(EncoderModel):
         if len(kernels) < len(sizes):       # a deeper taxonomy than configured: reuse the last
             kernels = list(kernels) + [kernels[-1]] * (len(sizes) - len(kernels))
         d = config.tower_dim
+        kernels = kernels[:1] if config.shared_tower else kernels[: len(sizes)]
         self.towers = nn.ModuleList(TextCNNTower(encoder.hidden_size, k, config.filters, d, config.dropout,
                                                  config.conv_dim)
-                                    for k in kernels[: len(sizes)])
-        self.gates = nn.ModuleList(HierarchicalGate(d, n_prev, config.label_feedback) for n_prev in sizes[:-1])
+                                    for k in kernels)
+        self.gates = nn.ModuleList(HierarchicalGate(d, n_prev, config.label_feedback) for n_prev in sizes[:-1]) \
+            if config.gates else None
         self.dropout = nn.Dropout(config.dropout)
         self.classifiers = nn.ModuleList(nn.Linear(d, n) for n in sizes)
         self.level_weights = config.level_weights or [1.0] * len(sizes)
@@ -160,9 +165,10 @@ class MSMLModel(EncoderModel):
                        labels: torch.Tensor | None = None) -> ModelOutput:
         """Everything above the encoder (also used on cached encoder states)."""
         level_logits, h, z = [], None, None
-        for level, (tower, clf) in enumerate(zip(self.towers, self.classifiers)):
-            t = tower(states, attention_mask)
-            h = t if level == 0 else self.gates[level - 1](t, h, z)
+        shared = self.towers[0](states, attention_mask) if self.config.shared_tower else None
+        for level, clf in enumerate(self.classifiers):
+            t = shared if shared is not None else self.towers[level](states, attention_mask)
+            h = t if level == 0 or self.gates is None else self.gates[level - 1](t, h, z)
             z = clf(self.dropout(h))
             level_logits.append(z)
         logits = torch.cat(level_logits, -1).float()

@@ -1,0 +1,97 @@
+"""Seed-averaged runs: one configuration trained and evaluated once per seed, and its mean record.
+
+``hmtc train CONFIG --seeds 42,43,44`` (or ``train.seeds`` in the config) trains seed ``n`` into
+``<out>/seed-<n>/`` exactly as a single run with ``train.seed = n`` would, evaluates it (its own
+record ``<record_dir>/<key>/seed-<n>.json``), then writes the mean record ``<record_dir>/<key>.json``
+(:func:`hmtc.record.aggregate_records`: mean, sample standard deviation and per-seed values of
+every metric, each seed's record inside) and ``<out>/seeds.json``. ``--resume`` continues an
+interrupted set: seeds already evaluated are read back, an unfinished seed resumes from its
+``last/`` checkpoint, and the others start.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from .errors import ConfigError
+from .evaluate import build_record, evaluate_run
+from .io import atomic_write_json
+from .record import aggregate_records, check_record_free, command_line, git_commit, now, record_path, run_key
+from .record import write_record
+from .train import Trainer
+
+
+def parse_seeds(value: str | list | None) -> list[int]:
+    """``"42,43,44"`` or ``[42, 43, 44]`` as a list of distinct ints (empty: no seed list)."""
+    if value is None or value == "" or value == []:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        seeds = [int(str(s).strip()) for s in items]
+    except ValueError:
+        raise ConfigError(f"seeds must be integers separated by commas, not {value!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds repeat: {value!r}")
+    return seeds
+
+
+def seed_config(cfg: dict, seed: int) -> dict:
+    """The configuration of one seed's run: ``train.seed = seed`` and no seed list."""
+    out = copy.deepcopy(cfg)
+    out["train"]["seed"], out["train"]["seeds"] = seed, []
+    return out
+
+
+def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, resume: bool = False,
+                overwrite: bool = False, stop_after_epochs: int | None = None, no_eval: bool = False,
+                console: Console | None = None, quiet: bool = False) -> dict | None:
+    """Train and evaluate every seed, then write the mean record; returns it (None when stopped
+    early, when ``no_eval``, or on a non-main rank of a distributed job)."""
+    console = console or Console(stderr=True)
+    run_dir = Path(run_dir) if run_dir else Path(cfg["train"]["output_dir"]) / cfg["name"]
+    mean_path = record_path(cfg, run_dir)
+    check_record_free(mean_path, overwrite)
+    plans = []
+    for seed in seeds:              # refuse a clash before any training
+        scfg, sdir = seed_config(cfg, seed), run_dir / f"seed-{seed}"
+        path = record_path(scfg, sdir)
+        done = resume and (sdir / "metrics.json").is_file() and (path is None or path.is_file())
+        if not done:
+            check_record_free(path, overwrite)
+        plans.append((seed, scfg, sdir, path, done))
+    records, main = [], True
+    for seed, scfg, sdir, path, done in plans:
+        if not done:
+            console.print(f"[bold]seed {seed}[/] → {sdir}")
+            state_file = sdir / "last" / "train_state.json"
+            trainer = Trainer(scfg, sdir, resume=resume and state_file.is_file(),
+                              stop_after_epochs=stop_after_epochs, console=console, quiet=quiet)
+            trainer.fit()
+            main = trainer.dist_.is_main
+            if not main:
+                continue
+            if no_eval or trainer.state_["epoch"] < scfg["train"]["epochs"]:
+                console.print(f"stopped before seed {seed} finished; --resume continues: {sdir}")
+                return None
+            evaluate_run(sdir, console, quiet, overwrite=overwrite)
+        if path is not None and path.is_file():
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        else:
+            metrics = json.loads((sdir / "metrics.json").read_text(encoding="utf-8"))
+            records.append(build_record(sdir, scfg, metrics, None))
+    if not main:
+        return None
+    agg = aggregate_records(records) | {
+        "name": run_key(run_dir, cfg["train"]["output_dir"]), "config_name": cfg["name"],
+        "command": command_line(), "git_commit": git_commit(), "evaluated": now(),
+        "config": cfg | {"train": cfg["train"] | {"seeds": seeds}}, "run_dir": str(run_dir),
+    }
+    atomic_write_json(run_dir / "seeds.json", agg)
+    if mean_path is not None:
+        write_record(mean_path, agg, overwrite)
+        agg["record"] = str(mean_path)
+    return agg

@@ -1,0 +1,64 @@
+"""MSML's ablation options: what each one removes from the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hmtc.config import load_config
+from hmtc.taxonomy import Taxonomy
+from hmtc.train import build_model, taxonomy_for
+
+
+def _model(run_config, **options):
+    sets = [f"model.options.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items()]
+    cfg = load_config(run_config, sets)
+    torch.manual_seed(0)
+    taxonomy: Taxonomy = taxonomy_for(cfg)
+    model, tok = build_model(cfg, taxonomy.compile())
+    batch = tok(["cat meow here", "oak leaf tree today"], padding=True, return_tensors="pt")
+    return model.eval(), batch["input_ids"], batch["attention_mask"]
+
+
+def _level2_after(model, ids, mask, module):
+    with torch.no_grad():
+        before = model(ids, mask).logits[:, model.slices[1]].clone()
+        for p in module.parameters():
+            p.add_(torch.randn_like(p))
+        return before, model(ids, mask).logits[:, model.slices[1]]
+
+
+def test_gates_pass_level_one_down_and_ablating_them_cuts_it(run_config):
+    model, ids, mask = _model(run_config)
+    before, after = _level2_after(model, ids, mask, model.classifiers[0])
+    assert not torch.allclose(before, after)              # level 1's labels feed level 2's gate
+    model, ids, mask = _model(run_config, gates=False)
+    assert model.gates is None
+    before, after = _level2_after(model, ids, mask, model.towers[0])
+    assert torch.equal(before, after)                     # level 2 reads its own tower only
+
+
+def test_no_label_feedback_ignores_level_one_predictions(run_config):
+    model, ids, mask = _model(run_config, label_feedback=False)
+    assert all(g.feedback is None for g in model.gates)
+    before, after = _level2_after(model, ids, mask, model.classifiers[0])
+    assert torch.equal(before, after)                     # only level 1's state passes down
+
+
+def test_shared_tower_and_one_kernel(run_config):
+    model, ids, mask = _model(run_config, shared_tower=True)
+    assert len(model.towers) == 1
+    assert [c.kernel_size[0] for c in model.towers[0].convs] == [3, 5, 7]
+    model, ids, mask = _model(run_config, kernels="[[3],[3]]")
+    assert [[c.kernel_size[0] for c in t.convs] for t in model.towers] == [[3], [3]]
+    out = model(ids, mask, labels=torch.zeros(2, model.slices[-1].stop))
+    assert out.logits.shape == (2, 6) and out.loss.ndim == 0
+
+
+@pytest.mark.parametrize("options", [{}, {"gates": False}, {"shared_tower": True}])
+def test_ablations_train(run_config, tmp_path, options):
+    from hmtc.train import Trainer
+    sets = ["train.epochs=1", "train.record_dir=''"] + [f"model.options.{k}={str(v).lower()}" for k, v in options.items()]
+    t = Trainer(load_config(run_config, sets), tmp_path / "r", quiet=True)
+    t.fit()
+    assert t.state_["step"] > 0 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in t.state_["history"])
