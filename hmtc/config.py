@@ -88,6 +88,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "per_label": False,         # tune one threshold per node on dev
         "single_path": "auto",      # auto: from the training data
         "at_least_one": "auto",     # auto: when every training sample has a label
+        "complete": "auto",         # extend predictions down to a leaf; auto: when every training label set reaches one
     },
 }
 
@@ -156,27 +157,35 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         except ConfigError as e:
             raise ConfigError(e.message, path) from None
         cfg["name"] = name or path.stem
-    for item in overrides or []:
+    for key, value in parse_overrides(overrides or []).items():
+        cfg = {**cfg, "name": str(value)} if key == "name" else _merge(cfg, {key: value}, "")
+    cfg.setdefault("name", "run")
+    check_run_name(cfg["name"])
+    return cfg
+
+
+def parse_overrides(items: list[str], only: str | None = None) -> dict:
+    """``section.key=value`` strings (TOML values; a bare word is a string) as a nested dict,
+    applied in order; ``name=value`` renames the run. ``only`` restricts them to one section."""
+    out: dict = {}
+    for item in items:
         key, sep, value = item.partition("=")
         parts = key.strip().split(".")
         if not sep or (len(parts) < 2 and parts != ["name"]):
             raise ConfigError(f"override {item!r} is not section.key=value (or name=value)")
+        if only is not None and parts[0] != only:
+            raise ConfigError(f"override {item!r}: only {only}.* keys can be set here")
         try:
             parsed = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             parsed = value                      # a bare word is a string
-        if parts == ["name"]:
-            cfg["name"] = str(parsed)
-            continue
-        node: dict = {}
-        leaf = node
+        leaf = out
         for p in parts[:-1]:
             leaf = leaf.setdefault(p, {})
+            if not isinstance(leaf, dict):
+                raise ConfigError(f"override {item!r} sets a key inside a value")
         leaf[parts[-1]] = parsed
-        cfg = _merge(cfg, node, "")
-    cfg.setdefault("name", "run")
-    check_run_name(cfg["name"])
-    return cfg
+    return out
 
 
 def check_run_name(name: str) -> None:

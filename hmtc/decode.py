@@ -14,6 +14,12 @@ value or one per node.
               with the highest mean ``log σ(s)`` per node along its path (a mean, so leaves of
               a ragged taxonomy compete at any depth), cut where a node falls below its
               threshold.
+
+Completion (``complete=True``, for data whose every label set reaches a leaf): a kept internal
+node with no kept child gets its highest-scoring child (one whose parents are all kept), level by
+level from the top, so every prediction ends at a leaf. Without it, ``best`` stops at an internal
+node whose children all fall below their thresholds, which on leaf-labelled data (DuEE) is a
+certain loss at the leaf level; completion turns it into the model's best guess.
 """
 
 from __future__ import annotations
@@ -100,9 +106,52 @@ def _best_path(scores: np.ndarray, index: TaxonomyIndex, t: np.ndarray) -> np.nd
     return keep
 
 
+def _children_padded(index: TaxonomyIndex) -> np.ndarray:
+    """(N, max_children) child columns of each node, padded with -1."""
+    order = np.argsort(index.parent_idx, kind="stable")
+    kids = np.repeat(np.arange(index.n_nodes), index.n_parents)[order]
+    counts = np.bincount(index.parent_idx, minlength=index.n_nodes)
+    out = np.full((index.n_nodes, max(1, int(counts.max(initial=0)))), -1, dtype=np.int64)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(len(kids)) - np.repeat(start, counts)
+    out[np.repeat(np.arange(index.n_nodes), counts), pos] = kids
+    return out
+
+
+def stops_early(keep: np.ndarray, index: TaxonomyIndex) -> np.ndarray:
+    """(S,) True where a kept internal node has no kept child (the prediction stops above a leaf)."""
+    kept_children = (_child_to_parent(index).T @ keep.T.astype(np.float32)).T
+    return (keep & ~index.leaf_mask & (kept_children == 0)).any(1)
+
+
+def complete_to_leaf(keep: np.ndarray, scores: np.ndarray, index: TaxonomyIndex) -> np.ndarray:
+    """Extend every kept internal node that has no kept child by its best child, down to a leaf."""
+    keep = keep.copy()
+    children = _children_padded(index)
+    internal = np.flatnonzero(~index.leaf_mask)
+    for sl in index.level_slices:
+        nodes = internal[(internal >= sl.start) & (internal < sl.stop)]
+        if not len(nodes):
+            continue
+        kids = children[nodes]                                         # (n, C)
+        valid = kids >= 0
+        cols = np.where(valid, kids, 0)
+        has_child = (keep[:, cols] & valid).any(2)                     # (S, n)
+        need = keep[:, nodes] & ~has_child
+        if not need.any():
+            continue
+        allowed = valid[None] & _parents_kept(keep, index, slice(0, index.n_nodes))[:, cols]
+        cand = np.where(allowed, scores[:, cols], -np.inf)             # (S, n, C)
+        pick = cols[np.arange(len(nodes))[None, :], cand.argmax(2)]    # (S, n)
+        ok = need & np.isfinite(cand.max(2))
+        rows, which = np.nonzero(ok)
+        keep[rows, pick[rows, which]] = True
+    return keep
+
+
 def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
            threshold: float | np.ndarray = 0.0, single_path: bool = False,
-           at_least_one: bool = False) -> np.ndarray:
+           at_least_one: bool = False, complete: bool = False) -> np.ndarray:
     """Turn scores (S, N) into a consistent indicator matrix (S, N).
 
     Parameters
@@ -118,6 +167,9 @@ def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
     at_least_one : bool
         A sample left with no node gets the whole path of its most probable leaf (highest
         ``Σ log σ(s)`` along the path), for data where every sample has a label.
+    complete : bool
+        Extend each prediction that stops at an internal node by its best children down to a
+        leaf (:func:`complete_to_leaf`), for data whose label sets all reach a leaf.
 
     Returns
     -------
@@ -138,6 +190,8 @@ def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
         if empty.any():
             no_threshold = np.full(index.n_nodes, -np.inf, dtype=np.float32)
             keep[empty] = _best_path(scores[empty], index, no_threshold)
+    if complete:
+        keep = complete_to_leaf(keep, scores, index)
     return keep
 
 
@@ -152,10 +206,10 @@ GRID = np.round(np.arange(-4.0, 4.01, 0.25), 2)
 
 def tune_global_threshold(scores: np.ndarray, gold: np.ndarray, index: TaxonomyIndex,
                           method: str = "best", single_path: bool = False,
-                          grid: np.ndarray = GRID, at_least_one: bool = False) -> float:
+                          grid: np.ndarray = GRID, at_least_one: bool = False, complete: bool = False) -> float:
     """The logit threshold in ``grid`` that maximises micro-F1 after decoding (ties: closest to 0)."""
     gold = np.asarray(gold, dtype=bool)
-    f1 = [_micro_f1(decode(scores, index, method, t, single_path, at_least_one), gold) for t in grid]
+    f1 = [_micro_f1(decode(scores, index, method, t, single_path, at_least_one, complete), gold) for t in grid]
     best_f1 = max(f1)
     return float(min((abs(t), t) for t, f in zip(grid, f1) if f >= best_f1 - 1e-12)[1])
 

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from .decode import decode, tune_global_threshold, tune_label_thresholds
+from .config import DEFAULTS
+from .decode import decode, stops_early, tune_global_threshold, tune_label_thresholds
 from .errors import HmtcError
 from .io import atomic_write_bytes, atomic_write_json
 from .metrics import evaluate
@@ -34,7 +35,8 @@ def locate(target: str | Path) -> tuple[Path, Path]:
 
 
 def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool = False,
-                 command: str | None = None, engine: str = "torch", overwrite: bool = False) -> dict:
+                 command: str | None = None, engine: str = "torch", overwrite: bool = False,
+                 decode_overrides: dict | None = None, tag: str | None = None) -> dict:
     """Evaluate; writes ``metrics.json`` and ``test_scores.npz`` in the run folder, ``decode.json``
     in the checkpoint, and the run record under the config's ``record_dir``.
 
@@ -43,13 +45,24 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     leaving the torch results and ``decode.json`` alone. The record is keyed by the run folder
     (:func:`hmtc.record.run_key`); an existing record is replaced only with ``overwrite``, and
     that is checked before any scoring.
+
+    ``decode_overrides`` replaces keys of the run's ``[decode]`` table for this evaluation, and
+    ``tag`` files it beside the run's own (``metrics.<tag>.json``, record ``<key>.<tag>.json``),
+    so another decoding of the same trained model is measured without retraining.
     """
     from .export import load_for_inference
     console = console or Console(stderr=True)
     run_dir, ckpt_dir = locate(target)
     ckpt = load_for_inference(ckpt_dir, engine)
     cfg = ckpt.config
-    suffix = "" if engine == "torch" else f".{engine}"
+    if decode_overrides:
+        unknown = sorted(set(decode_overrides) - set(DEFAULTS["decode"]))
+        if unknown:
+            raise HmtcError(f"unknown decode key(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS['decode'])}")
+        cfg = cfg | {"decode": cfg["decode"] | decode_overrides}
+    if tag is not None and (not tag or not tag.replace("-", "").replace("_", "").isalnum()):
+        raise HmtcError(f"tag {tag!r} must be letters, digits, '-' or '_'")
+    suffix = ("" if engine == "torch" else f".{engine}") + (f".{tag}" if tag else "")
     check_record_free(record_path(cfg, run_dir, suffix), overwrite)
     torch.set_num_threads(cfg["train"]["threads"] or os.cpu_count() or 1)
     device = pick_device(cfg["train"].get("device", "auto"))
@@ -63,10 +76,10 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     infer_seconds = time.time() - t0
     n_infer = sum(len(data.texts[s]) for s in {"dev", eval_split})
     d, index = cfg["decode"], data.index
-    method, single, one = d["method"], data.single_path, data.at_least_one
+    method, single, one, complete = d["method"], data.single_path, data.at_least_one, data.complete
     if d["threshold"] == "tune":
         threshold = tune_global_threshold(scores["dev"], data.labels["dev"], index, method, single,
-                                          at_least_one=one)
+                                          at_least_one=one, complete=complete)
     else:
         threshold = float(d["threshold"])
     thr: float | np.ndarray = threshold
@@ -74,12 +87,16 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
         thr = tune_label_thresholds(scores["dev"], data.labels["dev"], threshold)
     gold = data.labels[eval_split]
     raw = scores[eval_split] > thr
-    decoded = decode(scores[eval_split], index, method, thr, single, one)
+    decoded = decode(scores[eval_split], index, method, thr, single, one, complete)
+    uncompleted = decoded if not complete else decode(scores[eval_split], index, method, thr, single, one)
     after = evaluate(gold, decoded, index)
     before = evaluate(gold, raw, index, include_per_label=False)
-    dev = evaluate(data.labels["dev"], decode(scores["dev"], index, method, thr, single, one), index,
+    dev = evaluate(data.labels["dev"], decode(scores["dev"], index, method, thr, single, one, complete), index,
                    include_per_label=False)
     decode_cfg = {"method": method, "single_path": single, "at_least_one": one, "threshold": threshold,
+                  "complete": complete,
+                  # share of texts whose decoded set stops at an internal node before any completion
+                  "stopped_early": float(stops_early(uncompleted, index).mean()) if len(gold) else 0.0,
                   "per_label_thresholds": np.asarray(thr).tolist() if d["per_label"] else None}
     metrics = {"split": eval_split, "test": after, "dev": dev, "decode": decode_cfg,
                "before_decoding": {k: before[k] for k in SUMMARY_KEYS},
@@ -88,7 +105,7 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
                "inference": {"texts": n_infer, "seconds": round(infer_seconds, 2),
                              "texts_per_s": round(n_infer / max(infer_seconds, 1e-9), 1), "device": str(device),
                              "engine": engine}}
-    if engine == "torch":
+    if engine == "torch" and not tag:
         atomic_write_json(ckpt_dir / "decode.json", decode_cfg)
     atomic_write_json(run_dir / f"metrics{suffix}.json", metrics)
     _save_scores(run_dir / f"test_scores{suffix}.npz", scores[eval_split], gold, decoded)

@@ -53,7 +53,8 @@ def predict_texts(ckpt: Checkpoint, texts: Iterable[str], chunk: int = 2048, bat
 
     def flush() -> Iterator[dict]:
         scores = ckpt.scores(buf, batch_size, bf16)
-        keep = decode(scores, index, method, thr, single, bool(dec.get("at_least_one", False)))
+        keep = decode(scores, index, method, thr, single, bool(dec.get("at_least_one", False)),
+                      bool(dec.get("complete", False)))
         probs = 1 / (1 + np.exp(-scores))
         has_kept_child = (sp.csr_array(keep) @ index.ancestors_csr).toarray()   # strict ancestors of kept
         for text, row, p, inner in zip(buf, keep, probs, has_kept_child):

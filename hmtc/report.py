@@ -517,22 +517,52 @@ def _per_label(doc: Doc, per_label: list[dict], train_freq: np.ndarray) -> None:
 
 # ---- comparison -------------------------------------------------------------------------------
 def compare_table(runs: list[str | Path]) -> tuple[list[str], list[list]]:
-    """Header and rows comparing evaluated runs side by side (one row per run)."""
-    loaded = [load_run(r) for r in runs]
-    depth = max(len(r.metrics["test"]["per_level"]) for r in loaded)
+    """Header and rows comparing evaluated runs side by side (one row per run). A folder of
+    seeds (``hmtc train --seeds``) is one row of ``mean ± std (n)`` over its seeds."""
+    groups = [_seed_runs(r) for r in runs]
+    depth = max(len(r.metrics["test"]["per_level"]) for g in groups for r in g)
     header = (["run", "model", "micro F1", "macro F1"] + [f"L{k} mi / ma F1" for k in range(1, depth + 1)] +
               ["leaf mi / ma F1", "hier F1", "C-micro F1", "inconsistent before → after",
                "train time", "train samples/s", "infer texts/s"])
     rows = []
-    for r in loaded:
-        t, c = r.metrics["test"], r.metrics["consistency"]
-        levels = [f"{lv['micro_f1']:.4f} / {lv['macro_f1']:.4f}" for lv in t["per_level"]]
-        sps = [h["samples_per_s"] for h in r.state.get("history", []) if h.get("samples_per_s")]
-        rows.append([r.name, r.config.get("model", {}).get("name", "?"), t["micro_f1"], t["macro_f1"],
-                     *levels, *["–"] * (depth - len(levels)),
-                     f"{t['leaf_micro_f1']:.4f} / {t['leaf_macro_f1']:.4f}", t["hier_f1"], t["c_micro_f1"],
-                     f"{_pct(c['before']['inconsistent_samples'])} → {_pct(c['after']['inconsistent_samples'])}",
-                     duration(r.state.get("train_seconds")),
+    for path, g in zip(runs, groups):
+        def cell(*getters):
+            parts = []
+            for get in getters:
+                vals = [get(r) for r in g]
+                m, sd = float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+                parts.append(f"{m:.4f} ± {sd:.4f}" if len(g) > 1 else m)
+            if len(parts) == 1:
+                return parts[0]
+            return " / ".join(p if isinstance(p, str) else f"{p:.4f}" for p in parts)
+
+        def level(k):
+            return lambda avg: (lambda r: r.metrics["test"]["per_level"][k][f"{avg}_f1"])
+
+        n_levels = min(len(r.metrics["test"]["per_level"]) for r in g)
+        levels = [cell(level(k)("micro"), level(k)("macro")) for k in range(n_levels)]
+        t0 = g[0].metrics["consistency"]
+        sps = [h["samples_per_s"] for r in g for h in r.state.get("history", []) if h.get("samples_per_s")]
+        secs = [r.state.get("train_seconds") for r in g if r.state.get("train_seconds") is not None]
+        name = g[0].name if len(g) == 1 else f"{Path(path).name} (n = {len(g)})"
+        rows.append([name, g[0].config.get("model", {}).get("name", "?"),
+                     cell(lambda r: r.metrics["test"]["micro_f1"]), cell(lambda r: r.metrics["test"]["macro_f1"]),
+                     *levels, *["–"] * (depth - n_levels),
+                     cell(lambda r: r.metrics["test"]["leaf_micro_f1"], lambda r: r.metrics["test"]["leaf_macro_f1"]),
+                     cell(lambda r: r.metrics["test"]["hier_f1"]), cell(lambda r: r.metrics["test"]["c_micro_f1"]),
+                     f"{_pct(t0['before']['inconsistent_samples'])} → {_pct(t0['after']['inconsistent_samples'])}"
+                     if len(g) == 1 else
+                     f"{_pct(np.mean([r.metrics['consistency']['before']['inconsistent_samples'] for r in g]))} → "
+                     f"{_pct(np.mean([r.metrics['consistency']['after']['inconsistent_samples'] for r in g]))}",
+                     duration(np.mean(secs)) if secs else "–",
                      f"{np.mean(sps):.1f}" if sps else "–",
-                     f"{r.metrics.get('inference', {}).get('texts_per_s', '–')}"])
+                     f"{g[0].metrics.get('inference', {}).get('texts_per_s', '–')}"])
     return header, rows
+
+
+def _seed_runs(path: str | Path) -> list[Run]:
+    """The evaluated runs of a seeds folder, or the run itself."""
+    path = Path(path)
+    seeds = sorted(p for p in path.glob("seed-*") if (p / "metrics.json").is_file()) \
+        if not (path / "metrics.json").is_file() else []
+    return [load_run(p) for p in seeds] if seeds else [load_run(path)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .errors import ConfigError
+from .errors import ConfigError, HmtcError
 from .evaluate import build_record, evaluate_run
 from .io import atomic_write_json
 from .record import aggregate_records, check_record_free, command_line, git_commit, now, record_path, run_key
@@ -85,13 +85,53 @@ def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, 
             records.append(build_record(sdir, scfg, metrics, None))
     if not main:
         return None
+    return _write_mean(cfg, seeds, records, run_dir, overwrite)
+
+
+def _write_mean(cfg: dict, seeds: list[int], records: list[dict], run_dir: Path, overwrite: bool,
+                suffix: str = "") -> dict:
+    """The mean record of ``records`` into ``<run_dir>/seeds<suffix>.json`` and the record folder."""
     agg = aggregate_records(records) | {
-        "name": run_key(run_dir, cfg["train"]["output_dir"]), "config_name": cfg["name"],
+        "name": run_key(run_dir, cfg["train"]["output_dir"]) + suffix, "config_name": cfg["name"],
         "command": command_line(), "git_commit": git_commit(), "evaluated": now(),
         "config": cfg | {"train": cfg["train"] | {"seeds": seeds}}, "run_dir": str(run_dir),
     }
-    atomic_write_json(run_dir / "seeds.json", agg)
-    if mean_path is not None:
-        write_record(mean_path, agg, overwrite)
-        agg["record"] = str(mean_path)
+    atomic_write_json(run_dir / f"seeds{suffix}.json", agg)
+    path = record_path(cfg, run_dir, suffix)
+    if path is not None:
+        write_record(path, agg, overwrite)
+        agg["record"] = str(path)
     return agg
+
+
+def seed_folders(target: str | Path) -> list[Path]:
+    """The trained ``seed-<n>`` folders of a seeds run (none for a single run or checkpoint)."""
+    target = Path(target)
+    if (target / "best").is_dir() or (target / "checkpoint.json").is_file():
+        return []
+    found = [p for p in target.glob("seed-*") if (p / "best" / "checkpoint.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[5:]) if p.name[5:].lstrip("-").isdigit() else 0)
+
+
+def evaluate_seeds(target: str | Path, console: Console | None = None, quiet: bool = False,
+                   engine: str = "torch", overwrite: bool = False, decode_overrides: dict | None = None,
+                   tag: str | None = None) -> dict:
+    """Evaluate every seed of a seeds run as :func:`hmtc.evaluate.evaluate_run` does, then write
+    their mean record (``<key><suffix>.json``) and ``<target>/seeds<suffix>.json``."""
+    target = Path(target)
+    folders = seed_folders(target)
+    if not folders:
+        raise HmtcError("no trained seed-<n> folders", target)
+    suffix = ("" if engine == "torch" else f".{engine}") + (f".{tag}" if tag else "")
+    records, cfg = [], None
+    for folder in folders:
+        metrics = evaluate_run(folder, console, quiet, command_line(), engine, overwrite, decode_overrides, tag)
+        seed_cfg = json.loads((folder / "best" / "checkpoint.json").read_text(encoding="utf-8"))["config"]
+        if decode_overrides:
+            seed_cfg = seed_cfg | {"decode": seed_cfg["decode"] | decode_overrides}
+        cfg = cfg or seed_cfg
+        path = metrics.get("record")
+        records.append(json.loads(Path(path).read_text(encoding="utf-8")) if path
+                       else build_record(folder, seed_cfg, metrics, command_line(), suffix))
+    seeds = [r["seed"] for r in records]
+    return _write_mean(cfg, seeds, records, target, overwrite, suffix)

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from .batching import iterate, iterate_states, length_batches, tokenize
 from .checkpoint import save_checkpoint
+from .decode import stops_early
 from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
 from .io import atomic_write_json
@@ -163,6 +164,7 @@ class Prepared:
     single_path: bool
     at_least_one: bool
     dataset: str
+    complete: bool = False
 
 
 def taxonomy_for(cfg: dict) -> Taxonomy:
@@ -199,8 +201,10 @@ def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[s
     single_path = bool((leaves_per_sample <= 1).all()) if single == "auto" else bool(single)
     one = cfg["decode"].get("at_least_one", "auto")
     at_least_one = bool(train_y.any(1).all()) if one == "auto" else bool(one)
+    comp = cfg["decode"].get("complete", False)     # absent in configs saved before it existed: off
+    complete = not stops_early(train_y, index).any() if comp == "auto" else bool(comp)
     return Prepared(taxonomy, index, tokenizer, texts, token_ids, labels, single_path, at_least_one,
-                    str(dcfg["dataset"]))
+                    str(dcfg["dataset"]), complete)
 
 
 def build_model(cfg: dict, index: TaxonomyIndex):
@@ -457,7 +461,7 @@ class Trainer:
         scores = predict_scores(model, data.token_ids["dev"], pad_id, t["eval_batch_size"], t["bf16"],
                                 self.device_, progress)
         pred = decode(scores, data.index, self.config["decode"]["method"], 0.0, data.single_path,
-                      data.at_least_one)
+                      data.at_least_one, data.complete)
         return evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
 
     # ---- resume state: optimizer, EMA and counters beside the checkpoint ----------------------

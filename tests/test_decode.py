@@ -126,3 +126,37 @@ def test_at_least_one_fills_empty_rows_with_the_most_probable_path():
         keep = decode(s, index, method, 0.0, at_least_one=True)
         assert index.labels_of(keep) == [["b", "b1"], ["a"]]
         assert_consistent(keep, index)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), dag=st.booleans(), method=st.sampled_from(["best", "top-down", "closure"]))
+def test_completion_is_consistent_and_ends_at_leaves(data, dag, method):
+    from hmtc.decode import stops_early
+    index = data.draw(taxonomies(dag)).compile()
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    scores = rng.normal(0, 3, size=(20, index.n_nodes)).astype(np.float32)
+    thr = float(rng.normal())
+    plain = decode(scores, index, method, thr)
+    done = decode(scores, index, method, thr, complete=True)
+    assert_consistent(done, index)
+    assert np.all(done >= plain)                        # completion only adds nodes
+    if index.is_tree:
+        assert not stops_early(done, index).any()       # every kept path reaches a leaf
+    untouched = ~stops_early(plain, index)
+    assert np.array_equal(done[untouched], plain[untouched])
+
+
+def test_completion_adds_the_best_child_at_each_level():
+    from hmtc.decode import complete_to_leaf, stops_early
+    index = Taxonomy.parse("ROOT\n  a\n    a1\n    a2\n      a2x\n      a2y\n  b\n    b1\n").compile()
+    col = index.id_to_index
+    scores = np.zeros((3, index.n_nodes), np.float32)
+    scores[:, col["a2"]], scores[:, col["a2y"]] = 1.0, 2.0
+    keep = np.zeros_like(scores, dtype=bool)
+    keep[0, col["a"]] = True                                        # a -> a2 (best child) -> a2y
+    keep[1, [col["a"], col["a1"]]] = True                           # already at a leaf
+    keep[2, [col["b"]]] = True                                      # b -> b1
+    assert stops_early(keep, index).tolist() == [True, False, True]
+    out = complete_to_leaf(keep, scores, index)
+    ids = [sorted(np.array(index.ids)[row]) for row in out]
+    assert ids == [["a", "a2", "a2y"], ["a", "a1"], ["b", "b1"]]

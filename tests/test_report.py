@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,37 +125,62 @@ def test_compare_writes_both_runs(tiny_runs, tmp_path):
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["tiny-a", "tiny-b"]
 
 
+def test_compare_shows_a_seeds_folder_as_mean_and_std(tiny_runs, tmp_path):
+    import shutil
+    seeds = tmp_path / "set"
+    for i, run in enumerate(tiny_runs):
+        shutil.copytree(run, seeds / f"seed-{i}")
+    a, b = (json.loads((Path(r) / "metrics.json").read_text())["test"]["micro_f1"] for r in tiny_runs)
+    out = tmp_path / "compare.md"
+    invoke(app, "compare", seeds, tiny_runs[0], "--out", out)
+    row = out.read_text(encoding="utf-8").splitlines()[2]
+    mean, sd = (a + b) / 2, abs(a - b) / 2 ** 0.5
+    assert row.startswith("| set (n = 2) |") and f"| {mean:.4f} ± {sd:.4f} |" in row
+
+
 def _record(name, dataset, model, micro, macro, levels, encoder="me5-small", epochs=4, leaf=None,
-            classifier=None):
-    options = {"classifier": classifier} if classifier else {}
+            classifier=None, seed=42, options=None, train=None):
+    options = dict(options or {}) | ({"classifier": classifier} if classifier else {})
     leaf = leaf or (micro, macro)
-    return {"name": name, "dataset": dataset, "model": model, "encoder": encoder, "seed": 42,
+    return {"name": name, "dataset": dataset, "model": model, "encoder": encoder, "seed": seed,
             "command": f"hmtc train experiments/{name}.toml", "git_commit": "0123456789abcdef-dirty",
             "train_seconds": 3725.0, "machine": {"cpu": "AMD EPYC", "cores": 2, "memory_gib": 23.5},
             "metrics": {"micro_f1": micro, "macro_f1": macro, "leaf_micro_f1": leaf[0], "leaf_macro_f1": leaf[1],
                         "hier_f1": micro, "inconsistent_samples": 0.0,
                         "per_level": [{"level": k, "micro_f1": mi, "macro_f1": ma}
                                       for k, (mi, ma) in enumerate(levels, 1)]},
-            "config": {"train": {"epochs": epochs}, "data": {"train_limit": 0, "max_length": 128},
-                       "model": {"options": options}}}
+            "config": {"train": {"epochs": epochs, "seed": seed, **(train or {})},
+                       "data": {"train_limit": 0, "max_length": 128, "dataset": dataset},
+                       "model": {"name": model, "encoder": encoder, "options": options}}}
 
 
 def _goal_rows(text):
     section = text.split("## Goals")[1].split("\n## ")[0]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in section.strip().splitlines()[2:]]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in section.strip().splitlines()[4:]]
+
+
+def _write(recs, *records):
+    for r in records:
+        (recs / f"{r['name']}.json").write_text(json.dumps(r), encoding="utf-8")
+
+
+def _seeds(name, dataset, model, leafs, levels=None, **kw):
+    """Single records of one config, one per seed (as earlier stops wrote them)."""
+    return [_record(name if s == 42 else f"{name}-s{s}", dataset, model, mi, ma,
+                    levels or [(0.97, 0.96), (mi, ma)], leaf=(mi, ma), seed=s, **kw)
+            for s, (mi, ma) in zip((42, 43, 44), leafs)]
 
 
 def test_results_regenerate_identically_and_mark_goals(tmp_path):
     recs = tmp_path / "records"
     recs.mkdir()
-    fake = [
-        _record("duee-msml", "duee", "msml", 0.95, 0.94, [(0.97, 0.96), (0.95, 0.94)], leaf=(0.962, 0.951)),
-        _record("duee-flat", "duee", "flat", 0.94, 0.93, [(0.96, 0.95), (0.94, 0.93)], leaf=(0.955, 0.950)),
-        _record("duee-flat-long", "duee", "flat", 0.99, 0.99, [(0.99, 0.99)] * 2, epochs=20),   # other budget
-        _record("ge-msml", "goemotions", "msml", 0.6, 0.55, [(0.72, 0.71), (0.65, 0.63), (0.55, 0.49)]),
-    ]
-    for r in fake:
-        (recs / f"{r['name']}.json").write_text(json.dumps(r), encoding="utf-8")
+    _write(recs,
+           *_seeds("duee-msml", "duee", "msml", [(0.950, 0.940), (0.952, 0.942), (0.954, 0.944)]),
+           *_seeds("duee-flat", "duee", "flat", [(0.946, 0.941), (0.946, 0.941), (0.946, 0.941)]),
+           *_seeds("duee-msml-nogates", "duee", "msml", [(0.940, 0.93)] * 3, options={"gates": False}),
+           *_seeds("duee-msml-rdrop", "duee", "msml", [(0.960, 0.95)] * 3, train={"rdrop_alpha": 1.0}),
+           _record("duee-flat-long", "duee", "flat", 0.99, 0.99, [(0.99, 0.99)] * 2, epochs=20),   # other budget
+           _record("goemotions-msml", "goemotions", "msml", 0.6, 0.55, [(0.72, 0.71), (0.65, 0.63), (0.55, 0.49)]))
     for name, dataset in (("duee-msml", "duee"), ("ng-flat", "20newsgroups")):    # configs beside the records
         (tmp_path / f"{name}.toml").write_text(f'name = "{name}"\n[data]\ndataset = "{dataset}"\n'
                                                f'[model]\nname = "{name.split("-")[1]}"\n', encoding="utf-8")
@@ -165,24 +191,44 @@ def test_results_regenerate_identically_and_mark_goals(tmp_path):
     assert out.read_bytes() == first
     text = first.decode("utf-8")
     assert text.startswith("# Results") and "Generated by `hmtc results" in text
-    goals = {(r[0], r[1][:12]): r[2] for r in _goal_rows(text)}
-    assert goals[("duee", "MSML ≥ flat,")] == "met"               # 0.962/0.951 vs 0.955/0.950, same budget
-    assert goals[("duee", "MSML leaf mi")] == "missed"            # 0.962 < 0.965
-    assert goals[("goemotions", "macro-F1 abo")] == "missed"      # level 3: 0.49 < 0.503
-    assert goals[("20newsgroups", "above TF-IDF")] == "not yet run"
-    assert "0.9620 / 0.9510" in text and "RoFormer-v2-base" in text and "monologg" in text
+    goals = {(r[0], r[1][:22]): (r[2], r[3]) for r in _goal_rows(text)}
+    # means 0.952 / 0.942 vs 0.946 / 0.941: +0.60 / +0.10 points, n = 3; the rdrop variant is no default
+    assert goals[("duee", "the default MSML (duee")][0] == "met"
+    assert "+0.60 / +0.10 points, n = 3" in goals[("duee", "the default MSML (duee")][1]
+    assert goals[("duee", "the default MSML leaf ")][0] == "missed"      # 3725 s per seed > 45 min
+    assert goals[("duee", "moonshot: the default ")][0] == "missed"
+    assert goals[("goemotions", "the default MSML is th")][0] == "not yet run"     # one seed
+    assert goals[("goemotions", "the default MSML's mac")][0] == "missed"          # level 3: 0.49 < 0.503
+    assert goals[("20newsgroups", "the default MSML above")][0] == "not yet run"
+    row = next(line for line in text.splitlines() if line.startswith("| duee-msml · duee-msml-s43"))
+    assert "| 3 | 0.9520 ± 0.0020 |" in row and "42, 43, 44" in row
     for col in ("`hmtc train experiments/duee-msml.toml`", "`0123456789ab-dirty`", "1h 02m", "AMD EPYC, 2 cores"):
         assert col in text
-    assert text.index("| duee-flat-long |") < text.index("| duee-msml |")    # sorted by micro-F1
+    same = text.split("### Same budget")[1]
+    assert "| duee-msml-nogates · duee-msml-nogates-s43 · duee-msml-nogates-s44 | msml | gates=false | 3 |" in same
+    assert "| -0.60 | -1.10 |" in same                                     # no gates vs flat
+    toolbox = same.split("Recipe changes")[1]
+    assert "train.rdrop_alpha=1.0" in toolbox and "| – | +1.40 / +0.90 |" in toolbox   # no flat with R-Drop
     not_run = text.split("## Configs not run yet")[1].split("\n## ")[0]
     assert "| `ng-flat.toml` | 20newsgroups | flat |" in not_run and "duee-msml.toml" not in not_run
 
-    (recs / "ge-msml.json").write_text(json.dumps(_record(
-        "ge-msml", "goemotions", "msml", 0.6, 0.55, [(0.72, 0.71), (0.65, 0.63), (0.55, 0.51)])), encoding="utf-8")
-    for r in (_record("ng-svm", "20newsgroups", "tfidf", 0.8, 0.8, [(0.9, 0.9), (0.8, 0.8)], classifier="svm"),
-              _record("ng-msml", "20newsgroups", "msml", 0.85, 0.85, [(0.91, 0.91), (0.81, 0.79)])):
-        (recs / f"{r['name']}.json").write_text(json.dumps(r), encoding="utf-8")
+    _write(recs, _record("goemotions-msml", "goemotions", "msml", 0.6, 0.55, [(0.72, 0.71), (0.65, 0.63), (0.55, 0.51)]),
+           _record("ng-svm", "20newsgroups", "tfidf", 0.8, 0.8, [(0.9, 0.9), (0.8, 0.8)], classifier="svm"),
+           _record("20ng-msml", "20newsgroups", "msml", 0.85, 0.85, [(0.91, 0.91), (0.81, 0.79)]))
     invoke(app, "results", "--records", recs, "--out", out)
-    goals = {(r[0], r[1][:12]): r[2] for r in _goal_rows(out.read_text(encoding="utf-8"))}
-    assert goals[("goemotions", "macro-F1 abo")] == "met"
-    assert goals[("20newsgroups", "above TF-IDF")] == "missed"    # level 2 macro 0.79 < 0.80
+    goals = {(r[0], r[1][:22]): r[2] for r in _goal_rows(out.read_text(encoding="utf-8"))}
+    assert goals[("goemotions", "the default MSML's mac")] == "met"
+    assert goals[("20newsgroups", "the default MSML above")] == "missed"    # level 2 macro 0.79 < 0.80
+
+
+def test_results_read_mean_records(tmp_path):
+    from hmtc.record import aggregate_records
+    recs = tmp_path / "records"
+    recs.mkdir()
+    seeds = _seeds("x", "duee", "msml", [(0.95, 0.94), (0.96, 0.95), (0.97, 0.96)])
+    _write(recs, aggregate_records(seeds) | {"name": "duee-msml", "config_name": "duee-msml",
+                                             "command": "hmtc train experiments/duee-msml.toml --seeds 42,43,44"})
+    text = (invoke(app, "results", "--records", recs, "--out", tmp_path / "R.md") and
+            (tmp_path / "R.md").read_text(encoding="utf-8"))
+    row = next(line for line in text.splitlines() if line.startswith("| duee-msml |"))
+    assert "| 3 | 0.9600 ± 0.0100 |" in row and "--seeds 42,43,44" in row

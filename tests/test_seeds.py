@@ -182,3 +182,25 @@ def test_seeds_resume_reads_finished_seeds_back(run_config, tmp_path, invoke):
     r = invoke("train", run_config, "--quiet", "--resume", *cfg_seeds, code=2)
     assert "record of this run exists" in r.output
     assert _digest(run / "seed-3") == seed3
+
+
+def test_eval_a_seeds_folder_with_another_decoding(run_config, tmp_path, invoke):
+    invoke("train", run_config, "--quiet", "--seeds", "3,5", "--set", "train.epochs=1")
+    run, records = tmp_path / "runs" / "tiny-msml", tmp_path / "records"
+    before = _digest(records)
+    invoke("eval", run, "--quiet", "--set", "decode.complete=true", "--set", "decode.method='top-down'",
+           "--tag", "td")
+    after = _digest(records)
+    assert {k: v for k, v in after.items() if k in before} == before          # the run's own records untouched
+    assert sorted(set(after) - set(before)) == ["tiny-msml.td.json", "tiny-msml/seed-3.td.json",
+                                                 "tiny-msml/seed-5.td.json"]
+    agg = json.loads((records / "tiny-msml.td.json").read_text())
+    assert agg["n"] == 2 and agg["config"]["decode"]["method"] == "top-down"
+    seed = json.loads((run / "seed-3" / "metrics.td.json").read_text())
+    assert seed["decode"]["method"] == "top-down" and seed["decode"]["complete"] is True
+    assert json.loads((run / "seeds.td.json").read_text())["per_seed"] == agg["per_seed"]
+    assert json.loads((run / "seed-3" / "best" / "decode.json").read_text())["method"] == "best"
+    r = invoke("eval", run, "--quiet", "--set", "decode.nope=1", "--tag", "x", code=2)
+    assert "unknown decode key(s) nope" in r.output
+    r = invoke("eval", run, "--quiet", "--set", "train.lr=1", code=2)
+    assert "only decode.* keys" in r.output

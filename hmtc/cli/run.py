@@ -59,11 +59,27 @@ def eval_(target: Path = typer.Argument(..., help="Run folder (uses best/) or ch
           as_json: bool = typer.Option(False, "--json", help="Print every figure as JSON."),
           engine: str = typer.Option("torch", "--engine", help="torch, onnx or onnx-int8 (after `hmtc export`)."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run's existing record."),
+          set_: Optional[list[str]] = typer.Option(None, "--set", "-s",
+                                                   help="Decode differently: decode.key=value (TOML value). Repeatable."),
+          tag: Optional[str] = typer.Option(None, "--tag", help="File this evaluation as metrics.<tag>.json and record "
+                                            "<run>.<tag>.json beside the run's own."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
-    """Evaluate: tune thresholds on dev, decode test consistently, write metrics.json."""
+    """Evaluate: tune thresholds on dev, decode test consistently, write metrics.json.
+
+    A folder of seeds (from --seeds) evaluates every seed and writes the mean record.
+    Example: hmtc eval runs/duee-msml-fast8 --set decode.complete=true --tag complete
+    """
+    from ..config import parse_overrides
     from ..evaluate import evaluate_run
     from ..record import command_line
-    metrics = evaluate_run(target, err, quiet, command=command_line(), engine=engine, overwrite=overwrite)
+    from ..seeds import evaluate_seeds, seed_folders
+    overrides = parse_overrides(set_ or [], only="decode").get("decode", {})
+    if seed_folders(target):
+        _show_seeds(evaluate_seeds(target, err, quiet, engine=engine, overwrite=overwrite,
+                                   decode_overrides=overrides, tag=tag))
+        return
+    metrics = evaluate_run(target, err, quiet, command=command_line(), engine=engine, overwrite=overwrite,
+                           decode_overrides=overrides, tag=tag)
     if as_json:
         typer.echo(json.dumps(metrics, ensure_ascii=False))
     else:
