@@ -26,6 +26,9 @@ logits ``z¹, z²`` and per-label Bernoullis ``p = σ(z)``::
 
 Both embedding regularisers hook the word-embedding module's output (a forward hook), so they
 work with frozen word embeddings and with models that feed ``inputs_embeds`` (label tokens).
+With cached frozen layers (``train.cache_frozen``) the word embeddings never run again, so both
+act on the first trainable layer's input instead: ``e`` is then the cached states of the batch
+(the frozen layers' output), perturbed as ``e + r`` in a copy, never in the cache itself.
 """
 
 from __future__ import annotations
@@ -89,17 +92,40 @@ class EmbeddingTap:
         self.handle.remove()
 
 
-def backward_step(forward: Callable[[], torch.Tensor], embeddings: nn.Module | None = None,
-                  fgm_epsilon: float = 0.0, gp_weight: float = 0.0) -> torch.Tensor:
+class StatesTap:
+    """The cached-states counterpart of :class:`EmbeddingTap`: ``value()`` is the batch's states as a
+    leaf that requires grad (kept as ``output``) while ``delta`` is None, else ``states + delta``."""
+
+    def __init__(self, states: torch.Tensor):
+        self.states = states
+        self.output: torch.Tensor | None = None
+        self.delta: torch.Tensor | None = None
+
+    def value(self) -> torch.Tensor:
+        if self.delta is not None:
+            return self.states + self.delta.to(self.states.dtype)
+        self.output = self.states.detach().requires_grad_()
+        return self.output
+
+    def remove(self) -> None:
+        pass
+
+
+def backward_step(forward: Callable[..., torch.Tensor], embeddings: nn.Module | None = None,
+                  fgm_epsilon: float = 0.0, gp_weight: float = 0.0,
+                  states: torch.Tensor | None = None) -> torch.Tensor:
     """Accumulate the gradients of one batch, with FGM and the gradient penalty when set.
 
     Parameters
     ----------
     forward : callable
         Runs the model on the batch (under autocast, if wanted) and returns the loss; called
-        once, twice (FGM or GP) or three times (both), each call with fresh dropout.
+        once, twice (FGM or GP) or three times (both), each call with fresh dropout. With
+        ``states`` it takes the (possibly perturbed) states as its one argument.
     embeddings : nn.Module, optional
-        The word-embedding module (:func:`word_embeddings`); needed for FGM and GP.
+        The word-embedding module (:func:`word_embeddings`); needed for FGM and GP on texts.
+    states : torch.Tensor, optional
+        Cached lower-layer states of the batch (B, T, d): FGM and GP perturb these instead.
     fgm_epsilon, gp_weight : float
         ``ε`` and ``λ`` of the module docstring; 0 turns each off.
 
@@ -109,10 +135,15 @@ def backward_step(forward: Callable[[], torch.Tensor], embeddings: nn.Module | N
         The loss of the unperturbed pass, detached.
     """
     if not (fgm_epsilon or gp_weight):
-        loss = forward()
+        loss = forward() if states is None else forward(states)
         loss.backward()
         return loss.detach()
-    tap = EmbeddingTap(embeddings)
+    if states is not None:
+        tap: EmbeddingTap | StatesTap = StatesTap(states)
+        run = forward
+        forward = lambda: run(tap.value())       # noqa: E731
+    else:
+        tap = EmbeddingTap(embeddings)
     try:
         loss = forward()
         e = tap.output

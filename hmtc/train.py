@@ -373,7 +373,8 @@ class Trainer:
         t = self.config["train"]
         ids, y = data.token_ids["train"], data.labels["train"]
         fit_losses(model, y)        # label priors are not saved with the weights: fit every epoch (cheap)
-        embeddings = word_embeddings(model) if t["fgm_epsilon"] or t["gp_weight"] else None
+        cached = self.cache_ is not None
+        embeddings = word_embeddings(model) if (t["fgm_epsilon"] or t["gp_weight"]) and not cached else None
         batches = length_batches([len(x) for x in ids], t["batch_size"], True, t["seed"], epoch, t["bucket_size"])
         task = progress.add_task(f"epoch {epoch + 1}/{t['epochs']}", total=len(ids), info="")
         weights = [1.0] * len(batches)
@@ -385,16 +386,18 @@ class Trainer:
             batches = [self.dist_.shard(b) for b in batches]
         model.train()
         total, n, start = 0.0, 0, time.time()
-        cached = self.cache_ is not None
         stream = iterate_states(self.cache_, batches, y) if cached else iterate(ids, batches, pad_id, y)
         for w, (b, x, mask, labels) in zip(weights, stream):
             x, mask, labels = (v.to(self.device_) for v in (x, mask, labels))
             inputs = (None, mask, labels, x) if cached else (x, mask, labels, None)
             teacher = None if self.teacher_ is None else self.teacher_[torch.as_tensor(b)].to(self.device_)
             optimizer.zero_grad(set_to_none=True)
-            loss = backward_step(functools.partial(self._batch_loss, self.train_model_, *inputs, weight=w,
-                                                   teacher=teacher),
-                                 embeddings, t["fgm_epsilon"], t["gp_weight"]) / w
+            step = functools.partial(self._batch_loss, self.train_model_, *inputs[:3], weight=w, teacher=teacher)
+            if cached:      # FGM / GP perturb the cached states: the first trainable layer's input
+                loss = backward_step(lambda s: step(lower_states=s), None, t["fgm_epsilon"], t["gp_weight"],
+                                     states=x) / w
+            else:
+                loss = backward_step(step, embeddings, t["fgm_epsilon"], t["gp_weight"]) / w
             if t["clip"]:
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], t["clip"])
             optimizer.step()
@@ -447,9 +450,6 @@ class Trainer:
         if not getattr(model, "supports_cache", False):
             raise ConfigError("train.cache_frozen does not work with this model/head "
                               "(its encoder input changes with the labels)")
-        if t["fgm_epsilon"] or t["gp_weight"]:
-            raise ConfigError("train.cache_frozen cannot be combined with FGM or the gradient penalty: "
-                              "both perturb the word embeddings, which a cached run never runs again")
         model.encoder.check_split()
         return cache_lower_states(model.encoder, data.token_ids["train"], pad_id, t["eval_batch_size"],
                                   t["bf16"], self.device_, progress)

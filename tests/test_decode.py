@@ -160,3 +160,28 @@ def test_completion_adds_the_best_child_at_each_level():
     out = complete_to_leaf(keep, scores, index)
     ids = [sorted(np.array(index.ids)[row]) for row in out]
     assert ids == [["a", "a2", "a2y"], ["a", "a1"], ["b", "b1"]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), dag=st.booleans())
+def test_max_constraint_is_consistent_for_every_input(data, dag):
+    import torch
+
+    from hmtc.models.constraint import constrain, descendant_mask
+    index = data.draw(taxonomies(dag)).compile()
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    z = torch.as_tensor(rng.normal(0, 3, size=(16, index.n_nodes)), dtype=torch.float32)
+    under = torch.as_tensor(descendant_mask(index))
+    out = constrain(z, under).numpy()
+    rows = np.repeat(np.arange(index.n_nodes), index.n_parents)
+    assert np.all(out[:, index.parent_idx] >= out[:, rows])        # a parent scores at least its child
+    assert np.all(out >= z.numpy())
+    for t in rng.normal(0, 2, size=5):
+        assert_consistent(out > t, index)                          # any threshold: consistent
+    y = torch.as_tensor(index.closure(rng.random((16, index.n_nodes)) < 0.2))
+    fit = constrain(z, under, y).numpy()
+    assert np.all(fit <= out)
+    assert np.array_equal(fit[~y.numpy()], out[~y.numpy()])        # negatives: the plain MCM
+    pos = y.numpy()
+    hand = np.where(pos[:, None, :] & descendant_mask(index)[None], z.numpy()[:, None, :], -np.inf).max(-1)
+    assert np.allclose(fit[pos], hand[pos])                        # positives: max over positive descendants

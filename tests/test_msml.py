@@ -62,3 +62,22 @@ def test_ablations_train(run_config, tmp_path, options):
     t = Trainer(load_config(run_config, sets), tmp_path / "r", quiet=True)
     t.fit()
     assert t.state_["step"] > 0 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in t.state_["history"])
+
+
+def test_constrained_msml_outputs_parents_above_children_and_trains(run_config, tmp_path):
+    from hmtc.train import Trainer
+    model, ids, mask = _model(run_config, constrained=True)
+    z = model(ids, mask).logits
+    par = model.under.numpy()
+    for i in range(z.shape[1]):
+        assert torch.all(z[:, i:i + 1] >= z[:, torch.as_tensor(par[i])])
+    t = Trainer(load_config(run_config, ["train.epochs=2", "train.record_dir=''", "model.options.constrained=true"]),
+                tmp_path / "r", quiet=True)
+    t.fit()
+    assert t.state_["history"][-1]["train_loss"] < t.state_["history"][0]["train_loss"]
+
+
+def test_level_weights_must_cover_every_level(run_config):
+    from hmtc.errors import ConfigError
+    with pytest.raises(ConfigError, match="1 weights for 2 levels"):
+        _model(run_config, level_weights="[1.0]")

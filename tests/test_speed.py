@@ -52,7 +52,6 @@ def test_cached_run_trains_like_an_uncached_one(run_config, tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     ([], "freeze_layers > 0"),
     (["model.freeze_layers=2"], "inside the 2 frozen layers"),
-    (["model.freeze_layers=1", "train.fgm_epsilon=1.0"], "FGM"),
     (["model.freeze_layers=1", "model.name='flat'"], "label"),
 ])
 def test_cache_config_errors(run_config, tmp_path, overrides, message):

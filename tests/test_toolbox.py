@@ -219,6 +219,38 @@ def test_fgm_adds_the_gradient_at_a_per_text_step(frozen):
     assert not toy.emb._forward_hooks
 
 
+def test_fgm_on_cached_states_perturbs_a_copy():
+    toy, eps = Toy(frozen=True), 0.5
+    cache = toy.emb(toy.ids).detach()
+    kept = cache.clone()
+    plain = toy.loss(cache).item()
+    loss = backward_step(toy.loss, None, fgm_epsilon=eps, states=cache)
+    got = toy.grads()
+    assert loss.item() == pytest.approx(plain)            # the returned loss is the clean pass's
+    assert torch.equal(cache, kept) and not cache.requires_grad     # the cache itself is untouched
+    e = cache.clone().requires_grad_()
+    (g,) = torch.autograd.grad(toy.loss(e), e)
+    r = eps * g / g.flatten(1).norm(dim=1)[:, None, None]
+    assert toy.loss(cache + r).item() > plain             # the adversarial step raises the loss
+    toy.loss(cache).backward()
+    clean = toy.grads()
+    toy.loss(cache).backward()
+    toy.loss(cache + r).backward()
+    for a, x, c in zip(got, toy.grads(), clean):
+        torch.testing.assert_close(a, x)                  # ∇θ L(e) + ∇θ L(e + r)
+        assert not torch.allclose(a, c)
+
+
+def test_cached_run_with_fgm_trains_differently(run_config, tmp_path):
+    base = ["train.epochs=1", "train.record_dir=''", "model.freeze_layers=1", "train.cache_frozen=true"]
+    runs = {}
+    for name, extra in (("plain", []), ("fgm", ["train.fgm_epsilon=1.0"])):
+        t = Trainer(load_config(run_config, base + extra), tmp_path / name, quiet=True)
+        t.fit()
+        runs[name] = t.state_["history"][0]["train_loss"]
+    assert runs["plain"] != runs["fgm"] and all(map(math.isfinite, runs.values()))
+
+
 def test_symmetric_kl_and_rdrop():
     z1, z2 = torch.tensor(Z), torch.tensor([[1.0, 0.0, -1.0], [0.5, -1.0, 3.0]])
 

@@ -13,6 +13,10 @@ For token states ``H`` (B, T, d) from the encoder (a learned mix of chosen layer
 
     loss = Σ_l w_l · L(z_l, y_l)                L = ZLPR (decide z > 0), BCE or any of LOSSES
 
+With ``constrained = true`` the concatenated logits pass through C-HMCNN's max constraint
+(:mod:`hmtc.models.constraint`): the output is ẑ_i = max over i and its descendants, and the loss
+is taken on MCLoss's ẑʸ, so the scores are consistent before any decoding.
+
 Ablations (each a config option; the defaults are the model above): ``gates = false`` classifies
 every level from its own tower (h_l = t_l); ``label_feedback = false`` drops E_{l-1} σ(z_{l-1});
 ``shared_tower = true`` computes one tower t (level 1's kernels) and feeds it to every level
@@ -32,9 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..losses import build_loss
 from ..taxonomy import TaxonomyIndex
 from . import MODELS, EncoderModel, ModelOutput
+from .constraint import constrain, descendant_mask
 from .encoder import TextEncoder
 
 
@@ -62,6 +68,7 @@ class MSMLConfig:
     label_feedback: bool = True               # feed σ(z_{l-1}) into the gate
     gates: bool = True                        # False: each level classified from its own tower
     shared_tower: bool = False                # True: one tower (level 1's kernels) for every level
+    constrained: bool = False                 # C-HMCNN: max over descendants, loss on MCLoss's outputs
 
 
 class TextCNNTower(nn.Module):
@@ -157,9 +164,14 @@ class MSMLModel(EncoderModel):
             if config.gates else None
         self.dropout = nn.Dropout(config.dropout)
         self.classifiers = nn.ModuleList(nn.Linear(d, n) for n in sizes)
+        if config.level_weights is not None and len(config.level_weights) != len(sizes):
+            raise ConfigError(f"model.options.level_weights has {len(config.level_weights)} weights for "
+                              f"{len(sizes)} levels")
         self.level_weights = config.level_weights or [1.0] * len(sizes)
         # one loss per level: a loss that learns label priors reads its own level's columns
         self.losses = nn.ModuleList(build_loss(config.loss, config.loss_options, columns=sl) for sl in self.slices)
+        if config.constrained:
+            self.register_buffer("under", torch.as_tensor(descendant_mask(index)), persistent=False)
 
     def forward_states(self, states: torch.Tensor, attention_mask: torch.Tensor,
                        labels: torch.Tensor | None = None) -> ModelOutput:
@@ -174,6 +186,9 @@ class MSMLModel(EncoderModel):
         logits = torch.cat(level_logits, -1).float()
         loss = None
         if labels is not None:
-            loss = sum(w * loss_fn(logits[:, sl], labels[:, sl])
+            fit = constrain(logits, self.under, labels) if self.config.constrained else logits
+            loss = sum(w * loss_fn(fit[:, sl], labels[:, sl])
                        for w, loss_fn, sl in zip(self.level_weights, self.losses, self.slices))
+        if self.config.constrained:
+            logits = constrain(logits, self.under)
         return ModelOutput(logits=logits, loss=loss)
