@@ -215,12 +215,15 @@ def build_model(cfg: dict, index: TaxonomyIndex):
     from .models import MODELS, make_config
     from .models.dropout import use_fast_dropout
     from .models.encoder import TextEncoder, load_backbone
+    from .models.label_init import init_from_label_names
 
     m = cfg["model"]
     backbone = load_backbone(m["encoder"], **m.get("encoder_options", {}))
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(m["encoder"]))
     encoder = TextEncoder(backbone, m["layers"], m["freeze_embeddings"], m["freeze_layers"])
     model = MODELS.get(m["name"])(encoder, index, make_config(m["name"], m["options"]))
+    if getattr(model.config, "label_init", ""):
+        init_from_label_names(model, tokenizer, index, model.config.label_init)
     if m.get("fast_dropout"):
         use_fast_dropout(model)
     return model, tokenizer

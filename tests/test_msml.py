@@ -81,3 +81,36 @@ def test_level_weights_must_cover_every_level(run_config):
     from hmtc.errors import ConfigError
     with pytest.raises(ConfigError, match="1 weights for 2 levels"):
         _model(run_config, level_weights="[1.0]")
+
+
+@pytest.mark.parametrize("model_name, mode", [("msml", "name"), ("msml", "path"), ("flat", "name")])
+def test_label_init_sets_each_row_from_its_label_text(run_config, model_name, mode):
+    from hmtc.models.label_init import label_texts
+    cfg = load_config(run_config, [f"model.name='{model_name}'", f"model.options.label_init='{mode}'"])
+    if model_name == "flat":
+        cfg["model"]["options"] = {"head": "mean", "label_init": mode}
+    taxonomy = taxonomy_for(cfg)
+    index = taxonomy.compile()
+    texts = label_texts(index, mode)
+    assert texts[index.id_to_index["animal-cat"]] == ("cat" if mode == "name" else "animal / cat")
+    torch.manual_seed(0)
+    model, tok = build_model(cfg, index)
+    model.eval()
+    enc = tok(texts, padding=True, return_tensors="pt")
+    for linear, feats in model.label_features(enc["input_ids"], enc["attention_mask"]):
+        centred = feats - feats.mean(0)
+        named = centred.norm(dim=1) > 1e-5      # level 1's ids are unknown words here: equal texts
+        cos = torch.nn.functional.cosine_similarity(linear.weight[named], centred[named], dim=1)
+        assert torch.allclose(cos, torch.ones_like(cos), atol=1e-4)          # row i points at label i's text
+        assert torch.all(linear.bias == 0) and torch.all(linear.weight[~named] == 0)
+    assert named.sum() == 4
+
+
+def test_label_init_off_leaves_the_default_rows(run_config):
+    torch.manual_seed(0)
+    plain, _, _ = _model(run_config)
+    model, _, _ = _model(run_config, label_init="name")
+    assert not torch.equal(plain.classifiers[0].weight, model.classifiers[0].weight)
+    assert torch.equal(plain.towers[0].proj.weight, model.towers[0].proj.weight)   # only the rows change
+    with pytest.raises(Exception, match="unknown label_init 'names'"):
+        _model(run_config, label_init="names")

@@ -14,7 +14,7 @@ so flat predictions get the same consistent decoding and metrics as every other 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -34,9 +34,7 @@ class FlatConfig:
     dropout: float = 0.1
     loss: str = "zlpr"
     loss_options: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    label_init: str = ""          # "name" / "path": leaf rows from the labels' texts (hmtc.models.label_init)
 
 
 class LabelTokens(nn.Module):
@@ -115,6 +113,13 @@ class FlatModel(EncoderModel):
             z = self.label_tokens(self.dropout(self.label_tokens.states(self.encoder, input_ids, attention_mask)))
             return self.leaf_output(z, labels)
         return self.forward_states(self.encode(input_ids, attention_mask, lower_states), attention_mask, labels)
+
+    def label_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list:
+        """For label-name initialisation: the classifier and the pooled vectors of the leaves' texts."""
+        if self.config.head == "label_token":
+            raise ConfigError("label_init does not apply to the label_token head (it learns label tokens)")
+        v = self.head(self.encode(input_ids, attention_mask), attention_mask)
+        return [(self.classifier, v[self.leaves])]
 
     def forward_states(self, states, attention_mask, labels=None) -> ModelOutput:
         return self.leaf_output(self.classifier(self.dropout(self.head(states, attention_mask))), labels)

@@ -69,6 +69,7 @@ class MSMLConfig:
     gates: bool = True                        # False: each level classified from its own tower
     shared_tower: bool = False                # True: one tower (level 1's kernels) for every level
     constrained: bool = False                 # C-HMCNN: max over descendants, loss on MCLoss's outputs
+    label_init: str = ""                      # "name" / "path": classifier rows from the labels' texts
 
 
 class TextCNNTower(nn.Module):
@@ -173,17 +174,26 @@ class MSMLModel(EncoderModel):
         if config.constrained:
             self.register_buffer("under", torch.as_tensor(descendant_mask(index)), persistent=False)
 
-    def forward_states(self, states: torch.Tensor, attention_mask: torch.Tensor,
-                       labels: torch.Tensor | None = None) -> ModelOutput:
-        """Everything above the encoder (also used on cached encoder states)."""
-        level_logits, h, z = [], None, None
+    def level_states(self, states: torch.Tensor, attention_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(h_l, z_l) of every level: the state its classifier reads and its logits."""
+        out, h, z = [], None, None
         shared = self.towers[0](states, attention_mask) if self.config.shared_tower else None
         for level, clf in enumerate(self.classifiers):
             t = shared if shared is not None else self.towers[level](states, attention_mask)
             h = t if level == 0 or self.gates is None else self.gates[level - 1](t, h, z)
             z = clf(self.dropout(h))
-            level_logits.append(z)
-        logits = torch.cat(level_logits, -1).float()
+            out.append((h, z))
+        return out
+
+    def label_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list:
+        """For label-name initialisation: each level's classifier and h_l of its own nodes' texts."""
+        levels = self.level_states(self.encode(input_ids, attention_mask), attention_mask)
+        return [(clf, h[sl]) for clf, (h, _), sl in zip(self.classifiers, levels, self.slices)]
+
+    def forward_states(self, states: torch.Tensor, attention_mask: torch.Tensor,
+                       labels: torch.Tensor | None = None) -> ModelOutput:
+        """Everything above the encoder (also used on cached encoder states)."""
+        logits = torch.cat([z for _, z in self.level_states(states, attention_mask)], -1).float()
         loss = None
         if labels is not None:
             fit = constrain(logits, self.under, labels) if self.config.constrained else logits

@@ -1,0 +1,59 @@
+"""Classifier rows initialised from the labels' own names (``model.options.label_init``).
+
+Each node ``i`` has a text ``x_i``: its display name (``"name"``) or the display names along its
+path from the root (``"path"``, e.g. ``"灾害/意外 / 坍/垮塌"``). The untrained model reads ``x_i`` as
+it reads any text, and the features ``f_i`` that node ``i``'s classifier row sees for it become
+that row, centred over the classifier's nodes and scaled to the rows' mean default norm ``s``::
+
+    w_i = s · (f_i - mean_j f_j) / ||f_i - mean_j f_j||,    b_i = 0
+
+so at the start a text scores highest on the labels whose names it resembles through the
+encoder (and, for MSML, the same random towers and gates that the text passes), not at random.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigError
+from ..taxonomy import TaxonomyIndex
+
+MODES = ("", "name", "path")
+
+
+def label_texts(index: TaxonomyIndex, mode: str) -> list[str]:
+    """One text per node: its display name, or the names from level 1 down to it (first parents)."""
+    if mode not in MODES[1:]:
+        raise ConfigError(f"unknown label_init {mode!r}; known: name, path")
+    if mode == "name":
+        return list(index.names)
+    texts = []
+    for i in range(index.n_nodes):
+        chain, node = [], i
+        while node >= 0:
+            chain.append(index.names[node])
+            node = int(index.parent[node])
+        texts.append(" / ".join(reversed(chain)))
+    return texts
+
+
+@torch.no_grad()
+def init_from_label_names(model: torch.nn.Module, tokenizer, index: TaxonomyIndex, mode: str,
+                          max_length: int = 64) -> None:
+    """Set the rows of every classifier of ``model`` (see the module docstring); the model must
+    define ``label_features(input_ids, attention_mask) -> [(linear, node features), ...]``."""
+    if not hasattr(model, "label_features"):
+        raise ConfigError(f"label_init is not supported by the {type(model).__name__}")
+    enc = tokenizer(label_texts(index, mode), padding=True, truncation=True, max_length=max_length,
+                    return_tensors="pt")
+    was_training = model.training
+    model.eval()
+    n = len(model.label_features(enc["input_ids"], enc["attention_mask"]))
+    for k in range(n):      # in order: a lower level's features read the rows set above it (gates)
+        linear, feats = model.label_features(enc["input_ids"], enc["attention_mask"])[k]
+        rows = feats.float() - feats.float().mean(0, keepdim=True)
+        rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        scale = linear.weight.norm(dim=1).mean()
+        linear.weight.copy_(rows * scale)
+        linear.bias.zero_()
+    model.train(was_training)
