@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from hmtc.bench import duee_texts
-from hmtc.evaluate import locate
+from hmtc.data.prepare import locate
 from hmtc.export import FILES, ONNX_BATCH, load_for_inference, onnx_session
 
 MATMUL_OPS = {"DynamicQuantizeMatMul", "QAttention", "MatMul", "MatMulInteger", "Attention", "Gemm",
@@ -42,11 +42,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:             # the trace never lands in the working tree
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(tmp, "ort")
-        ckpt.session = onnx_session(folder / FILES[args.engine], opts)
+        ckpt.scorer.session = onnx_session(folder / FILES[args.engine], opts)
         t0 = time.perf_counter()
         ckpt.scores(texts)
         dt = time.perf_counter() - t0
-        with open(ckpt.session.end_profiling(), encoding="utf-8") as fh:
+        with open(ckpt.scorer.session.end_profiling(), encoding="utf-8") as fh:
             events = json.load(fh)
     per_op: collections.Counter = collections.Counter()
     for e in events:
@@ -55,11 +55,11 @@ def main() -> None:
     total = sum(per_op.values())
     matmul = sum(v for k, v in per_op.items() if k in MATMUL_OPS)
     print(f"{args.engine}: {len(texts)} texts in {dt:.2f} s = {len(texts) / dt:.1f} texts/s "
-          f"(batch {ONNX_BATCH}, {ckpt.workers} at once, profiler on); kernel time {total / 1e6:.2f} s")
+          f"(batch {ONNX_BATCH}, {ckpt.scorer.workers} at once, profiler on); kernel time {total / 1e6:.2f} s")
     for op, us in per_op.most_common(12):
         print(f"  {op:28s} {us / 1e3:9.1f} ms  {100 * us / total:5.1f} %")
     print(f"matrix products (incl. fused attention): {100 * matmul / total:.1f} % of kernel time; "
-          f"alone they cap this engine at {len(texts) * ckpt.workers / (matmul / 1e6):.0f} texts/s")
+          f"alone they cap this engine at {len(texts) * ckpt.scorer.workers / (matmul / 1e6):.0f} texts/s")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from hmtc.bench import _TrainSetting, duee_texts
 from hmtc.taxonomy import Taxonomy
-from hmtc.train import autocast
+from hmtc.models import autocast
 
 
 def main() -> None:

@@ -16,10 +16,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+from transformers import AutoConfig
 
-from .batching import collate, length_batches, tokenize
+from .batching import collate, iterate_states, length_batches, tokenize
+from .checkpoint import save_checkpoint
 from .config import DEFAULTS
+from .data.catalog import load_dataset
+from .data.prepare import locate
+from .decode import decode
+from .encoders import resolve_encoder
+from .errors import DataError
+from .export import ONNX_BATCH, export_onnx, load_for_inference
+from .inference import cache_lower_states
+from .metrics import evaluate
+from .models import autocast, create_model
+from .predict import predict_texts, read_texts
 from .taxonomy import Taxonomy
+from .train import EMA
 
 
 def _peak_rss_mib() -> float:
@@ -29,8 +43,6 @@ def _peak_rss_mib() -> float:
 def flop_counter():
     """torch's FlopCounterMode (matrix products, convolutions, attention: 2 FLOP per
     multiply-add), taught the CPU flash-attention kernels that SDPA runs here."""
-    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
-
     def fwd(q, k, v, *args, out_shape=None, **kwargs):
         return sdpa_flop_count(q, k, v)
 
@@ -70,21 +82,18 @@ def infer_gflops_per_text(model_name: str, encoder: str, texts: list[str], taxon
     """Counted forward GFLOP per text of the model (``layers`` > 0: the encoder's lower
     ``layers`` layers; ``options``: its model options) over ``texts`` in length-sorted batches,
     and their tokens per text."""
-    from .train import build_model, predict_scores
     cfg = _config(model_name, encoder, False, 1, encoder_options={"num_hidden_layers": layers} if layers else None,
                   options=options)
-    model, tok = build_model(cfg, taxonomy.compile())
-    ids = tokenize(tok, texts, cfg["data"]["max_length"])
+    model = create_model(cfg, taxonomy.compile())
+    ids = tokenize(model.tokenizer, texts, cfg["data"]["max_length"])
     with flop_counter() as fc, torch.no_grad():
-        predict_scores(model, ids, tok.pad_token_id or 0, batch_size)
+        model.score_ids(ids, batch_size)
     return fc.get_total_flops() / 1e9 / len(texts), sum(map(len, ids)) / len(texts)
 
 
 def duee_texts(n: int = 0) -> list[str]:
     """The first ``n`` (0: all) DuEE training texts when $HMTC_DATA has them; else as many texts
     of a similar length profile (11,958 for all, the size of DuEE's training split)."""
-    from .data.catalog import load_dataset
-    from .errors import DataError
     try:
         texts = load_dataset("duee", splits=["train"]).splits["train"].texts
     except DataError:                                   # no data folder: synthetic stand-ins
@@ -128,11 +137,11 @@ class _TrainSetting:
     def __init__(self, model_name: str, encoder: str, texts: list[str], taxonomy: Taxonomy, bf16: bool,
                  batch_size: int, steps: int, warmup: int, threads: int, freeze_layers: int,
                  encoder_options: dict | None, ema_decay: float, fast_dropout: bool, options: dict | None = None):
-        from .train import EMA, build_model, cache_lower_states
         torch.manual_seed(0)
         cfg = _config(model_name, encoder, bf16, threads, freeze_layers, encoder_options, fast_dropout, options)
         index = taxonomy.compile()
-        self.model, tok = build_model(cfg, index)
+        self.model = create_model(cfg, index)
+        tok = self.model.tokenizer
         self.pad_id, self.bf16, self.freeze_layers = tok.pad_token_id or 0, bf16, freeze_layers
         self.ids = tokenize(tok, texts, cfg["data"]["max_length"])
         self.lengths = [len(x) for x in self.ids]
@@ -157,7 +166,6 @@ class _TrainSetting:
 
     def _inputs(self, b: np.ndarray) -> dict:
         """The model's keyword arguments for batch ``b`` (cached lower states when frozen)."""
-        from .batching import iterate_states
         labels = torch.as_tensor(self.y[b], dtype=torch.float32)
         if self.freeze_layers:
             _, states, m, _ = next(iterate_states(self.cache, [b]))
@@ -167,7 +175,6 @@ class _TrainSetting:
 
     def _step(self, b: np.ndarray) -> int:
         """One full step (forward, backward, clip, AdamW, EMA) on batch ``b``; returns its tokens."""
-        from .train import autocast
         inputs = self._inputs(b)
         with autocast(torch.device("cpu"), self.bf16):
             loss = self.model(**inputs).loss
@@ -183,7 +190,6 @@ class _TrainSetting:
         """Counted GFLOP per sample over the timed batches: a training step's forward + backward,
         and the one-off pass of the frozen lower layers that fills the cache (0 without one).
         The weights are left as they were (no optimizer step)."""
-        from .train import autocast
         n, cpu = sum(map(len, self.timed)), torch.device("cpu")
         with flop_counter() as fc:
             for b in self.timed:
@@ -260,15 +266,11 @@ def bench_checkpoint(model_name: str, encoder: str, taxonomy: Taxonomy, bf16: bo
     ``engine``: inference speed does not depend on the weights' values. ``layers`` > 0 keeps the
     encoder's lower ``layers`` layers only (``model.encoder_options.num_hidden_layers``);
     ``options`` are the model's options (``model.options``)."""
-    from .checkpoint import save_checkpoint
-    from .export import export_onnx, load_for_inference
-    from .train import build_model
     cfg = _config(model_name, encoder, bf16, threads,
                   encoder_options={"num_hidden_layers": layers} if layers else None, options=options)
     cfg["train"]["eval_batch_size"] = 128
     torch.manual_seed(0)
-    model, tok = build_model(cfg, taxonomy.compile())
-    save_checkpoint(folder, model, tok, taxonomy, cfg)
+    save_checkpoint(folder, create_model(cfg, taxonomy.compile()), taxonomy, cfg)
     if engine != "torch":
         export_onnx(folder, int8=engine == "onnx-int8")
     return load_for_inference(folder, engine, threads)
@@ -281,7 +283,7 @@ def time_scores(ckpt, texts: list[str], batch_size: int | None = None, bf16: boo
     t0 = time.perf_counter()
     ckpt.scores(texts, batch_size, bf16)
     dt = time.perf_counter() - t0
-    tokens = sum(map(len, tokenize(ckpt.tokenizer, texts, ckpt.config["data"]["max_length"])))
+    tokens = sum(map(len, tokenize(ckpt.scorer.tokenizer, texts, ckpt.config["data"]["max_length"])))
     return {"texts_per_s": round(len(texts) / dt, 1), "texts": len(texts), "seconds": round(dt, 2),
             "tokens_per_text": round(tokens / len(texts), 1), "peak_rss_mib": round(_peak_rss_mib())}
 
@@ -310,8 +312,6 @@ def checkpoint_throughputs(settings: list[tuple[str | Path, str]], texts: list[s
     order), so that the machine's drifts hit them alike; each keeps its per-round rates
     (``round_texts_per_s``) and ``texts_per_s`` is its rate over all rounds.
     """
-    from .evaluate import locate
-    from .export import ONNX_BATCH, load_for_inference
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     folders = [locate(target)[1] for target, _ in settings]
@@ -353,9 +353,7 @@ def ceilings(recipes: list[dict], infer_layers: list[int], infer_models: list[st
     one-off cache pass spread over ``epochs``. ``options`` maps model names to their model
     options. Returns figure rows as ``hmtc bench`` prints them.
     """
-    from transformers import AutoConfig
 
-    from .encoders import resolve_encoder
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     bert = AutoConfig.from_pretrained(resolve_encoder(encoder))
@@ -412,7 +410,6 @@ def stream_predict_memory(model_name: str, encoder: str, texts: list[str], taxon
                           options: dict | None = None) -> dict:
     """``hmtc predict``'s path over a JSONL of ``n_texts`` lines (texts repeated): resident memory
     after the first chunk and at the end, and texts/s, so flat memory shows as a small growth."""
-    from .predict import predict_texts, read_texts
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -439,8 +436,6 @@ def stream_predict_memory(model_name: str, encoder: str, texts: list[str], taxon
 
 def decode_metrics_time(n_samples: int = 100_000, branching: int = 10, seed: int = 0) -> dict:
     """Seconds to decode (best) and compute every metric for a synthetic 10x10x10 tree."""
-    from .decode import decode
-    from .metrics import evaluate
     paths = [f"{a}.{b}.{c}" for a in range(branching) for b in range(branching) for c in range(branching)]
     index = Taxonomy.from_paths(paths, sep=".").compile()
     rng = np.random.default_rng(seed)

@@ -1,15 +1,14 @@
-"""Checkpoints are folders of safetensors + JSON; nothing is ever unpickled.
+"""Checkpoint folders: safetensors + JSON; nothing is ever unpickled.
 
-    model.safetensors   all weights
-    checkpoint.json     run config, model name and options, hmtc version
-    encoder/config.json the backbone's transformers config (rebuilt without a download)
-    tokenizer/          the tokenizer (tokenizer.json ...)
+    checkpoint.json     run config (model name and options inside), hmtc version
     taxonomy.tax        the taxonomy, canonical text
     labels.json         the label index: node ids in column order, with levels
     decode.json         decoding method and tuned thresholds (written by eval)
+    ...                 the model's own files (:meth:`hmtc.models.base.Model.save`): for the
+                        neural models model.safetensors, encoder/config.json, tokenizer/;
+                        for tfidf those of :mod:`hmtc.models.tfidf`
 
-A ``tfidf`` checkpoint has no model, encoder nor tokenizer: its own files are described in
-:mod:`hmtc.models.tfidf`.
+A folder is written aside and renamed into place, so a reader sees a whole checkpoint or none.
 """
 
 from __future__ import annotations
@@ -19,23 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import safetensors.torch
-import torch
 
 from . import __version__
 from .errors import HmtcError
 from .io import atomic_dir, atomic_write_json, atomic_write_text
+from .models import MODELS, Model
 from .taxonomy import Taxonomy, TaxonomyIndex
 
 
-def save_checkpoint(folder: str | Path, model: torch.nn.Module, tokenizer, taxonomy: Taxonomy,
-                    config: dict, extra_files: dict[str, bytes] | None = None) -> Path:
+def save_checkpoint(folder: str | Path, model: Model, taxonomy: Taxonomy, config: dict,
+                    extra_files: dict[str, bytes] | None = None) -> Path:
     """Write a checkpoint folder atomically (built aside, then renamed into place)."""
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
-        safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
-        model.encoder.backbone.config.save_pretrained(tmp / "encoder")
-        tokenizer.save_pretrained(tmp / "tokenizer")
+        model.save(tmp)
         write_checkpoint_meta(tmp, taxonomy, config)
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
@@ -52,43 +48,33 @@ def write_checkpoint_meta(folder: Path, taxonomy: Taxonomy, config: dict) -> Non
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: ready model (eval mode), tokenizer, taxonomy, config, decoding.
+    """A loaded checkpoint: the model (any :class:`~hmtc.models.base.Model`; None when another
+    engine scores), taxonomy, config and decoding.
 
-    ``model`` and ``tokenizer`` are None for model-free checkpoints (tfidf), which override
-    :meth:`scores`.
+    ``scorer`` scores texts: the model itself, or another engine over the same folder
+    (:mod:`hmtc.export`).
     """
 
-    model: torch.nn.Module | None
-    tokenizer: object
+    model: Model | None
     taxonomy: Taxonomy
     index: TaxonomyIndex
     config: dict
     decode: dict
     path: Path
+    scorer: Model | None = None
+
+    def __post_init__(self):
+        self.scorer = self.scorer or self.model
 
     def scores(self, texts: list[str], batch_size: int | None = None, bf16: bool | None = None,
                progress=None) -> np.ndarray:
-        """Logits (len(texts), n_nodes) in the label index's column order."""
-        from .batching import tokenize
-        from .train import predict_scores
-        t = self.config["train"]
-        ids = tokenize(self.tokenizer, texts, self.config["data"]["max_length"])
-        return predict_scores(self.model, ids, self.tokenizer.pad_token_id or 0,
-                              batch_size or t["eval_batch_size"], t["bf16"] if bf16 is None else bf16,
-                              progress=progress)
+        """Scores (len(texts), n_nodes) in the label index's column order (None: the engine's defaults,
+        which for the torch models are the run's ``eval_batch_size`` and ``bf16``)."""
+        return self.scorer.scores(texts, batch_size, bf16, progress=progress)
 
 
-def load_checkpoint(folder: str | Path, with_model: bool = True) -> Checkpoint:
-    """Rebuild the model from config + safetensors; the label index must match the taxonomy.
-
-    ``with_model=False`` loads everything but the weights (``model`` is None), for engines that
-    bring their own (:mod:`hmtc.export`).
-    """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    from .models import MODELS, make_config
-    from .models.encoder import TextEncoder
-
+def read_meta(folder: str | Path) -> tuple[dict, Taxonomy, TaxonomyIndex, dict]:
+    """(config, taxonomy, index, decode) of a checkpoint folder; the label index must match."""
     folder = Path(folder)
     meta_path = folder / "checkpoint.json"
     if not meta_path.is_file():
@@ -102,24 +88,12 @@ def load_checkpoint(folder: str | Path, with_model: bool = True) -> Checkpoint:
                         folder / "taxonomy.tax")
     dec_path = folder / "decode.json"
     decode = json.loads(dec_path.read_text(encoding="utf-8")) if dec_path.is_file() else {}
-    mcfg = config["model"]
-    if mcfg["name"] == "tfidf":                 # model-free: no encoder, no tokenizer
-        from .models.tfidf import load_tfidf
-        return load_tfidf(folder, taxonomy, index, config, decode)
-    if not with_model:
-        return Checkpoint(None, AutoTokenizer.from_pretrained(folder / "tokenizer"), taxonomy, index, config,
-                          decode, folder)
-    enc_cfg = AutoConfig.from_pretrained(folder / "encoder")
-    try:
-        backbone = AutoModel.from_config(enc_cfg, add_pooling_layer=False)
-    except TypeError:
-        backbone = AutoModel.from_config(enc_cfg)
-    encoder = TextEncoder(backbone, mcfg["layers"], mcfg["freeze_embeddings"], mcfg["freeze_layers"])
-    model = MODELS.get(mcfg["name"])(encoder, index, make_config(mcfg["name"], mcfg["options"]))
-    missing, unexpected = safetensors.torch.load_model(model, str(folder / "model.safetensors"), strict=False)
-    if missing or unexpected:
-        raise HmtcError(f"weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}",
-                        folder / "model.safetensors")
-    model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    return Checkpoint(model, tokenizer, taxonomy, index, config, decode, folder)
+    return config, taxonomy, index, decode
+
+
+def load_checkpoint(folder: str | Path) -> Checkpoint:
+    """The checkpoint in ``folder``, its model loaded by the class its config names."""
+    folder = Path(folder)
+    config, taxonomy, index, decode = read_meta(folder)
+    return Checkpoint(MODELS.get(config["model"]["name"]).load(folder, config, index), taxonomy, index, config,
+                      decode, folder)

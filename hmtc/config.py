@@ -1,21 +1,31 @@
 """Run configuration: a TOML file with [data], [model], [train] and [decode] tables.
 
+Each table is a dataclass below (:class:`DataConfig`, :class:`ModelConfig`, :class:`TrainConfig`,
+:class:`DecodeConfig`): its fields are the table's keys, with their types, defaults, cheap range
+checks and one line of meaning each. They are the schema: :data:`DEFAULTS` is built from them,
+every file and override is checked against them on load, and ``docs/config.md`` is rendered from
+them by :func:`config_docs`. A loaded config stays a plain nested dict (``cfg["train"]["lr"]``),
+as stored in checkpoints.
+
 A config may start with ``base = "other.toml"`` (a path relative to the config's own folder):
 the base is read first (itself possibly with a base; a cycle is an error) and the config's own
 keys are merged over it, tables key by key, so a variant states only what differs. ``name`` is
 never inherited: a config's name is its own ``name`` or its file's stem.
 
 Command-line ``--set section.key=value`` overrides any key (the value is read as TOML, so
-``--set train.lr=1e-4`` is a float and ``--set model.kernels=[[3,5],[2]]`` a list);
+``--set train.lr=1e-4`` is a float and ``--set model.options.kernels=[[3,5],[2]]`` a list);
 ``--set name=...`` renames the run.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import math
 import sys
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
 
@@ -24,85 +34,275 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "data": {
-        "dataset": "duee",          # built-in name or dataset TOML
-        "data_dir": "",             # else $HMTC_DATA
-        "taxonomy": "",             # else the dataset's own
-        "dev_fraction": 0.05,       # carved from train (seeded) when the dataset has no dev split
-        "max_length": 128,
-        "train_limit": 0,           # use only the first N training samples (0: all)
-    },
-    "model": {
-        "name": "msml",
-        "encoder": "me5-small",     # built-in name, local folder or hub id
-        "layers": [-1],             # hidden layers mixed into the token states
-        "freeze_embeddings": True,
-        "freeze_layers": 0,
-        # dropout masks from 16-bit slices of 64-bit draws and eager attention (hmtc.models.dropout):
-        # same masks in distribution, 1.2-1.5x faster CPU steps (interleaved bench); a different random stream
-        "fast_dropout": False,
-        "encoder_options": {},      # passed to from_pretrained, e.g. { hidden_dropout_prob = 0.0 }
-        "options": {},              # the model's own config (e.g. MSMLConfig fields)
-    },
-    "train": {
-        "epochs": 3,
-        "batch_size": 32,
-        "lr": 1e-4,                 # top encoder layer
-        "head_lr": 5e-3,
-        "layer_decay": 1.0,
-        "weight_decay": 0.01,
-        "warmup": 0.06,             # fraction of steps
-        "schedule": "linear",       # linear | cosine | constant
-        "clip": 1.0,
-        "ema": 0.0,                 # EMA decay of weights (0: off)
-        # regularisers of each step (hmtc.regularizers); 0: off, any combination works
-        "fgm_epsilon": 0.0,         # FGM: adversarial step of this norm on each text's word embeddings
-        "gp_weight": 0.0,           # gradient penalty λ·mean ||∇_emb loss||² (finite differences)
-        "rdrop_alpha": 0.0,         # R-Drop: α·symmetric KL between two dropout passes
-        # run the frozen embeddings + model.freeze_layers once (no dropout) and train the layers
-        # above on their cached output every epoch: much less work per step on a CPU
-        "cache_frozen": False,
-        # knowledge distillation: also fit a trained run's logits on the training texts
-        # (loss = (1 - α)·task loss + α·soft-target BCE at temperature T; hmtc.losses)
-        "teacher": "",              # run or checkpoint folder with the same taxonomy ("": off)
-        "distill_alpha": 0.5,
-        "distill_temperature": 1.0,
-        "patience": 0,              # epochs without dev gain before stopping (0: never)
-        "metric": "micro_f1",
-        "bf16": False,              # CPU/GPU autocast
-        "seed": 42,
-        "seeds": [],                # several seeds: one run each under <out>/seed-<n>, plus a mean record
-        "threads": 0,               # torch threads (0: all cores)
-        "device": "auto",           # auto | cpu | cuda
-        "eval_batch_size": 128,
-        "bucket_size": 50,          # batches per length bucket
-        "output_dir": "runs",
-        # run records (one JSON per run, keyed by the run folder under output_dir); experiments/
-        # configs set "experiments/records", so a plain run never touches the tracked records
-        "record_dir": "runs/records",
-    },
-    "decode": {
-        "method": "best",           # best | top-down | closure
-        "threshold": "tune",        # "tune" (on dev) or a logit
-        "per_label": False,         # tune one threshold per node on dev
-        "single_path": "auto",      # auto: from the training data
-        "at_least_one": "auto",     # auto: when every training sample has a label
-        "complete": "auto",         # extend predictions down to a leaf; auto: when every training label set reaches one
-    },
-}
+
+@dataclass(frozen=True)
+class Bound:
+    """A check on a key's value beyond its type.
+
+    Parameters
+    ----------
+    test : callable
+        True when a value (already of the key's type) is allowed.
+    text : str
+        The check in words, shown after the type in errors and in ``docs/config.md``.
+    """
+
+    test: Callable[[Any], bool]
+    text: str
 
 
-def _merge(base: dict, extra: dict, where: str) -> dict:
+def _range(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False,
+           finite: bool = False) -> Bound:
+    """``low <= v`` (``<`` when ``low_open``) and, if given, ``v <= high`` (``<`` when ``high_open``).
+
+    NaN and infinities never pass; ``finite`` adds that to the words of a bound open above."""
+    def test(v: float) -> bool:
+        return (math.isfinite(v) and (v > low if low_open else v >= low)
+                and (high is None or (v < high if high_open else v <= high)))
+    if high is None:
+        text = f"{'>' if low_open else '>='} {low}" + (" and finite" if finite else "")
+    else:
+        text = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return Bound(test, text)
+
+
+def _key(default: Any, doc: str, bound: Bound | None = None) -> Any:
+    """A config key: its default, one line of meaning and an optional :class:`Bound`."""
+    meta = {"doc": doc, "bound": bound}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+Auto = Literal["auto"] | bool          # a switch that "auto" sets from the training data
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The [data] table: the dataset, its taxonomy and how its texts are cut."""
+
+    dataset: str = _key("duee", "built-in dataset name or a dataset TOML")
+    data_dir: str = _key("", "folder of the built-in datasets (\"\": `$HMTC_DATA`)")
+    taxonomy: str = _key("", "taxonomy file (\"\": the dataset's own)")
+    dev_fraction: float = _key(0.05, "share of train carved out (seeded) as dev when the dataset has no dev split",
+                               _range(0, 1, high_open=True))
+    max_length: int = _key(128, "tokens kept per text", _range(1))
+    train_limit: int = _key(0, "use only the first N training samples (0: all)", _range(0))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The [model] table: the model family, its encoder and what of the encoder trains."""
+
+    name: str = _key("msml", "model family: msml, flat, global, local or tfidf")
+    encoder: str = _key("me5-small", "built-in encoder name, local folder or hub id")
+    layers: list[int] = _key([-1], "hidden layers mixed into the token states (0: embeddings, -1: the last)")
+    freeze_embeddings: bool = _key(True, "keep the word embeddings fixed")
+    freeze_layers: int = _key(0, "keep the lowest N encoder layers fixed as well", _range(0))
+    fast_dropout: bool = _key(False, "dropout masks from 16-bit slices of 64-bit draws and eager attention "
+                                     "(hmtc.models.dropout): same masks in distribution, 1.2-1.5x faster CPU "
+                                     "steps, another random stream")
+    encoder_options: dict[str, Any] = _key({}, "passed to `from_pretrained`, e.g. `{ hidden_dropout_prob = 0.0 }`")
+    options: dict[str, Any] = _key({}, "the model's own config (e.g. MSMLConfig fields), checked by the model")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The [train] table: optimisation, regularisers, distillation, seeds and where runs go."""
+
+    epochs: int = _key(3, "passes over the training data", _range(1))
+    batch_size: int = _key(32, "training samples per step", _range(1))
+    lr: float = _key(1e-4, "learning rate of the top encoder layer", _range(0, finite=True))
+    head_lr: float = _key(5e-3, "learning rate of everything outside the encoder", _range(0, finite=True))
+    layer_decay: float = _key(1.0, "encoder layer l of L learns at lr · layer_decay^(L - l)")
+    weight_decay: float = _key(0.01, "AdamW weight decay (none on biases and LayerNorm weights)")
+    warmup: float = _key(0.06, "fraction of the steps spent warming the learning rate up",
+                         _range(0, 1, high_open=True))
+    schedule: Literal["linear", "cosine", "constant"] = _key("linear", "learning-rate decay after the warm-up")
+    clip: float = _key(1.0, "gradient norm clip (0: off)")
+    ema: float = _key(0.0, "EMA decay of weights (0: off)", _range(0, 1, high_open=True))
+    fgm_epsilon: float = _key(0.0, "FGM (hmtc.regularizers): adversarial step of this norm on the word embeddings "
+                                   "(0: off)")
+    gp_weight: float = _key(0.0, "gradient penalty (hmtc.regularizers): λ·mean squared norm of the loss gradient in "
+                                 "the word embeddings, by finite differences (0: off)")
+    rdrop_alpha: float = _key(0.0, "R-Drop (hmtc.regularizers): α·symmetric KL between two dropout passes (0: off)")
+    cache_frozen: bool = _key(False, "run the frozen embeddings and model.freeze_layers once (no dropout) and "
+                                     "train the layers above on their cached output every epoch")
+    teacher: str = _key("", "distil from this run or checkpoint folder with the same taxonomy (\"\": off)")
+    distill_alpha: float = _key(0.5, "distillation weight α: (1 - α)·task loss + α·soft-target BCE (hmtc.losses)",
+                                _range(0, 1))
+    distill_temperature: float = _key(1.0, "temperature T of the teacher's soft targets",
+                                      _range(0, low_open=True, finite=True))
+    patience: int = _key(0, "epochs without dev gain before stopping (0: never)", _range(0))
+    metric: str = _key("micro_f1", "dev figure that picks the best epoch")
+    bf16: bool = _key(False, "bf16 autocast on CPU or GPU")
+    seed: int = _key(42, "seed of initialisation, batch order, dropout and the carved dev split")
+    seeds: list[int] = _key([], "several seeds: one run each under `<out>/seed-<n>`, plus a mean record",
+                            Bound(lambda v: len(set(v)) == len(v), "without repeats"))
+    threads: int = _key(0, "torch threads (0: all cores)")
+    device: str = _key("auto", "where to train", Bound(lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
+                                                       "(auto, cpu, cuda or cuda:<n>)"))
+    eval_batch_size: int = _key(128, "texts per batch when predicting", _range(1))
+    bucket_size: int = _key(50, "batches per length bucket")
+    output_dir: str = _key("runs", "folder of the run folders (`<output_dir>/<name>`)")
+    record_dir: str = _key("runs/records", "run records, one JSON per run keyed by its folder under output_dir "
+                                           "(experiments/ configs use experiments/records, the tracked ones)")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """The [decode] table: how node scores become consistent label sets (hmtc.decode)."""
+
+    method: Literal["best", "top-down", "closure"] = _key(
+        "best", "top-down: passing nodes under kept parents; closure: passing nodes and their ancestors; "
+                "best: the consistent set of highest total margin")
+    threshold: Literal["tune"] | float = _key("tune", "\"tune\" (on dev) or a logit")
+    per_label: bool = _key(False, "tune one threshold per node on dev")
+    single_path: Auto = _key("auto", "keep one path per text; auto: from the training data")
+    at_least_one: Auto = _key("auto", "predict at least one label; auto: when every training sample has a label")
+    complete: Auto = _key("auto", "extend predictions down to a leaf; auto: when every training label set "
+                                  "reaches one")
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "decode": DecodeConfig}
+"""Each table of a config and the dataclass that is its schema."""
+
+DEFAULTS: dict[str, dict[str, Any]] = {name: asdict(cls()) for name, cls in SECTIONS.items()}
+"""The default config, table by table (``load_config`` starts from a copy of it)."""
+
+_SCHEMA: dict[str, dict[str, tuple[Any, Bound | None]]] = {
+    name: {f.name: (get_type_hints(cls)[f.name], f.metadata["bound"]) for f in fields(cls)}
+    for name, cls in SECTIONS.items()}
+
+
+def _type_name(tp: Any) -> str:
+    """A schema type in words: ``float``, ``list of int``, ``"tune" | float``, ``table`` (no brackets:
+    the CLI prints errors as rich markup)."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(json.dumps(a) for a in get_args(tp))
+    if origin is Union:
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return "table"
+    return tp.__name__
+
+
+def _has_type(value: Any, tp: Any) -> bool:
+    """Whether ``value`` is of the schema type ``tp`` (an int is a float; a bool is no number)."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        return any(type(value) is type(a) and value == a for a in get_args(tp))
+    if origin is Union:
+        return any(_has_type(value, a) for a in get_args(tp))
+    if origin is list:
+        return isinstance(value, list) and all(_has_type(v, get_args(tp)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def check_config(cfg: dict, path: str | Path | None = None) -> None:
+    """Check every key of a config, or of part of one, against the schema.
+
+    Parameters
+    ----------
+    cfg : dict
+        Tables by section name (any subset of their keys), and optionally ``name``.
+    path : str or Path, optional
+        The file the values come from, named in the error.
+
+    Raises
+    ------
+    ConfigError
+        On an unknown table or key, or a value of the wrong type or out of range; the message
+        names the key, what it expects and the value given (``train.lr: expected float, got 'fast'``).
+    """
+    for section, table in cfg.items():
+        if section == "name":
+            if not isinstance(table, str):
+                raise ConfigError(f"name: expected str, got {table!r}", path)
+            continue
+        if section not in _SCHEMA:
+            raise ConfigError(f"unknown key {section}; known: {', '.join(sorted([*_SCHEMA, 'name']))}", path)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section}: expected table, got {table!r}", path)
+        schema = _SCHEMA[section]
+        for key, value in table.items():
+            if key not in schema:
+                raise ConfigError(f"unknown key {section}.{key}; known: {', '.join(sorted(schema))}", path)
+            tp, bound = schema[key]
+            if not _has_type(value, tp):
+                raise ConfigError(f"{section}.{key}: expected {_type_name(tp)}, got {value!r}", path)
+            if bound is not None and not bound.test(value):
+                raise ConfigError(f"{section}.{key}: expected {_type_name(tp)} {bound.text}, got {value!r}", path)
+
+
+def _toml(value: Any) -> str:
+    """A default as it is written in a config file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return f"[{', '.join(_toml(v) for v in value)}]"
+    if isinstance(value, dict):
+        return ("{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }") if value else "{}"
+    return repr(value)
+
+
+REGENERATE = "from hmtc.config import config_docs; open('docs/config.md','w').write(config_docs())"
+"""Python that rewrites ``docs/config.md`` from the schema."""
+
+
+def config_docs() -> str:
+    """``docs/config.md``: every table's keys with their type, default and meaning, from the schema.
+
+    Returns
+    -------
+    str
+        Markdown, one table per section (``tests/test_config.py`` fails when the file is stale).
+    """
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    out = ["# Configuration", "",
+           "<!-- Generated from the schema in hmtc/config.py; do not edit. Regenerate with",
+           f"     python -c \"{REGENERATE}\" -->",
+           "",
+           "A run config is a TOML file with the tables below; every key is optional. Two top-level keys",
+           "come before them: `name` (the run's name; default: the file's stem) and `base` (another",
+           "config, relative to this one, read first and merged under it, table by table; its `name` is",
+           "not inherited). `--set section.key=value` overrides a key from the command line (a TOML",
+           "value; a bare word is a string). Values are checked on load: a wrong type or a value out of",
+           "range names the key, what it expects and the value given, and the command exits with code 2.",
+           "An int is accepted where a float is expected; `true`/`false` are never numbers."]
+    for name, cls in SECTIONS.items():
+        defaults = asdict(cls())
+        out += ["", f"## [{name}]", "", cls.__doc__, "",
+                "| key | type | default | meaning |", "|---|---|---|---|"]
+        for f in fields(cls):
+            tp, bound = _SCHEMA[name][f.name]
+            kind = _type_name(tp) + (f" {bound.text}" if bound else "")
+            out.append(f"| `{f.name}` | `{cell(kind)}` | `{cell(_toml(defaults[f.name]))}` "
+                       f"| {cell(f.metadata['doc'])} |")
+    return "\n".join(out) + "\n"
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    """``extra`` (checked) over ``base``, tables key by key; model options table over table."""
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        if key not in base:
-            raise ConfigError(f"unknown key {where + '.' if where else ''}{key}; "
-                              f"known: {', '.join(sorted(base))}")
         if key in ("options", "encoder_options"):   # validated by the model / transformers
             out[key] = {**base[key], **value}
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
-            out[key] = _merge(base[key], value, f"{where}.{key}" if where else key)
+            out[key] = _merge(base[key], value)
         else:
             out[key] = value
     return out
@@ -119,7 +319,8 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 
 
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
-    """The TOML at ``path`` with its ``base`` chain merged under it (``name`` not inherited)."""
+    """The TOML at ``path`` with its ``base`` chain merged under it (``name`` not inherited), each
+    file's own keys checked against the schema."""
     key = path.resolve()
     if key in chain:
         cycle = " -> ".join(p.name for p in (*chain, key))
@@ -136,6 +337,7 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"invalid TOML: {e}", path) from None
     base = raw.pop("base", None)
+    check_config(raw, path)
     if base is None:
         return raw
     if not isinstance(base, str) or not base:
@@ -146,19 +348,21 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> dict:
-    """Defaults, then the TOML file (over its ``base`` chain), then ``section.key=value`` overrides."""
+    """Defaults, then the TOML file (over its ``base`` chain), then ``section.key=value`` overrides,
+    each checked against the schema (:func:`check_config`) before it is merged."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         path = Path(path)
         raw = _read(path)
         name = raw.pop("name", None)
-        try:
-            cfg = _merge(cfg, raw, "")
-        except ConfigError as e:
-            raise ConfigError(e.message, path) from None
+        cfg = _merge(cfg, raw)
         cfg["name"] = name or path.stem
     for key, value in parse_overrides(overrides or []).items():
-        cfg = {**cfg, "name": str(value)} if key == "name" else _merge(cfg, {key: value}, "")
+        if key == "name":
+            cfg = {**cfg, "name": str(value)}
+        else:
+            check_config({key: value})
+            cfg = _merge(cfg, {key: value})
     cfg.setdefault("name", "run")
     check_run_name(cfg["name"])
     return cfg

@@ -3,6 +3,7 @@ consistency before and after decoding, and record the run."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -13,25 +14,17 @@ import torch
 from rich.console import Console
 
 from .config import DEFAULTS
+from .data.prepare import locate, prepare
 from .decode import decode, stops_early, tune_global_threshold, tune_label_thresholds
 from .errors import HmtcError
+from .export import load_for_inference
+from .inference import pick_device, progress_bar
 from .io import atomic_write_bytes, atomic_write_json
 from .metrics import evaluate
 from .record import check_record_free, git_commit, machine_info, now, record_path, run_key, write_record
-from .train import pick_device, prepare, progress_bar
 
 SUMMARY_KEYS = ("micro_f1", "macro_f1", "leaf_micro_f1", "leaf_macro_f1", "hier_f1", "c_micro_f1",
                 "c_macro_f1", "exact_match", "samples_f1", "inconsistent_samples", "orphan_nodes")
-
-
-def locate(target: str | Path) -> tuple[Path, Path]:
-    """(run folder, checkpoint folder) for a run folder (uses ``best/``) or a checkpoint."""
-    target = Path(target)
-    if (target / "best" / "checkpoint.json").is_file():
-        return target, target / "best"
-    if (target / "checkpoint.json").is_file():
-        return target.parent, target
-    raise HmtcError("neither a run folder (with best/) nor a checkpoint folder", target)
 
 
 def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool = False,
@@ -50,7 +43,6 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     ``tag`` files it beside the run's own (``metrics.<tag>.json``, record ``<key>.<tag>.json``),
     so another decoding of the same trained model is measured without retraining.
     """
-    from .export import load_for_inference
     console = console or Console(stderr=True)
     run_dir, ckpt_dir = locate(target)
     ckpt = load_for_inference(ckpt_dir, engine)
@@ -66,7 +58,7 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     check_record_free(record_path(cfg, run_dir, suffix), overwrite)
     torch.set_num_threads(cfg["train"]["threads"] or os.cpu_count() or 1)
     device = pick_device(cfg["train"].get("device", "auto"))
-    if ckpt.model is not None:
+    if isinstance(ckpt.model, torch.nn.Module):
         ckpt.model.to(device)
     data = prepare(cfg, ckpt.taxonomy, splits_wanted=["dev", "test"])
     eval_split = "test" if "test" in data.labels else "dev"
@@ -116,7 +108,6 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
 
 
 def _save_scores(path: Path, scores: np.ndarray, gold: np.ndarray, pred: np.ndarray) -> None:
-    import io
     buf = io.BytesIO()
     np.savez_compressed(buf, scores=scores, gold=gold, pred=pred)
     atomic_write_bytes(path, buf.getvalue())

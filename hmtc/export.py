@@ -14,19 +14,26 @@ the torch one does. Files, beside ``model.safetensors``:
 from __future__ import annotations
 
 import collections
+import functools
 import os
+import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoTokenizer
 
-from .checkpoint import Checkpoint, load_checkpoint
+from .batching import collate, iterate, length_batches, tokenize
+from .checkpoint import Checkpoint, load_checkpoint, read_meta
 from .errors import HmtcError
+from .models import MODELS, Model
+from .registry import Registry
+from .taxonomy import TaxonomyIndex
 
-ENGINES = ("torch", "onnx", "onnx-int8")
 FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 ONNX_BATCH = 8      # small length-sorted batches ran fastest with two at once (+6 % over 16)
 
@@ -56,8 +63,8 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
     ort = _require("onnxruntime")
     folder = Path(folder)
     ckpt = load_checkpoint(folder)
-    if ckpt.model is None:
-        raise HmtcError("nothing to export: a tfidf checkpoint has no neural model", folder)
+    if not isinstance(ckpt.model, torch.nn.Module):
+        raise HmtcError(f"nothing to export: a {ckpt.config['model']['name']} checkpoint has no neural model", folder)
     if getattr(ckpt.model, "config", None) is not None and getattr(ckpt.model.config, "head", "") == "label_token":
         raise HmtcError("the label-token head is not exportable yet (its input depends on the label set)", folder)
     backbone = ckpt.model.encoder.backbone
@@ -68,9 +75,9 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
         if hasattr(m, "matmul_taps"):
             m.matmul_taps = True
     model = _Logits(ckpt.model.float().eval())
-    pad = ckpt.tokenizer.pad_token_id or 0
-    from .batching import collate, tokenize
-    sample = collate(tokenize(ckpt.tokenizer, ["a short text", "a somewhat longer text to export"], 32), pad)
+    tokenizer = ckpt.model.tokenizer
+    sample = collate(tokenize(tokenizer, ["a short text", "a somewhat longer text to export"], 32),
+                     tokenizer.pad_token_id or 0)
     out = [folder / FILES["onnx"]]
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         fp32 = Path(tmp) / FILES["onnx"]
@@ -117,24 +124,43 @@ def _fuse(path: Path, config) -> None:
     model.save_model_to_file(str(path))
 
 
-class OnnxCheckpoint(Checkpoint):
-    """A checkpoint whose scores come from an ONNX Runtime session (``model`` is None).
+class OnnxModel(Model):
+    """The model protocol over an exported graph (``engine`` onnx or onnx-int8): ONNX Runtime
+    scores, the checkpoint's tokenizer reads.
 
     ``workers`` batches run at once, each on one thread of the same session (ONNX Runtime's
     ``run`` is thread-safe and releases the GIL): no barrier between cores after every operator,
     which ran 10-20 % faster on 2 cores than one run on 2 threads (experiments/speed.md).
     """
 
-    session = None
-    workers = 1
+    def __init__(self, session, tokenizer, max_length: int, n_nodes: int, workers: int = 1, graph: Path | None = None):
+        self.session, self.tokenizer, self.max_length = session, tokenizer, max_length
+        self.n_nodes, self.workers, self.graph = n_nodes, workers, graph
 
-    def scores(self, texts: list[str], batch_size: int | None = None, bf16: bool | None = None,
+    @classmethod
+    def create(cls, config: dict, index: TaxonomyIndex) -> "OnnxModel":
+        raise HmtcError("an ONNX engine comes from a trained checkpoint (hmtc export), it is not trained")
+
+    def save(self, folder: Path) -> None:
+        shutil.copyfile(self.graph, Path(folder) / self.graph.name)
+
+    @classmethod
+    def load(cls, folder: Path, config: dict, index: TaxonomyIndex, threads: int = 0,
+             engine: str = "onnx") -> "OnnxModel":
+        path = Path(folder) / FILES[engine]
+        if not path.is_file():
+            raise HmtcError(f"no {path.name}: run `hmtc export {folder}` first", path)
+        tokenizer = AutoTokenizer.from_pretrained(Path(folder) / "tokenizer")
+        return cls(onnx_session(path), tokenizer, config["data"]["max_length"], index.n_nodes,
+                   threads or os.cpu_count() or 1, path)
+
+    def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
                progress=None) -> np.ndarray:
-        from .batching import iterate, length_batches, tokenize
-        ids = tokenize(self.tokenizer, texts, self.config["data"]["max_length"])
+        """Logits (len(texts), N); ``bf16`` does not apply (the graph is fp32 or int8)."""
+        ids = tokenize(self.tokenizer, list(texts), self.max_length)
         batch_size = batch_size or ONNX_BATCH
         pad = self.tokenizer.pad_token_id or 0
-        out = np.zeros((len(ids), self.index.n_nodes), dtype=np.float32)
+        out = np.zeros((len(ids), self.n_nodes), dtype=np.float32)
         task = progress.add_task("predict (onnx)", total=len(ids), info="") if progress else None
 
         def run(batch):
@@ -176,20 +202,24 @@ def onnx_session(path: str | Path, opts=None):
                                 disabled_optimizers=["SkipLayerNormFusion"])
 
 
+def _torch_engine(folder: Path, config: dict, index: TaxonomyIndex, threads: int = 0) -> Model:
+    """The checkpoint's own model, as its class (``MODELS``) loads it."""
+    return MODELS.get(config["model"]["name"]).load(folder, config, index)
+
+
+# engine name -> loader(folder, config, index, threads) of the model that scores
+ENGINES: Registry = Registry("engine")
+ENGINES.register("torch")(_torch_engine)
+for _name in FILES:
+    ENGINES.register(_name)(functools.partial(OnnxModel.load, engine=_name))
+
+
 def load_for_inference(folder: str | Path, engine: str = "torch", threads: int = 0) -> Checkpoint:
     """A checkpoint scored by ``engine``: torch (the safetensors weights), onnx or onnx-int8
     (the exported graph; ``hmtc export`` writes it); ``threads``: ONNX batches run at once
     (0: one per core)."""
     folder = Path(folder)
-    if engine not in ENGINES:
-        raise HmtcError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
-    if engine == "torch":
-        return load_checkpoint(folder)
-    path = folder / FILES[engine]
-    if not path.is_file():
-        raise HmtcError(f"no {path.name}: run `hmtc export {folder}` first", path)
-    base = load_checkpoint(folder, with_model=False)
-    ckpt = OnnxCheckpoint(None, base.tokenizer, base.taxonomy, base.index, base.config, base.decode, folder)
-    ckpt.session = onnx_session(path)
-    ckpt.workers = threads or os.cpu_count() or 1
-    return ckpt
+    load = ENGINES.get(engine)
+    config, taxonomy, index, decode = read_meta(folder)
+    scorer = load(folder, config, index, threads)
+    return Checkpoint(scorer if engine == "torch" else None, taxonomy, index, config, decode, folder, scorer)

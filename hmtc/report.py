@@ -2,7 +2,7 @@
 
 A report reads what ``hmtc eval`` left in a run folder (``metrics.json``, ``test_scores.npz``,
 ``config.json``, ``run.json``, ``last/train_state.json``, ``best/taxonomy.tax``), reloads the
-texts and training labels of the same splits with :func:`hmtc.train.prepare`, and writes
+texts and training labels of the same splits with :func:`hmtc.data.prepare.prepare`, and writes
 beside them, each file atomically::
 
     report.md          tables and relative links to report_files/*.png (readable on GitHub)
@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
 
+from .data.prepare import prepare
 from .errors import HmtcError
 from .io import atomic_write_bytes, atomic_write_text
 from .taxonomy import Taxonomy, TaxonomyIndex
@@ -401,7 +402,6 @@ def write_report(run_dir: str | Path, top_bad: int = 50, top_pairs: int = 20) ->
     dict of str to Path
         The files written, by kind.
     """
-    from .train import prepare
     run = load_run(run_dir, arrays=True)
     m, cfg = run.metrics, run.config
     if not cfg:

@@ -1,8 +1,9 @@
 """Training: AdamW with a head learning rate and layer-wise decay, warm-up and decay, clipping,
-EMA of weights, early stopping on dev, length-bucketed batches, bf16 autocast, resume.
+EMA of weights, early stopping on dev, length-bucketed batches, bf16 autocast, resume. A model
+that fits in one pass (``one_pass``, e.g. tfidf) is fitted once instead.
 
-A run folder holds ``last/`` (checkpoint + optimizer state, for resume), ``best/`` (the best
-dev checkpoint), ``history.jsonl`` and, after evaluation, ``metrics.json``.
+A run folder holds ``run.json`` and ``config.json``, ``last/`` (checkpoint + optimizer state, for
+resume), ``best/`` (the best dev checkpoint) and, after evaluation, ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,34 +25,28 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .batching import iterate, iterate_states, length_batches, tokenize
-from .checkpoint import save_checkpoint
-from .decode import stops_early
+from torch.nn.parallel import DistributedDataParallel
+
+from .batching import iterate, iterate_states, length_batches
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data.prepare import Prepared, locate, prepare, taxonomy_for
+from .decode import decode
 from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
-from .io import atomic_write_json
+from .inference import cache_lower_states, pick_device, progress_bar
+from .io import atomic_dir, atomic_write_json
 from .losses import distillation_loss, fit_losses
+from .metrics import evaluate
+from .models import MODELS, autocast, create_model
 from .record import command_line, git_commit, machine_info, now
+from .registry import Registry
 from .regularizers import backward_step, rdrop_loss, word_embeddings
-from .taxonomy import Taxonomy, TaxonomyIndex
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class EMA:
@@ -84,149 +80,22 @@ class EMA:
                     s.copy_(tmp)
 
 
+# learning-rate factor after warm-up, as a function of the share of those steps done
+SCHEDULES: Registry = Registry("schedule")
+SCHEDULES.register("linear")(lambda frac: max(0.0, 1.0 - frac))
+SCHEDULES.register("cosine")(lambda frac: 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+SCHEDULES.register("constant")(lambda frac: 1.0)
+
+
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
+    """Step -> learning-rate factor: linear warm-up over ``warmup_steps``, then ``schedule``."""
+    decay = SCHEDULES.get(schedule)
+
     def f(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
-        frac = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        if schedule == "linear":
-            return max(0.0, 1.0 - frac)
-        if schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
-        if schedule == "constant":
-            return 1.0
-        raise ConfigError(f"unknown schedule {schedule!r}; use linear, cosine or constant")
+        return decay((step - warmup_steps) / max(1, total_steps - warmup_steps))
     return f
-
-
-@torch.inference_mode()
-def predict_scores(model: torch.nn.Module, token_ids: list[list[int]], pad_id: int,
-                   batch_size: int = 128, bf16: bool = False, device: torch.device | None = None,
-                   progress: Progress | None = None) -> np.ndarray:
-    """Logits (S, N) for tokenised texts, longest first, returned in input order."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = None
-    batches = length_batches([len(t) for t in token_ids], batch_size, shuffle=False)
-    task = progress.add_task("predict", total=len(token_ids), info="") if progress else None
-    for b, ids, mask, _ in iterate(token_ids, batches, pad_id):
-        with autocast(device, bf16):
-            logits = model(ids.to(device), mask.to(device)).logits
-        if out is None:
-            out = np.zeros((len(token_ids), logits.shape[1]), dtype=np.float32)
-        out[b] = logits.float().cpu().numpy()
-        if progress:
-            progress.advance(task, len(b))
-    if progress and task is not None:
-        progress.remove_task(task)
-    model.train(was_training)
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
-
-
-def cache_lower_states(encoder, token_ids: list[list[int]], pad_id: int, batch_size: int, bf16: bool,
-                       device: torch.device, progress: Progress | None = None) -> list[torch.Tensor]:
-    """Each text's token states (T_i, d) under the encoder's frozen part (:meth:`TextEncoder.lower`),
-    in input order, kept in bf16 when ``bf16`` (the cache of ``train.cache_frozen``)."""
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    cache: list[torch.Tensor] = [None] * len(token_ids)   # type: ignore[list-item]
-    task = progress.add_task("cache frozen layers", total=len(token_ids), info="") if progress else None
-    batches = length_batches([len(x) for x in token_ids], batch_size, shuffle=False)
-    for b, input_ids, mask, _ in iterate(token_ids, batches, pad_id):
-        with autocast(device, bf16):
-            h = encoder.lower(input_ids.to(device), mask.to(device)).to(dtype)
-        for r, i in enumerate(b):
-            cache[i] = h[r, : len(token_ids[i])].clone()
-        if progress:
-            progress.advance(task, len(b))
-    if progress and task is not None:
-        progress.remove_task(task)
-    return cache
-
-
-def progress_bar(console: Console | None = None, disable: bool = False) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, disable=disable, transient=False)
-
-
-@dataclass
-class Prepared:
-    """Everything a run needs from data, taxonomy and tokenizer."""
-
-    taxonomy: Taxonomy
-    index: TaxonomyIndex
-    tokenizer: object
-    texts: dict[str, list[str]]
-    token_ids: dict[str, list[list[int]]]
-    labels: dict[str, np.ndarray]
-    single_path: bool
-    at_least_one: bool
-    dataset: str
-    complete: bool = False
-
-
-def taxonomy_for(cfg: dict) -> Taxonomy:
-    """The configured taxonomy file, else the dataset's own."""
-    from .data.catalog import load_dataset
-    d = cfg["data"]
-    path = d["taxonomy"] or load_dataset(d["dataset"], data_dir=d["data_dir"] or None, splits=[]).taxonomy_path
-    return Taxonomy.load(path)
-
-
-def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[str] | None = None) -> Prepared:
-    """Load the dataset, carve dev from train if needed, encode labels, tokenise (with a tokenizer)."""
-    from .data.catalog import dev_split, encode_labels, load_dataset
-
-    dcfg = cfg["data"]
-    ds = load_dataset(dcfg["dataset"], data_dir=dcfg["data_dir"] or None)
-    index = taxonomy.compile()
-    splits = dict(ds.splits)
-    if "train" not in splits:
-        raise HmtcError(f"dataset {dcfg['dataset']!r} has no train split")
-    if dcfg["train_limit"]:
-        splits["train"] = splits["train"].subset(range(min(dcfg["train_limit"], len(splits["train"]))))
-    if "dev" not in splits:
-        splits["train"], splits["dev"] = dev_split(splits["train"], dcfg["dev_fraction"], cfg["train"]["seed"])
-    if splits_wanted is not None:
-        splits = {k: v for k, v in splits.items() if k in splits_wanted}
-    labels = {name: encode_labels(ex, taxonomy) for name, ex in splits.items()}
-    texts = {name: list(ex.texts) for name, ex in splits.items()}
-    token_ids = ({name: tokenize(tokenizer, t, dcfg["max_length"]) for name, t in texts.items()}
-                 if tokenizer is not None else {})
-    train_y = labels.get("train", next(iter(labels.values())))
-    leaves_per_sample = (train_y & index.leaf_mask).sum(1)
-    single = cfg["decode"]["single_path"]
-    single_path = bool((leaves_per_sample <= 1).all()) if single == "auto" else bool(single)
-    one = cfg["decode"].get("at_least_one", "auto")
-    at_least_one = bool(train_y.any(1).all()) if one == "auto" else bool(one)
-    comp = cfg["decode"].get("complete", False)     # absent in configs saved before it existed: off
-    complete = not stops_early(train_y, index).any() if comp == "auto" else bool(comp)
-    return Prepared(taxonomy, index, tokenizer, texts, token_ids, labels, single_path, at_least_one,
-                    str(dcfg["dataset"]), complete)
-
-
-def build_model(cfg: dict, index: TaxonomyIndex):
-    """Backbone + encoder wrapper + the configured model; returns (model, tokenizer)."""
-    from transformers import AutoTokenizer
-
-    from .encoders import resolve_encoder
-    from .models import MODELS, make_config
-    from .models.dropout import use_fast_dropout
-    from .models.encoder import TextEncoder, load_backbone
-    from .models.label_init import init_from_label_names
-
-    m = cfg["model"]
-    backbone = load_backbone(m["encoder"], **m.get("encoder_options", {}))
-    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(m["encoder"]))
-    encoder = TextEncoder(backbone, m["layers"], m["freeze_embeddings"], m["freeze_layers"])
-    model = MODELS.get(m["name"])(encoder, index, make_config(m["name"], m["options"]))
-    if getattr(model.config, "label_init", ""):
-        init_from_label_names(model, tokenizer, index, model.config.label_init)
-    if m.get("fast_dropout"):
-        use_fast_dropout(model)
-    return model, tokenizer
 
 
 class Trainer:
@@ -265,12 +134,11 @@ class Trainer:
         if not self.resume and (self.run_dir / "last").exists():
             raise HmtcError("run folder exists; pass --resume to continue it or --out for a new one",
                             self.run_dir)
-        if cfg["model"]["name"] == "tfidf":     # model-free reference: one fit, no epochs
+        if MODELS.get(cfg["model"]["name"]).one_pass:
             if self.resume:
-                raise HmtcError("a tfidf run is fitted in one pass; there is nothing to resume", self.run_dir)
-            from .models.tfidf import fit_tfidf
-            self.state_, self.data_ = fit_tfidf(cfg, self.run_dir, self.console)
-            return self.run_dir
+                raise HmtcError(f"a {cfg['model']['name']} run is fitted in one pass; there is nothing to resume",
+                                self.run_dir)
+            return self._fit_one_pass()
         seed_everything(t["seed"])
         self.dist_, ddp_device = init_distributed(t.get("device", "auto"))
         torch.set_num_threads(t["threads"] or max(1, (os.cpu_count() or 1) // self.dist_.world))
@@ -281,12 +149,12 @@ class Trainer:
             self.quiet = True
         t0 = time.time()
         taxonomy = taxonomy_for(cfg)
-        model, tokenizer = build_model(cfg, taxonomy.compile())
+        model = create_model(cfg, taxonomy.compile())
+        tokenizer = model.tokenizer
         data = prepare(cfg, taxonomy, tokenizer)
         model.to(device)
         self.train_model_ = model
         if self.dist_.active:
-            from torch.nn.parallel import DistributedDataParallel
             self.train_model_ = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         n_train = len(data.token_ids["train"])
@@ -347,7 +215,7 @@ class Trainer:
                     if improved:
                         state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
                         if main:
-                            save_checkpoint(self.run_dir / "best", model, tokenizer, data.taxonomy, cfg)
+                            save_checkpoint(self.run_dir / "best", model, data.taxonomy, cfg)
                     else:
                         state["bad_epochs"] += 1
                 rec = {"epoch": epoch + 1, "train_loss": loss, "seconds": round(time.time() - e0, 1),
@@ -355,7 +223,7 @@ class Trainer:
                        **{f"dev_{k}": dev_metrics[k] for k in ("micro_f1", "macro_f1")}}
                 state["history"].append(rec)
                 if main:
-                    self._save_state(last, model, tokenizer, data.taxonomy, optimizer, ema, state)
+                    self._save_state(last, model, data.taxonomy, optimizer, ema, state)
                 say(f"epoch {epoch + 1}: loss {loss:.4f}, dev micro-F1 {dev_metrics['micro_f1']:.4f} "
                     f"macro-F1 {dev_metrics['macro_f1']:.4f}{' (best)' if improved else ''}, "
                     f"{rec['samples_per_s']} samples/s")
@@ -364,11 +232,46 @@ class Trainer:
                     say(f"early stop: no dev gain for {t['patience']} epochs")
                     state["epoch"] = t["epochs"]
                     if main:
-                        self._save_state(last, model, tokenizer, data.taxonomy, optimizer, ema, state)
+                        self._save_state(last, model, data.taxonomy, optimizer, ema, state)
                     break
         self.dist_.close()
         self.state_ = state
         self.data_ = data
+        return self.run_dir
+
+    def _fit_one_pass(self) -> Path:
+        """Fit a model that trains in one pass (``one_pass``) on the training split; writes
+        ``run.json``, ``config.json``, ``best/`` and its copy ``last/`` (with a ``train_state.json``
+        giving the fit time and dev figures to the run record)."""
+        cfg, t = self.config, self.config["train"]
+        seed_everything(t["seed"])
+        t0 = time.time()
+        taxonomy = taxonomy_for(cfg)
+        model = create_model(cfg, taxonomy.compile())       # option errors before the data loads
+        data = prepare(cfg, taxonomy)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.run_dir / "config.json", cfg)
+        atomic_write_json(self.run_dir / "run.json", {"command": command_line(), "git_commit": git_commit(),
+                                                      "started": now(), "machine": machine_info()})
+        n_train = len(data.texts["train"])
+        self.console.print(f"[bold]{cfg['name']}[/]: {n_train} train / {len(data.texts['dev'])} dev, "
+                           f"{data.index.n_nodes} nodes in {data.index.depth} levels, {cfg['model']['name']}; "
+                           f"setup {time.time() - t0:.1f}s")
+        t1 = time.time()
+        model.fit(data.texts["train"], data.labels["train"], t["seed"])
+        seconds = time.time() - t1
+        pred = decode(model.scores(data.texts["dev"]), data.index, cfg["decode"]["method"], 0.0, data.single_path)
+        dev = evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
+        rec = {"epoch": 1, "seconds": round(seconds, 1), "samples_per_s": round(n_train / seconds, 2),
+               "dev_micro_f1": dev["micro_f1"], "dev_macro_f1": dev["macro_f1"]}
+        state = {"epoch": 1, "best_epoch": 1, "train_seconds": seconds, "history": [rec]}
+        save_checkpoint(self.run_dir / "best", model, data.taxonomy, cfg)
+        with atomic_dir(self.run_dir / "last") as tmp:
+            # hard links save a second copy of the weights; files are only ever replaced, never edited
+            shutil.copytree(self.run_dir / "best", tmp, dirs_exist_ok=True, copy_function=os.link)
+            atomic_write_json(tmp / "train_state.json", state)
+        self.console.print(f"fit {seconds:.1f}s; dev micro-F1 {dev['micro_f1']:.4f} macro-F1 {dev['macro_f1']:.4f}")
+        self.state_, self.data_ = {**state, "epoch": t["epochs"]}, data
         return self.run_dir
 
     def _train_epoch(self, model, data: Prepared, optimizer, scheduler, ema, epoch: int, pad_id: int,
@@ -434,13 +337,9 @@ class Trainer:
 
     def _teacher_logits(self, data: Prepared, progress: Progress) -> torch.Tensor:
         """The teacher run's logits (S, N) on the training texts, in this run's node order."""
-        from .checkpoint import load_checkpoint
-        from .evaluate import locate
         t = self.config["train"]
         if t["rdrop_alpha"]:
             raise ConfigError("train.teacher cannot be combined with R-Drop (train.rdrop_alpha)")
-        if not 0 <= t["distill_alpha"] <= 1 or t["distill_temperature"] <= 0:
-            raise ConfigError("train.distill_alpha must lie in [0, 1] and train.distill_temperature be > 0")
         folder = locate(t["teacher"])[1]
         teacher = load_checkpoint(folder)
         if list(teacher.index.ids) != list(data.index.ids):
@@ -458,17 +357,14 @@ class Trainer:
                                   t["bf16"], self.device_, progress)
 
     def _dev_metrics(self, model, data: Prepared, pad_id: int, progress: Progress) -> dict:
-        from .decode import decode
-        from .metrics import evaluate
         t = self.config["train"]
-        scores = predict_scores(model, data.token_ids["dev"], pad_id, t["eval_batch_size"], t["bf16"],
-                                self.device_, progress)
+        scores = model.score_ids(data.token_ids["dev"], t["eval_batch_size"], t["bf16"], self.device_, progress)
         pred = decode(scores, data.index, self.config["decode"]["method"], 0.0, data.single_path,
                       data.at_least_one, data.complete)
         return evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
 
     # ---- resume state: optimizer, EMA and counters beside the checkpoint ----------------------
-    def _save_state(self, folder: Path, model, tokenizer, taxonomy, optimizer, ema, state: dict) -> None:
+    def _save_state(self, folder: Path, model, taxonomy, optimizer, ema, state: dict) -> None:
         tensors, groups = {}, []
         sd = optimizer.state_dict()
         for pid, st in sd["state"].items():
@@ -483,7 +379,7 @@ class Trainer:
         blob = safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()})
         meta = json.dumps({**state, "param_groups": groups, "ema_updates": ema.updates if ema else 0},
                           ensure_ascii=False).encode("utf-8")
-        save_checkpoint(folder, model, tokenizer, taxonomy, self.config,
+        save_checkpoint(folder, model, taxonomy, self.config,
                         extra_files={"train_state.safetensors": blob, "train_state.json": meta})
 
     def _load_state(self, folder: Path, model, optimizer, ema) -> dict:

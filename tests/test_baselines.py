@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 from typer.testing import CliRunner
 
-from hmtc.checkpoint import load_checkpoint
+from hmtc.checkpoint import load_checkpoint, save_checkpoint
 from hmtc.cli import app
 from hmtc.config import load_config
 from hmtc.decode import closure, top_down
@@ -200,16 +200,16 @@ def test_tfidf_through_the_cli(tfidf_config, tmp_path):
 
 
 def test_tfidf_checkpoint_reloads_to_identical_scores(tfidf_config, tmp_path):
-    from hmtc.train import prepare, taxonomy_for
+    from hmtc.data.prepare import prepare, taxonomy_for
     cfg = load_config(tfidf_config)
     data = prepare(cfg, taxonomy_for(cfg))
     y = data.labels["train"].copy()
     y[:, data.index.id_to_index["plant-rose"]] = False      # a node without positives
-    model = TfidfModel.fit(data.texts["train"], y, make_config("tfidf", cfg["model"]["options"]))
+    model = TfidfModel.create(cfg, data.index).fit(data.texts["train"], y)
     before = model.scores(data.texts["test"])
-    model.save(tmp_path / "ckpt", data.taxonomy, cfg)
+    save_checkpoint(tmp_path / "ckpt", model, data.taxonomy, cfg)
     ckpt = load_checkpoint(tmp_path / "ckpt")
-    assert ckpt.model is None and ckpt.tokenizer is None
+    assert isinstance(ckpt.model, TfidfModel) and ckpt.model is not model
     after = ckpt.scores(data.texts["test"])
     assert after.dtype == np.float32 and np.array_equal(after, before)
     assert (after[:, data.index.id_to_index["plant-rose"]] == -CONSTANT).all()
@@ -218,17 +218,17 @@ def test_tfidf_checkpoint_reloads_to_identical_scores(tfidf_config, tmp_path):
 
 
 def test_tfidf_leaves_only_scores_parents_by_their_best_child(tfidf_config, tmp_path):
-    from hmtc.train import prepare, taxonomy_for
+    from hmtc.data.prepare import prepare, taxonomy_for
     cfg = load_config(tfidf_config)
     data = prepare(cfg, taxonomy_for(cfg))
     index = data.index
-    model = TfidfModel.fit(data.texts["train"], data.labels["train"],
-                           make_config("tfidf", {"targets": "leaves"}), index=index)
+    cfg["model"]["options"] = {"targets": "leaves"}
+    model = TfidfModel.create(cfg, index).fit(data.texts["train"], data.labels["train"])
     s = model.scores(data.texts["test"])
     for node in ("animal", "plant"):
         kids = [index.id_to_index[c] for c in data.taxonomy.children(node)]
         assert np.array_equal(s[:, index.id_to_index[node]], s[:, kids].max(1))
-    model.save(tmp_path / "ckpt", data.taxonomy, cfg)
+    save_checkpoint(tmp_path / "ckpt", model, data.taxonomy, cfg)
     assert np.array_equal(load_checkpoint(tmp_path / "ckpt").scores(data.texts["test"]), s)
     with pytest.raises(ConfigError, match="tfidf targets"):
         make_config("tfidf", {"targets": "roots"})

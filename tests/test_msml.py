@@ -7,7 +7,8 @@ import torch
 
 from hmtc.config import load_config
 from hmtc.taxonomy import Taxonomy
-from hmtc.train import build_model, taxonomy_for
+from hmtc.data.prepare import taxonomy_for
+from hmtc.models import create_model
 
 
 def _model(run_config, **options):
@@ -15,7 +16,8 @@ def _model(run_config, **options):
     cfg = load_config(run_config, sets)
     torch.manual_seed(0)
     taxonomy: Taxonomy = taxonomy_for(cfg)
-    model, tok = build_model(cfg, taxonomy.compile())
+    model = create_model(cfg, taxonomy.compile())
+    tok = model.tokenizer
     batch = tok(["cat meow here", "oak leaf tree today"], padding=True, return_tensors="pt")
     return model.eval(), batch["input_ids"], batch["attention_mask"]
 
@@ -94,7 +96,8 @@ def test_label_init_sets_each_row_from_its_label_text(run_config, model_name, mo
     texts = label_texts(index, mode)
     assert texts[index.id_to_index["animal-cat"]] == ("cat" if mode == "name" else "animal / cat")
     torch.manual_seed(0)
-    model, tok = build_model(cfg, index)
+    model = create_model(cfg, index)
+    tok = model.tokenizer
     model.eval()
     enc = tok(texts, padding=True, return_tensors="pt")
     for linear, feats in model.label_features(enc["input_ids"], enc["attention_mask"]):

@@ -12,7 +12,9 @@ import torch
 from hmtc.batching import collate, tokenize
 from hmtc.config import load_config
 from hmtc.errors import ConfigError
-from hmtc.train import Trainer, build_model, taxonomy_for
+from hmtc.data.prepare import taxonomy_for
+from hmtc.models import create_model
+from hmtc.train import Trainer
 
 NO_DROPOUT = "model.encoder_options={ hidden_dropout_prob = 0.0, attention_probs_dropout_prob = 0.0 }"
 TEXTS = ["cat", "dog bark puppy oak leaf tree rose petal the a is was here there", "oak leaf"]
@@ -20,7 +22,8 @@ TEXTS = ["cat", "dog bark puppy oak leaf tree rose petal the a is was here there
 
 def test_upper_of_lower_equals_the_full_encoder(run_config):
     cfg = load_config(run_config, ["model.freeze_layers=1"])      # layers = [-1, -2]: both above it
-    model, tok = build_model(cfg, taxonomy_for(cfg).compile())
+    model = create_model(cfg, taxonomy_for(cfg).compile())
+    tok = model.tokenizer
     model.eval()
     ids, mask = collate(tokenize(tok, TEXTS, 32), 0)
     with torch.no_grad():
@@ -42,7 +45,7 @@ def test_cached_run_trains_like_an_uncached_one(run_config, tmp_path):
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-4), k
     first = load_config(run_config, base)
-    m0, _ = build_model(first, taxonomy_for(first).compile())
+    m0 = create_model(first, taxonomy_for(first).compile())
     init = m0.state_dict()
     frozen = [k for k in init if "layer.0." in k or "embeddings" in k]
     assert frozen and all(torch.equal(b[k], init[k]) for k in frozen)            # frozen stays put
@@ -107,7 +110,7 @@ def test_onnx_export_scores_like_torch(run_config, tmp_path):
     assert onnx.shape == ref.shape and np.allclose(onnx, ref, atol=1e-4)
     # batches run two at once on one session: the same scores, in the texts' order
     two = load_for_inference(ckpt, "onnx", threads=2)
-    assert two.workers == 2 and np.array_equal(two.scores(texts, batch_size=1),
+    assert two.scorer.workers == 2 and np.array_equal(two.scores(texts, batch_size=1),
                                                load_for_inference(ckpt, "onnx", threads=1).scores(texts, batch_size=1))
     int8 = load_for_inference(ckpt, "onnx-int8", threads=1).scores(texts)
     assert np.abs(int8 - ref).max() < 0.5 and np.corrcoef(int8.ravel(), ref.ravel())[0, 1] > 0.95
@@ -179,9 +182,10 @@ def test_fast_dropout_keeps_the_rate_scale_and_gradient():
 def test_fast_dropout_model_matches_in_eval_and_drops_attention_in_training(run_config):
     from hmtc.models.dropout import ATTENTION, FastDropout
     cfg = load_config(run_config)
-    model, tok = build_model(cfg, taxonomy_for(cfg).compile())
+    model = create_model(cfg, taxonomy_for(cfg).compile())
+    tok = model.tokenizer
     cfg_fast = load_config(run_config, ["model.fast_dropout=true"])
-    fast, _ = build_model(cfg_fast, taxonomy_for(cfg).compile())
+    fast = create_model(cfg_fast, taxonomy_for(cfg).compile())
     fast.load_state_dict(model.state_dict())
     assert fast.encoder.backbone.config._attn_implementation == ATTENTION
     assert not any(type(m) is torch.nn.Dropout for m in fast.modules())
@@ -194,12 +198,12 @@ def test_fast_dropout_model_matches_in_eval_and_drops_attention_in_training(run_
     only_attn = ["model.fast_dropout=true",
                  "model.encoder_options={ hidden_dropout_prob = 0.0, attention_probs_dropout_prob = 0.5 }"]
     c = load_config(run_config, only_attn)
-    m, _ = build_model(c, taxonomy_for(c).compile())
+    m = create_model(c, taxonomy_for(c).compile())
     m.train()
     with torch.no_grad():
         assert not torch.allclose(m(ids, mask).logits, m(ids, mask).logits)
     c = load_config(run_config, [only_attn[0], NO_DROPOUT])
-    m, _ = build_model(c, taxonomy_for(c).compile())
+    m = create_model(c, taxonomy_for(c).compile())
     assert m.encoder.backbone.config._attn_implementation == "sdpa"      # no attention dropout to draw
     m.train()
     with torch.no_grad():
@@ -262,8 +266,9 @@ def test_distillation_config_errors(run_config, tmp_path, extra, message):
     other = tmp_path / "other.tax"
     other.write_text(TAXONOMY + "  fungus\n", encoding="utf-8")
     extra = [x.format(other=other) for x in extra]
-    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", f"train.teacher='{tmp_path / 'teacher'}'", *extra])
     with pytest.raises(ConfigError, match=message):
+        cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''",
+                                       f"train.teacher='{tmp_path / 'teacher'}'", *extra])
         Trainer(cfg, tmp_path / "student", quiet=True).fit()
 
 

@@ -16,7 +16,9 @@ from hmtc.errors import ConfigError, HmtcError
 from hmtc.losses import LOSSES, build_loss, fit_losses
 from hmtc.models import ModelOutput
 from hmtc.regularizers import backward_step, rdrop_loss, symmetric_kl
-from hmtc.train import Trainer, build_model, predict_scores, taxonomy_for
+from hmtc.data.prepare import taxonomy_for
+from hmtc.models import create_model
+from hmtc.train import Trainer
 
 
 @pytest.fixture
@@ -47,11 +49,12 @@ def test_each_head_trains_the_flat_model(flat_config, tmp_path, head):
 
 def test_label_tokens_do_not_depend_on_padding(flat_config):
     cfg = load_config(flat_config, ["model.options.head=label_token"])
-    model, tok = build_model(cfg, taxonomy_for(cfg).compile())
+    model = create_model(cfg, taxonomy_for(cfg).compile())
+    tok = model.tokenizer
     model.eval()
     ids = [tok("meow cat")["input_ids"], tok("oak leaf tree is very big here today")["input_ids"]]
-    together = predict_scores(model, ids, tok.pad_token_id)
-    alone = predict_scores(model, ids[:1], tok.pad_token_id)
+    together = model.score_ids(ids)
+    alone = model.score_ids(ids[:1])
     assert together.shape == (2, 6)
     np.testing.assert_allclose(together[:1], alone, atol=1e-5)
     assert len(model.label_tokens.embed.weight) == 4                  # one token per leaf
@@ -143,7 +146,7 @@ def test_each_loss_trains_a_model(model, overrides, run_config, flat_config, tmp
     losses = train_losses(flat_config if model == "flat" else run_config, tmp_path, overrides)
     assert losses[-1] < 0.95 * losses[0], losses
     ckpt = load_checkpoint(tmp_path / "run" / "last")     # rebuilt without the priors: unused at inference
-    assert predict_scores(ckpt.model, [[2, 6, 3]], 0).shape == (1, 6)
+    assert ckpt.model.score_ids([[2, 6, 3]]).shape == (1, 6)
 
 
 # ---------------------------------------------------------------------------- regularisers

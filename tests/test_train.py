@@ -20,7 +20,7 @@ from hmtc.checkpoint import load_checkpoint
 from hmtc.cli import app
 from hmtc.config import load_config
 from hmtc.errors import ConfigError, HmtcError
-from hmtc.train import Trainer, predict_scores
+from hmtc.train import Trainer
 
 runner = CliRunner()
 
@@ -40,7 +40,7 @@ def test_overfits_a_tiny_set(run_config, tmp_path):
     trainer.fit()
     data = trainer.data_
     ckpt = load_checkpoint(tmp_path / "overfit" / "last")
-    scores = predict_scores(ckpt.model, data.token_ids["train"], 0)
+    scores = ckpt.model.score_ids(data.token_ids["train"])
     f1 = evaluate(data.labels["train"], decode(scores, data.index), data.index)["micro_f1"]
     first, last = trainer.state_["history"][0]["train_loss"], trainer.state_["history"][-1]["train_loss"]
     assert last < 0.25 * first
@@ -86,8 +86,8 @@ def test_save_load_gives_identical_predictions(run_config, tmp_path):
     ids = trainer.data_.token_ids["test"]
     a = load_checkpoint(tmp_path / "r" / "last")
     b = load_checkpoint(tmp_path / "r" / "last")
-    sa = predict_scores(a.model, ids, 0)
-    assert np.array_equal(sa, predict_scores(b.model, ids, 0))
+    sa = a.model.score_ids(ids)
+    assert np.array_equal(sa, b.model.score_ids(ids))
     assert sa.shape == (len(ids), 6)
 
 
@@ -152,11 +152,13 @@ def test_config_errors(run_config):
 @pytest.mark.parametrize("model_name", ["msml", "flat"])
 def test_scores_do_not_depend_on_batch_padding(run_config, model_name):
     from hmtc.batching import collate, tokenize
-    from hmtc.train import build_model, taxonomy_for
+    from hmtc.data.prepare import taxonomy_for
+    from hmtc.models import create_model
     cfg = load_config(run_config, [f"model.name='{model_name}'"])
     if model_name == "flat":
         cfg["model"]["options"] = {"head": "textcnn", "dropout": 0.0}
-    model, tok = build_model(cfg, taxonomy_for(cfg).compile())
+    model = create_model(cfg, taxonomy_for(cfg).compile())
+    tok = model.tokenizer
     model.eval()
     short, long_ = "cat", "dog bark puppy oak leaf tree rose petal the a is was here there"
     ids = tokenize(tok, [short, long_], 32)

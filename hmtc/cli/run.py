@@ -100,7 +100,7 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
 
     import torch
 
-    from ..evaluate import locate
+    from ..data.prepare import locate
     from ..export import load_for_inference
     from ..predict import predict_texts, read_texts
     _, ckpt_dir = locate(ckpt)
@@ -157,7 +157,7 @@ def export(target: Path = typer.Argument(..., help="Run folder (uses best/) or c
            int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write the int8-quantised graph.")) -> None:
     """Export a checkpoint for fast CPU inference: model.onnx (+ model.int8.onnx) in the checkpoint."""
     from ..errors import HmtcError
-    from ..evaluate import locate
+    from ..data.prepare import locate
     from ..export import export_onnx
     if format_ != "onnx":
         raise HmtcError(f"unknown export format {format_!r}; use onnx")

@@ -6,6 +6,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from transformers import AutoModel
+from transformers.utils import logging as hf_logging
+
+from ..encoders import resolve_encoder
 
 
 class TextEncoder(nn.Module):
@@ -154,10 +158,6 @@ def _call_block(block: nn.Module, states: torch.Tensor, mask) -> torch.Tensor:
 
 def load_backbone(name_or_path: str, **options) -> nn.Module:
     """Load a transformers encoder by built-in name, local folder or hub id (offline-safe)."""
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    from ..encoders import resolve_encoder
     hf_logging.set_verbosity_error()   # the unused pooler's load report is noise here
     path = resolve_encoder(name_or_path)
     try:  # the pooler is unused; not every architecture takes the flag

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..losses import build_loss
 from ..taxonomy import TaxonomyIndex
-from . import MODELS, EncoderModel, ModelOutput
+from .base import MODELS, EncoderModel, ModelOutput
 from .encoder import TextEncoder
 from .heads import HEADS
 

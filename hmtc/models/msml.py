@@ -39,7 +39,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..losses import build_loss
 from ..taxonomy import TaxonomyIndex
-from . import MODELS, EncoderModel, ModelOutput
+from .base import MODELS, EncoderModel, ModelOutput
 from .constraint import constrain, descendant_mask
 from .encoder import TextEncoder
 

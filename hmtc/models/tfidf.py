@@ -8,8 +8,8 @@ for a logit, so threshold tuning, decoders, metrics and ``hmtc eval`` / ``hmtc p
 for the neural models. A node with no positive training sample gets the constant score
 ``-CONSTANT`` (``+CONSTANT`` when every sample is positive).
 
-``hmtc train`` with ``[model] name = "tfidf"`` runs :func:`fit_tfidf` (one pass, no epochs)
-instead of the training loop. The checkpoint is safetensors + JSON, never a pickle:
+The model is fitted in one pass (``one_pass``: ``hmtc train`` calls ``fit`` instead of running
+epochs). Its files in a checkpoint folder are safetensors + JSON, never a pickle:
 
     tfidf.safetensors   idf (V,), coef (N, V) float32, intercept (N,) float32
     vocabulary.json     term -> column of coef
@@ -20,25 +20,20 @@ instead of the training loop. The checkpoint is safetensors + JSON, never a pick
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import safetensors.numpy
-from rich.console import Console
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
 
-from ..checkpoint import Checkpoint, write_checkpoint_meta
 from ..errors import ConfigError
-from ..io import atomic_dir, atomic_write_json
-from ..taxonomy import Taxonomy, TaxonomyIndex
-from . import MODELS, make_config
-
-if TYPE_CHECKING:
-    from ..train import Prepared
+from ..io import atomic_write_json
+from ..taxonomy import TaxonomyIndex
+from .base import MODELS, Model, make_config
 
 CONSTANT = 50.0      # far beyond any tuned threshold, and exp(50) still fits in float32
 # the TfidfVectorizer settings that shape transform(), stored to rebuild it exactly
@@ -64,50 +59,49 @@ class TfidfConfig:
         if self.targets not in ("nodes", "leaves"):
             raise ConfigError(f"unknown tfidf targets {self.targets!r}; use nodes or leaves")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @MODELS.register("tfidf")
-class TfidfModel:
+class TfidfModel(Model):
     """A fitted vectorizer with one linear scorer per node: ``scores = X @ coef.T + intercept``.
 
     Parameters
     ----------
-    vectorizer : sklearn.feature_extraction.text.TfidfVectorizer
+    config : TfidfConfig
+    index : TaxonomyIndex
+        The compiled taxonomy (parents score the max of their children with ``targets = "leaves"``).
+
+    Attributes
+    ----------
+    vectorizer_ : sklearn.feature_extraction.text.TfidfVectorizer
         Fitted (``vocabulary_`` and ``idf_`` set).
-    coef : ndarray of float32, shape (N, V)
-    intercept : ndarray of float32, shape (N,)
-    classifier : dict
-        Classifier options, kept for the record.
+    coef_ : ndarray of float32, shape (N, V)
+    intercept_ : ndarray of float32, shape (N,)
     """
 
     config_class = TfidfConfig
+    one_pass = True
 
-    def __init__(self, vectorizer, coef: np.ndarray, intercept: np.ndarray, classifier: dict,
-                 index: TaxonomyIndex | None = None):
-        self.vectorizer, self.coef, self.intercept, self.classifier = vectorizer, coef, intercept, classifier
-        self.index = index
+    def __init__(self, config: TfidfConfig, index: TaxonomyIndex):
+        self.config, self.index = config, index
 
     @classmethod
-    def fit(cls, texts: list[str], y: np.ndarray, config: TfidfConfig, seed: int = 0,
-            index: TaxonomyIndex | None = None) -> "TfidfModel":
-        """Fit the vectorizer on ``texts`` and one binary classifier per column of ``y`` (S, N)
-        (per leaf column only, with ``targets = "leaves"``; ``index`` is then required)."""
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.svm import LinearSVC
+    def create(cls, config: dict, index: TaxonomyIndex) -> "TfidfModel":
+        return cls(make_config("tfidf", config["model"]["options"]), index)
 
+    def fit(self, texts: Sequence[str], labels: np.ndarray, seed: int = 0) -> "TfidfModel":
+        """Fit the vectorizer on ``texts`` and one binary classifier per column of ``labels`` (S, N)
+        (per leaf column only, with ``targets = "leaves"``)."""
+        config = self.config
         vec = TfidfVectorizer(analyzer=config.analyzer, ngram_range=tuple(config.ngram_range),
                               min_df=config.min_df, max_features=config.max_features or None,
                               sublinear_tf=config.sublinear_tf, dtype=np.float32)
-        x = vec.fit_transform(texts)
-        y = np.asarray(y, dtype=bool)
+        x = vec.fit_transform(list(texts))
+        y = np.asarray(labels, dtype=bool)
         coef = np.zeros((y.shape[1], x.shape[1]), dtype=np.float32)
         intercept = np.empty(y.shape[1], dtype=np.float32)
         leaves_only = config.targets == "leaves"
         for i, col in enumerate(y.T):
-            if leaves_only and not index.leaf_mask[i]:
+            if leaves_only and not self.index.leaf_mask[i]:
                 continue                            # scored from its children at prediction time
             if col.all() or not col.any():          # nothing to separate
                 intercept[i] = CONSTANT if col.any() else -CONSTANT
@@ -116,13 +110,14 @@ class TfidfModel:
                    else LogisticRegression(C=config.C, max_iter=1000, random_state=seed))
             clf.fit(x, col)
             coef[i], intercept[i] = clf.coef_[0], clf.intercept_[0]
-        return cls(vec, coef, intercept, {"name": config.classifier, "C": config.C,
-                                          "targets": config.targets}, index)
+        self.vectorizer_, self.coef_, self.intercept_ = vec, coef, intercept
+        return self
 
-    def scores(self, texts: list[str]) -> np.ndarray:
-        """Decision values (len(texts), N), float32."""
-        raw = np.asarray(self.vectorizer.transform(texts) @ self.coef.T) + self.intercept
-        if self.classifier.get("targets", "nodes") == "nodes":
+    def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
+               progress=None) -> np.ndarray:
+        """Decision values (len(texts), N), float32 (batch size and bf16 do not apply)."""
+        raw = np.asarray(self.vectorizer_.transform(list(texts)) @ self.coef_.T) + self.intercept_
+        if self.config.targets == "nodes":
             return raw
         index = self.index                          # a parent scores the max of its children
         out = np.where(index.leaf_mask, raw, -np.inf).astype(np.float32)
@@ -133,24 +128,18 @@ class TfidfModel:
             np.maximum.at(out, (slice(None), parents), out[:, child])
         return out
 
-    def save(self, folder: str | Path, taxonomy: Taxonomy, config: dict) -> Path:
-        """Write a checkpoint folder atomically (built aside, then renamed into place)."""
-        folder = Path(folder)
-        vec = self.vectorizer
+    def save(self, folder: Path) -> None:
+        vec = self.vectorizer_
         params = {k: v for k, v in vec.get_params().items() if k in _VECTORIZER_KEYS}
-        with atomic_dir(folder) as tmp:
-            safetensors.numpy.save_file({"idf": vec.idf_.astype(np.float32), "coef": self.coef,
-                                         "intercept": self.intercept}, str(tmp / "tfidf.safetensors"))
-            atomic_write_json(tmp / "vocabulary.json", {t: int(i) for t, i in vec.vocabulary_.items()})
-            atomic_write_json(tmp / "tfidf.json", {"vectorizer": params, "classifier": self.classifier})
-            write_checkpoint_meta(tmp, taxonomy, config)
-        return folder
+        safetensors.numpy.save_file({"idf": vec.idf_.astype(np.float32), "coef": self.coef_,
+                                     "intercept": self.intercept_}, str(folder / "tfidf.safetensors"))
+        atomic_write_json(folder / "vocabulary.json", {t: int(i) for t, i in vec.vocabulary_.items()})
+        atomic_write_json(folder / "tfidf.json", {"vectorizer": params, "classifier": {
+            "name": self.config.classifier, "C": self.config.C, "targets": self.config.targets}})
 
     @classmethod
-    def load(cls, folder: str | Path, index: TaxonomyIndex | None = None) -> "TfidfModel":
+    def load(cls, folder: Path, config: dict, index: TaxonomyIndex) -> "TfidfModel":
         """Rebuild from a checkpoint folder: the vectorizer from its vocabulary and idf."""
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         folder = Path(folder)
         meta = json.loads((folder / "tfidf.json").read_text(encoding="utf-8"))
         arrays = safetensors.numpy.load_file(str(folder / "tfidf.safetensors"))
@@ -158,70 +147,8 @@ class TfidfModel:
         vec = TfidfVectorizer(**params, dtype=np.float32)
         vec.vocabulary_ = json.loads((folder / "vocabulary.json").read_text(encoding="utf-8"))
         vec.idf_ = arrays["idf"]
-        return cls(vec, arrays["coef"], arrays["intercept"], meta["classifier"], index)
-
-
-@dataclass
-class TfidfCheckpoint(Checkpoint):
-    """A loaded tfidf checkpoint (``model`` and ``tokenizer`` are None)."""
-
-    tfidf: TfidfModel
-
-    def scores(self, texts: list[str], batch_size: int | None = None, bf16: bool | None = None,
-               progress=None) -> np.ndarray:
-        """Decision values (len(texts), N); the other arguments exist for interface parity."""
-        return self.tfidf.scores(texts)
-
-
-def load_tfidf(folder: Path, taxonomy: Taxonomy, index: TaxonomyIndex, config: dict,
-               decode: dict) -> TfidfCheckpoint:
-    """The tfidf branch of :func:`hmtc.checkpoint.load_checkpoint`."""
-    return TfidfCheckpoint(None, None, taxonomy, index, config, decode, Path(folder),
-                           tfidf=TfidfModel.load(folder, index))
-
-
-def fit_tfidf(cfg: dict, run_dir: Path, console: Console | None = None) -> tuple[dict, Prepared]:
-    """Fit a tfidf run in one pass; ``Trainer.fit`` hands tfidf configs here.
-
-    Writes ``run.json``, ``config.json``, ``best/`` and its copy ``last/`` (with a
-    ``train_state.json`` giving the fit time and dev figures to the run record).
-
-    Returns
-    -------
-    state : dict
-        Training state, ``epoch`` set to the configured epochs (the run is complete).
-    data : hmtc.train.Prepared
-    """
-    from ..decode import decode
-    from ..metrics import evaluate
-    from ..record import command_line, git_commit, machine_info, now
-    from ..train import prepare, taxonomy_for
-
-    options = make_config("tfidf", cfg["model"]["options"])     # option errors before loading data
-    console = console or Console(stderr=True)
-    t0 = time.time()
-    data = prepare(cfg, taxonomy_for(cfg))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", cfg)
-    atomic_write_json(run_dir / "run.json", {"command": command_line(), "git_commit": git_commit(),
-                                             "started": now(), "machine": machine_info()})
-    n_train = len(data.texts["train"])
-    console.print(f"[bold]{cfg['name']}[/]: {n_train} train / {len(data.texts['dev'])} dev, "
-                  f"{data.index.n_nodes} nodes in {data.index.depth} levels, tfidf; "
-                  f"setup {time.time() - t0:.1f}s")
-    t1 = time.time()
-    model = TfidfModel.fit(data.texts["train"], data.labels["train"], options, cfg["train"]["seed"], data.index)
-    seconds = time.time() - t1
-    pred = decode(model.scores(data.texts["dev"]), data.index, cfg["decode"]["method"], 0.0, data.single_path)
-    dev = evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
-    rec = {"epoch": 1, "seconds": round(seconds, 1), "samples_per_s": round(n_train / seconds, 2),
-           "dev_micro_f1": dev["micro_f1"], "dev_macro_f1": dev["macro_f1"]}
-    state = {"epoch": 1, "best_epoch": 1, "train_seconds": seconds, "history": [rec]}
-    model.save(run_dir / "best", data.taxonomy, cfg)
-    with atomic_dir(run_dir / "last") as tmp:
-        # hard links save a second copy of coef; files are only ever replaced, never edited
-        shutil.copytree(run_dir / "best", tmp, dirs_exist_ok=True, copy_function=os.link)
-        atomic_write_json(tmp / "train_state.json", state)
-    console.print(f"fit {seconds:.1f}s, {len(model.vectorizer.vocabulary_):,} terms; dev micro-F1 "
-                  f"{dev['micro_f1']:.4f} macro-F1 {dev['macro_f1']:.4f}")
-    return {**state, "epoch": cfg["train"]["epochs"]}, data
+        model = cls.create(config, index)
+        # the saved classifier settings decide the scoring (older checkpoints: nodes)
+        model.config.targets = meta["classifier"].get("targets", "nodes")
+        model.vectorizer_, model.coef_, model.intercept_ = vec, arrays["coef"], arrays["intercept"]
+        return model

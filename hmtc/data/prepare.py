@@ -1,0 +1,83 @@
+"""A run's prepared data: its taxonomy, splits, label matrices and token ids, the decoding facts
+the training labels imply, and where a run's checkpoint lies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..batching import tokenize
+from ..decode import stops_early
+from ..errors import HmtcError
+from ..taxonomy import Taxonomy, TaxonomyIndex
+from .catalog import dev_split, encode_labels, load_dataset
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs from data, taxonomy and tokenizer."""
+
+    taxonomy: Taxonomy
+    index: TaxonomyIndex
+    tokenizer: object
+    texts: dict[str, list[str]]
+    token_ids: dict[str, list[list[int]]]
+    labels: dict[str, np.ndarray]
+    single_path: bool
+    at_least_one: bool
+    dataset: str
+    complete: bool = False
+
+
+def taxonomy_for(cfg: dict) -> Taxonomy:
+    """The configured taxonomy file, else the dataset's own."""
+    d = cfg["data"]
+    path = d["taxonomy"] or load_dataset(d["dataset"], data_dir=d["data_dir"] or None, splits=[]).taxonomy_path
+    return Taxonomy.load(path)
+
+
+def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[str] | None = None) -> Prepared:
+    """Load the dataset, carve dev from train if needed, encode labels, tokenise (with a tokenizer).
+
+    ``single_path``, ``at_least_one`` and ``complete`` (``[decode]``) set to ``"auto"`` are read
+    from the training labels: one leaf per sample; a label on every sample; every label set
+    reaching a leaf.
+    """
+    dcfg = cfg["data"]
+    ds = load_dataset(dcfg["dataset"], data_dir=dcfg["data_dir"] or None)
+    index = taxonomy.compile()
+    splits = dict(ds.splits)
+    if "train" not in splits:
+        raise HmtcError(f"dataset {dcfg['dataset']!r} has no train split")
+    if dcfg["train_limit"]:
+        splits["train"] = splits["train"].subset(range(min(dcfg["train_limit"], len(splits["train"]))))
+    if "dev" not in splits:
+        splits["train"], splits["dev"] = dev_split(splits["train"], dcfg["dev_fraction"], cfg["train"]["seed"])
+    if splits_wanted is not None:
+        splits = {k: v for k, v in splits.items() if k in splits_wanted}
+    labels = {name: encode_labels(ex, taxonomy) for name, ex in splits.items()}
+    texts = {name: list(ex.texts) for name, ex in splits.items()}
+    token_ids = ({name: tokenize(tokenizer, t, dcfg["max_length"]) for name, t in texts.items()}
+                 if tokenizer is not None else {})
+    train_y = labels.get("train", next(iter(labels.values())))
+    leaves_per_sample = (train_y & index.leaf_mask).sum(1)
+    single = cfg["decode"]["single_path"]
+    single_path = bool((leaves_per_sample <= 1).all()) if single == "auto" else bool(single)
+    one = cfg["decode"].get("at_least_one", "auto")
+    at_least_one = bool(train_y.any(1).all()) if one == "auto" else bool(one)
+    comp = cfg["decode"].get("complete", False)     # absent in configs saved before it existed: off
+    complete = not stops_early(train_y, index).any() if comp == "auto" else bool(comp)
+    return Prepared(taxonomy, index, tokenizer, texts, token_ids, labels, single_path, at_least_one,
+                    str(dcfg["dataset"]), complete)
+
+
+def locate(target: str | Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint folder) for a run folder (uses ``best/``) or a checkpoint."""
+    target = Path(target)
+    if (target / "best" / "checkpoint.json").is_file():
+        return target, target / "best"
+    if (target / "checkpoint.json").is_file():
+        return target.parent, target
+    raise HmtcError("neither a run folder (with best/) nor a checkpoint folder", target)

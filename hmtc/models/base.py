@@ -1,0 +1,214 @@
+"""The model protocol: what every model is to training, inference, checkpoints and export.
+
+A model, whatever it computes, offers
+
+    create(config, index)         an untrained model from the run config and the compiled taxonomy
+    save(folder)                  its own files, into a checkpoint folder being written
+    load(folder, config, index)   the model a checkpoint folder holds
+    scores(texts, batch_size, bf16, progress)   (S, N) float32 scores in the index's column order,
+                                  0 the decision boundary; None settings: the model's own defaults
+    one_pass                      True when ``hmtc train`` fits it with one ``fit(texts, labels,
+                                  seed)`` call instead of the epoch loop (TF-IDF)
+
+Checkpoint folders (:mod:`hmtc.checkpoint`) add the taxonomy, label index, config and decoding;
+models are found by name in the registry ``MODELS`` and nowhere else.
+
+:class:`EncoderModel` implements the protocol for the neural models: a transformers encoder
+(:class:`~hmtc.models.encoder.TextEncoder`) feeding ``forward_states``, its tokenizer kept
+beside it, weights in ``model.safetensors``, the backbone's config in ``encoder/`` (rebuilt
+without a download) and the tokenizer in ``tokenizer/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import safetensors.torch
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from ..batching import iterate, length_batches, tokenize
+from ..encoders import resolve_encoder
+from ..errors import ConfigError, HmtcError
+from ..registry import Registry
+from ..taxonomy import TaxonomyIndex
+from .dropout import use_fast_dropout
+from .encoder import TextEncoder, load_backbone
+from .label_init import init_from_label_names
+
+MODELS: Registry = Registry("model")
+
+
+def make_config(model_name: str, options: dict):
+    """Build the named model's config dataclass from a dict, rejecting unknown keys."""
+    cls = MODELS.get(model_name).config_class
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) for model {model_name!r}: {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
+    return cls(**options)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on ``device`` when ``enabled``."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+class Model(ABC):
+    """The protocol (see the module docstring)."""
+
+    one_pass: ClassVar[bool] = False
+    config_class: ClassVar[type]
+
+    @classmethod
+    @abstractmethod
+    def create(cls, config: dict, index: TaxonomyIndex) -> "Model":
+        """An untrained model for the run ``config`` over the compiled taxonomy ``index``."""
+
+    @abstractmethod
+    def save(self, folder: Path) -> None:
+        """Write the model's own files into ``folder`` (a checkpoint folder being built)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, folder: Path, config: dict, index: TaxonomyIndex) -> "Model":
+        """The model saved in ``folder`` by :meth:`save`, ready to score."""
+
+    @abstractmethod
+    def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
+               progress=None) -> np.ndarray:
+        """Scores (len(texts), N), float32, in the label index's column order."""
+
+    def fit(self, texts: Sequence[str], labels: np.ndarray, seed: int = 0) -> "Model":
+        """One-pass models only: fit on ``texts`` and their indicator matrix ``labels`` (S, N)."""
+        raise NotImplementedError(f"{type(self).__name__} trains in epochs, not in one fit")
+
+
+def create_model(config: dict, index: TaxonomyIndex) -> Model:
+    """The configured model (``config["model"]["name"]`` in ``MODELS``), untrained."""
+    return MODELS.get(config["model"]["name"]).create(config, index)
+
+
+@dataclass
+class ModelOutput:
+    """``logits`` (B, N) in the compiled taxonomy's column order; ``loss`` only when labels are passed."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+class EncoderModel(nn.Module, Model):
+    """Base of the neural models: ``self.encoder`` (TextEncoder) feeds ``forward_states``.
+
+    ``tokenizer``, ``max_length`` and the scoring defaults ``eval_batch_size`` and ``bf16`` come
+    from the run config in :meth:`create` and :meth:`load`.
+    """
+
+    tokenizer = None
+    max_length = 512
+    eval_batch_size = 128
+    bf16 = False
+    supports_cache = True      # False where the input itself changes (label tokens)
+
+    # ---- the protocol -------------------------------------------------------------------
+    @classmethod
+    def create(cls, config: dict, index: TaxonomyIndex) -> "EncoderModel":
+        """Backbone (built-in name, local folder or hub id), tokenizer, encoder wrapper, this model;
+        fast dropout and label-name initialisation when configured."""
+        m = config["model"]
+        backbone = load_backbone(m["encoder"], **m.get("encoder_options", {}))
+        encoder = TextEncoder(backbone, m["layers"], m["freeze_embeddings"], m["freeze_layers"])
+        model = cls(encoder, index, make_config(m["name"], m["options"]))
+        model.tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(m["encoder"]))
+        model.set_run_config(config)
+        if getattr(model.config, "label_init", ""):
+            init_from_label_names(model, model.tokenizer, index, model.config.label_init)
+        if m.get("fast_dropout"):
+            use_fast_dropout(model)
+        return model
+
+    def save(self, folder: Path) -> None:
+        safetensors.torch.save_model(self, str(folder / "model.safetensors"))
+        self.encoder.backbone.config.save_pretrained(folder / "encoder")
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+
+    @classmethod
+    def load(cls, folder: Path, config: dict, index: TaxonomyIndex) -> "EncoderModel":
+        m = config["model"]
+        enc_cfg = AutoConfig.from_pretrained(folder / "encoder")
+        try:
+            backbone = AutoModel.from_config(enc_cfg, add_pooling_layer=False)
+        except TypeError:
+            backbone = AutoModel.from_config(enc_cfg)
+        encoder = TextEncoder(backbone, m["layers"], m["freeze_embeddings"], m["freeze_layers"])
+        model = cls(encoder, index, make_config(m["name"], m["options"]))
+        missing, unexpected = safetensors.torch.load_model(model, str(folder / "model.safetensors"), strict=False)
+        if missing or unexpected:
+            raise HmtcError(f"weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}",
+                            folder / "model.safetensors")
+        model.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+        model.set_run_config(config)
+        return model.eval()
+
+    def set_run_config(self, config: dict) -> None:
+        """Take the tokenisation length and the scoring defaults from a run config."""
+        self.max_length = config["data"]["max_length"]
+        self.eval_batch_size, self.bf16 = config["train"]["eval_batch_size"], config["train"]["bf16"]
+
+    def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
+               progress=None) -> np.ndarray:
+        ids = tokenize(self.tokenizer, list(texts), self.max_length)
+        return self.score_ids(ids, batch_size, bf16, progress=progress)
+
+    @torch.inference_mode()
+    def score_ids(self, token_ids: list[list[int]], batch_size: int | None = None, bf16: bool | None = None,
+                  device: torch.device | None = None, progress=None) -> np.ndarray:
+        """Logits (S, N) for tokenised texts, scored longest first, returned in input order."""
+        batch_size = batch_size or self.eval_batch_size
+        bf16 = self.bf16 if bf16 is None else bf16
+        device = device or next(self.parameters()).device
+        pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
+        was_training = self.training
+        self.eval()
+        out = None
+        batches = length_batches([len(t) for t in token_ids], batch_size, shuffle=False)
+        task = progress.add_task("predict", total=len(token_ids), info="") if progress else None
+        for b, ids, mask, _ in iterate(token_ids, batches, pad_id):
+            with autocast(device, bf16):
+                logits = self(ids.to(device), mask.to(device)).logits
+            if out is None:
+                out = np.zeros((len(token_ids), logits.shape[1]), dtype=np.float32)
+            out[b] = logits.float().cpu().numpy()
+            if progress:
+                progress.advance(task, len(b))
+        if progress and task is not None:
+            progress.remove_task(task)
+        self.train(was_training)
+        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+    # ---- the network --------------------------------------------------------------------
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters outside the encoder (they get the head learning rate)."""
+        enc = {id(p) for p in self.encoder.parameters()}
+        return [p for p in self.parameters() if id(p) not in enc and p.requires_grad]
+
+    def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None = None, *,
+                lower_states: torch.Tensor | None = None) -> ModelOutput:
+        """``lower_states`` (cached :meth:`TextEncoder.lower` output) replaces ``input_ids``."""
+        return self.forward_states(self.encode(input_ids, attention_mask, lower_states), attention_mask, labels)
+
+    def encode(self, input_ids, attention_mask, lower_states=None) -> torch.Tensor:
+        if lower_states is not None:
+            return self.encoder.upper(lower_states, attention_mask)
+        return self.encoder(input_ids, attention_mask)

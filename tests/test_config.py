@@ -1,0 +1,172 @@
+"""The typed configuration: type and range checks on load, the generated docs/config.md, and the
+experiment configs and saved checkpoints that must keep loading."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from hmtc.cli import main
+from hmtc.config import DEFAULTS, REGENERATE, SECTIONS, check_config, config_docs, load_config
+from hmtc.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    """A small config file (nothing in it is read beyond the config itself)."""
+    path = tmp_path / "x.toml"
+    path.write_text('[train]\nepochs = 2\nlr = 1e-3\n', encoding="utf-8")
+    return path
+
+
+def _error(config: Path, override: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_config(config, [override])
+    return str(e.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=fast", "train.lr: expected float, got 'fast'"),
+    ("train.lr=true", "train.lr: expected float, got True"),                 # a bool is no number
+    ("train.epochs=2.0", "train.epochs: expected int, got 2.0"),
+    ("train.seed=false", "train.seed: expected int, got False"),
+    ("data.dataset=3", "data.dataset: expected str, got 3"),
+    ("decode.per_label=1", "decode.per_label: expected bool, got 1"),
+    ("model.layers=[-1, 'a']", "model.layers: expected list of int, got [-1, 'a']"),
+    ("model.layers=-1", "model.layers: expected list of int, got -1"),
+    ("model.options=3", "model.options: expected table, got 3"),
+    ("train.seeds='1,2'", "train.seeds: expected list of int, got '1,2'"),
+    ("train.seeds=[1, true]", "train.seeds: expected list of int, got [1, True]"),
+])
+def test_a_wrong_type_names_the_key_the_type_and_the_value(config, override, message):
+    assert _error(config, override) == message
+
+
+def test_ints_pass_as_floats_unchanged_and_free_tables_stay_free(config):
+    cfg = load_config(config, ["train.lr=1", "decode.threshold=-1", "model.options={ any = [1, 'x'] }"])
+    assert cfg["train"]["lr"] == 1 and type(cfg["train"]["lr"]) is int                 # stored as given
+    assert cfg["decode"]["threshold"] == -1 and cfg["model"]["options"] == {"any": [1, "x"]}
+
+
+def test_a_bad_value_in_a_file_names_that_file(tmp_path):
+    (tmp_path / "base.toml").write_text('[train]\nschedule = "step"\n', encoding="utf-8")
+    (tmp_path / "child.toml").write_text('base = "base.toml"\n[train]\nepochs = 2\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "child.toml")
+    assert e.value.path == str(tmp_path / "base.toml")
+    assert e.value.message == 'train.schedule: expected "linear" | "cosine" | "constant", got \'step\''
+    for text, message in (('[data]\nmax_length = "long"\n', "data.max_length: expected int, got 'long'"),
+                          ('[data]\nmax_len = 64\n', "unknown key data.max_len; known: data_dir, dataset, "
+                                                     "dev_fraction, max_length, taxonomy, train_limit"),
+                          ('train = 3\n', "train: expected table, got 3"),
+                          ('name = 3\n', "name: expected str, got 3")):
+        (tmp_path / "own.toml").write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError) as e:
+            load_config(tmp_path / "own.toml")
+        assert (e.value.path, e.value.message) == (str(tmp_path / "own.toml"), message)
+    (tmp_path / "base.toml").write_text('[train]\nschedule = "cosine"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as e:                    # an override names no file
+        load_config(tmp_path / "child.toml", ["train.warmup=1"])
+    assert (e.value.path, e.value.message) == (None, "train.warmup: expected float in [0, 1), got 1")
+
+
+ACCEPTED = ["train.epochs=1", "train.batch_size=1", "train.eval_batch_size=1", "train.lr=1e-5", "train.lr=0.0",
+            "train.head_lr=5e-3", "train.head_lr=0", "data.dev_fraction=0", "data.dev_fraction=0.99",
+            "train.warmup=0", "train.warmup=0.5", "data.max_length=1", "model.freeze_layers=0",
+            "data.train_limit=0", "train.patience=0", "train.ema=0", "train.ema=0.999", "train.distill_alpha=0",
+            "train.distill_alpha=1", "train.distill_temperature=0.1", "decode.threshold='tune'",
+            "decode.threshold=0.5", "decode.threshold=-2", "train.device=auto", "train.device=cpu",
+            "train.device=cuda", "train.device='cuda:1'", "train.schedule=linear", "train.schedule=cosine",
+            "train.schedule=constant", "decode.method=best", "decode.method='top-down'", "decode.method=closure",
+            "decode.single_path=auto", "decode.single_path=true", "decode.at_least_one=false",
+            "decode.complete=true", "train.seeds=[]", "train.seeds=[1, 2, 3]"]
+
+
+@pytest.mark.parametrize("override", ACCEPTED)
+def test_values_in_range_pass(config, override):
+    key, _, _ = override.partition("=")
+    section, name = key.split(".")
+    assert load_config(config, [override])[section][name] is not None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=0", "train.epochs: expected int >= 1, got 0"),
+    ("train.batch_size=0", "train.batch_size: expected int >= 1, got 0"),
+    ("train.eval_batch_size=-8", "train.eval_batch_size: expected int >= 1, got -8"),
+    ("train.lr=-1e-4", "train.lr: expected float >= 0 and finite, got -0.0001"),
+    ("train.lr=inf", "train.lr: expected float >= 0 and finite, got inf"),
+    ("train.head_lr=nan", "train.head_lr: expected float >= 0 and finite, got nan"),
+    ("data.dev_fraction=1", "data.dev_fraction: expected float in [0, 1), got 1"),
+    ("data.dev_fraction=-0.1", "data.dev_fraction: expected float in [0, 1), got -0.1"),
+    ("train.warmup=1.0", "train.warmup: expected float in [0, 1), got 1.0"),
+    ("data.max_length=0", "data.max_length: expected int >= 1, got 0"),
+    ("model.freeze_layers=-1", "model.freeze_layers: expected int >= 0, got -1"),
+    ("data.train_limit=-1", "data.train_limit: expected int >= 0, got -1"),
+    ("train.patience=-1", "train.patience: expected int >= 0, got -1"),
+    ("train.ema=1", "train.ema: expected float in [0, 1), got 1"),
+    ("train.distill_alpha=1.5", "train.distill_alpha: expected float in [0, 1], got 1.5"),
+    ("train.distill_alpha=-0.1", "train.distill_alpha: expected float in [0, 1], got -0.1"),
+    ("train.distill_temperature=0", "train.distill_temperature: expected float > 0 and finite, got 0"),
+    ("train.distill_temperature=inf", "train.distill_temperature: expected float > 0 and finite, got inf"),
+    ("decode.threshold=auto", "decode.threshold: expected \"tune\" | float, got 'auto'"),
+    ("decode.threshold=true", "decode.threshold: expected \"tune\" | float, got True"),
+    ("train.device=gpu", "train.device: expected str (auto, cpu, cuda or cuda:<n>), got 'gpu'"),
+    ("train.device=cuda1", "train.device: expected str (auto, cpu, cuda or cuda:<n>), got 'cuda1'"),
+    ("train.schedule=step", "train.schedule: expected \"linear\" | \"cosine\" | \"constant\", got 'step'"),
+    ("decode.method=greedy", "decode.method: expected \"best\" | \"top-down\" | \"closure\", got 'greedy'"),
+    ("decode.single_path=yes", "decode.single_path: expected \"auto\" | bool, got 'yes'"),
+    ("decode.at_least_one=1", "decode.at_least_one: expected \"auto\" | bool, got 1"),
+    ("decode.complete='Auto'", "decode.complete: expected \"auto\" | bool, got 'Auto'"),
+    ("train.seeds=[1, 1]", "train.seeds: expected list of int without repeats, got [1, 1]"),
+])
+def test_values_out_of_range_are_refused(config, override, message):
+    assert _error(config, override) == message
+
+
+def test_cli_set_of_a_wrong_type_is_one_line_and_exit_2(config, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["hmtc", "train", str(config), "--set", "train.lr=fast"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    out = capsys.readouterr()
+    lines = (out.out + out.err).strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    assert "train.lr" in lines[0] and "float" in lines[0] and "'fast'" in lines[0], lines
+
+
+def test_docs_config_md_is_fresh():
+    docs = ROOT / "docs" / "config.md"
+    assert docs.is_file() and docs.read_text(encoding="utf-8") == config_docs(), (
+        f"docs/config.md is stale; regenerate it with: python -c \"{REGENERATE}\"")
+    for name, cls in SECTIONS.items():              # every key documented, one line each
+        for f in fields(cls):
+            assert f.metadata["doc"] and "\n" not in f.metadata["doc"], f"{name}.{f.name}"
+            assert f"| `{f.name}` |" in docs.read_text(encoding="utf-8"), f"{name}.{f.name}"
+
+
+def test_defaults_come_from_the_schema_and_pass_it():
+    assert list(DEFAULTS) == list(SECTIONS)
+    for name, cls in SECTIONS.items():
+        assert list(DEFAULTS[name]) == [f.name for f in fields(cls)]
+    check_config(DEFAULTS)
+    assert load_config(None) == {**DEFAULTS, "name": "run"}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.toml")), ids=lambda p: p.name)
+def test_experiment_configs_load_and_validate(path):
+    cfg = load_config(path)
+    check_config(cfg)
+    assert list(cfg) == [*SECTIONS, "name"]
+    assert all(list(cfg[name]) == list(DEFAULTS[name]) for name in SECTIONS)      # nothing added or lost
+
+
+@pytest.mark.parametrize("ckpt", sorted((ROOT / "tests" / "fixtures").glob("ckpt-*/checkpoint.json")),
+                         ids=lambda p: p.parent.name)
+def test_configs_saved_in_checkpoints_pass_the_schema(ckpt):
+    check_config(json.loads(ckpt.read_text(encoding="utf-8"))["config"])
