@@ -6,7 +6,7 @@
     decode.json         decoding method and tuned thresholds (written by eval)
     ...                 the model's own files (:meth:`hmtc.models.base.Model.save`): for the
                         neural models model.safetensors, encoder/config.json, tokenizer/;
-                        for tfidf those of :mod:`hmtc.models.tfidf`
+                        for the others those their module names
 
 A folder is written aside and renamed into place, so a reader sees a whole checkpoint or none.
 """

@@ -94,14 +94,14 @@ class DataConfig:
 class ModelConfig:
     """The [model] table: the model family, its encoder and what of the encoder trains."""
 
-    name: str = _key("msml", "model family: msml, flat, global, local or tfidf")
+    name: str = _key("msml", "model family: a name in the model registry (hmtc.models.MODELS)")
     encoder: str = _key("me5-small", "built-in encoder name, local folder or hub id")
     layers: list[int] = _key([-1], "hidden layers mixed into the token states (0: embeddings, -1: the last)")
     freeze_embeddings: bool = _key(True, "keep the word embeddings fixed")
     freeze_layers: int = _key(0, "keep the lowest N encoder layers fixed as well", _range(0))
     fast_dropout: bool = _key(False, "dropout masks from 16-bit slices of 64-bit draws and eager attention "
-                                     "(hmtc.models.dropout): same masks in distribution, 1.2-1.5x faster CPU "
-                                     "steps, another random stream")
+                                     "(hmtc.models.dropout): same masks in distribution, faster CPU steps "
+                                     "(experiments/speed.md), another random stream")
     encoder_options: dict[str, Any] = _key({}, "passed to `from_pretrained`, e.g. `{ hidden_dropout_prob = 0.0 }`")
     options: dict[str, Any] = _key({}, "the model's own config (e.g. MSMLConfig fields), checked by the model")
 
@@ -121,8 +121,8 @@ class TrainConfig:
     schedule: Literal["linear", "cosine", "constant"] = _key("linear", "learning-rate decay after the warm-up")
     clip: float = _key(1.0, "gradient norm clip (0: off)")
     ema: float = _key(0.0, "EMA decay of weights (0: off)", _range(0, 1, high_open=True))
-    fgm_epsilon: float = _key(0.0, "FGM (hmtc.regularizers): adversarial step of this norm on the word embeddings "
-                                   "(0: off)")
+    fgm_epsilon: float = _key(0.0, "FGM (hmtc.regularizers): adversarial step of this norm on the word embeddings, "
+                                   "or on the first trainable layer's input with cache_frozen (0: off)")
     gp_weight: float = _key(0.0, "gradient penalty (hmtc.regularizers): λ·mean squared norm of the loss gradient in "
                                  "the word embeddings, by finite differences (0: off)")
     rdrop_alpha: float = _key(0.0, "R-Drop (hmtc.regularizers): α·symmetric KL between two dropout passes (0: off)")

@@ -27,9 +27,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .registry import Registry
 from .taxonomy import TaxonomyIndex
 
-METHODS = ("top-down", "closure", "best")
+DECODERS: Registry = Registry("decoding method")
 
 
 def _thresholds(threshold: float | np.ndarray, n: int) -> np.ndarray:
@@ -149,6 +150,12 @@ def complete_to_leaf(keep: np.ndarray, scores: np.ndarray, index: TaxonomyIndex)
     return keep
 
 
+# method -> (scores, index, threshold, single_path) -> kept nodes; one path per sample is best's own
+DECODERS.register("top-down")(lambda scores, index, t, single_path: top_down(scores, index, t))
+DECODERS.register("closure")(lambda scores, index, t, single_path: closure(scores, index, t))
+DECODERS.register("best")(best)
+
+
 def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
            threshold: float | np.ndarray = 0.0, single_path: bool = False,
            at_least_one: bool = False, complete: bool = False) -> np.ndarray:
@@ -177,14 +184,7 @@ def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
         Every kept node has all its parents kept.
     """
     scores = np.asarray(scores, dtype=np.float32)
-    if method == "best":
-        keep = best(scores, index, threshold, single_path)
-    elif method == "top-down":
-        keep = top_down(scores, index, threshold)
-    elif method == "closure":
-        keep = closure(scores, index, threshold)
-    else:
-        raise ValueError(f"unknown decoding method {method!r}; choose one of {', '.join(METHODS)}")
+    keep = DECODERS.get(method)(scores, index, threshold, single_path)
     if at_least_one:
         empty = ~keep.any(1)
         if empty.any():

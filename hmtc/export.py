@@ -35,7 +35,7 @@ from .registry import Registry
 from .taxonomy import TaxonomyIndex
 
 FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
-ONNX_BATCH = 8      # small length-sorted batches ran fastest with two at once (+6 % over 16)
+ONNX_BATCH = 8      # small length-sorted batches, two at once, ran fastest (experiments/speed.md)
 
 
 def _require(module: str):
@@ -90,10 +90,10 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
                                             "logits": {0: "batch"}})
         _fuse(fp32, ckpt.model.encoder.backbone.config)
         if int8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+            from onnxruntime.quantization import QuantType, quantize_dynamic     # the optional onnx extra
             # the matrix products only: int8 embeddings (Gather) would cost accuracy for no speed.
-            # One weight scale per output column halved the logits' rounding error of per-tensor
-            # scales (DuEE 6-layer: mean |Δ| 0.63 vs 1.44) at the same speed
+            # One weight scale per output column rounds the logits less than one per tensor, at
+            # the same speed (experiments/speed.md)
             quantize_dynamic(str(fp32), str(Path(tmp) / FILES["onnx-int8"]), weight_type=QuantType.QInt8,
                              op_types_to_quantize=["MatMul", "Gemm", "Attention"], per_channel=True,
                              # fused ops (com.microsoft) hide output types from shape inference
@@ -110,7 +110,8 @@ def _fuse(path: Path, config) -> None:
     patterns that do not match are left as they are, so this is safe for any encoder.
 
     Residual + LayerNorm stays two operators: ONNX Runtime's fused SkipLayerNormalization ran
-    7× slower on a CPU than Add + LayerNormalization (1.25 vs 0.17 ms at 16 × 40 × 384)."""
+    slower on a CPU than Add + LayerNormalization (experiments/speed.md)."""
+    # the optional onnx extra, checked by export_onnx before it gets here
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
     options = FusionOptions("bert")
@@ -130,7 +131,7 @@ class OnnxModel(Model):
 
     ``workers`` batches run at once, each on one thread of the same session (ONNX Runtime's
     ``run`` is thread-safe and releases the GIL): no barrier between cores after every operator,
-    which ran 10-20 % faster on 2 cores than one run on 2 threads (experiments/speed.md).
+    which ran faster on 2 cores than one run on 2 threads (experiments/speed.md).
     """
 
     def __init__(self, session, tokenizer, max_length: int, n_nodes: int, workers: int = 1, graph: Path | None = None):

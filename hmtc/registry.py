@@ -1,11 +1,14 @@
-"""Name -> component registries (AllenNLP style): configs choose models, towers, heads and losses by name."""
+"""Name -> component registries (AllenNLP style): configs choose models, heads, losses, decoders,
+schedules, engines and datasets by name, and an unknown name gets one error everywhere:
+``unknown <kind> 'x'; known: a, b, c`` (with the closest name when one is close)."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, HmtcError
 
 T = TypeVar("T")
 
@@ -17,10 +20,14 @@ class Registry(Generic[T]):
     ----------
     kind : str
         What the entries are ("model", "loss", ...), used in error messages.
+    error : type
+        The error an unknown name raises (a :class:`ConfigError` unless said otherwise).
+    hint : str
+        Appended to that error, e.g. what else is accepted.
     """
 
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, error: type[HmtcError] = ConfigError, hint: str = ""):
+        self.kind, self.error, self.hint = kind, error, hint
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -34,9 +41,10 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         try:
             return self._items[name]
-        except KeyError:
-            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: "
-                              + ", ".join(sorted(self._items))) from None
+        except (KeyError, TypeError):
+            close = difflib.get_close_matches(str(name), self._items, n=1)
+            raise self.error(f"unknown {self.kind} {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; known: {', '.join(sorted(self._items))}" + self.hint) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

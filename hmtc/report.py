@@ -167,7 +167,7 @@ def bad_cases(texts: list[str], scores: np.ndarray, gold: np.ndarray, pred: np.n
 @lru_cache(maxsize=1)
 def cjk_font() -> str | None:
     """Register an installed font that covers Chinese with matplotlib; its family, or None."""
-    from matplotlib import font_manager
+    from matplotlib import font_manager     # deferred: matplotlib loads only when a report draws
     try:
         out = subprocess.run(["fc-list", ":lang=zh", "file"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
@@ -186,7 +186,7 @@ def cjk_font() -> str | None:
 @contextlib.contextmanager
 def _figure(width: float, height: float):
     """An Agg figure, with the CJK font first in the sans-serif list for as long as it is drawn."""
-    import matplotlib
+    import matplotlib                       # deferred: matplotlib loads only when a report draws
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     family = cjk_font()
@@ -204,7 +204,7 @@ def _png(fig) -> bytes:
 
 def _plain_ticks(axis) -> None:
     """Log-axis ticks as plain numbers (``30``, not ``3 × 10^1``); minor ones only on a short range."""
-    from matplotlib.ticker import LogFormatter
+    from matplotlib.ticker import LogFormatter     # deferred: matplotlib loads only when a report draws
     axis.set_major_formatter(LogFormatter())
     axis.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.4)))
 

@@ -18,9 +18,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DEFAULTS
+from .config import DEFAULTS, load_config
 from .errors import HmtcError
 from .io import atomic_write_text
+from .models import MODELS
 from .record import mean_std
 from .report import Code, duration, machine_text, markdown_table
 
@@ -293,13 +294,15 @@ def _goemotions_goals(gs: list[Group]) -> list[list[str]]:
     return rows
 
 
-def _tfidf_svm(g: Group) -> bool:
-    return g.model == "tfidf" and g.settings.get("model.options.classifier", "svm") == "svm"
+def _reference_svm(g: Group) -> bool:
+    """The model-free reference with linear SVMs: a model fitted in one pass (TF-IDF)."""
+    return g.model in MODELS and MODELS.get(g.model).one_pass and \
+        g.settings.get("model.options.classifier", "svm") == "svm"
 
 
 def _newsgroups_goal(gs: list[Group]) -> list[str]:
     goal = "the default MSML above TF-IDF + LinearSVC at every level (micro- and macro-F1, means)"
-    base = [g for g in gs if _tfidf_svm(g)]
+    base = [g for g in gs if _reference_svm(g)]
     mine = [g for g in gs if _is_default(g)]
     if not base or not mine:
         return ["20newsgroups", goal, NOT_RUN, "no TF-IDF + LinearSVC run" if not base else "no default MSML run"]
@@ -369,7 +372,6 @@ def budget_tables(gs: list[Group]) -> list[tuple[str, list[str], list[list], lis
 def configs_without_record(gs: list[Group], configs_dir: Path) -> list[list]:
     """Rows (config, dataset, model, command) for the ``*.toml`` experiment configs in
     ``configs_dir`` that no record comes from (engine and tag variants count as their run's)."""
-    from .config import load_config
     names = {_strip_seed(r.get("config_name") or (r.get("name") or "").split(".")[0].split("/")[0])
              for g in gs for r in g.records}
     rows = []

@@ -406,8 +406,9 @@ class Taxonomy:
                 raise TaxonomyError(f"invalid display name {name!r}", path, item=n)
 
     def compile(self) -> TaxonomyIndex:
-        """Compile into :class:`TaxonomyIndex` (cached until the next edit)."""
-        key = (self.graph.number_of_nodes(), self.graph.number_of_edges(), self._version)
+        """Compile into :class:`TaxonomyIndex`, cached while the graph's nodes, display names and
+        edges (in order) stay as they are, however the graph was edited."""
+        key = (tuple(self.graph.nodes(data="name")), tuple(self.graph.edges))
         if getattr(self, "_compiled_key", None) == key:
             return self._compiled
         lv = self.levels()
@@ -435,11 +436,6 @@ class Taxonomy:
             ancestors=anc, is_tree=self.is_tree)
         self._compiled_key = key
         return self._compiled
-
-    _version = 0
-
-    def _touch(self) -> None:
-        self._version += 1
 
     def stats(self) -> dict:
         """Node, leaf and per-level counts; ``per_level[k]`` counts level ``k + 1``."""
@@ -567,7 +563,6 @@ class Taxonomy:
         return t._checked()
 
     def _checked(self) -> "Taxonomy":
-        self._touch()
         self.validate()
         return self
 

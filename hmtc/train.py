@@ -1,6 +1,6 @@
 """Training: AdamW with a head learning rate and layer-wise decay, warm-up and decay, clipping,
 EMA of weights, early stopping on dev, length-bucketed batches, bf16 autocast, resume. A model
-that fits in one pass (``one_pass``, e.g. tfidf) is fitted once instead.
+that fits in one pass (``one_pass``, e.g. TF-IDF) is fitted once instead.
 
 A run folder holds ``run.json`` and ``config.json``, ``last/`` (checkpoint + optimizer state, for
 resume), ``best/`` (the best dev checkpoint) and, after evaluation, ``metrics.json``.

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hmtc.decode import decode, tune_global_threshold, tune_label_thresholds
+from hmtc.errors import ConfigError
 from hmtc.metrics import orphan_mask
 from hmtc.taxonomy import Taxonomy
 
@@ -112,7 +113,7 @@ def test_threshold_tuning_picks_a_separating_threshold():
 
 def test_unknown_method():
     index = Taxonomy.parse("ROOT\n  a\n").compile()
-    with pytest.raises(ValueError, match="unknown decoding method"):
+    with pytest.raises(ConfigError, match="unknown decoding method 'greedy'; known: best, closure, top-down"):
         decode(np.zeros((1, 1)), index, "greedy")
 
 
@@ -185,3 +186,18 @@ def test_max_constraint_is_consistent_for_every_input(data, dag):
     pos = y.numpy()
     hand = np.where(pos[:, None, :] & descendant_mask(index)[None], z.numpy()[:, None, :], -np.inf).max(-1)
     assert np.allclose(fit[pos], hand[pos])                        # positives: max over positive descendants
+
+
+def test_every_registry_names_what_it_knows():
+    from hmtc.data.catalog import get_spec
+    from hmtc.errors import DataError
+    from hmtc.export import ENGINES
+    from hmtc.models import MODELS
+    from hmtc.train import SCHEDULES
+    for registry, known in ((MODELS, "flat, global, local, msml, tfidf"), (SCHEDULES, "constant, cosine, linear"),
+                            (ENGINES, "onnx, onnx-int8, torch")):
+        with pytest.raises(ConfigError, match=f"; known: {known}$"):
+            registry.get("nope")
+    with pytest.raises(DataError, match=r"unknown dataset 'due' \(did you mean 'duee'\?\); known: 20newsgroups, "
+                                        r"duee, goemotions; or give a dataset .toml file"):
+        get_spec("due")

@@ -139,11 +139,11 @@ def test_onnx_export_scores_like_torch(run_config, tmp_path):
     rows = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))["figures"]
     assert [(f["settings"]["engine"], f["settings"]["precision"], f["settings"]["encoder_layers"]) for f in rows] == [
         ("torch", "bf16" if cfg["train"]["bf16"] else "fp32", 2), ("onnx-int8", "int8", 2)]
-    assert all(f["value"] > 0 and f["settings"]["checkpoint"] == str(tmp_path / "r") for f in rows)
-    # the rate over three rounds lies within its rounds' rates
+    assert all(f["settings"]["checkpoint"] == str(tmp_path / "r") for f in rows)
+    # the rate over three rounds: all texts over the summed time, the rounds' harmonic mean
     for f in rows:
         rates = f["settings"]["round_texts_per_s"]
-        assert len(rates) == 3 and min(rates) - 0.1 <= f["value"] <= max(rates) + 0.1
+        assert len(rates) == 3 and f["value"] == pytest.approx(3 / sum(1 / r for r in rates), rel=2e-3)
 
 
 @pytest.mark.parametrize("kernels,conv_dim", [([3, 5, 7], None), ([1, 3], None), ([2, 4], None), ([3, 5, 7], 6)])
@@ -296,9 +296,12 @@ def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     assert {f["settings"]["dropout"] for f in train} == {"torch", "fast"}
     assert all(len(f["settings"]["round_samples_per_s"]) == 2 for f in train)
     ratios = [f for f in figures if f["figure"] == "msml_over_flat_time_per_sample"]
-    for f in ratios:        # over both rounds: between the two rounds' own ratios
-        lo, hi = min(f["settings"]["round_ratios"]), max(f["settings"]["round_ratios"])
-        assert lo - 1e-3 <= f["value"] <= hi + 1e-3
+    rate = {(f["settings"]["model"], f["settings"]["dropout"], f["settings"]["freeze_layers"],
+             f["settings"]["precision"]): f["value"] for f in train}
+    for f in ratios:        # MSML's time per sample over flat's: flat's rate over MSML's
+        s = f["settings"]
+        key = (s["dropout"], s["freeze_layers"], s["precision"])
+        assert f["value"] == pytest.approx(rate[("flat", *key)] / rate[("msml", *key)], rel=0.01)
     infer = [f for f in figures if f["figure"] == "infer_texts_per_s"]
     assert {(f["settings"]["engine"], f["settings"]["encoder_layers"]) for f in infer} == {
         ("torch", "all"), ("torch", 1), ("onnx-int8", "all"), ("onnx-int8", 1)}
@@ -309,7 +312,6 @@ def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     assert len(shallow.model.encoder.backbone.encoder.layer) == 1
     stream = next(f for f in figures if f["figure"] == "predict_stream_rss_growth_mib")
     assert stream["settings"]["jsonl_lines"] == 300
-    assert all(f["value"] > 0 for f in figures if f["figure"] != "predict_stream_rss_growth_mib")
 
 
 def test_bench_batches_follow_the_length_profile():
@@ -341,11 +343,16 @@ def test_flop_counter_counts_every_product_of_a_bert_layer(tiny_encoder):
     assert fc.get_total_flops() == 2 * 3 * t * n_layers * (4 * h * h + 2 * h * i + 2 * t * h)
 
 
-def test_gemm_rate_times_each_precision():
-    from hmtc.bench import gemm_rate
-    assert all(gemm_rate(64, 32, 48, dtype, seconds=0.05) > 0 for dtype in ("fp32", "bf16", "int8"))
+def test_gemm_rate_counts_multiply_adds_per_second(monkeypatch):
+    import hmtc.bench as bench
+    clock = iter(range(1000))                           # every reading 1 s after the last
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))   # bench's own clock only
+    # start at 0; at 1 and 2 s a product each; at 3 s the 2.5 s are over: 2 products in 3 s
+    assert bench.gemm_rate(64, 32, 48, "bf16", seconds=2.5) == pytest.approx(64 * 32 * 48 * 2 / 3 / 1e9)
+    for dtype in ("fp32", "int8"):                      # each precision runs its own product
+        assert bench.gemm_rate(64, 32, 48, dtype, seconds=1.5) == pytest.approx(64 * 32 * 48 / 2 / 1e9)
     with pytest.raises(KeyError):
-        gemm_rate(64, 32, 48, "fp8", seconds=0.05)
+        bench.gemm_rate(64, 32, 48, "fp8", seconds=0.05)
 
 
 def test_ceilings_follow_the_counted_flops(tiny_encoder, monkeypatch):
@@ -362,16 +369,15 @@ def test_ceilings_follow_the_counted_flops(tiny_encoder, monkeypatch):
             for r in rows if r["figure"] == "gemm_gmacs_per_s"}
     assert set(gemm) == {("training", "bf16"), ("inference", "bf16"), ("inference", "int8")}
     train = {r["settings"]["freeze_layers"]: r for r in rows if r["figure"] == "train_ceiling_samples_per_s"}
-    for r in train.values():
-        s = r["settings"]
-        assert r["value"] == pytest.approx(2 * gemm[("training", "bf16")] / (s["gflops_per_sample"] + s["cache_gflops_per_sample"] / 6), rel=0.01)
     assert train[0]["settings"]["cache_gflops_per_sample"] == 0 < train[1]["settings"]["cache_gflops_per_sample"]
     assert train[1]["settings"]["gflops_per_sample"] < train[0]["settings"]["gflops_per_sample"]
     infer = {(r["settings"]["encoder_layers"], r["settings"]["precision"]): r for r in rows
              if r["figure"] == "infer_ceiling_texts_per_s"}
     assert set(infer) == {("all", "bf16"), ("all", "int8"), (1, "bf16"), (1, "int8")}
-    for (_, p), r in infer.items():
-        assert r["value"] == pytest.approx(2 * gemm[("inference", p)] / r["settings"]["gflops_per_text"], rel=0.01)
+    # a ceiling bounds what runs: the tiny model scored for real never beats it (units slip by 1e3)
+    from hmtc.bench import infer_throughput
+    measured = infer_throughput("msml", str(tiny_encoder), texts[:64], tax, True, batch_size=8, threads=1)
+    assert measured["texts_per_s"] < infer[("all", "bf16")]["value"]
     assert infer[(1, "bf16")]["settings"]["gflops_per_text"] < infer[("all", "bf16")]["settings"]["gflops_per_text"]
     # a training step (all layers train) costs about three forward passes: forward, and the
     # backward's products for the inputs' and the weights' gradients

@@ -271,3 +271,15 @@ def test_cli_from_labels_rebuilds_file(tmp_path):
                             "-o", str(out)], catch_exceptions=False)
     r = cli("taxonomy", "from-labels", lines, "--format", "lines", "--sep", ".", "-o", out, "--dry-run")
     assert "(no change)" in r.stdout and out.read_bytes() == first
+
+
+def test_compile_cache_follows_in_place_graph_edits():
+    tax = Taxonomy.parse("ROOT\n  a\n    a1\n  b\n    b1\n")
+    first = tax.compile()
+    assert tax.compile() is first                           # unchanged graph: the cached index
+    tax.graph.remove_edge("a", "a1")
+    tax.graph.add_edge("b", "a1")                           # same node and edge counts
+    moved = tax.compile()
+    assert moved.parent[moved.id_to_index["a1"]] == moved.id_to_index["b"]
+    tax.graph.nodes["b1"]["name"] = "renamed"
+    assert tax.compile().names[tax.compile().id_to_index["b1"]] == "renamed"

@@ -20,6 +20,7 @@ from hmtc.checkpoint import load_checkpoint
 from hmtc.cli import app
 from hmtc.config import load_config
 from hmtc.errors import ConfigError, HmtcError
+from hmtc.models import create_model
 from hmtc.train import Trainer
 
 runner = CliRunner()
@@ -84,11 +85,10 @@ def test_save_load_gives_identical_predictions(run_config, tmp_path):
     trainer = Trainer(cfg, tmp_path / "r", quiet=True)
     trainer.fit()
     ids = trainer.data_.token_ids["test"]
-    a = load_checkpoint(tmp_path / "r" / "last")
-    b = load_checkpoint(tmp_path / "r" / "last")
-    sa = a.model.score_ids(ids)
-    assert np.array_equal(sa, b.model.score_ids(ids))
-    assert sa.shape == (len(ids), 6)
+    trained = trainer.train_model_.score_ids(ids)          # the model in memory, as training left it
+    loaded = load_checkpoint(tmp_path / "r" / "last").model.score_ids(ids)
+    assert loaded.shape == (len(ids), 6) and np.array_equal(loaded, trained)
+    assert not np.array_equal(trained, create_model(cfg, trainer.data_.index).score_ids(ids))   # not untrained
 
 
 def _weights(path: Path) -> dict:
@@ -153,7 +153,6 @@ def test_config_errors(run_config):
 def test_scores_do_not_depend_on_batch_padding(run_config, model_name):
     from hmtc.batching import collate, tokenize
     from hmtc.data.prepare import taxonomy_for
-    from hmtc.models import create_model
     cfg = load_config(run_config, [f"model.name='{model_name}'"])
     if model_name == "flat":
         cfg["model"]["options"] = {"head": "textcnn", "dropout": 0.0}

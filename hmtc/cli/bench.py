@@ -1,4 +1,8 @@
-"""``hmtc bench``: the speed figures, each with its settings, as a table or JSON."""
+"""``hmtc bench``: the speed figures, each with its settings, as a table or JSON.
+
+The library is imported inside each command (torch and transformers take seconds to load), so
+`hmtc --help` and the other commands start at once.
+"""
 
 from __future__ import annotations
 

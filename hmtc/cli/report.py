@@ -1,4 +1,8 @@
-"""``hmtc report``, ``hmtc compare`` and ``hmtc results``."""
+"""``hmtc report``, ``hmtc compare`` and ``hmtc results``.
+
+The library is imported inside each command (torch and transformers take seconds to load), so
+`hmtc --help` and the other commands start at once.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""``hmtc train``, ``hmtc eval`` and ``hmtc predict``."""
+"""``hmtc train``, ``hmtc eval`` and ``hmtc predict``.
+
+The library is imported inside each command (torch and transformers take seconds to load), so
+`hmtc --help` and the other commands start at once.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""``hmtc taxonomy``: show, check and edit taxonomy files; every edit is atomic and validated."""
+"""``hmtc taxonomy``: show, check and edit taxonomy files; every edit is atomic and validated.
+
+The library is imported inside each command (torch and transformers take seconds to load), so
+`hmtc --help` and the other commands start at once.
+"""
 
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ import numpy as np
 
 import hmtc
 
+from ..config import tomllib
 from ..errors import DataError
+from ..registry import Registry
 from ..taxonomy import Taxonomy, TaxonomyIndex
 from .readers import (Examples, check_on_error, read_class_folders, read_goemotions,
                       read_jsonl, read_label_text, read_table)
@@ -73,28 +75,28 @@ class DatasetSpec:
     toml: Path | None = None
 
 
-BUILTINS: dict[str, DatasetSpec] = {
-    "duee": DatasetSpec(
-        "duee", "label_text", {"label_sep": "|", "field_sep": " "},
-        {"train": SplitSpec("multi-classification-train.txt"),
-         "test": SplitSpec("multi-classification-test.txt")},
-        PROJECT_ROOT / "taxonomies" / "duee.tax",
-        {"kind": "paths", "sep": "-", "maxsplit": 1},
-        "DuEE 1.0 event types (Chinese), 9 categories / 65 subtypes, multi-label"),
-    "goemotions": DatasetSpec(
-        "goemotions", "goemotions", {"labels_txt": "labels.txt"},
-        {s: SplitSpec(f"{s}.tsv") for s in ("train", "dev", "test")},
-        PROJECT_ROOT / "taxonomies" / "goemotions.tax",
-        {"kind": "goemotions", "labels_txt": "labels.txt",
-         "ekman": "ekman_mapping.json", "sentiment": "sentiment_dict.json"},
-        "GoEmotions Reddit comments (English), sentiment / Ekman / 28 emotions, multi-label"),
-    "20newsgroups": DatasetSpec(
-        "20newsgroups", "class_folders", {"encoding": "utf-8"},
-        {s: SplitSpec("20news-bydate.tar.gz", {"split": s}) for s in ("train", "test")},
-        PROJECT_ROOT / "taxonomies" / "20newsgroups.tax",
-        {"kind": "paths", "sep": "."},
-        "20 Newsgroups bydate (English), hierarchy from group names, single-label"),
-}
+# the built-in datasets by name; a name that is none of them may be a dataset .toml file
+DATASETS: Registry = Registry("dataset", DataError, hint="; or give a dataset .toml file")
+for _spec in [
+    DatasetSpec("duee", "label_text", {"label_sep": "|", "field_sep": " "},
+                {"train": SplitSpec("multi-classification-train.txt"),
+                 "test": SplitSpec("multi-classification-test.txt")},
+                PROJECT_ROOT / "taxonomies" / "duee.tax",
+                {"kind": "paths", "sep": "-", "maxsplit": 1},
+                "DuEE 1.0 event types (Chinese), 9 categories / 65 subtypes, multi-label"),
+    DatasetSpec("goemotions", "goemotions", {"labels_txt": "labels.txt"},
+                {s: SplitSpec(f"{s}.tsv") for s in ("train", "dev", "test")},
+                PROJECT_ROOT / "taxonomies" / "goemotions.tax",
+                {"kind": "goemotions", "labels_txt": "labels.txt",
+                 "ekman": "ekman_mapping.json", "sentiment": "sentiment_dict.json"},
+                "GoEmotions Reddit comments (English), sentiment / Ekman / 28 emotions, multi-label"),
+    DatasetSpec("20newsgroups", "class_folders", {"encoding": "utf-8"},
+                {s: SplitSpec("20news-bydate.tar.gz", {"split": s}) for s in ("train", "test")},
+                PROJECT_ROOT / "taxonomies" / "20newsgroups.tax",
+                {"kind": "paths", "sep": "."},
+                "20 Newsgroups bydate (English), hierarchy from group names, single-label"),
+]:
+    DATASETS.register(_spec.name)(_spec)
 
 
 @dataclass
@@ -136,26 +138,13 @@ def data_dir(explicit: str | Path | None = None) -> Path:
 
 def get_spec(name_or_toml: str | Path) -> DatasetSpec:
     """The spec of a built-in dataset name or of a user ``.toml`` file."""
-    if str(name_or_toml) in BUILTINS:
-        return BUILTINS[str(name_or_toml)]
     path = Path(name_or_toml)
-    if path.suffix == ".toml" or path.is_file():
+    if str(name_or_toml) not in DATASETS and (path.suffix == ".toml" or path.is_file()):
         return _spec_from_toml(path)
-    close = difflib.get_close_matches(str(name_or_toml), BUILTINS, n=1)
-    raise DataError(f"unknown dataset {str(name_or_toml)!r}"
-                    + (f"; did you mean {close[0]!r}?" if close else "")
-                    + f" Built-ins: {', '.join(BUILTINS)}; or give a dataset .toml file")
+    return DATASETS.get(str(name_or_toml))
 
 
 def _spec_from_toml(path: Path) -> DatasetSpec:
-    try:
-        import tomllib
-    except ModuleNotFoundError:                    # Python 3.10
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise DataError("reading dataset TOML files needs Python >= 3.11 or the `tomli` "
-                            "package", path) from None
     try:
         cfg = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:

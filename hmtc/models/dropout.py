@@ -1,8 +1,7 @@
 """Cheaper dropout for CPU training (``model.fast_dropout``).
 
 On CPU, torch draws a dropout mask one 32-bit Mersenne-Twister number per element: at DuEE's
-shapes that costs about as much as the layer's bf16 matrix product (≈3.9 ms for a 32 × 42 × 384
-mask on this machine's two cores). Here each 64-bit draw from the same seeded generator yields
+shapes that costs about as much as the layer's bf16 matrix product (experiments/speed.md). Here each 64-bit draw from the same seeded generator yields
 four 16-bit slices, one per element, kept when (read as 0..65535) at or above ``round(p · 65536)``:
 the same Bernoulli masks in distribution (drop rate quantised to 1/65,536) at a quarter of the
 draws. The backbone's attention runs eagerly so its attention-probability dropout uses these
@@ -14,6 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+try:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+except ImportError:               # transformers 4.x: no pluggable attention
+    AttentionInterface = None
 
 ATTENTION = "hmtc_eager"
 
@@ -55,10 +60,7 @@ def eager_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, v
 
 
 def _register_attention() -> bool:
-    try:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-    except ImportError:           # transformers 4.x: no pluggable attention
+    if AttentionInterface is None:
         return False
     AttentionInterface.register(ATTENTION, eager_attention)
     AttentionMaskInterface.register(ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["eager"])

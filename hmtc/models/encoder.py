@@ -10,6 +10,12 @@ from transformers import AutoModel
 from transformers.utils import logging as hf_logging
 
 from ..encoders import resolve_encoder
+from ..errors import ConfigError
+
+try:
+    from transformers.masking_utils import create_bidirectional_mask
+except ImportError:               # transformers 4.x
+    create_bidirectional_mask = None
 
 
 class TextEncoder(nn.Module):
@@ -78,7 +84,6 @@ class TextEncoder(nn.Module):
     # ---- frozen lower part / trainable upper part, for caching the frozen part's output ------
     def check_split(self) -> None:
         """Raise ConfigError unless :meth:`lower` / :meth:`upper` can stand in for ``forward``."""
-        from ..errors import ConfigError
         blocks = self.blocks()
         if not self.freeze_layers:
             raise ConfigError("caching the frozen encoder part needs model.freeze_layers > 0")
@@ -144,9 +149,7 @@ class TextEncoder(nn.Module):
 
 def _layer_mask(backbone: nn.Module, states: torch.Tensor, attention_mask: torch.Tensor):
     """The attention mask in the form the backbone's layers take (as its own forward builds it)."""
-    try:
-        from transformers.masking_utils import create_bidirectional_mask
-    except ImportError:           # transformers 4.x: the additive extended mask
+    if create_bidirectional_mask is None:      # transformers 4.x: the additive extended mask
         return backbone.get_extended_attention_mask(attention_mask, states.shape[:2], dtype=states.dtype)
     return create_bidirectional_mask(config=backbone.config, inputs_embeds=states, attention_mask=attention_mask)
 

@@ -12,7 +12,7 @@ in a DAG a node is pulled towards each of its parents. Biases are not regularise
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,9 +33,6 @@ class GlobalConfig:
     loss: str = "zlpr"
     loss_options: dict = field(default_factory=dict)   # keyword options of the loss (build_loss)
     recursive_reg: float = 1e-4     # λ of the parent/child weight penalty (0: off)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @MODELS.register("global")

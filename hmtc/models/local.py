@@ -26,7 +26,7 @@ removes nothing (and ``closure`` adds nothing). Every decoder applies as for any
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -47,9 +47,6 @@ class LocalConfig:
     dropout: float = 0.1
     loss: str = "bce"
     loss_options: dict = field(default_factory=dict)   # keyword options of the loss (build_loss)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def edges_by_parent(index: TaxonomyIndex) -> tuple[np.ndarray, np.ndarray]:
