@@ -43,7 +43,7 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     ``tag`` files it beside the run's own (``metrics.<tag>.json``, record ``<key>.<tag>.json``),
     so another decoding of the same trained model is measured without retraining.
     """
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, emoji=False)
     run_dir, ckpt_dir = locate(target)
     ckpt = load_for_inference(ckpt_dir, engine)
     cfg = ckpt.config

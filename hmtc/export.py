@@ -60,7 +60,7 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
     Files are written aside and renamed into place, so a failed export leaves nothing behind.
     """
     onnx = _require("onnx")
-    ort = _require("onnxruntime")
+    _require("onnxruntime")     # fail early, before the export, when the onnx extra is missing
     folder = Path(folder)
     ckpt = load_checkpoint(folder)
     if not isinstance(ckpt.model, torch.nn.Module):

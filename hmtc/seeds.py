@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import ConfigError, HmtcError
 from .evaluate import build_record, evaluate_run
@@ -51,7 +52,7 @@ def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, 
                 console: Console | None = None, quiet: bool = False) -> dict | None:
     """Train and evaluate every seed, then write the mean record; returns it (None when stopped
     early, when ``no_eval``, or on a non-main rank of a distributed job)."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, emoji=False)
     run_dir = Path(run_dir) if run_dir else Path(cfg["train"]["output_dir"]) / cfg["name"]
     mean_path = record_path(cfg, run_dir)
     check_record_free(mean_path, overwrite)
@@ -66,7 +67,7 @@ def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, 
     records, main = [], True
     for seed, scfg, sdir, path, done in plans:
         if not done:
-            console.print(f"[bold]seed {seed}[/] → {sdir}")
+            console.print(f"[bold]seed {seed}[/] → {escape(str(sdir))}")
             state_file = sdir / "last" / "train_state.json"
             trainer = Trainer(scfg, sdir, resume=resume and state_file.is_file(),
                               stop_after_epochs=stop_after_epochs, console=console, quiet=quiet)
@@ -75,7 +76,7 @@ def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, 
             if not main:
                 continue
             if no_eval or trainer.state_["epoch"] < scfg["train"]["epochs"]:
-                console.print(f"stopped before seed {seed} finished; --resume continues: {sdir}")
+                console.print(f"stopped before seed {seed} finished; --resume continues: {escape(str(sdir))}")
                 return None
             evaluate_run(sdir, console, quiet, overwrite=overwrite)
         if path is not None and path.is_file():

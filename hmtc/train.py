@@ -16,14 +16,14 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import safetensors.torch
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import Progress
 
 from torch.nn.parallel import DistributedDataParallel
 
@@ -121,7 +121,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else Path(config["train"]["output_dir"]) / config["name"]
         self.resume = resume
         self.stop_after_epochs = stop_after_epochs
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, emoji=False)
         self.quiet = quiet
         self.dist_ = DistContext()
 
@@ -181,7 +181,7 @@ class Trainer:
             atomic_write_json(self.run_dir / "run.json", {"command": command_line(), "git_commit": git_commit(),
                                                           "started": now(), "machine": machine_info()})
         say = self.console.print if main else (lambda *a, **k: None)
-        say(f"[bold]{cfg['name']}[/]: {n_train} train / {len(data.token_ids['dev'])} dev, "
+        say(f"[bold]{escape(cfg['name'])}[/]: {n_train} train / {len(data.token_ids['dev'])} dev, "
             f"{data.index.n_nodes} nodes in {data.index.depth} levels, "
             f"{sum(p.numel() for p in trainable):,} trainable parameters, device {device}"
             f"{', bf16' if t['bf16'] else ''}{f', {self.dist_.world} processes' if self.dist_.active else ''}; "
@@ -254,7 +254,7 @@ class Trainer:
         atomic_write_json(self.run_dir / "run.json", {"command": command_line(), "git_commit": git_commit(),
                                                       "started": now(), "machine": machine_info()})
         n_train = len(data.texts["train"])
-        self.console.print(f"[bold]{cfg['name']}[/]: {n_train} train / {len(data.texts['dev'])} dev, "
+        self.console.print(f"[bold]{escape(cfg['name'])}[/]: {n_train} train / {len(data.texts['dev'])} dev, "
                            f"{data.index.n_nodes} nodes in {data.index.depth} levels, {cfg['model']['name']}; "
                            f"setup {time.time() - t0:.1f}s")
         t1 = time.time()

@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import HmtcError
 from . import run
@@ -36,13 +37,29 @@ app.command("report")(report_command)
 app.command("compare")(compare_command)
 app.command("results")(results_command)
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, emoji=False)
 
 
 def main() -> None:
-    """Entry point: user errors print one clear line (file:line: problem) and exit 2."""
+    """Entry point: user errors print one clear line (file:line: problem) and exit 2.
+
+    Problems with the files a user names (missing, unreadable, a folder for a file, a full disk)
+    are user errors too. ``--debug`` anywhere on the line shows the traceback instead.
+    """
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
     try:
         app()
-    except HmtcError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    except (HmtcError, OSError, UnicodeDecodeError) as e:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(_one_line(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+
+
+def _one_line(e: Exception) -> str:
+    """The error as one line; an OSError names its file and the system's reason."""
+    if isinstance(e, OSError) and not isinstance(e, HmtcError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or type(e).__name__}"
+    return " ".join(str(e).split()) or type(e).__name__

@@ -177,4 +177,4 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
     for r in rows:
         t.add_row(r["figure"], str(r["value"]), ", ".join(f"{k}={v}" for k, v in r["settings"].items()),
                   str(r.get("peak_rss_mib", "")))
-    Console().print(t)
+    Console(emoji=False).print(t)

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..data.builders import taxonomy_from_dataset
@@ -56,10 +57,10 @@ def stats(
 
 
 def _print(st: dict) -> None:
-    con = Console(highlight=False)
+    con = Console(highlight=False, emoji=False)
     splits = st["splits"]
     names = list(splits)
-    con.print(f"[bold]{st['name']}[/]  taxonomy: {st['taxonomy_source']}")
+    con.print(f"[bold]{escape(str(st['name']))}[/]  taxonomy: {escape(str(st['taxonomy_source']))}")
 
     t = Table(title="Sizes")
     t.add_column("")
@@ -79,7 +80,7 @@ def _print(st: dict) -> None:
     for n, s in splits.items():
         if s["skipped_reasons"]:
             reasons = ", ".join(f"{k} {v}" for k, v in s["skipped_reasons"].items())
-            con.print(f"skipped in {n}: {reasons}")
+            con.print(f"skipped in {n}: {escape(reasons)}")
 
     if st["taxonomy"]:
         t = Table(title="Taxonomy levels: nodes present / label instances (after closure)")

@@ -8,6 +8,7 @@ from typing import List
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import HmtcError
@@ -15,13 +16,13 @@ from ..encoders import (BUILTIN_ENCODERS, count_params, encoders_home, install_e
                         prune_vocab, resolve_encoder)
 
 app = typer.Typer(help="Install, list and prune offline text encoders.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 def _fail(e: Exception) -> None:
     """User errors: one red line, exit 2, no traceback (as ``hmtc.cli.main`` does)."""
-    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -37,11 +38,11 @@ def install(name: str = typer.Argument(..., help=f"One of: {', '.join(BUILTIN_EN
         with console.status(f"installing {name}") as status:
             def progress(msg: str) -> None:
                 status.update(f"{name}: {msg}")
-                console.print(f"[dim]{msg}[/]", highlight=False)
+                console.print(f"[dim]{escape(msg)}[/]", highlight=False)
             path = install_encoder(name, force=force, progress=progress)
     except (HmtcError, OSError) as e:
         _fail(e)
-    console.print(f"[green]ready:[/] {name} -> {path}", highlight=False)
+    console.print(f"[green]ready:[/] {escape(name)} -> {escape(str(path))}", highlight=False)
 
 
 @app.command("list")
@@ -83,5 +84,5 @@ def prune(model_dir: str = typer.Argument(..., help="Model folder or installed b
     except (HmtcError, OSError) as e:
         _fail(e)
     stats = json.loads((out / "hmtc_prune.json").read_text())
-    console.print(f"[green]pruned:[/] {out}  vocabulary {stats['vocab_before']:,} -> {stats['vocab_after']:,}, "
+    console.print(f"[green]pruned:[/] {escape(str(out))}  vocabulary {stats['vocab_before']:,} -> {stats['vocab_after']:,}, "
                   f"params {_millions(count_params(folder))} -> {_millions(count_params(out))}", highlight=False)

@@ -90,7 +90,7 @@ def _table(title: str, *columns: str, **kw) -> Table:
 
 
 def _print_tables(res: dict, per_label: bool) -> None:
-    con = Console()
+    con = Console(emoji=False)
     con.print(f"{res['n_samples']} samples, {res['n_labels']} labels; "
               f"zero_division={res['zero_division']}, DAG mode {res['dag_mode']}")
     overall = _table("Overall (all levels pooled)", "metric", "value")

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
-err = Console(stderr=True)
+err = Console(stderr=True, emoji=False)
 
 
 def report_command(run: Path = typer.Argument(..., help="An evaluated run folder (after hmtc eval)."),
@@ -25,7 +25,7 @@ def report_command(run: Path = typer.Argument(..., help="An evaluated run folder
     from ..report import write_report
     files = write_report(run, top_bad=top_bad, top_pairs=top_pairs)
     for path in files.values():
-        err.print(f"wrote {path}", highlight=False)
+        err.print(f"wrote {escape(str(path))}", highlight=False)
 
 
 def compare_command(runs: list[Path] = typer.Argument(..., help="Evaluated run folders."),
@@ -39,13 +39,13 @@ def compare_command(runs: list[Path] = typer.Argument(..., help="Evaluated run f
         table.add_column(h, justify="left" if i < 2 else "right")
     for r in rows:
         table.add_row(*(escape(f"{v:.4f}" if isinstance(v, float) else str(v)) for v in r))
-    console = Console()
+    console = Console(emoji=False)
     natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
     console.width = max(console.width, natural)          # never squeeze the figures to "0.…"
     console.print(table)
     if out is not None:
         atomic_write_text(out, markdown_table(header, rows) + "\n")
-        err.print(f"wrote {out}", highlight=False)
+        err.print(f"wrote {escape(str(out))}", highlight=False)
 
 
 def results_command(records_dir: Path = typer.Option(Path("experiments/records"), "--records",
@@ -54,4 +54,4 @@ def results_command(records_dir: Path = typer.Option(Path("experiments/records")
                                              help="The Markdown file to regenerate.")) -> None:
     """Regenerate RESULTS.md from the run records: tables per dataset, published figures, goals."""
     from ..results import write_results
-    err.print(f"wrote {write_results(records_dir, out)}", highlight=False)
+    err.print(f"wrote {escape(str(write_results(records_dir, out)))}", highlight=False)

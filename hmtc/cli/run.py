@@ -13,9 +13,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-err = Console(stderr=True)
+err = Console(stderr=True, emoji=False)
 
 
 def train(config: Path = typer.Argument(..., help="Run config (TOML); see experiments/."),
@@ -54,7 +55,7 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     if not trainer.dist_.is_main:
         return                           # other ranks of a torchrun job: rank 0 evaluates
     if no_eval or trainer.state_["epoch"] < cfg["train"]["epochs"]:
-        err.print(f"run folder: {run_dir}")
+        err.print(f"run folder: {escape(str(run_dir))}")
         return
     _show(evaluate_run(run_dir, err, quiet, overwrite=overwrite))
 
@@ -126,7 +127,7 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
         for line in lines:
             fh.write(line + "\n")
     tmp.replace(output)
-    err.print(f"wrote {output}")
+    err.print(f"wrote {escape(str(output))}")
 
 
 def _show(metrics: dict) -> None:
@@ -138,22 +139,22 @@ def _show(metrics: dict) -> None:
         t.add_row(k, f"{test[k]:.4f}", f"{v:.4f}")
     for lv in test["per_level"]:
         t.add_row(f"level {lv['level']} micro / macro F1", f"{lv['micro_f1']:.4f} / {lv['macro_f1']:.4f}", "")
-    Console().print(t)
+    Console(emoji=False).print(t)
     if "record" in metrics:
-        err.print(f"recorded: {metrics['record']}")
+        err.print(f"recorded: {escape(metrics['record'])}")
 
 
 def _show_seeds(agg: dict) -> None:
     m, s = agg["metrics"], agg["metrics_std"]
-    t = Table(title=f"{agg['name']}: mean ± std over seeds {', '.join(map(str, agg['seeds']))} (test, after decoding)")
+    t = Table(title=f"{escape(agg['name'])}: mean ± std over seeds {', '.join(map(str, agg['seeds']))} (test, after decoding)")
     for col in ("figure", "mean ± std (n)", "per seed"):
         t.add_column(col, justify="right" if col != "figure" else "left")
     for k in ("micro_f1", "macro_f1", "leaf_micro_f1", "leaf_macro_f1", "hier_f1", "exact_match"):
         if k in m:
             t.add_row(k, f"{m[k]:.4f} ± {s[k]:.4f} ({agg['n']})", " ".join(f"{v:.4f}" for v in agg["per_seed"][k]))
-    Console().print(t)
+    Console(emoji=False).print(t)
     if "record" in agg:
-        err.print(f"recorded: {agg['record']}")
+        err.print(f"recorded: {escape(agg['record'])}")
 
 
 def export(target: Path = typer.Argument(..., help="Run folder (uses best/) or checkpoint folder."),
@@ -167,4 +168,4 @@ def export(target: Path = typer.Argument(..., help="Run folder (uses best/) or c
         raise HmtcError(f"unknown export format {format_!r}; use onnx")
     _, ckpt_dir = locate(target)
     for path in export_onnx(ckpt_dir, int8=int8):
-        err.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+        err.print(f"wrote {escape(str(path))} ({path.stat().st_size / 2**20:.1f} MiB)")

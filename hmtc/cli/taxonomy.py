@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -19,7 +20,7 @@ from ..errors import TaxonomyError
 from ..taxonomy import DEFAULT_ROOT, Taxonomy
 
 app = typer.Typer(help="Show, validate, edit and build taxonomy files (.tax).", no_args_is_help=True)
-console = Console()
+console = Console(emoji=False)
 
 FileArg = typer.Argument(..., help="Taxonomy file (.tax).", show_default=False)
 DryRun = typer.Option(False, "--dry-run", "-n", help="Show the change as a diff; leave the file as it is.")
@@ -33,7 +34,7 @@ def _apply(path: Path, before: Taxonomy, after: Taxonomy, dry_run: bool, summary
         console.print("[yellow]dry run: file unchanged[/]")
         return
     after.save(path)
-    console.print(f"[green]{summary}[/] -> {path}")
+    console.print(f"[green]{escape(summary)}[/] -> {escape(str(path))}")
 
 
 @app.command()
@@ -42,12 +43,12 @@ def show(path: Path = FileArg,
          ids: bool = typer.Option(False, "--ids", help="Show ids instead of display names.")) -> None:
     """Print the taxonomy as a tree, with node counts per level."""
     tax = Taxonomy.load(path)
-    tree = Tree(f"[bold]{tax.root}[/]  ({path})")
+    tree = Tree(f"[bold]{escape(tax.root)}[/]  ({escape(str(path))})")
     seen: set[str] = set()
 
     def grow(branch: Tree, node: str, level: int) -> None:
         for child in tax.children(node):
-            label = child if ids else tax.name(child)
+            label = escape(child if ids else tax.name(child))
             if child in seen:
                 branch.add(f"[dim]↗ {label} (also here)[/]")
                 continue
@@ -84,7 +85,7 @@ def stats(path: Path = FileArg,
     if as_json:
         typer.echo(json.dumps(st, ensure_ascii=False))
         return
-    table = Table(title=str(path))
+    table = Table(title=escape(str(path)))
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in st.items():
@@ -167,7 +168,7 @@ def diff(a: Path = typer.Argument(..., help="Old taxonomy."),
     else:
         for line in changes:
             style = {"+": "green", "-": "red"}.get(line[0], "yellow")
-            console.print(f"[{style}]{line}[/]", highlight=False)
+            console.print(f"[{style}]{escape(line)}[/]", highlight=False)
         if not changes:
             console.print("no structural change")
     raise typer.Exit(1 if changes else 0)
