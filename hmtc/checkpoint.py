@@ -8,7 +8,11 @@
                         neural models model.safetensors, encoder/config.json, tokenizer/;
                         for the others those their module names
 
-A folder is written aside and renamed into place, so a reader sees a whole checkpoint or none.
+    manifest.json       the SHA-256 of every file above, checked on load
+
+``best`` and ``last`` are symlinks to version folders (``.best.v000007``): a new checkpoint is
+built aside and the link switched to it atomically, so a whole checkpoint is on disk at every
+instant, and a damaged file is named when loaded.
 """
 
 from __future__ import annotations
@@ -21,16 +25,17 @@ import numpy as np
 
 from . import __version__
 from .errors import HmtcError
-from .io import atomic_dir, atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, check_manifest, versioned_dir
 from .models import MODELS, Model
 from .taxonomy import Taxonomy, TaxonomyIndex
 
 
 def save_checkpoint(folder: str | Path, model: Model, taxonomy: Taxonomy, config: dict,
                     extra_files: dict[str, bytes] | None = None) -> Path:
-    """Write a checkpoint folder atomically (built aside, then renamed into place)."""
+    """Write a checkpoint folder: built aside with a manifest of its files' hashes, then switched
+    in as ``folder``'s next version (:func:`hmtc.io.versioned_dir`)."""
     folder = Path(folder)
-    with atomic_dir(folder) as tmp:
+    with versioned_dir(folder) as tmp:
         model.save(tmp)
         write_checkpoint_meta(tmp, taxonomy, config)
         for name, data in (extra_files or {}).items():
@@ -79,16 +84,29 @@ def read_meta(folder: str | Path) -> tuple[dict, Taxonomy, TaxonomyIndex, dict]:
     meta_path = folder / "checkpoint.json"
     if not meta_path.is_file():
         raise HmtcError("not a checkpoint folder (no checkpoint.json)", folder)
-    config = json.loads(meta_path.read_text(encoding="utf-8"))["config"]
+    check_manifest(folder)
+    config = _json(meta_path).get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise HmtcError("no run config inside", meta_path)
     taxonomy = Taxonomy.load(folder / "taxonomy.tax")
     index = taxonomy.compile()
-    labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
+    labels = _json(folder / "labels.json")
     if list(index.ids) != labels["ids"]:
         raise HmtcError("taxonomy.tax does not match the label index the model was trained with",
                         folder / "taxonomy.tax")
     dec_path = folder / "decode.json"
-    decode = json.loads(dec_path.read_text(encoding="utf-8")) if dec_path.is_file() else {}
+    decode = _json(dec_path) if dec_path.is_file() else {}
     return config, taxonomy, index, decode
+
+
+def _json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HmtcError(f"not valid JSON: {e}", path) from None
+    if not isinstance(obj, dict):
+        raise HmtcError("not a JSON object", path)
+    return obj
 
 
 def load_checkpoint(folder: str | Path) -> Checkpoint:

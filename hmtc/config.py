@@ -120,6 +120,8 @@ class TrainConfig:
                          _range(0, 1, high_open=True))
     schedule: Literal["linear", "cosine", "constant"] = _key("linear", "learning-rate decay after the warm-up")
     clip: float = _key(1.0, "gradient norm clip (0: off)")
+    max_bad_steps: int = _key(3, "consecutive steps with a non-finite loss or gradient (each skipped) after which "
+                                 "training stops as diverged", _range(1))
     ema: float = _key(0.0, "EMA decay of weights (0: off)", _range(0, 1, high_open=True))
     fgm_epsilon: float = _key(0.0, "FGM (hmtc.regularizers): adversarial step of this norm on the word embeddings, "
                                    "or on the first trainable layer's input with cache_frozen (0: off)")
@@ -358,14 +360,34 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         cfg = _merge(cfg, raw)
         cfg["name"] = name or path.stem
     for key, value in parse_overrides(overrides or []).items():
-        if key == "name":
-            cfg = {**cfg, "name": str(value)}
-        else:
-            check_config({key: value})
-            cfg = _merge(cfg, {key: value})
+        cfg = merge_config(cfg, {key: str(value) if key == "name" else value})
     cfg.setdefault("name", "run")
     check_run_name(cfg["name"])
     return cfg
+
+
+def merge_config(cfg: dict, extra: dict) -> dict:
+    """``extra`` merged over ``cfg`` as a config file's own keys are, after checking it.
+
+    Parameters
+    ----------
+    cfg : dict
+        A whole config (from :func:`load_config`).
+    extra : dict
+        Tables by section name (any subset of their keys), and optionally ``name``, which
+        replaces the run's name.
+
+    Returns
+    -------
+    dict
+        A new config: tables merged key by key, model options table over table.
+    """
+    check_config(extra)
+    out = _merge(cfg, {k: v for k, v in extra.items() if k != "name"})
+    if "name" in extra:
+        check_run_name(extra["name"])
+        out["name"] = extra["name"]
+    return out
 
 
 def parse_overrides(items: list[str], only: str | None = None) -> dict:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from .errors import HmtcError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -66,3 +70,133 @@ class _AtomicDir:
         os.replace(self.tmp, self.target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held while one ``hmtc train`` writes it.
+
+    ``.lock`` in the folder is locked with ``flock``, which the kernel releases when its holder
+    dies, so a lock left by a killed run is simply taken over; the file keeps the holder's pid
+    for the message another writer gets.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise HmtcError(f"another hmtc train (pid {holder}) is writing this run folder; wait for it to "
+                            "finish or choose another --out", self.path.parent) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)           # closing releases the lock; the file may stay
+            self.fd = None
+
+
+# ---- versioned folders: a valid one on disk at every instant ---------------------------------
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """``manifest.json``: the SHA-256 of every file in ``folder`` (written last)."""
+    files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.name != MANIFEST}
+    atomic_write_json(folder / MANIFEST, {"sha256": files})
+
+
+def check_manifest(folder: Path) -> None:
+    """Raise HmtcError naming the first file that is missing or differs from the manifest
+    (a folder without one, from an older version, is taken as it is)."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["sha256"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise HmtcError("not a readable manifest", path) from None
+    for name, digest in files.items():
+        f = folder / name
+        if not f.is_file():
+            raise HmtcError("missing: the checkpoint is incomplete", f)
+        if sha256_file(f) != digest:
+            raise HmtcError("does not match the checkpoint's manifest (truncated, corrupted or replaced)", f)
+
+
+def versions(target: Path) -> list[Path]:
+    """The version folders of a versioned ``target``, newest first."""
+    return sorted(target.parent.glob(f".{target.name}.v*"), reverse=True)
+
+
+def newest_valid(target: str | Path, valid) -> Path | None:
+    """``target`` when ``valid(target)``, else its newest version folder that is (a crash can
+    leave the pointer behind or broken, never every version invalid)."""
+    target = Path(target)
+    for folder in [target, *versions(target)]:
+        try:
+            if folder.is_dir() and valid(folder):
+                return folder
+        except HmtcError:
+            continue
+    return None
+
+
+def versioned_dir(target: str | Path) -> "_VersionedDir":
+    """Context manager yielding a temp folder that becomes ``target``'s next version.
+
+    ``target`` is a symlink to ``.<name>.v<N>``: the new version is built aside, renamed to its
+    version name, and the symlink is swapped to it in one atomic rename; only then are older
+    versions removed. At every instant ``target`` or a version folder holds a whole one, and
+    :func:`newest_valid` finds it. A plain folder from an older layout becomes a version first.
+    """
+    return _VersionedDir(Path(target))
+
+
+class _VersionedDir:
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        target, parent = self.target, self.target.parent
+        write_manifest(self.tmp)
+        if target.is_dir() and not target.is_symlink():       # older layout: keep it as a version
+            os.rename(target, parent / f".{target.name}.v{0:06d}")
+        latest = versions(target)
+        number = int(latest[0].name.rpartition(".v")[2]) + 1 if latest else 1
+        version = parent / f".{target.name}.v{number:06d}"
+        os.rename(self.tmp, version)
+        link = parent / f".{target.name}.link-{os.getpid()}"
+        if link.is_symlink():
+            link.unlink()
+        os.symlink(version.name, link)
+        os.replace(link, target)
+        for old in versions(target):
+            if old != version:
+                shutil.rmtree(old, ignore_errors=True)

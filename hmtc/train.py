@@ -34,7 +34,7 @@ from .decode import decode
 from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
 from .inference import cache_lower_states, pick_device, progress_bar
-from .io import atomic_dir, atomic_write_json
+from .io import RunLock, atomic_write_json, check_manifest, newest_valid, versioned_dir, versions
 from .losses import distillation_loss, fit_losses
 from .metrics import evaluate
 from .models import MODELS, autocast, create_model
@@ -126,12 +126,22 @@ class Trainer:
         self.dist_ = DistContext()
 
     def fit(self) -> Path:
-        """Train; returns the run folder (``best/`` holds the chosen checkpoint)."""
+        """Train; returns the run folder (``best/`` holds the chosen checkpoint). The folder is
+        locked meanwhile: a second writer is refused (under torchrun, rank 0 holds the lock)."""
+        if os.environ.get("RANK", "0") != "0":
+            return self._fit()
+        with RunLock(self.run_dir):
+            return self._fit()
+
+    def _fit(self) -> Path:
         cfg, t = self.config, self.config["train"]
         last = self.run_dir / "last"
-        if self.resume and not (last / "train_state.json").is_file():
-            raise HmtcError("nothing to resume: no last/train_state.json", self.run_dir)
-        if not self.resume and (self.run_dir / "last").exists():
+        if self.resume:         # the newest whole checkpoint, even if a crash left last/ behind
+            self.resume_from_ = newest_valid(
+                last, lambda f: (f / "train_state.json").is_file() and check_manifest(f) is None)
+            if self.resume_from_ is None:
+                raise HmtcError("nothing to resume: no whole last/ checkpoint with a train_state.json", self.run_dir)
+        elif last.exists() or last.is_symlink() or versions(last):
             raise HmtcError("run folder exists; pass --resume to continue it or --out for a new one",
                             self.run_dir)
         if MODELS.get(cfg["model"]["name"]).one_pass:
@@ -171,7 +181,7 @@ class Trainer:
         state = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0,
                  "train_seconds": 0.0, "history": []}
         if self.resume:
-            state = self._load_state(last, model, optimizer, ema)
+            state = self._load_state(self.resume_from_, model, optimizer, ema)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(t["schedule"], int(t["warmup"] * total), total), last_epoch=state["step"] - 1)
         if main:
@@ -266,7 +276,7 @@ class Trainer:
                "dev_micro_f1": dev["micro_f1"], "dev_macro_f1": dev["macro_f1"]}
         state = {"epoch": 1, "best_epoch": 1, "train_seconds": seconds, "history": [rec]}
         save_checkpoint(self.run_dir / "best", model, data.taxonomy, cfg)
-        with atomic_dir(self.run_dir / "last") as tmp:
+        with versioned_dir(self.run_dir / "last") as tmp:
             # hard links save a second copy of the weights; files are only ever replaced, never edited
             shutil.copytree(self.run_dir / "best", tmp, dirs_exist_ok=True, copy_function=os.link)
             atomic_write_json(tmp / "train_state.json", state)
@@ -304,23 +314,46 @@ class Trainer:
                                      states=x) / w
             else:
                 loss = backward_step(step, embeddings, t["fgm_epsilon"], t["gp_weight"]) / w
-            if t["clip"]:
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], t["clip"])
-            optimizer.step()
-            scheduler.step()
-            if ema:
-                ema.update()
-            state["step"] += 1
-            total += loss.item() * len(b)
-            n += len(b)
+            # the norm is needed to see a non-finite gradient; an infinite bound leaves the gradients as they are
+            norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                                  t["clip"] or float("inf"))
+            if self._finite(loss, norm):
+                optimizer.step()
+                scheduler.step()
+                if ema:
+                    ema.update()
+                state["step"] += 1
+                state["bad_steps"], state["last_finite_loss"] = 0, float(loss)
+                total += loss.item() * len(b)
+                n += len(b)
+            else:           # skipped (no update, the schedule waits); too many in a row is divergence
+                state["bad_steps"] = state.get("bad_steps", 0) + 1
+                if state["bad_steps"] >= t["max_bad_steps"]:
+                    last = state.get("last_finite_loss")
+                    raise HmtcError(f"training diverged at epoch {epoch + 1}, step {state['step'] + state['bad_steps']}: "
+                                    f"{state['bad_steps']} consecutive steps with a non-finite loss or gradient "
+                                    f"(last finite loss {'none' if last is None else f'{last:.4g}'}); "
+                                    "lower train.lr / train.head_lr", self.run_dir)
             progress.update(task, advance=len(b),
-                            info=f"loss {total / n:.4f} · {n / (time.time() - start):.1f} samples/s")
+                            info=f"loss {total / max(1, n):.4f} · {n / (time.time() - start):.1f} samples/s")
         progress.remove_task(task)
+        if n == 0:
+            raise HmtcError(f"epoch {epoch + 1} took no optimizer step (no training batch, or every one skipped)",
+                            self.run_dir)
         if self.dist_.active:       # report the loss over the whole epoch, not this rank's share
             sums = torch.tensor([total, float(n)])
             torch.distributed.all_reduce(sums)
             total, n = sums.tolist()
         return total / max(1, n)
+
+    def _finite(self, loss: torch.Tensor, norm: torch.Tensor) -> bool:
+        """Whether this step's loss and gradient norm are finite, on every rank of a DDP job."""
+        ok = torch.isfinite(loss.detach().float()) & torch.isfinite(norm.detach().float())
+        if self.dist_.active:
+            flag = ok.float().reshape(1)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            ok = flag[0] > 0
+        return bool(ok)
 
     def _batch_loss(self, model, input_ids, mask, labels, lower_states=None, weight: float = 1.0,
                     teacher: torch.Tensor | None = None) -> torch.Tensor:

@@ -188,7 +188,7 @@ def test_tfidf_through_the_cli(tfidf_config, tmp_path):
     assert record["model"] == "tfidf" and record["epochs_run"] == 1 and record["train_seconds"] >= 0
     assert record["history"][0]["dev_micro_f1"] > 0.9
     files = {p.name for p in (run / "last").iterdir()}
-    assert files == {"tfidf.safetensors", "vocabulary.json", "tfidf.json", "taxonomy.tax", "labels.json",
+    assert files == {"tfidf.safetensors", "vocabulary.json", "tfidf.json", "taxonomy.tax", "labels.json", "manifest.json",
                      "checkpoint.json", "train_state.json"}
 
     r = invoke("eval", run, "--json", "--quiet", "--overwrite")

@@ -152,10 +152,19 @@ class EncoderModel(nn.Module, Model):
             backbone = AutoModel.from_config(enc_cfg)
         encoder = TextEncoder(backbone, m["layers"], m["freeze_embeddings"], m["freeze_layers"])
         model = cls(encoder, index, make_config(m["name"], m["options"]))
-        missing, unexpected = safetensors.torch.load_model(model, str(folder / "model.safetensors"), strict=False)
+        weights = folder / "model.safetensors"
+        try:
+            missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=False)
+        except (safetensors.SafetensorError, OSError, RuntimeError) as e:
+            raise HmtcError(f"not readable weights: {' '.join(str(e).split())}", weights) from None
         if missing or unexpected:
-            raise HmtcError(f"weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}",
-                            folder / "model.safetensors")
+            raise HmtcError(f"weights do not fit the model: missing {sorted(missing)[:3]}, "
+                            f"unexpected {sorted(unexpected)[:3]}",
+                            weights)
+        bad = next((k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()),
+                   None)
+        if bad is not None:
+            raise HmtcError(f"weights hold NaN or inf ({bad})", weights)
         model.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
         model.set_run_config(config)
         return model.eval()

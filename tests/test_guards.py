@@ -1,0 +1,188 @@
+"""Training that diverges or trains nothing is an error, never a result; runs refuse bad states."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from hmtc.cli import main
+
+
+class Result:
+    def __init__(self, code: int, output: str):
+        self.exit_code, self.output = code, output
+
+
+@pytest.fixture
+def invoke(capsys, monkeypatch):
+    """The real entry point (``hmtc.cli.main``)."""
+    def call(*args, code: int = 0) -> Result:
+        monkeypatch.setattr(sys, "argv", ["hmtc", *map(str, args)])
+        try:
+            main()
+            got = 0
+        except SystemExit as e:
+            got = e.code or 0
+        out = capsys.readouterr()
+        r = Result(got, out.out + out.err)
+        assert got == code, r.output
+        return r
+    return call
+
+
+def digest(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+
+
+def test_a_diverging_run_stops_with_an_error_and_no_result(run_config, tmp_path, invoke):
+    r = invoke("train", run_config, "--quiet", "--set", "train.lr=1e6", "--set", "train.head_lr=1e6",
+               "--set", "train.epochs=3", code=2)
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "training diverged at epoch 1, step" in errors[0]
+    assert "3 consecutive steps with a non-finite loss or gradient (last finite loss" in errors[0]
+    assert "Traceback" not in r.output
+    run = tmp_path / "runs" / "tiny-msml"
+    assert not (run / "best").exists() and not (run / "metrics.json").exists()
+    assert digest(tmp_path / "records") == {}
+
+
+def test_bad_steps_are_skipped_until_the_limit(run_config, tmp_path):
+    import torch
+
+    from hmtc.config import load_config
+    from hmtc.errors import HmtcError
+    from hmtc.train import Trainer
+    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", "train.max_bad_steps=2"])
+    trainer = Trainer(cfg, tmp_path / "r", quiet=True)
+    calls = {"n": 0}
+    real = trainer._batch_loss
+
+    def flaky(*args, **kwargs):               # the 3rd step is non-finite once: skipped, training goes on
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * torch.tensor(float("nan")) if calls["n"] == 3 else loss
+    trainer._batch_loss = flaky
+    trainer.fit()
+    batches = -(-len(trainer.data_.token_ids["train"]) // cfg["train"]["batch_size"])
+    assert calls["n"] == batches and trainer.state_["step"] == batches - 1     # one step skipped
+    trainer = Trainer(cfg, tmp_path / "r2", quiet=True)
+    trainer._batch_loss = lambda *a, **k: real(*a, **k) * torch.tensor(float("nan"))
+    with pytest.raises(HmtcError, match=r"step 2: 2 consecutive steps .*\(last finite loss none\)"):
+        trainer.fit()
+
+
+def test_one_writer_per_run_folder(run_config, tmp_path, invoke):
+    import fcntl
+    import os
+    run = tmp_path / "runs" / "tiny-msml"
+    run.mkdir(parents=True)
+    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT)
+    os.write(fd, b"4242")
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)          # a live writer holds the folder
+    r = invoke("train", run_config, "--quiet", "--set", "train.epochs=1", code=2)
+    assert "another hmtc train (pid 4242) is writing this run folder" in r.output
+    assert not (run / "last").exists()
+    os.close(fd)                                             # it dies: its lock is stale, taken over
+    invoke("train", run_config, "--quiet", "--set", "train.epochs=1")
+    assert (run / "best").is_dir() and (run / ".lock").read_text() == str(os.getpid())
+
+
+def _tiny_checkpoint(run_config, tmp_path, epochs: int = 1) -> Path:
+    from hmtc.config import load_config
+    from hmtc.train import Trainer
+    cfg = load_config(run_config, [f"train.epochs={epochs}", "train.record_dir=''"])
+    Trainer(cfg, tmp_path / "r", quiet=True).fit()
+    return tmp_path / "r"
+
+
+def test_a_crash_between_any_two_file_operations_of_a_save_keeps_a_checkpoint(run_config, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    import hmtc.io
+    from hmtc.checkpoint import load_checkpoint, save_checkpoint
+    from hmtc.io import check_manifest, newest_valid
+    run = _tiny_checkpoint(run_config, tmp_path)
+    ckpt = load_checkpoint(run / "best")
+    ops = ("rename", "replace", "symlink", "unlink")
+
+    class Crash(Exception):
+        pass
+
+    def crashing(after: int):
+        count = {"n": 0}
+
+        def wrap(fn):
+            def inner(*a, **k):
+                if count["n"] >= after:
+                    raise Crash
+                count["n"] += 1
+                return fn(*a, **k)
+            return inner
+        return count, wrap
+
+    done_all = False
+    for after in range(40):                       # crash after 0, 1, 2, ... completed operations
+        target = tmp_path / f"t{after}"
+        save_checkpoint(target, ckpt.model, ckpt.taxonomy, ckpt.config)          # a whole one first
+        count, wrap = crashing(after)
+        with monkeypatch.context() as m:
+            for op in ops:
+                m.setattr(hmtc.io.os, op, wrap(getattr(os, op)))
+            m.setattr(hmtc.io.shutil, "rmtree", wrap(shutil.rmtree))
+            try:
+                save_checkpoint(target, ckpt.model, ckpt.taxonomy, ckpt.config | {"name": "second"})
+                done_all = True
+            except Crash:
+                pass
+        found = newest_valid(target, lambda f: check_manifest(f) is None and (f / "checkpoint.json").is_file())
+        assert found is not None, f"no whole checkpoint after a crash at operation {after}"
+        assert load_checkpoint(found).config["name"] in ("tiny-msml", "second")
+        if done_all:
+            assert load_checkpoint(target).config["name"] == "second"
+            assert [p.name for p in target.parent.glob(f".{target.name}.v*")] == [os.readlink(target)]   # old gone
+            break
+    assert done_all
+
+
+def test_damaged_checkpoints_are_refused_with_the_file_named(run_config, tmp_path, invoke):
+    import safetensors.torch
+    import torch
+    run = _tiny_checkpoint(run_config, tmp_path)
+    best = (run / "best").resolve()
+    weights = best / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])                        # truncated
+    r = invoke("predict", run, "cat", code=2)
+    assert "model.safetensors: does not match the checkpoint's manifest" in r.output
+    (best / "manifest.json").unlink()                                  # no manifest: the reader finds it
+    r = invoke("predict", run, "cat", code=2)
+    assert "model.safetensors: not readable weights" in r.output and "Traceback" not in r.output
+    tensors = safetensors.torch.load_file(str(run / "last" / "model.safetensors"))
+    tensors[next(iter(tensors))][0] = float("nan")
+    safetensors.torch.save_file(tensors, str(weights))
+    r = invoke("predict", run, "cat", code=2)
+    assert "model.safetensors: weights hold NaN or inf" in r.output
+    safetensors.torch.save_file({"foreign": torch.zeros(3)}, str(weights))
+    r = invoke("predict", run, "cat", code=2)
+    assert "model.safetensors: weights do not fit the model" in r.output
+    (best / "checkpoint.json").write_text("{not json")
+    r = invoke("predict", run, "cat", code=2)
+    assert "checkpoint.json: not valid JSON" in r.output
+
+
+def test_resume_finds_the_newest_whole_checkpoint(run_config, tmp_path, invoke):
+    import os
+    run = _tiny_checkpoint(run_config, tmp_path)
+    last = run / "last"
+    version = last.parent / os.readlink(last)
+    last.unlink()                                   # a crash left no last/ link, only the version
+    r = invoke("train", run_config, "--out", run, "--quiet", "--set", "train.epochs=1", code=2)
+    assert "run folder exists; pass --resume" in r.output                 # never a silent restart
+    invoke("train", run_config, "--out", run, "--resume", "--quiet", "--no-eval", "--set", "train.epochs=2",
+           "--set", "train.record_dir=''")
+    assert not version.exists() and (last / "train_state.json").is_file()
