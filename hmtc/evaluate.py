@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 
 from .config import DEFAULTS
-from .data.prepare import locate, prepare
+from .data.prepare import locate, prepare, taxonomy_for
 from .decode import decode, stops_early, tune_global_threshold, tune_label_thresholds
 from .errors import HmtcError
 from .export import load_for_inference
@@ -60,6 +60,12 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     device = pick_device(cfg["train"].get("device", "auto"))
     if isinstance(ckpt.model, torch.nn.Module):
         ckpt.model.to(device)
+    own = taxonomy_for(cfg)
+    changes = ckpt.taxonomy.diff(own)   # the data's labels would land on other columns or nowhere
+    if changes:
+        raise HmtcError(f"the dataset's taxonomy differs from the one the model was trained on ({len(changes)} "
+                        f"change(s), model -> dataset): {'; '.join(changes[:5])}"
+                        + ("; ..." if len(changes) > 5 else ""), own.path)
     data = prepare(cfg, ckpt.taxonomy, splits_wanted=["dev", "test"])
     eval_split = "test" if "test" in data.labels else "dev"
     t0 = time.time()

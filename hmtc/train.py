@@ -191,6 +191,8 @@ class Trainer:
             atomic_write_json(self.run_dir / "run.json", {"command": command_line(), "git_commit": git_commit(),
                                                           "started": now(), "machine": machine_info()})
         say = self.console.print if main else (lambda *a, **k: None)
+        for note in data.notes:
+            say(f"note: {escape(note)}")
         say(f"[bold]{escape(cfg['name'])}[/]: {n_train} train / {len(data.token_ids['dev'])} dev, "
             f"{data.index.n_nodes} nodes in {data.index.depth} levels, "
             f"{sum(p.numel() for p in trainable):,} trainable parameters, device {device}"

@@ -186,3 +186,53 @@ def test_resume_finds_the_newest_whole_checkpoint(run_config, tmp_path, invoke):
     invoke("train", run_config, "--out", run, "--resume", "--quiet", "--no-eval", "--set", "train.epochs=2",
            "--set", "train.record_dir=''")
     assert not version.exists() and (last / "train_state.json").is_file()
+
+
+def test_predict_keeps_one_line_per_input_line(run_config, tmp_path, invoke):
+    import json
+    run = _tiny_checkpoint(run_config, tmp_path)
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": 7, "text": "meow kitten", "x": 1}\n\n{"id": "b", "text": "   "}\n{"text": "oak leaf"}\n',
+                   encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    invoke("predict", run, "--input", src, "--output", out)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 4
+    assert rows[0]["id"] == 7 and "x" not in rows[0] and rows[0]["labels"]
+    assert rows[1] == {"text": "", "labels": [], "paths": [], "scores": {}, "empty": "empty text"}
+    assert rows[2]["id"] == "b" and rows[2]["empty"] == "blank text" and rows[2]["labels"] == []
+    assert "id" not in rows[3] and rows[3]["labels"]
+    plain = tmp_path / "in.txt"
+    plain.write_text("cat\n\ndog\n", encoding="utf-8")
+    r = invoke("predict", run, "--input", plain)
+    assert [json.loads(line).get("empty") for line in r.output.splitlines() if line.startswith("{")] == \
+        [None, "empty text", None]
+    before = src.read_bytes()
+    r = invoke("predict", run, "--input", src, "--output", src, code=2)
+    assert "--output is the --input file" in r.output and src.read_bytes() == before
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "cat"}\n{"nope": 1}\n', encoding="utf-8")
+    r = invoke("predict", run, "--input", bad, "--output", tmp_path / "p.jsonl", code=2)
+    assert "bad.jsonl:2: expected an object with a string 'text'" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".p.jsonl", "p.jsonl"))) == []
+
+
+def test_empty_splits_are_refused_before_training(run_config, tmp_path, invoke):
+    r = invoke("train", run_config, "--quiet", "--set", "data.dev_fraction=0.0", code=2)
+    assert "the dev split is empty (data.dev_fraction = 0" in r.output
+    assert not (tmp_path / "runs" / "tiny-msml" / "last").exists()
+
+
+def test_eval_names_what_changed_in_the_taxonomy(run_config, tmp_path, tiny_dataset, invoke):
+    import shutil
+    run = _tiny_checkpoint(run_config, tmp_path)
+    tax = tiny_dataset.parent / "tiny.tax"
+    saved = tax.read_text(encoding="utf-8")
+    try:
+        tax.write_text(saved.replace('plant-tree "tree"', 'plant-tree "oak tree"') + "  fungus\n", encoding="utf-8")
+        r = invoke("eval", run, "--quiet", code=2)
+        assert "the dataset's taxonomy differs from the one the model was trained on (2 change(s)" in r.output
+        assert "+ fungus" in r.output and "plant-tree: name 'tree' -> 'oak tree'" in r.output
+    finally:
+        tax.write_text(saved, encoding="utf-8")
+    shutil.rmtree(tmp_path / "records", ignore_errors=True)

@@ -96,37 +96,49 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
             input_: Optional[Path] = typer.Option(None, "--input", "-i", help="A .jsonl (text key) or plain file, one text per line."),
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here (default: stdout)."),
             text_key: str = typer.Option("text", "--text-key", help="JSON key of the text in --input .jsonl."),
+            keep_fields: str = typer.Option("id", "--keep-fields", help="JSON fields copied from each input line to "
+                                            "its result (comma-separated)."),
             chunk: int = typer.Option(2048, "--chunk", help="Texts held in memory at once."),
             bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast (default: as trained)."),
             engine: str = typer.Option("torch", "--engine", help="torch, onnx or onnx-int8 (after `hmtc export`)."),
             threads: int = typer.Option(0, "--threads", help="CPU threads (0: all cores).")) -> None:
-    """Predict consistent label paths with scores; JSONL out, one line per text."""
+    """Predict consistent label paths with scores; JSONL out, one line per input line (a blank one
+    gets an empty result saying so).
+
+    Example: hmtc predict runs/duee-msml --input texts.jsonl --output predictions.jsonl
+    """
     import os
 
     import torch
 
     from ..data.prepare import locate
+    from ..errors import HmtcError
     from ..export import load_for_inference
     from ..predict import predict_texts, read_texts
+    if output is not None and input_ is not None and output.resolve() == input_.resolve():
+        raise HmtcError("--output is the --input file; write the predictions elsewhere", output)
     _, ckpt_dir = locate(ckpt)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     model = load_for_inference(ckpt_dir, engine, threads)
     if texts:
         source = iter(texts)
     elif input_ is not None:
-        source = read_texts(input_, text_key)
+        source = read_texts(input_, text_key, [f for f in keep_fields.split(",") if f])
     else:
-        source = (line.rstrip("\n") for line in sys.stdin if line.strip())
+        source = (line.rstrip("\r\n") for line in sys.stdin)
     lines = (json.dumps(r, ensure_ascii=False) for r in predict_texts(model, source, chunk=chunk, bf16=bf16))
     if output is None:
         for line in lines:
             typer.echo(line)
         return
     tmp = output.with_name(f".{output.name}.partial")
-    with open(tmp, "w", encoding="utf-8") as fh:   # streamed aside, renamed when complete
-        for line in lines:
-            fh.write(line + "\n")
-    tmp.replace(output)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:   # streamed aside, renamed when complete
+            for line in lines:
+                fh.write(line + "\n")
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)                  # a failed run leaves no partial file
     err.print(f"wrote {escape(str(output))}")
 
 

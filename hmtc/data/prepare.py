@@ -10,7 +10,7 @@ import numpy as np
 
 from ..batching import tokenize
 from ..decode import stops_early
-from ..errors import HmtcError
+from ..errors import DataError, HmtcError
 from ..taxonomy import Taxonomy, TaxonomyIndex
 from .catalog import dev_split, encode_labels, load_dataset
 
@@ -29,6 +29,7 @@ class Prepared:
     at_least_one: bool
     dataset: str
     complete: bool = False
+    notes: tuple[str, ...] = ()      # what a user should know about the data, said once by the trainer
 
 
 def taxonomy_for(cfg: dict) -> Taxonomy:
@@ -54,9 +55,16 @@ def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[s
     if dcfg["train_limit"]:
         splits["train"] = splits["train"].subset(range(min(dcfg["train_limit"], len(splits["train"]))))
     if "dev" not in splits:
+        if not dcfg["dev_fraction"]:
+            raise DataError(f"dataset {dcfg['dataset']!r}: the dev split is empty (data.dev_fraction = 0 and the "
+                            "dataset has no dev split)")
         splits["train"], splits["dev"] = dev_split(splits["train"], dcfg["dev_fraction"], cfg["train"]["seed"])
     if splits_wanted is not None:
         splits = {k: v for k, v in splits.items() if k in splits_wanted}
+    for name, ex in splits.items():            # refused before any training, not after it
+        if not len(ex):
+            why = " (data.dev_fraction = 0 and the dataset has no dev split)" if name == "dev" else ""
+            raise DataError(f"dataset {dcfg['dataset']!r}: the {name} split is empty{why}")
     labels = {name: encode_labels(ex, taxonomy) for name, ex in splits.items()}
     texts = {name: list(ex.texts) for name, ex in splits.items()}
     token_ids = ({name: tokenize(tokenizer, t, dcfg["max_length"]) for name, t in texts.items()}
@@ -69,8 +77,13 @@ def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[s
     at_least_one = bool(train_y.any(1).all()) if one == "auto" else bool(one)
     comp = cfg["decode"].get("complete", False)     # absent in configs saved before it existed: off
     complete = not stops_early(train_y, index).any() if comp == "auto" else bool(comp)
+    notes = []
+    internal_only = int((train_y.any(1) & ~(train_y & index.leaf_mask).any(1)).sum())
+    if internal_only:
+        notes.append(f"{internal_only} of {len(train_y)} training samples carry only internal nodes (no leaf); "
+                     "leaf-level metrics count none for them")
     return Prepared(taxonomy, index, tokenizer, texts, token_ids, labels, single_path, at_least_one,
-                    str(dcfg["dataset"]), complete)
+                    str(dcfg["dataset"]), complete, tuple(notes))
 
 
 def locate(target: str | Path) -> tuple[Path, Path]:
