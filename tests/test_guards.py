@@ -236,3 +236,20 @@ def test_eval_names_what_changed_in_the_taxonomy(run_config, tmp_path, tiny_data
     finally:
         tax.write_text(saved, encoding="utf-8")
     shutil.rmtree(tmp_path / "records", ignore_errors=True)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("data.max_length=100", "data.max_length 100 exceeds the encoder's 64 positions"),
+    ("model.freeze_layers=5", "model.freeze_layers 5 exceeds the encoder's 2 layers"),
+])
+def test_config_that_does_not_fit_the_encoder(run_config, tmp_path, invoke, setting, message):
+    r = invoke("train", run_config, "--quiet", "--set", setting, code=2)
+    assert message in r.output and not (tmp_path / "runs" / "tiny-msml" / "last").exists()
+
+
+def test_unknown_hub_id_fails_at_once_offline(monkeypatch):
+    from hmtc.encoders import resolve_encoder
+    from hmtc.encoders.registry import EncoderError
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")          # refused before any hub client is asked
+    with pytest.raises(EncoderError, match="'nobody/no-such-model' is not a built-in encoder .* HF_HUB_OFFLINE"):
+        resolve_encoder("nobody/no-such-model")

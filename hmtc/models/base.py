@@ -99,6 +99,21 @@ def create_model(config: dict, index: TaxonomyIndex) -> Model:
     return MODELS.get(config["model"]["name"]).create(config, index)
 
 
+def check_fits(backbone: nn.Module, config: dict) -> None:
+    """The run config against the loaded encoder: texts fit its positions, frozen layers exist."""
+    bc = backbone.config
+    # RoBERTa-style embeddings count positions from padding_idx + 1
+    positions = getattr(bc, "max_position_embeddings", None)
+    if positions is not None:
+        positions -= (getattr(bc, "pad_token_id", 0) or 0) + 1 if bc.model_type in ("roberta", "xlm-roberta") else 0
+        if config["data"]["max_length"] > positions:
+            raise ConfigError(f"data.max_length {config['data']['max_length']} exceeds the encoder's {positions} "
+                              "positions")
+    layers = getattr(bc, "num_hidden_layers", None)
+    if layers is not None and config["model"]["freeze_layers"] > layers:
+        raise ConfigError(f"model.freeze_layers {config['model']['freeze_layers']} exceeds the encoder's {layers} layers")
+
+
 @dataclass
 class ModelOutput:
     """``logits`` (B, N) in the compiled taxonomy's column order; ``loss`` only when labels are passed."""
@@ -127,6 +142,7 @@ class EncoderModel(nn.Module, Model):
         fast dropout and label-name initialisation when configured."""
         m = config["model"]
         backbone = load_backbone(m["encoder"], **m.get("encoder_options", {}))
+        check_fits(backbone, config)
         encoder = TextEncoder(backbone, m["layers"], m["freeze_embeddings"], m["freeze_layers"])
         model = cls(encoder, index, make_config(m["name"], m["options"]))
         model.tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(m["encoder"]))
