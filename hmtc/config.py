@@ -23,6 +23,7 @@ import copy
 import json
 import math
 import sys
+import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type_hints
@@ -114,20 +115,24 @@ class TrainConfig:
     batch_size: int = _key(32, "training samples per step", _range(1))
     lr: float = _key(1e-4, "learning rate of the top encoder layer", _range(0, finite=True))
     head_lr: float = _key(5e-3, "learning rate of everything outside the encoder", _range(0, finite=True))
-    layer_decay: float = _key(1.0, "encoder layer l of L learns at lr · layer_decay^(L - l)")
-    weight_decay: float = _key(0.01, "AdamW weight decay (none on biases and LayerNorm weights)")
+    layer_decay: float = _key(1.0, "encoder layer l of L learns at lr · layer_decay^(L - l)",
+                              _range(0, 1, low_open=True))
+    weight_decay: float = _key(0.01, "AdamW weight decay (none on biases and LayerNorm weights)",
+                               _range(0, finite=True))
     warmup: float = _key(0.06, "fraction of the steps spent warming the learning rate up",
                          _range(0, 1, high_open=True))
     schedule: Literal["linear", "cosine", "constant"] = _key("linear", "learning-rate decay after the warm-up")
-    clip: float = _key(1.0, "gradient norm clip (0: off)")
+    clip: float = _key(1.0, "gradient norm clip (0: off)", _range(0, finite=True))
     max_bad_steps: int = _key(3, "consecutive steps with a non-finite loss or gradient (each skipped) after which "
                                  "training stops as diverged", _range(1))
     ema: float = _key(0.0, "EMA decay of weights (0: off)", _range(0, 1, high_open=True))
     fgm_epsilon: float = _key(0.0, "FGM (hmtc.regularizers): adversarial step of this norm on the word embeddings, "
-                                   "or on the first trainable layer's input with cache_frozen (0: off)")
+                                   "or on the first trainable layer's input with cache_frozen (0: off)",
+                              _range(0, finite=True))
     gp_weight: float = _key(0.0, "gradient penalty (hmtc.regularizers): λ·mean squared norm of the loss gradient in "
-                                 "the word embeddings, by finite differences (0: off)")
-    rdrop_alpha: float = _key(0.0, "R-Drop (hmtc.regularizers): α·symmetric KL between two dropout passes (0: off)")
+                                 "the word embeddings, by finite differences (0: off)", _range(0, finite=True))
+    rdrop_alpha: float = _key(0.0, "R-Drop (hmtc.regularizers): α·symmetric KL between two dropout passes (0: off)",
+                              _range(0, finite=True))
     cache_frozen: bool = _key(False, "run the frozen embeddings and model.freeze_layers once (no dropout) and "
                                      "train the layers above on their cached output every epoch")
     teacher: str = _key("", "distil from this run or checkpoint folder with the same taxonomy (\"\": off)")
@@ -136,16 +141,17 @@ class TrainConfig:
     distill_temperature: float = _key(1.0, "temperature T of the teacher's soft targets",
                                       _range(0, low_open=True, finite=True))
     patience: int = _key(0, "epochs without dev gain before stopping (0: never)", _range(0))
-    metric: str = _key("micro_f1", "dev figure that picks the best epoch")
+    metric: Literal["micro_f1", "macro_f1", "leaf_micro_f1", "leaf_macro_f1", "hier_f1", "c_micro_f1",
+                    "c_macro_f1", "exact_match", "samples_f1"] = _key("micro_f1", "dev figure that picks the best epoch")
     bf16: bool = _key(False, "bf16 autocast on CPU or GPU")
     seed: int = _key(42, "seed of initialisation, batch order, dropout and the carved dev split")
     seeds: list[int] = _key([], "several seeds: one run each under `<out>/seed-<n>`, plus a mean record",
                             Bound(lambda v: len(set(v)) == len(v), "without repeats"))
-    threads: int = _key(0, "torch threads (0: all cores)")
+    threads: int = _key(0, "torch threads (0: all cores)", _range(0))
     device: str = _key("auto", "where to train", Bound(lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
                                                        "(auto, cpu, cuda or cuda:<n>)"))
     eval_batch_size: int = _key(128, "texts per batch when predicting", _range(1))
-    bucket_size: int = _key(50, "batches per length bucket")
+    bucket_size: int = _key(50, "batches per length bucket", _range(1))
     output_dir: str = _key("runs", "folder of the run folders (`<output_dir>/<name>`)")
     record_dir: str = _key("runs/records", "run records, one JSON per run keyed by its folder under output_dir "
                                            "(experiments/ configs use experiments/records, the tracked ones)")
@@ -183,8 +189,10 @@ def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(json.dumps(a) for a in get_args(tp))
-    if origin is Union:
+    if origin in (Union, types.UnionType):
         return " | ".join(_type_name(a) for a in get_args(tp))
+    if tp is type(None):
+        return "none"
     if origin is list:
         return f"list of {_type_name(get_args(tp)[0])}"
     if origin is dict:
@@ -197,8 +205,10 @@ def _has_type(value: Any, tp: Any) -> bool:
     origin = get_origin(tp)
     if origin is Literal:
         return any(type(value) is type(a) and value == a for a in get_args(tp))
-    if origin is Union:
+    if origin in (Union, types.UnionType):
         return any(_has_type(value, a) for a in get_args(tp))
+    if tp is Any:
+        return True
     if origin is list:
         return isinstance(value, list) and all(_has_type(v, get_args(tp)[0]) for v in value)
     if origin is dict:
@@ -208,6 +218,15 @@ def _has_type(value: Any, tp: Any) -> bool:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, tp)
+
+
+def check_fields(cls: type, values: dict, where: str) -> None:
+    """Type-check ``values`` against the annotated fields of the dataclass ``cls`` (a model's
+    options); unknown keys are the caller's to report."""
+    hints = get_type_hints(cls)
+    for key, value in values.items():
+        if key in hints and not _has_type(value, hints[key]):
+            raise ConfigError(f"{where}.{key}: expected {_type_name(hints[key])}, got {value!r}")
 
 
 def check_config(cfg: dict, path: str | Path | None = None) -> None:

@@ -171,6 +171,9 @@ def test_resolve_encoder(tmp_path, monkeypatch):
     assert encoders_home() == tmp_path / "home" / "encoders"
     local = tmp_path / "my-model"
     local.mkdir()
+    with pytest.raises(EncoderError, match="not a model folder \\(no config.json\\)"):
+        resolve_encoder(str(local))
+    (local / "config.json").write_text("{}")
     assert resolve_encoder(str(local)) == str(local)
     assert resolve_encoder("intfloat/multilingual-e5-small") == "intfloat/multilingual-e5-small"
     with pytest.raises(EncoderNotInstalledError, match="hmtc encoders install me5-small"):

@@ -115,5 +115,5 @@ def test_label_init_off_leaves_the_default_rows(run_config):
     model, _, _ = _model(run_config, label_init="name")
     assert not torch.equal(plain.classifiers[0].weight, model.classifiers[0].weight)
     assert torch.equal(plain.towers[0].proj.weight, model.towers[0].proj.weight)   # only the rows change
-    with pytest.raises(Exception, match="unknown label_init 'names'"):
+    with pytest.raises(Exception, match="model.options.label_init: expected one of '', 'name', 'path', got 'names'"):
         _model(run_config, label_init="names")

@@ -15,6 +15,7 @@ from .data import app as data_app
 from .encoders import app as encoders_app
 from .metrics import metrics_command
 from .report import compare_command, report_command, results_command
+from .serve import serve_command
 from .taxonomy import app as taxonomy_app
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.command("train")(run.train)
 app.command("eval")(run.eval_)
 app.command("predict")(run.predict)
 app.command("export")(run.export)
+app.command("serve")(serve_command)
 app.command("metrics")(metrics_command)
 app.command("bench")(bench)
 app.command("report")(report_command)

@@ -47,6 +47,8 @@ def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[s
     reaching a leaf.
     """
     dcfg = cfg["data"]
+    if dcfg["data_dir"] and not Path(dcfg["data_dir"]).expanduser().is_dir():
+        raise DataError("data.data_dir does not exist or is not a folder", dcfg["data_dir"])
     ds = load_dataset(dcfg["dataset"], data_dir=dcfg["data_dir"] or None)
     index = taxonomy.compile()
     splits = dict(ds.splits)

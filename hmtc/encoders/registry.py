@@ -204,6 +204,8 @@ def resolve_encoder(name_or_path: str) -> str:
         return str(folder)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise EncoderError("a folder, but not a model folder (no config.json)", path=name_or_path)
         return str(path)
     # Hub ids look like "org/name"; anything path-like that does not exist is a typo, not a hub id.
     if name_or_path.startswith((".", "/", "~", "\\")) or path.exists():

@@ -35,6 +35,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from ..batching import iterate, length_batches, tokenize
+from ..config import check_fields
 from ..encoders import resolve_encoder
 from ..errors import ConfigError, HmtcError
 from ..registry import Registry
@@ -54,6 +55,7 @@ def make_config(model_name: str, options: dict):
     if unknown:
         raise ConfigError(f"unknown option(s) for model {model_name!r}: {', '.join(unknown)}; "
                           f"known: {', '.join(sorted(known))}")
+    check_fields(cls, options, "model.options")
     return cls(**options)
 
 

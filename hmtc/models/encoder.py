@@ -40,6 +40,11 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.layers = list(layers)
+        depth = getattr(backbone.config, "num_hidden_layers", None)
+        bad = [i for i in self.layers if depth is not None and not -(depth + 1) <= i <= depth]
+        if bad:
+            raise ConfigError(f"model.layers: {bad[0]} is not a hidden layer of this encoder "
+                              f"(0..{depth}, or -1..-{depth + 1} from the top)")
         self.hidden_size = backbone.config.hidden_size
         self.mix = nn.Parameter(torch.zeros(len(self.layers))) if len(self.layers) > 1 else None
         self.freeze_layers = freeze_layers

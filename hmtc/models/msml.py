@@ -42,6 +42,7 @@ from ..taxonomy import TaxonomyIndex
 from .base import MODELS, EncoderModel, ModelOutput
 from .constraint import constrain, descendant_mask
 from .encoder import TextEncoder
+from .label_init import MODES
 
 
 def default_kernels(depth: int) -> list[list[int]]:
@@ -70,6 +71,17 @@ class MSMLConfig:
     shared_tower: bool = False                # True: one tower (level 1's kernels) for every level
     constrained: bool = False                 # C-HMCNN: max over descendants, loss on MCLoss's outputs
     label_init: str = ""                      # "name" / "path": classifier rows from the labels' texts
+
+    def __post_init__(self):
+        checks = [("kernels", self.kernels is None or all(k and all(w >= 1 for w in k) for k in self.kernels),
+                   "a list of non-empty lists of kernel widths >= 1"),
+                  ("filters", self.filters >= 1, ">= 1"), ("tower_dim", self.tower_dim >= 1, ">= 1"),
+                  ("conv_dim", self.conv_dim is None or self.conv_dim >= 1, ">= 1"),
+                  ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+                  ("label_init", self.label_init in MODES, f"one of {', '.join(map(repr, MODES))}")]
+        for key, ok, want in checks:
+            if not ok:
+                raise ConfigError(f"model.options.{key}: expected {want}, got {getattr(self, key)!r}")
 
 
 class TextCNNTower(nn.Module):

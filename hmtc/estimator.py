@@ -1,0 +1,435 @@
+"""hmtc as a scikit-learn estimator: :class:`HierarchicalClassifier`.
+
+The estimator is a front end to the command line's own code path: :meth:`~HierarchicalClassifier.fit`
+writes the texts and labels it is given as a small JSONL dataset with its TOML card and taxonomy
+(``data/`` in the run folder), trains it with :class:`hmtc.train.Trainer` and evaluates it with
+:func:`hmtc.evaluate.evaluate_run` (thresholds tuned on dev), exactly as ``hmtc train`` does; the
+run folder it leaves is an ordinary one (``hmtc eval``, ``hmtc predict``, ``hmtc export`` and
+``hmtc serve`` take it). Predictions decode as ``hmtc predict`` does (:func:`hmtc.predict.predict_texts`),
+and :meth:`~HierarchicalClassifier.save` / :meth:`~HierarchicalClassifier.load` write and read the
+checkpoint folder format (:mod:`hmtc.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import shutil
+import tempfile
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+from transformers.utils import logging as hf_logging
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .config import load_config, merge_config
+from .data.prepare import locate
+from .errors import ConfigError, DataError, HmtcError
+from .evaluate import evaluate_run
+from .inference import pick_device
+from .io import atomic_write_text
+from .metrics import evaluate
+from .predict import predict_texts
+from .taxonomy import Taxonomy
+from .train import Trainer
+
+# estimator parameter -> (config table, key); None leaves the config's value
+_CONFIG_KEYS = {"model": ("model", "name"), "encoder": ("model", "encoder"),
+                "freeze_layers": ("model", "freeze_layers"), "epochs": ("train", "epochs"),
+                "batch_size": ("train", "batch_size"), "lr": ("train", "lr"), "head_lr": ("train", "head_lr"),
+                "seed": ("train", "seed"), "device": ("train", "device"), "threads": ("train", "threads"),
+                "max_length": ("data", "max_length"), "dev_fraction": ("data", "dev_fraction")}
+
+
+class NotFitted(HmtcError, NotFittedError):
+    """The classifier is used before :meth:`HierarchicalClassifier.fit` or ``load``."""
+
+
+class HierarchicalClassifier(BaseEstimator):
+    """Hierarchical multi-label text classifier with scikit-learn conventions.
+
+    Every parameter is only stored by the constructor; :meth:`fit` turns them into a run config.
+    A parameter left at None takes its value from ``config``, else hmtc's default
+    (``docs/config.md``).
+
+    Parameters
+    ----------
+    model : str, optional
+        Model family (``msml``, ``flat``, ``global``, ``local``, ``tfidf``).
+    encoder : str, optional
+        Built-in encoder name (``me5-small``, ``minilm-l6``), local folder or hub id.
+    epochs, batch_size : int, optional
+    lr : float, optional
+        Learning rate of the top encoder layer.
+    head_lr : float, optional
+        Learning rate of everything outside the encoder.
+    max_length : int, optional
+        Tokens kept per text.
+    seed : int, optional
+        Seed of initialisation, batch order, dropout and the carved dev split.
+    freeze_layers : int, optional
+        Keep the lowest N encoder layers fixed.
+    options : dict, optional
+        The model's own options (e.g. ``{"filters": 64}`` for MSML), merged over the config's.
+    config : str, Path or dict, optional
+        A run config file (``experiments/*.toml``) or a dict of tables
+        (``{"train": {"ema": 0.999}}``) to start from; any key of ``docs/config.md``.
+    taxonomy : Taxonomy, str or Path, optional
+        The taxonomy (or a ``.tax`` file) when ``fit`` is given none; None builds it from the
+        label paths. Give it when cross-validating, so that every fold knows every label.
+    label_sep : str, default "/"
+        Separator of path labels: ``"animal/cat"`` is the node ``animal/cat`` under ``animal``.
+    output_dir : str or Path, optional
+        Folder of the run folders; None: a temporary folder removed with the classifier.
+    dev_fraction : float, optional
+        Share of the training texts carved out (seeded) as dev when ``fit`` gets no dev set.
+    device : str, optional
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:<n>``.
+    threads : int, optional
+        Torch threads (0: all cores).
+    record_dir : str, default ""
+        Where to write the run's record (``""``: none).
+    verbose : bool, default False
+        Print the training log and progress bars to stderr.
+
+    Attributes
+    ----------
+    classes_ : ndarray of str
+        Node ids in the column order of :meth:`predict_scores`.
+    taxonomy_ : Taxonomy
+    thresholds_ : float or ndarray
+        The decision threshold (logit), or one per node.
+    history_ : list of dict
+        One row per epoch: loss, seconds, dev micro-/macro-F1 (empty for a bare checkpoint).
+    metrics_ : dict or None
+        ``hmtc eval``'s figures on the dev split (``metrics.json``), None when unknown.
+    config_ : dict
+        The run config the model was trained with.
+    run_dir_ : Path or None
+        The run folder (None for a bare checkpoint folder).
+    checkpoint_ : Checkpoint
+        The loaded checkpoint that scores.
+    """
+
+    def __init__(self, model: str | None = None, encoder: str | None = None, *, epochs: int | None = None,
+                 batch_size: int | None = None, lr: float | None = None, head_lr: float | None = None,
+                 max_length: int | None = None, seed: int | None = None, freeze_layers: int | None = None,
+                 options: dict | None = None, config: str | Path | dict | None = None,
+                 taxonomy: Taxonomy | str | Path | None = None, label_sep: str = "/",
+                 output_dir: str | Path | None = None, dev_fraction: float | None = None,
+                 device: str | None = None, threads: int | None = None, record_dir: str = "",
+                 verbose: bool = False):
+        self.model = model
+        self.encoder = encoder
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.head_lr = head_lr
+        self.max_length = max_length
+        self.seed = seed
+        self.freeze_layers = freeze_layers
+        self.options = options
+        self.config = config
+        self.taxonomy = taxonomy
+        self.label_sep = label_sep
+        self.output_dir = output_dir
+        self.dev_fraction = dev_fraction
+        self.device = device
+        self.threads = threads
+        self.record_dir = record_dir
+        self.verbose = verbose
+
+    # ---- fitting ------------------------------------------------------------------------------
+    def fit(self, texts, labels, dev=None, taxonomy: Taxonomy | str | Path | None = None) -> HierarchicalClassifier:
+        """Train, tune the decision thresholds on dev and load the best checkpoint.
+
+        Parameters
+        ----------
+        texts : sequence of str
+            A list, tuple, numpy array or pandas Series.
+        labels : sequence
+            Per text a path string (``"animal/cat"``) or a list of them; a node id of
+            ``taxonomy`` is a label too. At least one label per text; ancestors are implied.
+        dev : (texts, labels), optional
+            The dev set that picks the best epoch and tunes thresholds; None carves
+            ``dev_fraction`` of ``texts`` out, as ``hmtc train`` does.
+        taxonomy : Taxonomy, str or Path, optional
+            The taxonomy (or a ``.tax`` file); None: the ``taxonomy`` parameter, else one built
+            from the label paths.
+
+        Returns
+        -------
+        self
+        """
+        texts = _texts(texts, "texts", blank=False)
+        label_sets = _label_sets(labels, len(texts))
+        dev_texts, dev_sets = None, None
+        if dev is not None:
+            if not isinstance(dev, (tuple, list)) or len(dev) != 2:
+                raise DataError("dev must be a (texts, labels) pair")
+            dev_texts = _texts(dev[0], "dev texts", blank=False)
+            dev_sets = _label_sets(dev[1], len(dev_texts))
+        taxonomy = self.taxonomy if taxonomy is None else taxonomy
+        if taxonomy is None:
+            every = [lab for sets in (label_sets, dev_sets or []) for labs in sets for lab in labs]
+            taxonomy = Taxonomy.from_paths(every, self.label_sep)
+        elif not isinstance(taxonomy, Taxonomy):
+            taxonomy = Taxonomy.load(taxonomy)
+        resolve = _resolver(taxonomy, self.label_sep)
+        splits = {"train": (texts, [[resolve(lab) for lab in labs] for labs in label_sets])}
+        if dev is not None:
+            splits["dev"] = (dev_texts, [[resolve(lab) for lab in labs] for labs in dev_sets])
+        cfg = self._base_config()
+        if cfg["train"]["seeds"]:
+            raise ConfigError("train.seeds: the classifier trains one seed; fit one clone per seed instead")
+        run_dir, cleanup = self._new_run_dir(cfg["name"])
+        try:
+            dataset = _write_dataset(run_dir / "data", taxonomy, splits)
+            cfg = merge_config(cfg, {"name": run_dir.name,
+                                     "data": {"dataset": str(dataset), "taxonomy": str(dataset.parent / "taxonomy.tax"),
+                                              "data_dir": ""},
+                                     "train": {"output_dir": str(run_dir.parent), "record_dir": str(self.record_dir or "")}})
+            console = Console(stderr=True, quiet=not self.verbose)
+            with _quiet_transformers(not self.verbose):
+                trainer = Trainer(cfg, run_dir, console=console, quiet=not self.verbose)
+                trainer.fit()
+                metrics = evaluate_run(run_dir, console, quiet=not self.verbose)
+                ckpt = load_checkpoint(run_dir / "best")
+        except BaseException:
+            if cleanup is not None:
+                cleanup()
+            raise
+        if getattr(self, "_cleanup", None) is not None:
+            self._cleanup()                 # a refit replaces the previous temporary run
+        self._cleanup = cleanup
+        self._attach(ckpt, run_dir, trainer.state_["history"], metrics)
+        return self
+
+    def _base_config(self) -> dict:
+        """Defaults, then ``config``, then the parameters that are set."""
+        if isinstance(self.config, dict):
+            cfg = merge_config(load_config(None), self.config)
+        elif self.config is not None:
+            cfg = load_config(self.config)
+        else:
+            cfg = load_config(None)
+        tables: dict = {}
+        for param, (table, key) in _CONFIG_KEYS.items():
+            if getattr(self, param) is not None:
+                tables.setdefault(table, {})[key] = getattr(self, param)
+        if self.options is not None:
+            tables.setdefault("model", {})["options"] = self.options
+        return merge_config(cfg, tables)
+
+    def _new_run_dir(self, name: str) -> tuple[Path, weakref.finalize | None]:
+        """A fresh run folder under ``output_dir``, or in a temporary folder removed with this
+        object (the finalizer that removes it is returned)."""
+        if self.output_dir is None:
+            root = Path(tempfile.mkdtemp(prefix="hmtc-"))
+            # the run (weights, resume state) can be large: it goes with the classifier
+            cleanup = weakref.finalize(self, shutil.rmtree, root, True)
+        else:
+            root = Path(self.output_dir)
+            root.mkdir(parents=True, exist_ok=True)
+            cleanup = None
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root)), cleanup
+
+    def _attach(self, ckpt: Checkpoint, run_dir: Path | None, history: list, metrics: dict | None) -> None:
+        """Set the fitted state from a loaded checkpoint."""
+        if isinstance(ckpt.model, torch.nn.Module):
+            ckpt.model.to(pick_device(ckpt.config["train"].get("device", "auto")))
+        self.checkpoint_ = ckpt
+        self.config_ = ckpt.config
+        self.taxonomy_ = ckpt.taxonomy
+        self.classes_ = np.array(ckpt.index.ids, dtype=object)
+        per_label = ckpt.decode.get("per_label_thresholds")
+        self.thresholds_ = np.asarray(per_label, dtype=np.float32) if per_label else \
+            float(ckpt.decode.get("threshold", 0.0))
+        self.history_ = list(history)
+        self.metrics_ = metrics
+        self.run_dir_ = run_dir
+
+    # ---- prediction ---------------------------------------------------------------------------
+    def predict(self, texts) -> list[list[str]]:
+        """Consistent label sets: per text the predicted node ids (ancestors included), decoded
+        with the thresholds tuned on dev, as ``hmtc predict`` does."""
+        return [row["labels"] for row in predict_texts(self._fitted(), _texts(texts))]
+
+    def predict_scores(self, texts) -> np.ndarray:
+        """Every node's logit, shape (n_texts, n_nodes), columns in :attr:`classes_` order."""
+        return self._fitted().scores(_texts(texts))
+
+    def predict_proba(self, texts) -> np.ndarray:
+        """Every node's probability (sigmoid of its logit), shape (n_texts, n_nodes), undecoded."""
+        return 1 / (1 + np.exp(-self.predict_scores(texts)))
+
+    def score(self, texts, labels) -> dict:
+        """hmtc's metrics (:func:`hmtc.metrics.evaluate`) of the decoded predictions on ``texts``:
+        ``micro_f1``, ``macro_f1``, ``per_level``, ``hier_f1``, ... (see ``docs/metrics.md``).
+
+        For ``GridSearchCV`` pass ``scoring=metric_scorer("micro_f1")``: scikit-learn's
+        searches need one number.
+        """
+        ckpt = self._fitted()
+        texts = _texts(texts)
+        resolve = _resolver(self.taxonomy_, self.label_sep)
+        gold = ckpt.index.indicator([[resolve(lab) for lab in labs] for labs in _label_sets(labels, len(texts))])
+        pred = ckpt.index.indicator(self.predict(texts))
+        return evaluate(gold, pred, ckpt.index)
+
+    def _fitted(self) -> Checkpoint:
+        if not hasattr(self, "checkpoint_"):
+            raise NotFitted(f"this {type(self).__name__} is not fitted yet: call fit() or load() first")
+        return self.checkpoint_
+
+    # ---- persistence --------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write a checkpoint folder (the format of a run's ``best/``: ``hmtc predict``,
+        ``hmtc eval``, ``hmtc export`` and ``hmtc serve`` take it); returns it."""
+        ckpt = self._fitted()
+        decode = json.dumps(ckpt.decode, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+        return save_checkpoint(folder, ckpt.model, ckpt.taxonomy, ckpt.config,
+                               extra_files={"decode.json": decode.encode("utf-8")} if ckpt.decode else None)
+
+    @classmethod
+    def load(cls, folder: str | Path, **params) -> HierarchicalClassifier:
+        """A fitted classifier from a checkpoint folder, or a run folder (its ``best/``), written by
+        :meth:`save` or by ``hmtc train``.
+
+        Its ``config`` parameter is the checkpoint's run config, so a clone retrains the same
+        recipe; ``params`` (e.g. ``label_sep``) set the others.
+        """
+        run_dir, ckpt_dir = locate(folder)
+        with _quiet_transformers(not params.get("verbose", False)):
+            ckpt = load_checkpoint(ckpt_dir)
+        is_run = (run_dir / "best").resolve() == ckpt_dir.resolve()
+        state = run_dir / "last" / "train_state.json"
+        history = json.loads(state.read_text(encoding="utf-8")).get("history", []) \
+            if is_run and state.is_file() else []
+        metrics_path = run_dir / "metrics.json"
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if is_run and metrics_path.is_file() else None
+        est = cls(**{"config": ckpt.config, **params})
+        est._attach(ckpt, run_dir if is_run else None, history, metrics)
+        return est
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())    # object.__getstate__ hands out __dict__ itself
+        state.pop("_cleanup", None)         # a copy does not own the temporary run folder
+        if "checkpoint_" in state:
+            # transformers' hooks make a loaded model unpicklable: the checkpoint travels as its files
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = self.save(Path(tmp) / "checkpoint")
+                state["checkpoint_"] = {p.relative_to(folder).as_posix(): p.read_bytes()
+                                        for p in folder.rglob("*") if p.is_file()}
+        return state
+
+    def __setstate__(self, state):
+        files = state.pop("checkpoint_", None)
+        super().__setstate__(state)
+        if files is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, data in files.items():
+                    (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
+                    (Path(tmp) / name).write_bytes(data)
+                with _quiet_transformers(not self.verbose):
+                    self._attach(load_checkpoint(tmp), self.run_dir_, self.history_, self.metrics_)
+
+
+def metric_scorer(metric: str = "micro_f1"):
+    """A scikit-learn ``scoring`` callable: one figure of :meth:`HierarchicalClassifier.score`.
+
+    Examples
+    --------
+    ``GridSearchCV(HierarchicalClassifier(), {"lr": [1e-4, 3e-4]}, scoring=metric_scorer("macro_f1"))``
+    """
+    return functools.partial(_score_metric, metric=metric)
+
+
+def _score_metric(estimator: HierarchicalClassifier, texts, labels, metric: str) -> float:
+    return estimator.score(texts, labels)[metric]
+
+
+@contextlib.contextmanager
+def _quiet_transformers(quiet: bool):
+    """transformers' weight-loading progress bars off while ``quiet``, as they were afterwards."""
+    was = hf_logging.is_progress_bar_enabled()
+    if quiet and was:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and was:
+            hf_logging.enable_progress_bar()
+
+
+# ---- input --------------------------------------------------------------------------------------
+def _sequence(values, what: str) -> list:
+    """A list from a list, tuple, numpy array or pandas Series (anything with ``tolist``)."""
+    if isinstance(values, (str, bytes)) or not (hasattr(values, "tolist") or isinstance(values, Sequence)):
+        raise DataError(f"{what} must be a sequence (list, array or Series), not {type(values).__name__}")
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _texts(texts, what: str = "texts", blank: bool = True) -> list[str]:
+    """A list of strings; ``blank=False`` refuses empty ones (training data)."""
+    out = _sequence(texts, what)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise DataError(f"{what}[{i}] is a {type(t).__name__}, not a string")
+        if not blank and not t.strip():
+            raise DataError(f"{what}[{i}] is empty")
+    return out
+
+
+def _label_sets(labels, n: int) -> list[list[str]]:
+    """Per text a list of label strings, from a string or a sequence of strings per text."""
+    rows = _sequence(labels, "labels")
+    if len(rows) != n:
+        raise DataError(f"{len(rows)} label entries for {n} texts")
+    out = []
+    for i, row in enumerate(rows):
+        labs = [row] if isinstance(row, str) else _sequence(row, f"labels of text {i}")
+        if not labs:
+            raise DataError(f"text {i} has no label; every text needs at least one")
+        if not all(isinstance(lab, str) and lab.strip() for lab in labs):
+            raise DataError(f"labels of text {i} must be non-empty strings, got {labs!r}")
+        out.append([lab.strip() for lab in labs])
+    return out
+
+
+def _resolver(taxonomy: Taxonomy, sep: str):
+    """label -> node id: a node id as it is, else a ``sep``-path of ids or display names from
+    the root down."""
+    @functools.cache
+    def resolve(label: str) -> str:
+        if label in taxonomy and label != taxonomy.root:
+            return label
+        node = taxonomy.root
+        for part in label.split(sep):
+            match = [c for c in taxonomy.children(node) if part in (c, taxonomy.name(c))]
+            if len(match) != 1:
+                raise DataError(f"label {label!r} is neither a node id nor a {sep!r}-path of the taxonomy")
+            node = match[0]
+        return node
+    return resolve
+
+
+def _write_dataset(folder: Path, taxonomy: Taxonomy, splits: dict[str, tuple[list[str], list[list[str]]]]) -> Path:
+    """The splits as JSONL files with a dataset TOML card (``data/README.md``) and the taxonomy;
+    returns the TOML's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "taxonomy.tax", taxonomy.dumps())
+    for split, (texts, label_sets) in splits.items():
+        atomic_write_text(folder / f"{split}.jsonl", "".join(
+            json.dumps({"text": t, "labels": labs}, ensure_ascii=False) + "\n" for t, labs in zip(texts, label_sets)))
+    card = folder / "data.toml"
+    atomic_write_text(card, 'name = "data"\nformat = "jsonl"\ntaxonomy = "taxonomy.tax"\n\n[splits]\n'
+                      + "".join(f'{s} = "{s}.jsonl"\n' for s in splits))
+    return card

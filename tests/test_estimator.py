@@ -1,0 +1,200 @@
+"""The scikit-learn estimator: fit on in-memory data through the CLI's code path, predict like
+``hmtc predict``, save/load in the checkpoint format both ways, clone, GridSearchCV, input forms."""
+
+from __future__ import annotations
+
+import gc
+import json
+import pickle
+import tempfile
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from typer.testing import CliRunner
+
+from hmtc import HierarchicalClassifier
+from hmtc.cli import app
+from hmtc.errors import DataError, HmtcError
+from hmtc.estimator import NotFitted, metric_scorer
+from hmtc.taxonomy import Taxonomy
+
+from conftest import TAXONOMY, make_texts
+
+runner = CliRunner()
+SMALL = {"model": {"layers": [-1, -2], "freeze_embeddings": False}, "train": {"threads": 1}}
+OPTIONS = {"filters": 16, "tower_dim": 32, "dropout": 0.0}
+
+
+def corpus(n: int, seed: int) -> tuple[list[str], list[list[str]]]:
+    """Texts with path labels ``animal/cat`` (the fixtures' ``animal-cat``)."""
+    rows = make_texts(n, seed)
+    return [r["text"] for r in rows], [[lab.replace("-", "/") for lab in r["labels"]] for r in rows]
+
+
+def tiny(encoder, **params) -> HierarchicalClassifier:
+    return HierarchicalClassifier("msml", str(encoder), **{
+        "epochs": 2, "batch_size": 8, "lr": 1e-3, "head_lr": 1e-2, "max_length": 32, "options": OPTIONS,
+        "config": SMALL, "dev_fraction": 0.2, **params})
+
+
+def predict_cli(folder, texts: list[str]) -> list[dict]:
+    r = runner.invoke(app, ["predict", str(folder), *texts], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_encoder, tmp_path_factory):
+    texts, labels = corpus(80, 1)
+    return tiny(tiny_encoder, output_dir=tmp_path_factory.mktemp("runs")).fit(texts, labels)
+
+
+def test_fit_leaves_a_cli_run_folder(fitted):
+    assert fitted.classes_.tolist() == ["animal", "plant", "animal/cat", "animal/dog", "plant/rose", "plant/tree"]
+    assert [n for n in fitted.taxonomy_.nodes if n != fitted.taxonomy_.root] == sorted(fitted.classes_.tolist())
+    assert len(fitted.history_) == 2 and "dev_micro_f1" in fitted.history_[0]
+    assert np.ndim(fitted.thresholds_) == 0
+    run = fitted.run_dir_
+    for name in ("best/checkpoint.json", "best/decode.json", "last/train_state.json", "metrics.json",
+                 "data/data.toml", "data/train.jsonl", "data/taxonomy.tax"):
+        assert (run / name).is_file(), name
+    assert fitted.config_["train"]["record_dir"] == ""
+    assert fitted.config_["model"]["options"]["filters"] == 16
+    assert fitted.metrics_["split"] == "dev"
+
+
+def test_predict_matches_the_cli(fitted):
+    texts = ["meow kitten here", "oak leaf today", "rose petal thorn and a puppy"]
+    pred = fitted.predict(texts)
+    assert pred == [row["labels"] for row in predict_cli(fitted.run_dir_, texts)]
+    index = fitted.checkpoint_.index
+    for labels in pred:        # consistent: every predicted node's parent is predicted
+        assert all("/" not in lab or lab.rsplit("/", 1)[0] in labels for lab in labels)
+    logits, proba = fitted.predict_scores(texts), fitted.predict_proba(texts)
+    assert logits.shape == proba.shape == (3, index.n_nodes)
+    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-logits)), rtol=1e-6)
+
+
+def test_score_is_hmtc_metrics(fitted):
+    texts, labels = corpus(24, 2)
+    m = fitted.score(texts, labels)
+    for key in ("micro_f1", "macro_f1", "hier_f1", "per_level", "exact_match"):
+        assert key in m
+    assert m["inconsistent_samples"] == 0 and m["n_samples"] == 24
+    assert metric_scorer("macro_f1")(fitted, texts, labels) == m["macro_f1"]
+
+
+def test_save_load_both_ways(fitted, tmp_path, tiny_encoder, run_config):
+    texts = ["dog bark", "tree oak", "cat rose"]
+    folder = fitted.save(tmp_path / "clf")
+    assert [r["labels"] for r in predict_cli(folder, texts)] == fitted.predict(texts)
+    back = HierarchicalClassifier.load(folder)
+    assert back.predict(texts) == fitted.predict(texts)
+    np.testing.assert_array_equal(back.predict_scores(texts), fitted.predict_scores(texts))
+    assert back.thresholds_ == fitted.thresholds_ and back.run_dir_ is None and back.metrics_ is None
+
+    # a CLI run folder (its best/) loads in Python
+    r = runner.invoke(app, ["train", str(run_config), "--quiet", "--set", "train.epochs=1",
+                            "--set", "train.record_dir=''"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "runs" / "tiny-msml"
+    clf = HierarchicalClassifier.load(run, label_sep="-")
+    assert clf.run_dir_ == run and len(clf.history_) == 1 and clf.metrics_["split"] == "test"
+    assert clf.predict(texts) == [r["labels"] for r in predict_cli(run, texts)]
+    assert clf.score(texts, [["animal-dog"], ["plant-tree"], ["animal-cat", "plant-rose"]])["n_samples"] == 3
+
+
+def test_clone_and_params(fitted):
+    params = fitted.get_params()
+    assert params["epochs"] == 2 and params["options"] == OPTIONS and params["label_sep"] == "/"
+    fresh = clone(fitted)
+    assert fresh.get_params() == params and not hasattr(fresh, "classes_")
+    with pytest.raises(NotFitted, match="not fitted"):
+        fresh.predict(["cat"])
+    assert fresh.set_params(lr=5e-3).lr == 5e-3 and fitted.lr == 1e-3
+
+
+def test_pickle_keeps_the_fitted_model(fitted):
+    texts = ["puppy bark", "thorn petal"]
+    copy = pickle.loads(pickle.dumps(fitted))
+    assert copy.predict(texts) == fitted.predict(texts)
+
+
+def test_grid_search(tiny_encoder):
+    texts, labels = corpus(48, 3)
+    search = GridSearchCV(tiny(tiny_encoder, epochs=1), {"lr": [1e-3, 3e-3]}, cv=2,
+                          scoring=metric_scorer("micro_f1"))
+    search.fit(texts, labels)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.best_params_["lr"] in (1e-3, 3e-3)
+    assert len(search.best_estimator_.predict(texts[:3])) == 3
+
+
+def test_temporary_run_folder_goes_with_the_classifier(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    texts, labels = corpus(40, 4)
+    clf = HierarchicalClassifier("tfidf", config={"train": {"threads": 1}}).fit(texts, labels)
+    run = clf.run_dir_
+    assert run.is_relative_to(tmp_path) and (run / "best" / "checkpoint.json").is_file()
+    clf.fit(texts, labels)           # a refit replaces the previous temporary run
+    assert not run.exists() and clf.run_dir_.exists()
+    with pytest.raises(HmtcError, match="unknown option"):
+        clf.set_params(options={"nope": 1}).fit(texts, labels)
+    assert len(list(tmp_path.iterdir())) == 1           # the failed fit left nothing behind
+    del clf
+    gc.collect()
+    assert not list(tmp_path.iterdir())
+
+
+def test_record_only_when_asked(tmp_path):
+    texts, labels = corpus(40, 4)
+    clf = HierarchicalClassifier("tfidf", config={"train": {"threads": 1}}, output_dir=tmp_path / "runs",
+                                 record_dir=str(tmp_path / "records")).fit(texts, labels)
+    record = json.loads((tmp_path / "records" / f"{clf.run_dir_.name}.json").read_text())
+    assert record["model"] == "tfidf" and record["metrics"]["micro_f1"] == clf.metrics_["test"]["micro_f1"]
+
+
+def test_label_forms_and_errors(tmp_path):
+    texts, paths = corpus(40, 5)
+    ids = [[lab.replace("/", "-") for lab in labs] for labs in paths]
+    taxonomy = Taxonomy.parse(TAXONOMY)
+    base = dict(model="tfidf", config={"train": {"threads": 1}}, output_dir=tmp_path)
+    # node ids of a given taxonomy, as numpy arrays, with an explicit dev set
+    a = HierarchicalClassifier(**base).fit(np.array(texts[:30]), ids[:30], dev=(texts[30:], ids[30:]),
+                                           taxonomy=taxonomy)
+    assert a.classes_.tolist() == list(taxonomy.compile().ids)
+    assert (a.run_dir_ / "data" / "dev.jsonl").read_text().count("\n") == 10
+    # one path string per text, walked by display names ("animal/cat" -> animal-cat); the
+    # taxonomy as a parameter
+    single = [labs[0] for labs in paths]
+    b = HierarchicalClassifier(**base, taxonomy=taxonomy).fit(texts, single)
+    assert b.classes_.tolist() == a.classes_.tolist()
+    assert b.predict(texts[:5]) == HierarchicalClassifier.load(b.run_dir_).predict(texts[:5])
+    assert b.score(texts, single)["n_samples"] == 40
+    # built from paths with another separator
+    c = HierarchicalClassifier(**base, label_sep="-").fit(texts, ids)
+    assert c.classes_.tolist() == ["animal", "plant", "animal-cat", "animal-dog", "plant-rose", "plant-tree"]
+
+    clf = HierarchicalClassifier(**base)
+    for bad_texts, bad_labels, message in [
+            (texts, paths[:-1], "40 texts"),
+            ("one text", ["a"], "sequence"),
+            (texts[:2], [["animal/cat"], []], "no label"),
+            (texts[:2], [["animal/cat"], [3]], "non-empty strings"),
+            (["cat", "  "], ["animal/cat", "plant/rose"], r"texts\[1\] is empty")]:
+        with pytest.raises(DataError, match=message):
+            clf.fit(bad_texts, bad_labels)
+    with pytest.raises(DataError, match="neither a node id nor"):
+        clf.fit(texts, ["animal/cow"] + single[1:], taxonomy=taxonomy)
+    with pytest.raises(HmtcError, match="train.epochs: expected int"):
+        HierarchicalClassifier(**{**base, "model": "msml"}, epochs="many").fit(texts, paths)
+
+
+def test_pandas_series(tmp_path):
+    pd = pytest.importorskip("pandas")
+    texts, paths = corpus(30, 6)
+    clf = HierarchicalClassifier("tfidf", config={"train": {"threads": 1}}, output_dir=tmp_path)
+    clf.fit(pd.Series(texts), pd.Series(paths))
+    assert len(clf.predict(pd.Series(texts[:4]))) == 4

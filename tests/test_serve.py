@@ -1,0 +1,235 @@
+"""``hmtc serve`` over a real socket: uvicorn on a free loopback port, a tiny trained checkpoint,
+real HTTP requests; predictions, health, taxonomy, limits, bad bodies and micro-batching."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+import uvicorn
+
+from hmtc.config import load_config
+from hmtc.evaluate import evaluate_run
+from hmtc.predict import predict_texts
+from hmtc.serve import Limits, create_app, load_served, predict_rows
+from hmtc.train import Trainer
+
+from conftest import tiny_config_text
+
+TEXTS = ["meow kitten here", "oak leaf today", "rose petal thorn and a puppy", "dog bark", ""]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_encoder, tiny_dataset):
+    folder = tmp_path_factory.mktemp("serve")
+    (folder / "tiny.toml").write_text(tiny_config_text(tiny_dataset, tiny_encoder, folder), encoding="utf-8")
+    cfg = load_config(folder / "tiny.toml", ["train.epochs=1", "train.record_dir=''"])
+    run = Trainer(cfg, folder / "run", quiet=True).fit()
+    evaluate_run(run, quiet=True)
+    return run
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_run):
+    return load_served(tiny_run, threads=1)
+
+
+class Server:
+    """uvicorn serving an app on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app):
+        self.app = app
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            assert time.time() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def serve(ckpt):
+    servers = []
+
+    def start(**limits) -> Server:
+        servers.append(Server(create_app(ckpt, Limits(**limits))))
+        return servers[-1]
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def request(url: str, body=None, raw: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_predict_matches_in_process(serve, ckpt):
+    s = serve()
+    status, out = request(s.url + "/predict", {"texts": TEXTS})
+    assert status == 200
+    expected = [{k: v for k, v in row.items() if k != "text"} for row in predict_texts(ckpt, TEXTS)]
+    assert out["predictions"] == expected
+    assert all("top_k" not in p and "all_scores" not in p for p in out["predictions"])
+
+    status, out = request(s.url + "/predict", {"texts": TEXTS, "top_k": 3, "all_scores": True})
+    assert status == 200
+    assert out["predictions"][-1]["top_k"] == [] and out["predictions"][-1]["all_scores"] == {}
+    for p in out["predictions"][:-1]:
+        assert len(p["top_k"]) == 3 and list(p["all_scores"]) == list(ckpt.index.ids)
+        top = [t["score"] for t in p["top_k"]]
+        assert top == sorted(top, reverse=True) and top[0] == max(p["all_scores"].values())
+        for node, score in p["scores"].items():
+            assert p["all_scores"][node] == score
+    assert request(s.url + "/predict", {"texts": []}) == (200, {"predictions": []})
+
+
+def test_rows_keep_their_scores_around_unscored_texts(ckpt):
+    texts = ["cat meow", "", "cat meow", "  ", "oak"]
+    rows = predict_rows(ckpt, texts)
+    assert [row.get("empty") is not None for row, _ in rows] == [False, True, False, True, False]
+    assert rows[1][1] is None and rows[3][1] is None
+    expected = 1 / (1 + np.exp(-ckpt.scores(["cat meow", "oak"])))
+    for i, j in ((0, 0), (2, 0), (4, 1)):
+        np.testing.assert_allclose(rows[i][1], expected[j], rtol=1e-4, atol=1e-6)
+
+
+def test_health_taxonomy_and_docs(serve, ckpt):
+    s = serve(max_texts=7)
+    status, health = request(s.url + "/health")
+    assert status == 200 and health["status"] == "ok" and health["nodes"] == ckpt.index.n_nodes
+    assert health["model"] == "msml" and health["engine"] == "torch" and health["limits"]["max_texts"] == 7
+    status, tax = request(s.url + "/taxonomy")
+    assert status == 200 and tax["root"] == "ROOT"
+    assert [n["id"] for n in tax["nodes"]] == list(ckpt.index.ids)
+    cat = next(n for n in tax["nodes"] if n["id"] == "animal-cat")
+    assert cat == {"id": "animal-cat", "name": "cat", "level": 2, "parents": ["animal"], "leaf": True}
+    status, spec = request(s.url + "/openapi.json")
+    assert status == 200 and {"/predict", "/health", "/taxonomy"} <= set(spec["paths"])
+    with urllib.request.urlopen(s.url + "/docs", timeout=30) as r:
+        assert r.status == 200 and b"swagger" in r.read().lower()
+
+
+def test_limits(serve):
+    s = serve(max_texts=4, max_chars=50)
+    status, out = request(s.url + "/predict", {"texts": ["cat"] * 5})
+    assert status == 413 and out["limit"] == "max_texts" and out["max"] == 4 and "5 texts" in out["detail"]
+    status, out = request(s.url + "/predict", {"texts": ["cat", "x" * 51]})
+    assert status == 422 and out["limit"] == "max_chars" and out["max"] == 50 and "text 1" in out["detail"]
+    assert request(s.url + "/predict", {"texts": ["x" * 50] * 4})[0] == 200
+    big = Limits(max_texts=4, max_chars=50).max_body_bytes
+    status, out = request(s.url + "/predict", raw=b" " * (big + 1))
+    assert status == 413 and out["limit"] == "max_body_bytes" and out["max"] == big
+    # a chunked body declares no length: it is counted as it arrives
+    conn = http.client.HTTPConnection(*s.url.removeprefix("http://").split(":"), timeout=30)
+    chunks = [b'{"texts": ["', *[b"x" * 1000] * (big // 1000 + 1), b'"]}']
+    conn.request("POST", "/predict", body=iter(chunks), headers={"Content-Type": "application/json"},
+                 encode_chunked=True)
+    r = conn.getresponse()
+    assert r.status == 413 and json.loads(r.read())["limit"] == "max_body_bytes"
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"not json", b"[1, 2]", b"null", b'{"texts": "one"}', b'{"texts": [1, 2]}', b'{"text": ["a"]}',
+    b'{"texts": ["a"], "top_k": -1}', b'{"texts": ["a"], "top_k": "many"}', b'{"texts": ["a"], "extra": 1}',
+    b'{"texts": ["\\ud800"]}', b'{"texts": [null]}', b'\xff\xfe', b'{"texts": ["a"]',
+    b'{"texts": ["a"], "all_scores": {"path": "/etc/passwd"}}'])
+def test_bad_bodies_are_4xx(serve, raw):
+    s = serve()
+    status, out = request(s.url + "/predict", raw=raw)
+    assert 400 <= status < 500, (status, out)
+
+
+def test_wrong_content_type_is_4xx(serve):
+    s = serve()
+    status, _ = request(s.url + "/predict", raw=b'{"texts": ["a"]}', headers={"Content-Type": "text/plain"})
+    assert 400 <= status < 500
+
+
+def test_concurrent_requests_are_batched(serve, ckpt):
+    s = serve(max_batch=32, max_wait_ms=400)
+    before = request(s.url + "/health")[1]["scoring_calls"]
+    texts = [f"{a} {b}" for a in ("cat", "dog", "oak", "rose") for b in ("meow", "bark", "leaf", "petal")]
+    start = threading.Barrier(len(texts))
+
+    def one(text):
+        start.wait()
+        return request(s.url + "/predict", {"texts": [text]})
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        answers = list(pool.map(one, texts))
+    assert all(status == 200 for status, _ in answers)
+    expected = [{k: v for k, v in row.items() if k != "text"} for row in predict_texts(ckpt, texts)]
+    assert [out["predictions"][0] for _, out in answers] == expected
+    health = request(s.url + "/health")[1]
+    calls = health["scoring_calls"] - before
+    assert 1 <= calls < len(texts) / 2, calls
+    assert health["texts_scored"] >= len(texts)
+
+
+def test_large_request_is_split_into_batches(serve, ckpt):
+    s = serve(max_batch=4, max_wait_ms=0)
+    texts = [f"cat {i}" for i in range(10)]
+    status, out = request(s.url + "/predict", {"texts": texts})
+    assert status == 200 and len(out["predictions"]) == 10
+    assert request(s.url + "/health")[1]["scoring_calls"] == 3
+
+
+def test_cli_serve(tiny_run):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = subprocess.Popen([sys.executable, "-m", "hmtc", "serve", str(tiny_run), "--port", str(port),
+                             "--max-texts", "2", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.time() + 120
+        while True:
+            try:
+                status, health = request(url + "/health")
+                break
+            except urllib.error.URLError:
+                assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()
+                time.sleep(0.2)
+        assert status == 200 and health["limits"]["max_texts"] == 2
+        status, out = request(url + "/predict", {"texts": ["cat meow", "oak"]})
+        assert status == 200 and len(out["predictions"]) == 2
+        assert request(url + "/predict", {"texts": ["a", "b", "c"]})[0] == 413
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_missing_run_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "hmtc", "serve", str(tmp_path / "nothing")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "neither a run folder" in r.stderr and "Traceback" not in r.stderr
