@@ -37,6 +37,7 @@ from hmtc import testing
 from hmtc.cli import main
 from hmtc.config import DEFAULTS
 from hmtc.io import atomic_write_json
+from hmtc.record import machine_info, now
 
 
 @dataclass
@@ -374,7 +375,8 @@ def main_(argv: list[str] | None = None) -> int:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                     text=True).stdout.strip())
-        atomic_write_json(args.out, {"command": command,
+        atomic_write_json(args.out, {"command": command, "seconds": round(time.time() - t0, 1),
+                                     "machine": machine_info(), "date": now(),
                                      "git_commit": commit + ("-dirty" if dirty else ""), "cases": len(results),
                                      "counts": counts, "results": results})
     return 0 if counts["clear error"] == len(results) else 1
