@@ -253,3 +253,19 @@ def test_unknown_hub_id_fails_at_once_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")          # refused before any hub client is asked
     with pytest.raises(EncoderError, match="'nobody/no-such-model' is not a built-in encoder .* HF_HUB_OFFLINE"):
         resolve_encoder("nobody/no-such-model")
+
+
+def test_markup_and_emoji_are_printed_as_written(tmp_path, invoke):
+    tax = tmp_path / "odd.tax"
+    tax.write_text('ROOT\n  a[/]b "x [bold]y"\n  c:x:d\n', encoding="utf-8")
+    r = invoke("taxonomy", "show", tax)
+    assert "x [bold]y" in r.output and "c:x:d" in r.output and "❌" not in r.output
+    r = invoke("taxonomy", "add", tax, "c:x:d", "--parent", "a[/]b", code=2)
+    assert "c:x:d" in r.output and "Traceback" not in r.output
+
+
+def test_debug_shows_the_traceback(tmp_path, invoke):
+    r = invoke("taxonomy", "validate", tmp_path / "gone.tax", code=2)
+    assert r.output.startswith("error:") and "Traceback" not in r.output
+    with pytest.raises(Exception, match="gone.tax"):
+        invoke("taxonomy", "validate", tmp_path / "gone.tax", "--debug")
