@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from .calibration import calibrated, ece, fit_temperatures, reliability
 from .config import DEFAULTS
 from .data.prepare import locate, prepare, taxonomy_for
 from .decode import decode, stops_early, tune_global_threshold, tune_label_thresholds
@@ -70,7 +71,7 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     eval_split = "test" if "test" in data.labels else "dev"
     t0 = time.time()
     with progress_bar(console, quiet) as progress:
-        scores = {s: ckpt.scores(data.texts[s], progress=progress) for s in ("dev", eval_split)}
+        scores = {s: ckpt.scores(data.texts[s], progress=progress) for s in dict.fromkeys(("dev", eval_split))}
     infer_seconds = time.time() - t0
     n_infer = sum(len(data.texts[s]) for s in {"dev", eval_split})
     d, index = cfg["decode"], data.index
@@ -91,12 +92,16 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     before = evaluate(gold, raw, index, include_per_label=False)
     dev = evaluate(data.labels["dev"], decode(scores["dev"], index, method, thr, single, one, complete), index,
                    include_per_label=False)
+    temperatures = fit_temperatures(scores["dev"], data.labels["dev"], index)
+    before_cal, after_cal = calibrated(scores[eval_split], None, index), calibrated(scores[eval_split], temperatures, index)
+    calibration = {"temperatures": temperatures, "ece_before": ece(before_cal, gold), "ece_after": ece(after_cal, gold),
+                   "reliability_before": reliability(before_cal, gold), "reliability_after": reliability(after_cal, gold)}
     decode_cfg = {"method": method, "single_path": single, "at_least_one": one, "threshold": threshold,
-                  "complete": complete,
+                  "complete": complete, "temperatures": temperatures,
                   # share of texts whose decoded set stops at an internal node before any completion
                   "stopped_early": float(stops_early(uncompleted, index).mean()) if len(gold) else 0.0,
                   "per_label_thresholds": np.asarray(thr).tolist() if d["per_label"] else None}
-    metrics = {"split": eval_split, "test": after, "dev": dev, "decode": decode_cfg,
+    metrics = {"split": eval_split, "test": after, "dev": dev, "decode": decode_cfg, "calibration": calibration,
                "before_decoding": {k: before[k] for k in SUMMARY_KEYS},
                "consistency": {"before": {k: before[k] for k in ("inconsistent_samples", "orphan_nodes")},
                                "after": {k: after[k] for k in ("inconsistent_samples", "orphan_nodes")}},
@@ -148,6 +153,7 @@ def build_record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, s
         "machine": run_meta.get("machine") or machine_info(),
         "metrics": {k: test[k] for k in SUMMARY_KEYS} | {
             "per_level": [{k: lv[k] for k in ("level", "micro_f1", "macro_f1")} for lv in test["per_level"]]},
+        "calibration": {k: v for k, v in metrics.get("calibration", {}).items() if not k.startswith("reliability")},
         "before_decoding": metrics["before_decoding"], "decode": {k: v for k, v in metrics["decode"].items()
                                                                 if k != "per_label_thresholds"},
         "inference": metrics["inference"], "history": state.get("history", []), "config": cfg,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .calibration import calibrated
 from .checkpoint import Checkpoint
 from .decode import decode
 from .errors import DataError
@@ -39,35 +40,66 @@ def read_texts(path: Path, text_key: str = "text", keep: Sequence[str] = ("id",)
             yield {**{k: obj[k] for k in keep if k in obj}, "text": obj[text_key]}
 
 
-def predict_texts(ckpt: Checkpoint, texts: Iterable[str | dict], chunk: int = 2048, batch_size: int | None = None,
-                  bf16: bool | None = None) -> Iterator[dict]:
-    """One result per text, in order: ``labels`` (ids), ``paths`` (root-to-node display names for
-    each deepest predicted node) and ``scores`` (sigmoid of the logit per predicted node). An item
-    may be a dict (``text`` plus fields copied to its result, e.g. ``id``); an empty or blank text
-    gets an empty result with the reason in ``empty``, without being scored."""
+def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | None = None,
+                 bf16: bool | None = None, leaf: bool = False) -> tuple[list[dict], list[np.ndarray | None]]:
+    """Results for one chunk of items, and each item's node probabilities (None when not scored).
+
+    Each result holds the item's fields (an item may be a dict: ``text`` plus fields to copy, e.g.
+    ``id``), ``labels`` (ids), ``paths`` (root-to-node display names of each deepest predicted node)
+    and ``scores`` (the probability of each predicted node: σ(z / T_level) with the checkpoint's
+    calibration temperatures, :mod:`hmtc.calibration`). An empty or blank text gets an empty
+    result with the reason in ``empty``, without being scored. ``leaf`` forces every prediction
+    down to a leaf, the best child at each step (and a path for a text with none).
+    """
     index, dec = ckpt.index, ckpt.decode
-    method = dec.get("method", ckpt.config["decode"]["method"])
-    thr = dec.get("per_label_thresholds") or dec.get("threshold", 0.0)
-    thr = np.asarray(thr, dtype=np.float32)
-    single = bool(dec.get("single_path", False))
-    buf: list[dict] = []
+    items = [item if isinstance(item, dict) else {"text": item} for item in items]
+    scored = [item for item in items if item["text"].strip()]
+    probs: list[np.ndarray | None] = [None] * len(items)
+    rows = [{**item, "labels": [], "paths": [], "scores": {}, "empty": "empty text" if not item["text"] else
+             "blank text"} for item in items]
+    if not scored:
+        return rows, probs
+    scores = ckpt.scores([item["text"] for item in scored], batch_size, bf16)
+    thr = np.asarray(dec.get("per_label_thresholds") or dec.get("threshold", 0.0), dtype=np.float32)
+    keep = decode(scores, index, dec.get("method", ckpt.config["decode"]["method"]), thr,
+                  bool(dec.get("single_path", False)), leaf or bool(dec.get("at_least_one", False)),
+                  leaf or bool(dec.get("complete", False)))
+    p = calibrated(scores, dec.get("temperatures"), index)
+    at = iter(range(len(scored)))
+    for i, item in enumerate(items):
+        if item["text"].strip():
+            r = next(at)
+            rows[i], probs[i] = {**item, **_result(index, keep[r], p[r])}, p[r]
+    return rows, probs
+
+
+def ranked(index, probs: np.ndarray | None, top_k: int = 0, all_scores: bool = False) -> dict:
+    """``top_k``: the k most probable nodes of each level; ``all_scores``: every node's probability."""
+    out: dict = {}
+    if top_k:
+        out["top_k"] = [] if probs is None else [
+            {"level": lv + 1, "nodes": [{"id": index.ids[j], "name": index.names[j], "score": round(float(probs[j]), 4)}
+                                        for j in sl.start + np.argsort(-probs[sl], kind="stable")[:top_k]]}
+            for lv, sl in enumerate(index.level_slices)]
+    if all_scores:
+        out["all_scores"] = {} if probs is None else {n: round(float(v), 4) for n, v in zip(index.ids, probs)}
+    return out
+
+
+def predict_texts(ckpt: Checkpoint, texts: Iterable[str | dict], chunk: int = 2048, batch_size: int | None = None,
+                  bf16: bool | None = None, top_k: int = 0, all_scores: bool = False,
+                  leaf: bool = False) -> Iterator[dict]:
+    """One result per text, in order (:func:`predict_rows`), ``chunk`` texts in memory at a time;
+    with ``top_k`` / ``all_scores`` also what :func:`ranked` gives."""
+    buf: list = []
 
     def flush() -> Iterator[dict]:
-        scored = [item for item in buf if item["text"].strip()]
-        scores = ckpt.scores([item["text"] for item in scored], batch_size, bf16) if scored else None
-        keep = decode(scores, index, method, thr, single, bool(dec.get("at_least_one", False)),
-                      bool(dec.get("complete", False))) if scored else None
-        rows = iter(range(len(scored)))
-        for item in buf:
-            if not item["text"].strip():
-                yield {**item, "labels": [], "paths": [], "scores": {},
-                       "empty": "empty text" if not item["text"] else "blank text"}
-                continue
-            r = next(rows)
-            yield {**item, **_result(index, keep[r], 1 / (1 + np.exp(-scores[r])))}
+        rows, probs = predict_rows(ckpt, buf, batch_size, bf16, leaf)
+        for row, p in zip(rows, probs):
+            yield {**row, **ranked(ckpt.index, p, top_k, all_scores)}
 
     for item in texts:
-        buf.append(item if isinstance(item, dict) else {"text": item})
+        buf.append(item)
         if len(buf) >= chunk:
             yield from flush()
             buf = []

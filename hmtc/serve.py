@@ -6,9 +6,10 @@
     GET  /taxonomy   the nodes in column order: id, name, level, parents, leaf
     GET  /docs       OpenAPI (Swagger UI), the schema at /openapi.json
 
-``labels``, ``paths`` and ``scores`` are ``hmtc predict``'s (:func:`hmtc.predict.predict_texts`);
-``top_k`` adds the k most probable nodes, decoded or not, and ``all_scores`` every node's
-probability (both empty for a text ``hmtc predict`` does not score: an empty one). Requests are micro-batched (:class:`Batcher`): texts queue up, one worker takes up to
+``labels``, ``paths`` and ``scores`` are ``hmtc predict``'s (:func:`hmtc.predict.predict_rows`);
+``top_k`` adds the k most probable nodes of each level, decoded or not, and ``all_scores`` every
+node's probability (:func:`hmtc.predict.ranked`; both empty for a text ``hmtc predict`` does not
+score: an empty one). Requests are micro-batched (:class:`Batcher`): texts queue up, one worker takes up to
 ``max_batch`` of them, waiting at most ``max_wait_ms`` after the first for more, scores them in
 one call in a thread and hands every request its rows.
 
@@ -36,7 +37,7 @@ from .data.prepare import locate
 from .errors import HmtcError
 from .export import load_for_inference
 from .inference import pick_device
-from .predict import predict_texts
+from .predict import predict_rows, ranked
 
 try:
     import uvicorn
@@ -94,13 +95,19 @@ class LimitExceeded(HTTPException):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: list[str] = Field(description="Texts to classify.")
-    top_k: int = Field(0, ge=0, description="Also return the k most probable nodes per text.")
+    top_k: int = Field(0, ge=0, description="Also return the k most probable nodes of each level.")
     all_scores: bool = Field(False, description="Also return every node's probability.")
 
 
 class NodeScore(BaseModel):
     id: str
+    name: str
     score: float
+
+
+class LevelTop(BaseModel):
+    level: int
+    nodes: list[NodeScore]
 
 
 class Prediction(BaseModel):
@@ -108,7 +115,7 @@ class Prediction(BaseModel):
     paths: list[list[str]] = Field(description="Root-to-node display names of each deepest predicted node.")
     scores: dict[str, float] = Field(description="Probability of each predicted node.")
     empty: str | None = Field(None, description="Why the text was not scored (an empty or blank text).")
-    top_k: list[NodeScore] | None = None
+    top_k: list[LevelTop] | None = Field(None, description="The k most probable nodes of each level.")
     all_scores: dict[str, float] | None = None
 
 
@@ -117,34 +124,11 @@ class PredictResponse(BaseModel):
 
 
 # ---- scoring ----------------------------------------------------------------------------------
-class _Recording:
-    """A scorer that keeps what it scores, so one scoring pass gives ``hmtc predict``'s rows and
-    every node's score."""
-
-    def __init__(self, ckpt: Checkpoint):
-        self.ckpt, self.texts, self.scores_ = ckpt, [], []
-
-    def scores(self, texts, batch_size=None, bf16=None, progress=None) -> np.ndarray:
-        self.texts.extend(texts)
-        self.scores_.append(self.ckpt.scores(texts, batch_size, bf16, progress=progress))
-        return self.scores_[-1]
-
-
-def predict_rows(ckpt: Checkpoint, texts: list[str]) -> list[tuple[dict, np.ndarray | None]]:
+def score_texts(ckpt: Checkpoint, texts: list[str]) -> list[tuple[dict, np.ndarray | None]]:
     """Per text ``hmtc predict``'s row (without the text) and every node's probability (None for
     a text it does not score, an empty one)."""
-    rec = _Recording(ckpt)
-    rows = list(predict_texts(dataclasses.replace(ckpt, scorer=rec), texts, chunk=max(1, len(texts))))
-    probs = iter(1 / (1 + np.exp(-np.concatenate(rec.scores_))) if rec.scores_ else [])
-    scored = iter(rec.texts)
-    out, pending = [], next(scored, None)
-    for text, row in zip(texts, rows):
-        # the scored texts are the inputs in order, less the unscored (blank) ones, which equal none of them
-        p = None
-        if pending is not None and pending == text:
-            p, pending = next(probs), next(scored, None)
-        out.append(({k: v for k, v in row.items() if k != "text"}, p))
-    return out
+    rows, probs = predict_rows(ckpt, texts)
+    return [({k: v for k, v in row.items() if k != "text"}, p) for row, p in zip(rows, probs)]
 
 
 class Batcher:
@@ -274,8 +258,7 @@ def taxonomy_json(ckpt: Checkpoint) -> dict:
 
 def create_app(ckpt: Checkpoint, limits: Limits = Limits(), engine: str = "torch") -> FastAPI:
     """The FastAPI app over a loaded checkpoint (``app.state.batcher`` holds the counters)."""
-    batcher = Batcher(lambda texts: predict_rows(ckpt, texts), limits.max_batch, limits.max_wait_ms / 1000)
-    ids = list(ckpt.index.ids)
+    batcher = Batcher(lambda texts: score_texts(ckpt, texts), limits.max_batch, limits.max_wait_ms / 1000)
     taxonomy = taxonomy_json(ckpt)
 
     @contextlib.asynccontextmanager
@@ -311,12 +294,7 @@ def create_app(ckpt: Checkpoint, limits: Limits = Limits(), engine: str = "torch
                 raise HTTPException(422, f"text {i} is not valid Unicode (a lone surrogate)") from None
         out = []
         for row, probs in await batcher.submit(req.texts):
-            if req.top_k:
-                best = [] if probs is None else np.argsort(-probs, kind="stable")[:req.top_k]
-                row["top_k"] = [{"id": ids[j], "score": round(float(probs[j]), 4)} for j in best]
-            if req.all_scores:
-                row["all_scores"] = {} if probs is None else {node: round(float(p), 4) for node, p in zip(ids, probs)}
-            out.append(row)
+            out.append(row | ranked(ckpt.index, probs, req.top_k, req.all_scores))
         return {"predictions": out}
 
     @app.get("/health")

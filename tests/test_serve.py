@@ -23,10 +23,11 @@ pytest.importorskip("uvicorn")
 
 import uvicorn
 
+from hmtc.calibration import calibrated
 from hmtc.config import load_config
 from hmtc.evaluate import evaluate_run
 from hmtc.predict import predict_texts
-from hmtc.serve import Limits, create_app, load_served, predict_rows
+from hmtc.serve import Limits, create_app, load_served, score_texts
 from hmtc.train import Trainer
 
 from conftest import tiny_config_text
@@ -104,9 +105,11 @@ def test_predict_matches_in_process(serve, ckpt):
     assert status == 200
     assert out["predictions"][-1]["top_k"] == [] and out["predictions"][-1]["all_scores"] == {}
     for p in out["predictions"][:-1]:
-        assert len(p["top_k"]) == 3 and list(p["all_scores"]) == list(ckpt.index.ids)
-        top = [t["score"] for t in p["top_k"]]
-        assert top == sorted(top, reverse=True) and top[0] == max(p["all_scores"].values())
+        assert [t["level"] for t in p["top_k"]] == [1, 2] and list(p["all_scores"]) == list(ckpt.index.ids)
+        for level, sl in zip(p["top_k"], ckpt.index.level_slices):      # the k best of each level, best first
+            top = [t["score"] for t in level["nodes"]]
+            assert len(top) == min(3, sl.stop - sl.start) and top == sorted(top, reverse=True)
+            assert top[0] == max(list(p["all_scores"].values())[sl])
         for node, score in p["scores"].items():
             assert p["all_scores"][node] == score
     assert request(s.url + "/predict", {"texts": []}) == (200, {"predictions": []})
@@ -114,10 +117,10 @@ def test_predict_matches_in_process(serve, ckpt):
 
 def test_rows_keep_their_scores_around_unscored_texts(ckpt):
     texts = ["cat meow", "", "cat meow", "  ", "oak"]
-    rows = predict_rows(ckpt, texts)
+    rows = score_texts(ckpt, texts)
     assert [row.get("empty") is not None for row, _ in rows] == [False, True, False, True, False]
     assert rows[1][1] is None and rows[3][1] is None
-    expected = 1 / (1 + np.exp(-ckpt.scores(["cat meow", "oak"])))
+    expected = calibrated(ckpt.scores(["cat meow", "oak"]), ckpt.decode.get("temperatures"), ckpt.index)
     for i, j in ((0, 0), (2, 0), (4, 1)):
         np.testing.assert_allclose(rows[i][1], expected[j], rtol=1e-4, atol=1e-6)
 

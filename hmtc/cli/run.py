@@ -101,6 +101,10 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
             chunk: int = typer.Option(2048, "--chunk", help="Texts held in memory at once."),
             bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast (default: as trained)."),
             engine: str = typer.Option("torch", "--engine", help="torch, onnx or onnx-int8 (after `hmtc export`)."),
+            top_k: int = typer.Option(0, "--top-k", min=0, help="Also the K most probable nodes of each level."),
+            all_scores: bool = typer.Option(False, "--all-scores", help="Also every node's probability."),
+            leaf: bool = typer.Option(False, "--leaf", help="Complete every prediction down to a leaf (the best "
+                                      "child at each step)."),
             threads: int = typer.Option(0, "--threads", help="CPU threads (0: all cores).")) -> None:
     """Predict consistent label paths with scores; JSONL out, one line per input line (a blank one
     gets an empty result saying so).
@@ -126,7 +130,8 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
         source = read_texts(input_, text_key, [f for f in keep_fields.split(",") if f])
     else:
         source = (line.rstrip("\r\n") for line in sys.stdin)
-    lines = (json.dumps(r, ensure_ascii=False) for r in predict_texts(model, source, chunk=chunk, bf16=bf16))
+    lines = (json.dumps(r, ensure_ascii=False) for r in predict_texts(model, source, chunk=chunk, bf16=bf16,
+                                                                    top_k=top_k, all_scores=all_scores, leaf=leaf))
     if output is None:
         for line in lines:
             typer.echo(line)
