@@ -28,6 +28,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from transformers.utils import logging as hf_logging
 
+from .calibration import calibrated
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import load_config, merge_config
 from .data.prepare import locate
@@ -98,6 +99,11 @@ class HierarchicalClassifier(BaseEstimator):
         Where to write the run's record (``""``: none).
     verbose : bool, default False
         Print the training log and progress bars to stderr.
+    text_column, label_column : str, default "text", "labels"
+        The columns read when ``fit``, ``predict`` or ``score`` get a Hugging Face
+        ``datasets.Dataset`` (or any object with ``column_names`` and ``data[column]``) instead
+        of texts. A label column of ``ClassLabel`` integers (or lists of them) is read as the
+        class names.
 
     Attributes
     ----------
@@ -125,7 +131,7 @@ class HierarchicalClassifier(BaseEstimator):
                  taxonomy: Taxonomy | str | Path | None = None, label_sep: str = "/",
                  output_dir: str | Path | None = None, dev_fraction: float | None = None,
                  device: str | None = None, threads: int | None = None, record_dir: str = "",
-                 verbose: bool = False):
+                 verbose: bool = False, text_column: str = "text", label_column: str = "labels"):
         self.model = model
         self.encoder = encoder
         self.epochs = epochs
@@ -145,19 +151,25 @@ class HierarchicalClassifier(BaseEstimator):
         self.threads = threads
         self.record_dir = record_dir
         self.verbose = verbose
+        self.text_column = text_column
+        self.label_column = label_column
 
     # ---- fitting ------------------------------------------------------------------------------
-    def fit(self, texts, labels, dev=None, taxonomy: Taxonomy | str | Path | None = None) -> HierarchicalClassifier:
+    def fit(self, texts, labels=None, dev=None,
+            taxonomy: Taxonomy | str | Path | None = None) -> HierarchicalClassifier:
         """Train, tune the decision thresholds on dev and load the best checkpoint.
 
         Parameters
         ----------
-        texts : sequence of str
-            A list, tuple, numpy array or pandas Series.
-        labels : sequence
+        texts : sequence of str, or Dataset
+            A list, tuple, numpy array or pandas Series; or a ``datasets.Dataset`` whose
+            ``text_column`` holds the texts (and ``label_column`` the labels, unless ``labels``
+            is given).
+        labels : sequence, optional
             Per text a path string (``"animal/cat"``) or a list of them; a node id of
             ``taxonomy`` is a label too. At least one label per text; ancestors are implied.
-        dev : (texts, labels), optional
+            Needed unless ``texts`` is a Dataset.
+        dev : (texts, labels) or Dataset, optional
             The dev set that picks the best epoch and tunes thresholds; None carves
             ``dev_fraction`` of ``texts`` out, as ``hmtc train`` does.
         taxonomy : Taxonomy, str or Path, optional
@@ -168,12 +180,15 @@ class HierarchicalClassifier(BaseEstimator):
         -------
         self
         """
+        texts, labels = self._labelled(texts, labels)
         texts = _texts(texts, "texts", blank=False)
         label_sets = _label_sets(labels, len(texts))
         dev_texts, dev_sets = None, None
         if dev is not None:
+            if _is_dataset(dev):
+                dev = self._labelled(dev, None)
             if not isinstance(dev, (tuple, list)) or len(dev) != 2:
-                raise DataError("dev must be a (texts, labels) pair")
+                raise DataError("dev must be a (texts, labels) pair or a Dataset")
             dev_texts = _texts(dev[0], "dev texts", blank=False)
             dev_sets = _label_sets(dev[1], len(dev_texts))
         taxonomy = self.taxonomy if taxonomy is None else taxonomy
@@ -260,29 +275,48 @@ class HierarchicalClassifier(BaseEstimator):
     def predict(self, texts) -> list[list[str]]:
         """Consistent label sets: per text the predicted node ids (ancestors included), decoded
         with the thresholds tuned on dev, as ``hmtc predict`` does."""
-        return [row["labels"] for row in predict_texts(self._fitted(), _texts(texts))]
+        return [row["labels"] for row in predict_texts(self._fitted(), _texts(self._unlabelled(texts)))]
 
     def predict_scores(self, texts) -> np.ndarray:
         """Every node's logit, shape (n_texts, n_nodes), columns in :attr:`classes_` order."""
-        return self._fitted().scores(_texts(texts))
+        return self._fitted().scores(_texts(self._unlabelled(texts)))
 
     def predict_proba(self, texts) -> np.ndarray:
-        """Every node's probability (sigmoid of its logit), shape (n_texts, n_nodes), undecoded."""
-        return 1 / (1 + np.exp(-self.predict_scores(texts)))
+        """Every node's probability, shape (n_texts, n_nodes), undecoded: σ(logit / T_level) with the
+        temperatures fitted on dev (:mod:`hmtc.calibration`), as ``hmtc predict`` reports them."""
+        ckpt = self._fitted()
+        return calibrated(self.predict_scores(texts), ckpt.decode.get("temperatures"), ckpt.index)
 
-    def score(self, texts, labels) -> dict:
+    def score(self, texts, labels=None) -> dict:
         """hmtc's metrics (:func:`hmtc.metrics.evaluate`) of the decoded predictions on ``texts``:
         ``micro_f1``, ``macro_f1``, ``per_level``, ``hier_f1``, ... (see ``docs/metrics.md``).
+        ``texts`` and ``labels`` are as for :meth:`fit`.
 
         For ``GridSearchCV`` pass ``scoring=metric_scorer("micro_f1")``: scikit-learn's
         searches need one number.
         """
         ckpt = self._fitted()
+        texts, labels = self._labelled(texts, labels)
         texts = _texts(texts)
         resolve = _resolver(self.taxonomy_, self.label_sep)
         gold = ckpt.index.indicator([[resolve(lab) for lab in labs] for labs in _label_sets(labels, len(texts))])
         pred = ckpt.index.indicator(self.predict(texts))
         return evaluate(gold, pred, ckpt.index)
+
+    def _labelled(self, texts, labels) -> tuple:
+        """(texts, labels): the columns of a Dataset (``labels`` given wins over its label
+        column), else as given; labels are required."""
+        if _is_dataset(texts):
+            labels = _column(texts, self.label_column, "label_column") if labels is None else labels
+            texts = _column(texts, self.text_column, "text_column")
+        if labels is None:
+            raise DataError("no labels: pass labels, or a Dataset with the label_column "
+                            f"{self.label_column!r}")
+        return texts, labels
+
+    def _unlabelled(self, texts):
+        """The texts: a Dataset's text column, else as given."""
+        return _column(texts, self.text_column, "text_column") if _is_dataset(texts) else texts
 
     def _fitted(self) -> Checkpoint:
         if not hasattr(self, "checkpoint_"):
@@ -370,6 +404,35 @@ def _quiet_transformers(quiet: bool):
 
 
 # ---- input --------------------------------------------------------------------------------------
+def _is_dataset(data) -> bool:
+    """A Hugging Face ``datasets.Dataset`` or anything shaped like one (``column_names`` and
+    ``data[column]``): duck-typed, so that ``datasets`` stays an optional dependency."""
+    return hasattr(data, "column_names") and hasattr(data, "__getitem__")
+
+
+def _column(data, column: str, param: str) -> list:
+    """One column of a Dataset as a list; ``ClassLabel`` integers become their class names."""
+    if isinstance(data.column_names, dict):         # a DatasetDict: split name -> its columns
+        raise DataError(f"a DatasetDict of the splits {', '.join(map(repr, data.column_names))}: "
+                        "pass one split, e.g. data['train']")
+    if column not in data.column_names:
+        raise DataError(f"the dataset has no column {column!r} (parameter {param}); its columns: "
+                        f"{', '.join(map(repr, data.column_names))}")
+    values = list(data[column])         # datasets >= 4 hands out a lazy Column, not a list
+    feature = (getattr(data, "features", None) or {}).get(column)
+    names = getattr(getattr(feature, "feature", feature), "names", None)    # ClassLabel or a list of it
+    if not names:
+        return values
+    name = functools.partial(_class_name, names, column)
+    return [[name(v) for v in row] if isinstance(row, (list, tuple)) else name(row) for row in values]
+
+
+def _class_name(names: list[str], column: str, value):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < len(names):
+        return names[value]
+    raise DataError(f"column {column!r}: {value!r} is not a class id 0..{len(names) - 1}")
+
+
 def _sequence(values, what: str) -> list:
     """A list from a list, tuple, numpy array or pandas Series (anything with ``tolist``)."""
     if isinstance(values, (str, bytes)) or not (hasattr(values, "tolist") or isinstance(values, Sequence)):

@@ -74,7 +74,11 @@ def test_predict_matches_the_cli(fitted):
         assert all("/" not in lab or lab.rsplit("/", 1)[0] in labels for lab in labels)
     logits, proba = fitted.predict_scores(texts), fitted.predict_proba(texts)
     assert logits.shape == proba.shape == (3, index.n_nodes)
-    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-logits)), rtol=1e-6)
+    temps = fitted.checkpoint_.decode["temperatures"]          # calibrated per level, as predict reports
+    t = np.ones(index.n_nodes)
+    for sl, temp in zip(index.level_slices, temps):
+        t[sl] = temp
+    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-logits / t)), rtol=1e-6)
 
 
 def test_score_is_hmtc_metrics(fitted):

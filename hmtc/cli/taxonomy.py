@@ -1,4 +1,4 @@
-"""``hmtc taxonomy``: show, check and edit taxonomy files; every edit is atomic and validated.
+"""``hmtc taxonomy``: show, check, edit, build and import taxonomy files; every write is atomic and validated.
 
 The library is imported inside each command (torch and transformers take seconds to load), so
 `hmtc --help` and the other commands start at once.
@@ -202,6 +202,27 @@ def from_labels(source: str = typer.Argument(..., help="Built-in dataset (duee, 
         raise TaxonomyError("exists; pass --force to overwrite (or --dry-run to compare)", out)
     before = Taxonomy.load(out) if out.exists() else Taxonomy.new(root, header=False)
     _apply(out, before, tax, dry_run, f"wrote {len(tax)} nodes")
+
+
+@app.command("import")
+def import_(source: Path = typer.Argument(..., show_default=False,
+                                         help="HiAGM / HGCLR .taxonomy file: parent<TAB>child... lines under Root."),
+            out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here (default: stdout)."),
+            force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists.")) -> None:
+    """Convert a .taxonomy file (WOS, RCV1-V2, NYT as HiAGM and HGCLR ship them) to .tax."""
+    from ..data.readers import read_hiagm_taxonomy
+    tax = read_hiagm_taxonomy(source)
+    if out is None:
+        typer.echo(tax.dumps(), nl=False)
+        return
+    if out.resolve() == source.resolve():
+        raise TaxonomyError("OUT is the source file; write the .tax elsewhere", out)
+    if out.exists() and not force:
+        raise TaxonomyError("exists; pass --force to overwrite", out)
+    tax.save(out)
+    st = tax.stats()
+    shape = "tree" if st["is_tree"] else f"DAG, {st['multi_parent_nodes']} nodes with several parents"
+    console.print(f"[green]imported {st['nodes']} nodes[/] ({shape}) -> {escape(str(out))}")
 
 
 def _read_labels(path: Path, fmt: str) -> list[str]:

@@ -2,12 +2,14 @@
 
 Data files are never part of the repository: a built-in dataset lives in
 ``<data_dir>/<name>/`` where the data folder comes from ``--data-dir`` or ``HMTC_DATA``.
-Taxonomies of the built-ins live in the repository as ``taxonomies/<name>.tax``.
+Taxonomies of the built-ins live in the repository as ``taxonomies/<name>.tax``; a TOML dataset
+may name a HiAGM ``.taxonomy`` file instead, converted to ``.tax`` when the dataset is loaded.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
 import os
 from dataclasses import dataclass, field
@@ -21,12 +23,12 @@ from ..config import tomllib
 from ..errors import DataError
 from ..registry import Registry
 from ..taxonomy import Taxonomy, TaxonomyIndex
-from .readers import (Examples, check_on_error, read_class_folders, read_goemotions,
-                      read_jsonl, read_label_text, read_table)
+from .readers import (Examples, check_on_error, read_class_folders, read_goemotions, read_hiagm,
+                      read_hiagm_taxonomy, read_jsonl, read_label_text, read_table)
 
 PROJECT_ROOT = Path(hmtc.__file__).resolve().parents[1]
 READERS = {"label_text": read_label_text, "table": read_table, "jsonl": read_jsonl,
-           "class_folders": read_class_folders, "goemotions": read_goemotions}
+           "class_folders": read_class_folders, "goemotions": read_goemotions, "hiagm": read_hiagm}
 # Reader options that name files: resolved like split paths.
 PATH_OPTIONS = ("labels_txt", "label_names")
 _TOML_KEYS = {"name", "format", "splits", "taxonomy", "taxonomy_from", "description"}
@@ -54,8 +56,9 @@ class DatasetSpec:
     splits : dict of str to SplitSpec
         Paths relative to the dataset folder.
     taxonomy : Path
-        The ``.tax`` file (it may not exist yet: ``hmtc taxonomy from-labels`` writes it);
-        for a TOML dataset relative to its folders (see :func:`dataset_folders`).
+        The ``.tax`` file (it may not exist yet: ``hmtc taxonomy from-labels`` writes it), or a
+        HiAGM ``.taxonomy`` file (see :func:`taxonomy_file`); for a TOML dataset relative to its
+        folders (see :func:`dataset_folders`).
     taxonomy_from : dict
         How :func:`hmtc.data.builders.taxonomy_from_dataset` derives it:
         ``{"kind": "paths", "sep": ..., "maxsplit": ...}`` or ``{"kind": "goemotions", ...}``;
@@ -108,6 +111,7 @@ class Dataset:
     name : str
     splits : dict of str to Examples
     taxonomy_path : Path
+        The ``.tax`` file to load: the spec's, or the conversion of its ``.taxonomy`` file.
     spec : DatasetSpec
     """
 
@@ -256,7 +260,32 @@ def load_dataset(name_or_toml: str | Path, data_dir: str | Path | None = None,
             if isinstance(opts.get(key), str):
                 opts[key] = resolve(opts[key], folders)
         out[s] = reader(resolve(spec.splits[s].path, folders), on_error=on_error, **opts)
-    return Dataset(spec.name, out, resolve(spec.taxonomy, folders), spec)
+    return Dataset(spec.name, out, taxonomy_file(resolve(spec.taxonomy, folders)), spec)
+
+
+def taxonomy_file(path: Path) -> Path:
+    """The ``.tax`` file for a dataset's taxonomy file ``path``.
+
+    A ``.tax`` file (or a missing file, so that loading it says "file not found") is ``path``
+    itself. A HiAGM ``.taxonomy`` file is converted by
+    :func:`~hmtc.data.readers.read_hiagm_taxonomy` and saved once under
+    ``$HMTC_HOME/taxonomies/`` (``HMTC_HOME`` defaults to ``~/.cache/hmtc``, as for encoders),
+    named by a hash of its bytes: every consumer reads a ``.tax`` file, the dataset folder may
+    be read-only, and an edited ``.taxonomy`` gets a new conversion.
+
+    Raises
+    ------
+    TaxonomyError
+        When the ``.taxonomy`` file is malformed, naming its file and line.
+    """
+    if path.suffix != ".taxonomy" or not path.is_file():
+        return path
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    home = Path(os.environ.get("HMTC_HOME") or "~/.cache/hmtc").expanduser()
+    out = home / "taxonomies" / f"{path.stem}-{digest}.tax"
+    if not out.is_file():
+        read_hiagm_taxonomy(path).save(out)
+    return out
 
 
 def _where(source: str) -> tuple[str, int | None]:

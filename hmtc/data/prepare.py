@@ -12,7 +12,7 @@ from ..batching import tokenize
 from ..decode import stops_early
 from ..errors import DataError, HmtcError
 from ..taxonomy import Taxonomy, TaxonomyIndex
-from .catalog import dev_split, encode_labels, load_dataset
+from .catalog import dev_split, encode_labels, load_dataset, taxonomy_file
 
 
 @dataclass
@@ -33,10 +33,10 @@ class Prepared:
 
 
 def taxonomy_for(cfg: dict) -> Taxonomy:
-    """The configured taxonomy file, else the dataset's own."""
+    """The configured taxonomy file (``.tax`` or HiAGM ``.taxonomy``), else the dataset's own."""
     d = cfg["data"]
     path = d["taxonomy"] or load_dataset(d["dataset"], data_dir=d["data_dir"] or None, splits=[]).taxonomy_path
-    return Taxonomy.load(path)
+    return Taxonomy.load(taxonomy_file(Path(path)))      # a HiAGM .taxonomy file is converted once
 
 
 def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[str] | None = None) -> Prepared:

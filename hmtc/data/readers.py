@@ -1,5 +1,7 @@
 """Readers for labelled text corpora; each returns :class:`Examples` with raw label strings.
 
+:func:`read_hiagm_taxonomy` reads the ``.taxonomy`` file that goes with :func:`read_hiagm` data.
+
 Every reader reads bytes and decodes line by line, so a bad byte, a malformed line or an
 empty text is reported as ``file:line``. With ``on_error="raise"`` (the default) the first
 problem raises :class:`~hmtc.errors.DataError`; with ``on_error="skip"`` the sample is
@@ -18,7 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError
+import networkx as nx
+
+from ..errors import DataError, TaxonomyError
+from ..taxonomy import Taxonomy
 
 ON_ERROR = ("raise", "skip")
 
@@ -297,28 +302,174 @@ def read_jsonl(path: str | Path, text_key: str = "text", labels_key: str = "labe
     Examples
     """
     def parse(line: str, no: int):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise _Bad("bad JSON", f"bad JSON: {e.msg} at column {e.colno}") from None
-        if not isinstance(obj, dict):
-            raise _Bad("bad JSON", f"expected a JSON object, got {type(obj).__name__}")
+        obj = _json_object(line)
         for key in (text_key, labels_key):
             if key not in obj:
                 raise _Bad("missing key", f"no key {key!r}")
-        text, labels = obj[text_key], obj[labels_key]
+        text = obj[text_key]
         if not isinstance(text, str):
             raise _Bad("bad JSON", f"{text_key!r} must be a string")
-        labels = [labels] if isinstance(labels, str) else labels
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise _Bad("bad JSON", f"{labels_key!r} must be a string or a list of strings")
-        if not labels:
-            raise _Bad("no labels")
-        if any(not x.strip() for x in labels):
-            raise _Bad("empty label")
-        return _text(text), [x.strip() for x in labels]
+        return _text(text), _json_labels(obj[labels_key], labels_key)
 
     return _read_lines(path, parse, on_error)
+
+
+HIAGM_ROOT = "Root"
+_HIAGM_TEXT_KEYS = ("token", "doc_token")
+_HIAGM_LABEL_KEYS = ("label", "doc_label")
+
+
+def read_hiagm(path: str | Path, on_error: str = "raise") -> Examples:
+    """Read the HiAGM / HGCLR layout of WOS, RCV1-V2 and NYT: one JSON object per line.
+
+    The text is under ``token`` or ``doc_token``: a list of tokens (joined with single spaces)
+    or a string. The labels are under ``label`` or ``doc_label``: label names, usually one per
+    level (``["CS", "Machine learning"]``); they are node ids of the taxonomy read from the
+    matching ``.taxonomy`` file (:func:`read_hiagm_taxonomy`), and, as with every reader, the
+    label matrix is closed under ancestors, so listing the upper levels or not gives the same
+    rows. Other keys (``doc_keyword``, ``doc_topic``) are ignored.
+
+    Parameters
+    ----------
+    path : str or Path
+    on_error : {"raise", "skip"}
+
+    Returns
+    -------
+    Examples
+    """
+    def parse(line: str, no: int):
+        obj = _json_object(line)
+        text_key, labels_key = (_one_key(obj, keys) for keys in (_HIAGM_TEXT_KEYS, _HIAGM_LABEL_KEYS))
+        tokens = obj[text_key]
+        if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
+            tokens = " ".join(tokens)
+        elif not isinstance(tokens, str):
+            raise _Bad("bad JSON", f"{text_key!r} must be a string or a list of strings")
+        return _text(tokens), _json_labels(obj[labels_key], labels_key)
+
+    return _read_lines(path, parse, on_error)
+
+
+def _json_object(line: str) -> dict:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise _Bad("bad JSON", f"bad JSON: {e.msg} at column {e.colno}") from None
+    if not isinstance(obj, dict):
+        raise _Bad("bad JSON", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _one_key(obj: dict, keys: tuple[str, ...]) -> str:
+    """The one of ``keys`` that ``obj`` has; none or two is a bad sample."""
+    present = [k for k in keys if k in obj]
+    if len(present) != 1:
+        raise _Bad("missing key" if not present else "bad JSON",
+                   f"expected one of the keys {' or '.join(map(repr, keys))}, found "
+                   + (" and ".join(map(repr, present)) if present else "neither"))
+    return present[0]
+
+
+def _json_labels(labels, key: str) -> list[str]:
+    """A JSON list of label strings (or one string) as a stripped, non-empty list."""
+    labels = [labels] if isinstance(labels, str) else labels
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise _Bad("bad JSON", f"{key!r} must be a string or a list of strings")
+    if not labels:
+        raise _Bad("no labels")
+    if any(not x.strip() for x in labels):
+        raise _Bad("empty label")
+    return [x.strip() for x in labels]
+
+
+def read_hiagm_taxonomy(path: str | Path) -> Taxonomy:
+    """Read a HiAGM / HGCLR ``.taxonomy`` file into a validated :class:`Taxonomy`.
+
+    Each line is ``parent<TAB>child<TAB>child...``; the root is ``Root`` and its line lists the
+    top-level labels. Node ids are the names as written (trailing whitespace dropped, as
+    HiAGM's own reader does), so the labels of :func:`read_hiagm` files are node ids as they
+    stand; children keep the file's order. A name listed under two parents is one node with two
+    parents: a DAG, which the ``.tax`` format writes with ``&ID``.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    Taxonomy
+        Rooted at ``Root``, with no file of its own (``save`` needs a ``.tax`` path, so the
+        ``.taxonomy`` file is never overwritten by mistake).
+
+    Raises
+    ------
+    TaxonomyError
+        Naming the file and line: a line with no child, an empty name, a parent heading a
+        second line, a child listed twice under one parent, ``Root`` as a child, a cycle, a
+        parent listed under no node, an invalid id, or no ``Root`` line at all.
+    """
+    path = Path(path)
+    try:
+        data = _read_bytes(path)
+    except DataError as e:
+        raise TaxonomyError(e.message, path) from None
+    tax = Taxonomy.new(HIAGM_ROOT)
+    g = tax.graph
+    first_line: dict[str, int] = {}      # node -> the line that first names it
+    heads: dict[str, int] = {}           # parent -> the line it heads
+    edge_line: dict[tuple[str, str], int] = {}
+    for no, raw in enumerate(_split_lines(data), 1):
+        try:
+            line = _decode(raw).rstrip()
+        except _Bad as e:
+            raise TaxonomyError(e.message, path, no) from None
+        if not line:
+            continue
+        fields = [f.strip() for f in line.split("\t")]
+        if "" in fields:
+            raise TaxonomyError(f"empty name in field {fields.index('') + 1} (fields are "
+                                "tab-separated: parent<TAB>child<TAB>child...)", path, no)
+        if len(fields) < 2:
+            raise TaxonomyError(f"{fields[0]!r} has no child; expected parent<TAB>child<TAB>child...",
+                                path, no)
+        parent, children = fields[0], fields[1:]
+        if parent in heads:
+            # HiAGM's reader keeps only the last such line; merging them would silently differ
+            raise TaxonomyError(f"{parent!r} already heads line {heads[parent]}; list all its "
+                                "children on one line", path, no, parent)
+        heads[parent] = no
+        first_line.setdefault(parent, no)
+        g.add_node(parent)
+        for child in children:
+            first_line.setdefault(child, no)
+            if child == HIAGM_ROOT:
+                raise TaxonomyError(f"{HIAGM_ROOT!r} is the root and cannot be a child", path, no, child)
+            if child == parent:
+                raise TaxonomyError(f"self-loop: {child!r} is listed as its own child", path, no, child)
+            if g.has_edge(parent, child):
+                raise TaxonomyError(f"{child!r} is listed twice under {parent!r}", path, no, child)
+            g.add_edge(parent, child, lead=[])
+            edge_line[(parent, child)] = no
+    if HIAGM_ROOT not in heads:
+        raise TaxonomyError(f"no line for the root: expected {HIAGM_ROOT}<TAB>top-level label...", path)
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        nodes = [e[0] for e in cycle] + [cycle[0][0]]
+        raise TaxonomyError("cycle: " + " -> ".join(nodes), path, max(edge_line[e[:2]] for e in cycle),
+                            cycle[0][0])
+    for node in g:
+        if node != HIAGM_ROOT and g.in_degree(node) == 0:
+            raise TaxonomyError(f"{node!r} heads a line but is listed under no node; list it after "
+                                f"{HIAGM_ROOT!r} or another parent", path, heads[node], node)
+    try:
+        tax.validate(path)
+    except TaxonomyError as e:      # an invalid id: point at the line that names it
+        raise TaxonomyError(e.message, path, first_line.get(e.item), e.item) from None
+    return tax
 
 
 def read_class_folders(path_or_tar: str | Path, split: str | None = None,
