@@ -83,6 +83,14 @@ def thresholds(metrics: dict) -> np.ndarray | float:
     return np.asarray(d["per_label_thresholds"]) if d.get("per_label_thresholds") else float(d["threshold"])
 
 
+def probability_text(logit: float) -> str:
+    """A logit threshold as the probability it stands for, the logit in brackets: ``0.7311 (logit 1)``.
+
+    Scores are shown as sigmoid probabilities everywhere in a report, so thresholds are too.
+    """
+    return f"{float(expit(logit)):.4f} (logit {float(logit):g})"
+
+
 # ---- analyses -------------------------------------------------------------------------------
 def sibling_mask(index: TaxonomyIndex) -> np.ndarray:
     """(N, N) bool: nodes sharing a parent (the root counts, so level-1 nodes are siblings)."""
@@ -125,8 +133,8 @@ def top_confusions(counts: np.ndarray, index: TaxonomyIndex, support: np.ndarray
             for i, j in zip(g[order].tolist(), p[order].tolist())]
 
 
-def label_paths(row: np.ndarray, index: TaxonomyIndex) -> list[list[str]]:
-    """Each deepest node of a label set with its ancestors, ordered by level."""
+def label_paths(row: np.ndarray, index: TaxonomyIndex) -> list[list[int]]:
+    """Each deepest node of a label set with its ancestors, ordered by level, as columns."""
     members = np.flatnonzero(row)
     parents = index.parents_padded[members].ravel()
     has_child = np.zeros(index.n_nodes, bool)
@@ -134,7 +142,7 @@ def label_paths(row: np.ndarray, index: TaxonomyIndex) -> list[list[str]]:
     paths = []
     for tip in members[~has_child[members]]:
         anc = np.flatnonzero(index.ancestors[tip])
-        paths.append([index.ids[i] for i in anc[np.argsort(index.levels[anc], kind="stable")]] + [index.ids[tip]])
+        paths.append(anc[np.argsort(index.levels[anc], kind="stable")].tolist() + [int(tip)])
     return paths
 
 
@@ -142,8 +150,28 @@ def bad_cases(texts: list[str], scores: np.ndarray, gold: np.ndarray, pred: np.n
               index: TaxonomyIndex, threshold: np.ndarray | float, k: int) -> list[dict]:
     """The ``k`` worst samples: most wrong nodes first, then the largest margin.
 
-    The margin of a sample is the largest ``|score - threshold|`` over its wrong nodes (missed
-    or spurious): how confidently the model erred. Scores are given as sigmoid probabilities.
+    Parameters
+    ----------
+    texts : list of str
+    scores : ndarray of float, shape (n_samples, n_nodes)
+        Logits.
+    gold, pred : ndarray of bool, shape (n_samples, n_nodes)
+    index : TaxonomyIndex
+    threshold : float or ndarray of float, shape (n_nodes,)
+        The logit threshold(s) decoding used.
+    k : int
+        Samples kept.
+
+    Returns
+    -------
+    list of dict
+        One per sample, worst first: ``index`` (row in the split), ``text``, ``gold`` and ``pred``
+        (root-to-node paths of display names), ``missed`` and ``spurious`` (display names),
+        ``n_wrong``, ``margin`` (the largest ``|logit - threshold|`` over the wrong nodes: how
+        confidently the model erred) and ``scores`` (``{"id", "name", "score"}`` for every gold
+        or predicted node, the score a sigmoid probability). ``gold_ids``, ``pred_ids``,
+        ``missed_ids`` and ``spurious_ids`` hold the same labels as node ids, since display
+        names need not be unique.
     """
     wrong = gold != pred
     n_wrong = wrong.sum(1)
@@ -151,15 +179,21 @@ def bad_cases(texts: list[str], scores: np.ndarray, gold: np.ndarray, pred: np.n
     order = np.lexsort((np.arange(len(texts)), -margin, -n_wrong))
     order = order[n_wrong[order] > 0][:k]
     prob = expit(scores[order])
+    ids, names = index.ids, index.names
     out = []
     for r, i in enumerate(order.tolist()):
-        involved = np.flatnonzero(gold[i] | pred[i])
-        out.append({"index": i, "text": texts[i], "gold": label_paths(gold[i], index),
-                    "pred": label_paths(pred[i], index),
-                    "missed": [index.ids[j] for j in np.flatnonzero(gold[i] & ~pred[i])],
-                    "spurious": [index.ids[j] for j in np.flatnonzero(pred[i] & ~gold[i])],
+        gold_paths, pred_paths = label_paths(gold[i], index), label_paths(pred[i], index)
+        missed, spurious = np.flatnonzero(gold[i] & ~pred[i]), np.flatnonzero(pred[i] & ~gold[i])
+        out.append({"index": i, "text": texts[i],
+                    "gold": [[names[j] for j in p] for p in gold_paths],
+                    "gold_ids": [[ids[j] for j in p] for p in gold_paths],
+                    "pred": [[names[j] for j in p] for p in pred_paths],
+                    "pred_ids": [[ids[j] for j in p] for p in pred_paths],
+                    "missed": [names[j] for j in missed], "missed_ids": [ids[j] for j in missed],
+                    "spurious": [names[j] for j in spurious], "spurious_ids": [ids[j] for j in spurious],
                     "n_wrong": int(n_wrong[i]), "margin": round(float(margin[i]), 4),
-                    "scores": {index.ids[j]: round(float(prob[r, j]), 4) for j in involved}})
+                    "scores": [{"id": ids[j], "name": names[j], "score": round(float(prob[r, j]), 4)}
+                               for j in np.flatnonzero(gold[i] | pred[i])]})
     return out
 
 
@@ -214,28 +248,164 @@ def _plot_text(text: str, col: int) -> str:
     return text if text.isascii() or cjk_font() else f"#{col}"
 
 
+def fitted_limits(values: np.ndarray, margin: float = 0.06, min_span: float = 0.1) -> tuple[float, float]:
+    """Axis limits around ``values`` with a small margin, clipped to [0, 1].
+
+    Parameters
+    ----------
+    values : ndarray of float
+        Scores in [0, 1] (F1), not empty.
+    margin : float
+        Share of the shown span added on each side.
+    min_span : float
+        The least span shown before the margin, so that near-equal values are not spread over
+        the whole height.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+    """
+    lo, hi = float(np.min(values)), float(np.max(values))
+    span = max(hi - lo, min_span)
+    pad = margin * span + (span - (hi - lo)) / 2
+    return max(0.0, lo - pad), min(1.0, hi + pad)
+
+
+MARKER_SIZE = 22        # scatter marker area in points², as matplotlib's ``s``
+
+
+def place_labels(ax, points: np.ndarray, named: list[int], texts: list[str], fontsize: float = 8) -> list:
+    """Name some of the plotted points with text boxes that overlap neither each other nor any point.
+
+    Each label takes the first free spot of: right of its point, left, above, below, the four
+    corners; else the free spot nearest the point on a grid over the axes, joined to it by a
+    leader line that crosses no placed label (or, when labels wall the point in, the nearest one
+    whose leader does). Spots are free when the box stays inside the axes and clears every
+    marker, every placed label and every leader line, with air to spare for the labels' white
+    backing, which keeps them legible over grid and leader lines. Sizes come from the Agg
+    renderer, so the figure's layout must be final: this freezes it (layout engine and axis
+    limits) and should run after everything else is drawn.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+    points : ndarray of float, shape (n_points, 2)
+        Every plotted point in data coordinates, all of them obstacles.
+    named : list of int
+        Rows of ``points`` to name, the first placed first.
+    texts : list of str
+        Their labels.
+    fontsize : float
+
+    Returns
+    -------
+    list of matplotlib.text.Annotation
+        The labels placed, in the order of ``named``; one is left out only when no free spot
+        is left for it.
+    """
+    fig = ax.figure
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")           # a later layout pass would move the axes under the labels
+    ax.autoscale(False)                     # leader lines must not widen the limits
+    renderer = fig.canvas.get_renderer()
+    px_per_pt = fig.dpi / 72
+    xy = ax.transData.transform(points)
+    pad = 0.1                                                # the white backing's margin, in font sizes
+    backing = pad * fontsize * px_per_pt
+    radius = np.sqrt(MARKER_SIZE) / 2 * px_per_pt
+    r = radius + backing + 1                                 # clear of the marker, the backing and a pixel of air
+    obstacles = np.hstack([xy - r, xy + r])                  # (x0, y0, x1, y1) in pixels
+    frame = ax.get_window_extent(renderer).extents + np.array([1, 1, -1, -1]) * (backing + 1)
+    gap, air = r + 1, 2 * backing + 1                        # label to its point; between two labels
+    leaders = np.empty((0, 2))              # sample points along the leader lines drawn so far
+    placed = []
+    for j, text in zip(named, texts):
+        ann = ax.annotate(text, points[j], xytext=(0, 0), textcoords="offset points", fontsize=fontsize,
+                          ha="left", va="bottom", annotation_clip=False,   # points on the frame still named
+                          bbox={"boxstyle": f"square,pad={pad}", "fc": "white", "ec": "none", "alpha": 0.8})
+        w, h = ann.get_window_extent(renderer).size
+        p = xy[j]
+        near = p + np.array([(gap, -h / 2), (-gap - w, -h / 2), (-w / 2, gap), (-w / 2, -gap - h),
+                             (gap, gap), (gap, -gap - h), (-gap - w, gap), (-gap - w, -gap - h)])
+        step = max(h / 2, 1.0)
+        gx, gy = np.meshgrid(np.arange(frame[0], frame[2] - w, step), np.arange(frame[1], frame[3] - h, step))
+        grid = np.column_stack([gx.ravel(), gy.ravel()])
+        dist = np.hypot(np.maximum.reduce([grid[:, 0] - p[0], p[0] - grid[:, 0] - w, np.zeros(len(grid))]),
+                        np.maximum.reduce([grid[:, 1] - p[1], p[1] - grid[:, 1] - h, np.zeros(len(grid))]))
+        corner = np.vstack([near, grid[np.argsort(dist, kind="stable")]])
+        boxes = np.hstack([corner, corner + (w, h)])
+        inside = (boxes[:, :2] >= frame[:2]).all(1) & (boxes[:, 2:] <= frame[2:]).all(1)
+        free = inside & ~_overlaps(boxes, obstacles).any(1) & ~_contains(boxes, leaders).any(1)
+        # a leader from the point to the nearest edge of a far box must not cross a placed label
+        ends = np.clip(p, boxes[:, :2], boxes[:, 2:])
+        t = np.linspace(0, 1, 64)[None, :, None]
+        samples = p + t * (ends - p)[:, None, :]                         # (boxes, 64, 2)
+        labels = obstacles[len(points):]
+        crossing = _contains(labels, samples.reshape(-1, 2)).reshape(len(labels), *samples.shape[:2]).any((0, 2))
+        crossing[:len(near)] = False                                     # the spots beside the point need none
+        clear = free & ~crossing
+        # where every way out crosses a label (a point walled in by others' labels), cross one
+        ok = clear if clear.any() else free
+        if not ok.any():
+            ann.remove()
+            continue
+        k = int(np.argmax(ok))
+        x0, y0 = corner[k]
+        ann.xyann = ((x0 - p[0]) / px_per_pt, (y0 - p[1]) / px_per_pt)
+        if k >= len(near):
+            start = p + (ends[k] - p) * radius / np.hypot(*(ends[k] - p))       # from the marker's edge
+            line = ax.transData.inverted().transform(np.vstack([start, ends[k]]))
+            ax.plot(line[:, 0], line[:, 1], color="0.45", lw=0.6, zorder=1.5)
+            leaders = np.vstack([leaders, samples[k]])
+        obstacles = np.vstack([obstacles, boxes[k] + (-air, -air, air, air)])
+        placed.append(ann)
+    return placed
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) bool: boxes ``(x0, y0, x1, y1)`` whose interiors intersect."""
+    return ((a[:, None, 0] < b[None, :, 2]) & (b[None, :, 0] < a[:, None, 2]) &
+            (a[:, None, 1] < b[None, :, 3]) & (b[None, :, 1] < a[:, None, 3]))
+
+
+def _contains(boxes: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """(len(boxes), len(pts)) bool: points inside boxes ``(x0, y0, x1, y1)``."""
+    return ((boxes[:, None, 0] <= pts[None, :, 0]) & (pts[None, :, 0] <= boxes[:, None, 2]) &
+            (boxes[:, None, 1] <= pts[None, :, 1]) & (pts[None, :, 1] <= boxes[:, None, 3]))
+
+
+def draw_f1_vs_frequency(fig, per_label: list[dict], train_freq: np.ndarray, annotate: int = 8):
+    """Draw per-label F1 against training frequency on ``fig``; the axes drawn on.
+
+    Log x, one colour per level, the y-axis fitted to the F1 values; the ``annotate`` weakest
+    labels with gold support are named without overlap (:func:`place_labels`).
+    """
+    ax = fig.subplots()
+    f1 = np.array([r["f1"] or 0.0 for r in per_label])
+    level = np.array([r["level"] for r in per_label])
+    x = np.maximum(train_freq, 0.5)                      # unseen labels sit at 0.5 on the log axis
+    for lv in np.unique(level):
+        m = level == lv
+        # unclipped: a point at F1 0 or 1 sits on the fitted frame and stays whole
+        ax.scatter(x[m], f1[m], s=MARKER_SIZE, alpha=0.75, label=f"level {lv}", clip_on=False)
+    ax.set_xscale("log")
+    _plain_ticks(ax.xaxis)
+    ax.margins(x=0.08)
+    ax.set_xlabel("training samples (log; 0 shown at 0.5)")
+    ax.set_ylabel("F1 on the evaluated split")
+    ax.set_ylim(*fitted_limits(f1))
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside upper center", ncols=len(np.unique(level)), frameon=False)   # keeps the axes free
+    seen = np.flatnonzero(np.array([r["support"] for r in per_label]) > 0)
+    worst = seen[np.argsort(f1[seen], kind="stable")][:annotate].tolist()
+    place_labels(ax, np.column_stack([x, f1]), worst, [_plot_text(per_label[j]["name"], j) for j in worst])
+    return ax
+
+
 def plot_f1_vs_frequency(per_label: list[dict], train_freq: np.ndarray, annotate: int = 8) -> bytes:
-    """Per-label F1 against training frequency (log x), coloured by level; the worst labelled."""
+    """Per-label F1 against training frequency as a PNG (:func:`draw_f1_vs_frequency`)."""
     with _figure(8, 5) as fig:
-        ax = fig.subplots()
-        f1 = np.array([r["f1"] or 0.0 for r in per_label])
-        level = np.array([r["level"] for r in per_label])
-        x = np.maximum(train_freq, 0.5)                      # unseen labels sit at 0.5 on the log axis
-        for lv in np.unique(level):
-            m = level == lv
-            ax.scatter(x[m], f1[m], s=22, alpha=0.75, label=f"level {lv}")
-        seen = np.flatnonzero(np.array([r["support"] for r in per_label]) > 0)
-        for j in seen[np.argsort(f1[seen], kind="stable")][:annotate]:
-            ax.annotate(_plot_text(per_label[j]["name"], j), (x[j], f1[j]), fontsize=8,
-                        xytext=(4, 3), textcoords="offset points")
-        ax.set_xscale("log")
-        _plain_ticks(ax.xaxis)
-        ax.margins(x=0.08)
-        ax.set_xlabel("training samples (log; 0 shown at 0.5)")
-        ax.set_ylabel("F1 on the evaluated split")
-        ax.set_ylim(-0.03, 1.03)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        draw_f1_vs_frequency(fig, per_label, train_freq, annotate)
         return _png(fig)
 
 
@@ -252,7 +422,7 @@ def plot_score_histograms(scores: np.ndarray, gold: np.ndarray, index: TaxonomyI
             ax, p, g = axes[k], prob[:, sl], gold[:, sl].astype(bool)
             ax.hist(p[~g], bins, alpha=0.6, color="tab:red", label="gold negative")
             ax.hist(p[g], bins, alpha=0.6, color="tab:blue", label="gold positive")
-            ax.axvline(expit(threshold), color="black", ls="--", lw=1, label=f"threshold {threshold:g}")
+            ax.axvline(expit(threshold), color="black", ls="--", lw=1, label=f"threshold {probability_text(threshold)}")
             ax.set_yscale("log")
             _plain_ticks(ax.yaxis)
             ax.set_title(f"level {k + 1}")
@@ -425,7 +595,7 @@ def write_report(run_dir: str | Path, top_bad: int = 50, top_pairs: int = 20) ->
     doc = Doc(f"Run report: {run.name}")
     _summary(doc, run, split, len(gold), len(data.labels["train"]))
     _scores(doc, m)
-    _per_label(doc, per_label, train_freq)
+    _per_label(doc, per_label, train_freq, thr if isinstance(thr, np.ndarray) else None)
     doc.image("f1_vs_train_frequency.png", plot_f1_vs_frequency(per_label, train_freq),
               "Per-label F1 against training frequency (log x); the worst labels are named")
     doc.heading("Confusions between siblings")
@@ -437,16 +607,18 @@ def write_report(run_dir: str | Path, top_bad: int = 50, top_pairs: int = 20) ->
     doc.table(["gold", "predicted instead", "count", "gold support", "parent"],
               [[p["gold"], p["predicted"], p["count"], p["gold_support"], p["parent"] or "ROOT"] for p in pairs])
     doc.heading("Scores and threshold")
-    note = " (per-label thresholds were tuned; the line marks the global one)" if isinstance(thr, np.ndarray) else ""
+    note = (" (per-label thresholds were tuned, each in the per-label tables; the line marks the global one)"
+            if isinstance(thr, np.ndarray) else "")
     doc.para(f"Distribution of sigmoid scores for gold positives and negatives on {split}, log counts; "
-             f"decoding {m['decode']['method']}, threshold {global_thr:g} on the logit{note}.")
+             f"decoding {m['decode']['method']}, threshold {probability_text(global_thr)} as a probability{note}.")
     doc.image("score_histograms.png", plot_score_histograms(scores, gold, index, global_thr),
               "Sigmoid scores of gold positives vs negatives per level, threshold dashed")
     cases = bad_cases(data.texts[split], scores, gold, pred, index, thr, top_bad)
     doc.heading("Worst errors")
     doc.para(f"The {len(cases)} worst samples are in bad_cases.jsonl (most wrong nodes first, then the "
-             f"most confident error); the first {min(10, len(cases))}:")
-    doc.table(["#", "text", "gold", "predicted", "wrong nodes", "margin"],
+             f"most confident error; labels by display name, their ids beside them in the file); "
+             f"the first {min(10, len(cases))}:")
+    doc.table(["#", "text", "gold", "predicted", "wrong nodes", "margin (logit)"],
               [[c["index"], c["text"][:120] + ("…" if len(c["text"]) > 120 else ""),
                 "; ".join(" > ".join(p) for p in c["gold"]), "; ".join(" > ".join(p) for p in c["pred"]) or "–",
                 c["n_wrong"], c["margin"]] for c in cases[:10]])
@@ -474,9 +646,18 @@ def _summary(doc: Doc, run: Run, split: str, n_eval: int, n_train: int) -> None:
         ["train time", f"{duration(st.get('train_seconds'))} ({st.get('epoch', '–')} epochs, best {st.get('best_epoch', '–')})"],
         ["machine", machine_text(run.meta.get("machine"))],
         ["samples", f"{n_train} train, {n_eval} {split}"],
-        ["decoding", f"{m['decode']['method']}, threshold {m['decode']['threshold']:g}"
-                     f"{', per-label thresholds' if m['decode'].get('per_label_thresholds') else ''}"],
+        ["decoding", _decoding_text(m["decode"])],
         ["inference", f"{inf.get('texts_per_s', '–')} texts/s on {inf.get('device', '–')}"]])
+
+
+def _decoding_text(d: dict) -> str:
+    """The decoding method and its thresholds as probabilities: the global one, and the range of the
+    per-label ones when they were tuned."""
+    text = f"{d['method']}, threshold {probability_text(d['threshold'])}"
+    if d.get("per_label_thresholds"):
+        p = expit(np.asarray(d["per_label_thresholds"], dtype=float))
+        text += f"; per-label thresholds {p.min():.4f}–{p.max():.4f}"
+    return text
 
 
 def _scores(doc: Doc, m: dict) -> None:
@@ -502,17 +683,23 @@ def _scores(doc: Doc, m: dict) -> None:
               [[label, before.get(k), test.get(k)] for k, label in SUMMARY_ROWS])
 
 
-def _per_label(doc: Doc, per_label: list[dict], train_freq: np.ndarray) -> None:
+def _per_label(doc: Doc, per_label: list[dict], train_freq: np.ndarray, label_thr: np.ndarray | None) -> None:
+    """The per-label tables; with ``label_thr`` (per-label logit thresholds) a column of them as
+    probabilities."""
     doc.heading("Per label (long tail)")
     doc.para("Grouped by level, sorted by gold support on the evaluated split; 'train' counts the "
-             "training split the run learned from.")
+             "training split the run learned from" +
+             ("; 'threshold' is the label's tuned decision threshold as a probability." if label_thr is not None
+              else "."))
+    prob = None if label_thr is None else expit(np.asarray(label_thr, dtype=float)).tolist()
     for lv in sorted({r["level"] for r in per_label}):
-        rows = sorted(((r, int(train_freq[j])) for j, r in enumerate(per_label) if r["level"] == lv),
-                      key=lambda t: (-t[0]["support"], -t[1], t[0]["id"]))
+        rows = sorted(((j, r, int(train_freq[j])) for j, r in enumerate(per_label) if r["level"] == lv),
+                      key=lambda t: (-t[1]["support"], -t[2], t[1]["id"]))
         doc.heading(f"Level {lv} ({len(rows)} labels)", 3)
-        doc.table(["id", "name", "train", "support", "predicted", "precision", "recall", "F1"],
-                  [[r["id"], r["name"], f, r["support"], r["predicted"], r["precision"], r["recall"], r["f1"]]
-                   for r, f in rows])
+        doc.table(["id", "name", "train", "support", "predicted", "precision", "recall", "F1"] +
+                  (["threshold"] if prob is not None else []),
+                  [[r["id"], r["name"], f, r["support"], r["predicted"], r["precision"], r["recall"], r["f1"]] +
+                   ([prob[j]] if prob is not None else []) for j, r, f in rows])
 
 
 # ---- comparison -------------------------------------------------------------------------------

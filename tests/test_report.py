@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from typer.testing import CliRunner
 from hmtc import report
 from hmtc.cli import app as hmtc_app
 from hmtc.cli.report import compare_command, report_command, results_command
-from hmtc.report import bad_cases, sibling_confusions
+from hmtc.report import bad_cases, fitted_limits, probability_text, sibling_confusions
 from hmtc.taxonomy import Taxonomy
 
 from conftest import TAXONOMY, tiny_config_text
@@ -62,8 +64,9 @@ def test_report_writes_its_files(tiny_runs):
     assert keys == sorted(keys)
     for c in cases:
         assert c["text"] and c["n_wrong"] == len(c["missed"]) + len(c["spurious"]) > 0
-        assert set(c["missed"]) <= set(c["scores"]) and set(c["spurious"]) <= set(c["scores"])
-        assert all(0 <= s <= 1 for s in c["scores"].values())
+        scored = {s["id"] for s in c["scores"]}
+        assert set(c["missed_ids"]) <= scored and set(c["spurious_ids"]) <= scored
+        assert all(0 <= s["score"] <= 1 for s in c["scores"])
 
 
 def test_html_is_self_contained(tiny_runs):
@@ -107,7 +110,117 @@ def test_bad_cases_rank_by_wrong_nodes_then_margin():
     scores[2, index.id_to_index["animal-dog"]] = 5.0       # same errors as row 1, more confident
     cases = bad_cases(["a", "b", "c", "d"], scores, gold, pred, index, 0.0, k=10)
     assert [c["index"] for c in cases] == [3, 2, 1]
-    assert cases[0]["gold"] == [["animal", "animal-cat"]] and cases[0]["pred"] == [["plant", "plant-rose"]]
+    assert cases[0]["gold_ids"] == [["animal", "animal-cat"]] and cases[0]["pred_ids"] == [["plant", "plant-rose"]]
+
+
+def test_bad_cases_show_display_names_and_keep_ids():
+    index = Taxonomy.parse(TAXONOMY).compile()             # animal-cat "cat", ...; level 1 has no names
+    gold = index.indicator([["animal-cat", "plant-tree"]])
+    pred = index.indicator([["animal-dog", "plant-tree"]])
+    scores = np.where(pred, 2.0, -2.0)
+    [case] = bad_cases(["x"], scores, gold, pred, index, 0.0, k=5)
+    assert case["gold"] == [["animal", "cat"], ["plant", "tree"]]
+    assert case["gold_ids"] == [["animal", "animal-cat"], ["plant", "plant-tree"]]
+    assert case["pred"] == [["animal", "dog"], ["plant", "tree"]]
+    assert case["pred_ids"] == [["animal", "animal-dog"], ["plant", "plant-tree"]]
+    assert (case["missed"], case["missed_ids"]) == (["cat"], ["animal-cat"])
+    assert (case["spurious"], case["spurious_ids"]) == (["dog"], ["animal-dog"])
+    assert case["scores"] == [{"id": i, "name": n, "score": s} for i, n, s in (
+        ("animal", "animal", 0.8808), ("plant", "plant", 0.8808), ("animal-cat", "cat", 0.1192),
+        ("animal-dog", "dog", 0.8808), ("plant-tree", "tree", 0.8808))]
+
+
+def test_report_bad_case_table_shows_display_names(tiny_runs):
+    md = (tiny_runs[0] / "report.md").read_text(encoding="utf-8")
+    rows = [line.strip("|").split(" | ") for line in md.split("## Worst errors")[1].strip().splitlines()[4:]]
+    cases = [json.loads(line) for line in (tiny_runs[0] / "bad_cases.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows and len(rows) == min(10, len(cases))
+    for row, case in zip(rows, cases):
+        assert row[2] == "; ".join(" > ".join(p) for p in case["gold"])
+        assert row[3] == ("; ".join(" > ".join(p) for p in case["pred"]) or "–")
+        assert not re.search(r"animal-|plant-", row[2] + row[3])      # every leaf id has a display name
+
+
+def _crowded(n=40):
+    """Per-label rows and training counts: many weak labels at nearly the same frequency and F1."""
+    per_label = [{"id": f"l{j}", "name": f"weak label {j}", "level": 1 + j % 2, "f1": 0.30 + 0.002 * j,
+                  "support": 5} for j in range(n)] + [{"id": "ok", "name": "ok", "level": 1, "f1": 0.9, "support": 50}]
+    return per_label, np.array([10 + j % 4 for j in range(n)] + [400])
+
+
+def test_f1_plot_labels_overlap_neither_each_other_nor_points():
+    per_label, freq = _crowded()
+    with report._figure(8, 5) as fig:
+        ax = report.draw_f1_vs_frequency(fig, per_label, freq, annotate=12)
+        report._png(fig)                                  # as the report renders it
+        renderer = fig.canvas.get_renderer()
+        labels = [t.get_window_extent(renderer) for t in ax.texts]
+        xy = np.vstack([c.get_offset_transform().transform(c.get_offsets()) for c in ax.collections])
+        frame = ax.get_window_extent(renderer)
+        named = ax.transData.transform([(freq[j], per_label[j]["f1"]) for j in range(12)])
+    assert [t.get_text() for t in ax.texts] == [f"weak label {j}" for j in range(12)]
+    # crowded: each named point has another closer than a label is tall, so fixed offsets would collide
+    gaps = np.hypot(*(named[:, None] - named[None]).transpose(2, 0, 1)) + np.diag(np.full(12, np.inf))
+    assert (gaps.min(1) < min(b.height for b in labels)).all()
+    pairs = list(itertools.combinations(range(len(labels)), 2))
+    assert not [(a, b) for a, b in pairs if labels[a].overlaps(labels[b])]
+    r = np.sqrt(report.MARKER_SIZE) / 2 * fig.dpi / 72
+    for box in labels:
+        assert frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+        near_x = np.clip(xy[:, 0], box.x0, box.x1)
+        near_y = np.clip(xy[:, 1], box.y0, box.y1)
+        assert np.hypot(xy[:, 0] - near_x, xy[:, 1] - near_y).min() > r      # no marker under a label
+
+
+def test_f1_axis_fits_the_data():
+    def ylim(f1):
+        per_label = [{"id": f"l{j}", "name": f"l{j}", "level": 1, "f1": f, "support": 3} for j, f in enumerate(f1)]
+        with report._figure(8, 5) as fig:
+            return report.draw_f1_vs_frequency(fig, per_label, np.arange(len(f1)) * 7).get_ylim()
+
+    lo, hi = ylim([0.55, 0.62, 0.7, 0.8])
+    assert 0.52 < lo < 0.55 and 0.8 < hi < 0.83              # the data and a small margin, not 0..1
+    assert ylim([0.0, 0.4, 1.0]) == (0.0, 1.0)               # clipped to F1's range
+    lo, hi = ylim([0.95, 0.95])
+    assert lo < 0.95 and hi <= 1.0 and hi - lo >= 0.05        # equal values still get a readable span
+    assert fitted_limits(np.array([0.2, 0.7]), margin=0.1) == pytest.approx((0.15, 0.75))
+
+
+def test_probability_text():
+    assert probability_text(0.0) == "0.5000 (logit 0)"
+    assert probability_text(-2.0) == "0.1192 (logit -2)"
+    assert probability_text(np.float32(1.5)) == "0.8176 (logit 1.5)"
+
+
+def test_report_shows_thresholds_as_probabilities(tiny_runs):
+    m = json.loads((tiny_runs[0] / "metrics.json").read_text(encoding="utf-8"))
+    t = m["decode"]["threshold"]
+    md = (tiny_runs[0] / "report.md").read_text(encoding="utf-8")
+    shown = probability_text(t)
+    assert f"| decoding | {m['decode']['method']}, threshold {shown} |" in md
+    assert f"threshold {shown} as a probability." in md
+    assert f"threshold {t:g} " not in md
+
+
+def test_report_shows_per_label_thresholds_as_probabilities(tiny_runs, tmp_path):
+    run = tmp_path / "per-label"
+    shutil.copytree(tiny_runs[0], run)
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    index = Taxonomy.load(run / "best" / "taxonomy.tax").compile()
+    logits = np.linspace(-2.0, 1.0, index.n_nodes)
+    metrics["decode"]["per_label_thresholds"] = logits.tolist()
+    (run / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    files = report.write_report(run, top_bad=5)
+    md = files["md"].read_text(encoding="utf-8")
+    assert f"; per-label thresholds {1 / (1 + np.exp(2.0)):.4f}–{1 / (1 + np.exp(-1.0)):.4f} |" in md
+    for k, sl in enumerate(index.level_slices, 1):
+        block = md.split(f"### Level {k} (")[1].split("\n\n")[1]
+        lines = block.splitlines()
+        assert lines[0].endswith("| F1 | threshold |")
+        shown = {r.strip("|").split("|")[0].strip(): float(r.strip("|").split("|")[-1]) for r in lines[2:]}
+        assert shown == {index.ids[j]: round(1 / (1 + np.exp(-logits[j])), 4) for j in range(sl.start, sl.stop)}
+    outputs = {name: path.read_bytes() for name, path in files.items()}
+    assert {name: path.read_bytes() for name, path in report.write_report(run, top_bad=5).items()} == outputs
 
 
 def test_plot_labels_fall_back_to_ascii_without_a_cjk_font(monkeypatch):
@@ -126,7 +239,6 @@ def test_compare_writes_both_runs(tiny_runs, tmp_path):
 
 
 def test_compare_shows_a_seeds_folder_as_mean_and_std(tiny_runs, tmp_path):
-    import shutil
     seeds = tmp_path / "set"
     for i, run in enumerate(tiny_runs):
         shutil.copytree(run, seeds / f"seed-{i}")
