@@ -435,6 +435,26 @@ def plot_score_histograms(scores: np.ndarray, gold: np.ndarray, index: TaxonomyI
         return _png(fig)
 
 
+def plot_reliability(calibration: dict) -> bytes:
+    """Reliability diagram: observed frequency against mean predicted probability per bin, before
+    and after the per-level temperatures, with the diagonal of perfect calibration."""
+    with _figure(5.2, 4.4) as fig:
+        ax = fig.subplots()
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":", label="perfectly calibrated")
+        for key, color, label in (("reliability_before", "tab:red", "before"), ("reliability_after", "tab:blue",
+                                                                                "after temperature scaling")):
+            rows = [r for r in calibration[key] if r["count"]]
+            ece_value = calibration[key.replace("reliability", "ece")]
+            ax.plot([r["confidence"] for r in rows], [r["frequency"] for r in rows], marker="o", ms=4,
+                    color=color, label=f"{label} (ECE {ece_value:.4f})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("mean predicted probability (bin)")
+        ax.set_ylabel("observed frequency")
+        ax.legend(fontsize=8, loc="upper left")
+        return _png(fig)
+
+
 # ---- one document, two renderings -------------------------------------------------------------
 class Code(str):
     """A table cell or paragraph shown as code."""
@@ -613,6 +633,15 @@ def write_report(run_dir: str | Path, top_bad: int = 50, top_pairs: int = 20) ->
              f"decoding {m['decode']['method']}, threshold {probability_text(global_thr)} as a probability{note}.")
     doc.image("score_histograms.png", plot_score_histograms(scores, gold, index, global_thr),
               "Sigmoid scores of gold positives vs negatives per level, threshold dashed")
+    cal = m.get("calibration")
+    if cal:                     # runs evaluated before calibration existed have none
+        doc.heading("Calibration")
+        doc.para(f"Expected calibration error on {split} over every (text, node) pair, 15 bins: "
+                 f"{cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after one temperature per level "
+                 f"fitted on dev ({', '.join(f'L{k + 1} {t:.3g}' for k, t in enumerate(cal['temperatures']))}); "
+                 "the probabilities predict, serve and the estimator report are the calibrated ones.")
+        doc.image("reliability.png", plot_reliability(cal),
+                  "Observed frequency against predicted probability, before and after temperature scaling")
     cases = bad_cases(data.texts[split], scores, gold, pred, index, thr, top_bad)
     doc.heading("Worst errors")
     doc.para(f"The {len(cases)} worst samples are in bad_cases.jsonl (most wrong nodes first, then the "

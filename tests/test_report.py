@@ -52,12 +52,15 @@ def tiny_runs(tmp_path_factory, tiny_encoder, tiny_dataset):
 def test_report_writes_its_files(tiny_runs):
     run = tiny_runs[0]
     for name in ("report.md", "report.html", "bad_cases.jsonl", "report_files/f1_vs_train_frequency.png",
-                 "report_files/score_histograms.png"):
+                 "report_files/score_histograms.png", "report_files/reliability.png"):
         assert (run / name).is_file(), name
     md = (run / "report.md").read_text(encoding="utf-8")
     for needle in ("tiny-a", "hierarchical", "C-micro", "inconsistent samples", "Confusions between siblings",
-                   "](report_files/f1_vs_train_frequency.png)", "](report_files/score_histograms.png)"):
+                   "](report_files/f1_vs_train_frequency.png)", "](report_files/score_histograms.png)",
+                   "](report_files/reliability.png)"):
         assert needle in md, needle
+    cal = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["calibration"]
+    assert f"{cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after one temperature per level" in md
     cases = [json.loads(line) for line in (run / "bad_cases.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(cases) <= 5
     keys = [(-c["n_wrong"], -c["margin"]) for c in cases]
@@ -72,7 +75,7 @@ def test_report_writes_its_files(tiny_runs):
 def test_html_is_self_contained(tiny_runs):
     page = (tiny_runs[0] / "report.html").read_text(encoding="utf-8")
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 2
+    assert len(images) == 3          # F1 by frequency, score histograms, reliability
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "<link" not in page and "<script" not in page and "url(" not in page
