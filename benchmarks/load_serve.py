@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hmtc.io import atomic_write_json
+from hmtc.record import git_commit, machine_info, now
+
 from hmtc.predict import predict_texts
 from hmtc.serve import load_served
 
@@ -164,7 +167,9 @@ def main() -> None:
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads of the server and of in-process predict")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--out", type=Path, help="also record the rows here (JSON) with the command, commit and machine")
     args = p.parse_args()
+    command = " ".join(["python", "benchmarks/load_serve.py", *sys.argv[1:]])
     pool = read_input(args.input, args.requests) if args.input else SAMPLE
     texts = list(itertools.islice(itertools.cycle(pool), args.requests))
     rows = in_process(args.run, args.engine, args.threads, texts, args.time_limit)
@@ -180,6 +185,9 @@ def main() -> None:
             "cores": os.cpu_count()}
     print(json.dumps({**meta, "rows": rows}, ensure_ascii=False) if args.json else
           f"{json.dumps(meta)}\n{table(rows)}")
+    if args.out:
+        atomic_write_json(args.out, {**meta, "command": command, "git_commit": git_commit(), "date": now(),
+                                     "machine": machine_info(), "rows": rows})
 
 
 if __name__ == "__main__":
