@@ -85,6 +85,9 @@ class DataConfig:
     dataset: str = _key("duee", "built-in dataset name or a dataset TOML")
     data_dir: str = _key("", "folder of the built-in datasets (\"\": `$HMTC_DATA`)")
     taxonomy: str = _key("", "taxonomy file (\"\": the dataset's own)")
+    options: dict[str, Any] = _key({}, "reader options set over the dataset's own, e.g. "
+                                       "`{ remove = [\"headers\", \"footers\", \"quotes\"] }` for 20newsgroups "
+                                       "(data/README.md)")
     dev_fraction: float = _key(0.05, "share of train carved out (seeded) as dev when the dataset has no dev split",
                                _range(0, 1, high_open=True))
     max_length: int = _key(128, "tokens kept per text", _range(1))

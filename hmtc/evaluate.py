@@ -15,6 +15,7 @@ from rich.console import Console
 
 from .calibration import calibrated, ece, fit_temperatures, reliability
 from .config import DEFAULTS
+from .data.catalog import dataset_protocol
 from .data.prepare import locate, prepare, taxonomy_for
 from .decode import decode, stops_early, tune_global_threshold, tune_label_thresholds
 from .errors import HmtcError
@@ -144,6 +145,7 @@ def build_record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, s
     return {
         "name": run_key(run_dir, cfg["train"]["output_dir"]) + suffix, "config_name": cfg["name"],
         "dataset": cfg["data"]["dataset"], "model": cfg["model"]["name"],
+        "dataset_protocol": dataset_protocol(cfg["data"]["dataset"], cfg["data"].get("options") or None),
         "encoder": cfg["model"]["encoder"], "seed": cfg["train"]["seed"],
         "command": run_meta.get("command"), "eval_command": command,
         "git_commit": run_meta.get("git_commit"), "eval_git_commit": git_commit(),

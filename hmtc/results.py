@@ -145,7 +145,7 @@ class Group:
 
     @property
     def budget(self) -> str:
-        return _key(self.settings, lambda k: k in BUDGET or k.startswith("model.encoder_options.")) + \
+        return _key(self.settings, lambda k: k in BUDGET or k.startswith(("model.encoder_options.", "data.options."))) + \
             f"|{self.seeds}|{self.settings['engine']}|{self.dataset}"
 
     @property
@@ -415,7 +415,7 @@ def render_results(records_dir: str | Path, out: str | Path = "experiments/RESUL
         dg = sorted((g for g in gs if g.dataset == d),
                     key=lambda g: (-(g.stat("micro_f1") or (0.0, 0))[0], g.name))
         depth = max(g.depth for g in dg)
-        header = (["run", "model", "encoder", "n", "micro F1", "macro F1", "leaf mi / ma"] +
+        header = (["run", "model", "encoder", "protocol", "n", "micro F1", "macro F1", "leaf mi / ma"] +
                   [f"L{k} mi / ma" for k in range(1, depth + 1)] +
                   ["hier F1", "inconsistent", "train time per seed", "machine", "seeds", "commit", "command"])
         rows = []
@@ -424,7 +424,8 @@ def render_results(records_dir: str | Path, out: str | Path = "experiments/RESUL
                       for k in range(1, depth + 1)]
             leaf = f"{_leaf(g)[0]:.4f} / {_leaf(g)[1]:.4f}" if g.stat("leaf_micro_f1") else None
             inc = g.stat("inconsistent_samples")
-            rows.append([g.name, g.model, g.source.get("encoder") or "–", g.n, pm(g.stat("micro_f1"), g.n),
+            rows.append([g.name, g.model, g.source.get("encoder") or "–", g.source.get("dataset_protocol", "raw"),
+                         g.n, pm(g.stat("micro_f1"), g.n),
                          pm(g.stat("macro_f1"), g.n), leaf, *levels,
                          pm(g.stat("hier_f1"), g.n), f"{100 * inc[0]:.2f}%" if inc else None,
                          duration(g.train_seconds), machine_text(g.source.get("machine")),

@@ -57,6 +57,7 @@ def test_cli_train_eval_predict(run_config, tmp_path):
     record = json.loads((tmp_path / "records" / "tiny-msml.json").read_text())
     for key in ("command", "git_commit", "seed", "train_seconds", "machine", "metrics", "config", "dataset"):
         assert record[key] is not None, key
+    assert record["dataset_protocol"] == "raw"          # how the texts were cleaned: not at all
     assert (run / "best" / "decode.json").is_file()
 
     r = invoke("eval", run, "--json", "--quiet", "--overwrite")

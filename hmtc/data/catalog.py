@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import inspect
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,8 @@ from ..config import tomllib
 from ..errors import DataError
 from ..registry import Registry
 from ..taxonomy import Taxonomy, TaxonomyIndex
-from .readers import (Examples, check_on_error, read_class_folders, read_goemotions, read_hiagm,
-                      read_hiagm_taxonomy, read_jsonl, read_label_text, read_table)
+from .readers import (Examples, check_on_error, check_removals, read_class_folders, read_goemotions,
+                      read_hiagm, read_hiagm_taxonomy, read_jsonl, read_label_text, read_table)
 
 PROJECT_ROOT = Path(hmtc.__file__).resolve().parents[1]
 READERS = {"label_text": read_label_text, "table": read_table, "jsonl": read_jsonl,
@@ -77,6 +77,21 @@ class DatasetSpec:
     description: str = ""
     toml: Path | None = None
 
+    @property
+    def protocol(self) -> str:
+        """How the texts are cleaned, for a run's record: ``"raw"`` (as in the files) or the
+        removals of the ``remove`` reader option, ``"remove=headers,footers,quotes"``.
+
+        Splits read differently are listed one by one: ``"train: remove=headers; test: raw"``.
+        """
+        per_split = {}
+        for name, split in self.splits.items():
+            removals = check_removals({**self.options, **split.options}.get("remove", ()))
+            per_split[name] = "remove=" + ",".join(removals) if removals else "raw"
+        if len(set(per_split.values())) == 1:
+            return next(iter(per_split.values()))
+        return "; ".join(f"{name}: {protocol}" for name, protocol in per_split.items())
+
 
 # the built-in datasets by name; a name that is none of them may be a dataset .toml file
 DATASETS: Registry = Registry("dataset", DataError, hint="; or give a dataset .toml file")
@@ -119,6 +134,11 @@ class Dataset:
     splits: dict[str, Examples]
     taxonomy_path: Path
     spec: DatasetSpec
+
+    @property
+    def protocol(self) -> str:
+        """How the texts were cleaned: :attr:`DatasetSpec.protocol` of the spec they were read with."""
+        return self.spec.protocol
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:
@@ -186,12 +206,40 @@ def _spec_from_toml(path: Path) -> DatasetSpec:
                        str(cfg.get("description", "")), path)
 
 
-def _check_options(reader, options: dict, path: Path) -> None:
+def _check_options(reader, options: dict, path: Path | None) -> None:
     allowed = set(inspect.signature(reader).parameters) - {"path", "path_or_tar", "on_error"}
     for key in options:
         if key not in allowed:
             raise DataError(f"unknown option {key!r} for this format; allowed: "
                             f"{', '.join(sorted(allowed))}", path, item=key)
+    if "remove" in options:         # checked here so that a bad name is reported with its card
+        check_removals(options["remove"], path)
+
+
+def with_options(spec: DatasetSpec, options: dict) -> DatasetSpec:
+    """``spec`` with the reader options ``options`` set over its own and over each split's.
+
+    This is how a run changes how a dataset is read without a card of its own, e.g.
+    ``{"remove": ["headers", "footers", "quotes"]}`` for ``20newsgroups``; the returned spec
+    records them, so its :attr:`~DatasetSpec.protocol` states the cleaning.
+
+    Raises
+    ------
+    DataError
+        When an option is not one of the format's reader options, or a bad ``remove``.
+    """
+    try:
+        _check_options(READERS[spec.format], options, None)
+    except DataError as e:
+        raise DataError(f"options for dataset {spec.name!r}: {e.message}", item=e.item) from None
+    splits = {name: SplitSpec(split.path, {k: v for k, v in split.options.items() if k not in options})
+              for name, split in spec.splits.items()}
+    return replace(spec, options={**spec.options, **options}, splits=splits)
+
+
+def dataset_protocol(name_or_toml: str | Path, options: dict | None = None) -> str:
+    """The :attr:`~DatasetSpec.protocol` of a dataset read with ``options``, without reading it."""
+    return with_options(get_spec(name_or_toml), options or {}).protocol
 
 
 def dataset_folders(spec: DatasetSpec, data_dir_: str | Path | None = None) -> list[Path]:
@@ -228,7 +276,8 @@ def resolve(rel: str | Path, folders: list[Path]) -> Path:
 
 
 def load_dataset(name_or_toml: str | Path, data_dir: str | Path | None = None,
-                 splits: list[str] | None = None, on_error: str = "raise") -> Dataset:
+                 splits: list[str] | None = None, on_error: str = "raise",
+                 options: dict | None = None) -> Dataset:
     """Read the splits of a built-in or TOML dataset.
 
     Parameters
@@ -240,12 +289,17 @@ def load_dataset(name_or_toml: str | Path, data_dir: str | Path | None = None,
     splits : list of str, optional
         Which splits to read (default: all).
     on_error : {"raise", "skip"}
+    options : dict, optional
+        Reader options set over the dataset's own (see :func:`with_options`).
 
     Returns
     -------
     Dataset
+        Its ``spec`` holds the options the splits were read with.
     """
     spec = get_spec(name_or_toml)
+    if options:
+        spec = with_options(spec, options)
     wanted = list(spec.splits) if splits is None else list(splits)
     for s in wanted:
         if s not in spec.splits:

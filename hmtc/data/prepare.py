@@ -30,6 +30,7 @@ class Prepared:
     dataset: str
     complete: bool = False
     notes: tuple[str, ...] = ()      # what a user should know about the data, said once by the trainer
+    protocol: str = "raw"            # how the texts were cleaned (hmtc.data.catalog.DatasetSpec.protocol)
 
 
 def taxonomy_for(cfg: dict) -> Taxonomy:
@@ -49,7 +50,7 @@ def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[s
     dcfg = cfg["data"]
     if dcfg["data_dir"] and not Path(dcfg["data_dir"]).expanduser().is_dir():
         raise DataError("data.data_dir does not exist or is not a folder", dcfg["data_dir"])
-    ds = load_dataset(dcfg["dataset"], data_dir=dcfg["data_dir"] or None)
+    ds = load_dataset(dcfg["dataset"], data_dir=dcfg["data_dir"] or None, options=dcfg.get("options") or None)
     index = taxonomy.compile()
     splits = dict(ds.splits)
     if "train" not in splits:
@@ -85,7 +86,7 @@ def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[s
         notes.append(f"{internal_only} of {len(train_y)} training samples carry only internal nodes (no leaf); "
                      "leaf-level metrics count none for them")
     return Prepared(taxonomy, index, tokenizer, texts, token_ids, labels, single_path, at_least_one,
-                    str(dcfg["dataset"]), complete, tuple(notes))
+                    str(dcfg["dataset"]), complete, tuple(notes), ds.protocol)
 
 
 def locate(target: str | Path) -> tuple[Path, Path]:

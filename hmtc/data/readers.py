@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import tarfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -472,8 +473,81 @@ def read_hiagm_taxonomy(path: str | Path) -> Taxonomy:
     return tax
 
 
+def strip_newsgroup_header(text: str) -> str:
+    """Drop a post's headers (``From:``, ``Subject:`` ...) as scikit-learn does.
+
+    The rule of ``sklearn.datasets._twenty_newsgroups.strip_newsgroup_header``: keep what follows
+    the first blank line (the first ``"\\n\\n"``); a text without one becomes ``""``.
+    """
+    return text.partition("\n\n")[2]
+
+
+def strip_newsgroup_footer(text: str) -> str:
+    """Drop a post's signature block as scikit-learn does.
+
+    The rule of ``sklearn.datasets._twenty_newsgroups.strip_newsgroup_footer``: split the
+    stripped text into lines and find the last line that is blank or made only of hyphens
+    (``line.strip().strip("-") == ""``); when it is not the first line, keep the lines before
+    it; otherwise return ``text`` unchanged (not even stripped).
+    """
+    lines = text.strip().split("\n")
+    cut = next((i for i in range(len(lines) - 1, -1, -1) if not lines[i].strip().strip("-")), 0)
+    return "\n".join(lines[:cut]) if cut > 0 else text
+
+
+# scikit-learn's _QUOTE_RE: searched in each line, so "^" is the line's start.
+_QUOTE_RE = re.compile(r"(writes in|writes:|wrote:|says:|said:|^In article|^Quoted from|^\||^>)")
+
+
+def strip_newsgroup_quoting(text: str) -> str:
+    """Drop quoted lines and the lines that introduce a quote, as scikit-learn does.
+
+    The rule of ``sklearn.datasets._twenty_newsgroups.strip_newsgroup_quoting``: drop every line
+    (split at ``"\\n"``) that starts with ``>``, ``|``, ``In article`` or ``Quoted from``, or
+    contains ``writes in``, ``writes:``, ``wrote:``, ``says:`` or ``said:`` anywhere.
+    """
+    return "\n".join(line for line in text.split("\n") if not _QUOTE_RE.search(line))
+
+
+# fetch_20newsgroups(remove=...)'s names, in the order it applies them whatever the order given.
+NEWSGROUP_REMOVALS = {"headers": strip_newsgroup_header, "footers": strip_newsgroup_footer,
+                      "quotes": strip_newsgroup_quoting}
+
+
+def check_removals(remove: Sequence[str], where: str | Path | None = None) -> tuple[str, ...]:
+    """The removals named in ``remove``, once each, in the order they are applied.
+
+    Parameters
+    ----------
+    remove : sequence of str
+        Names from :data:`NEWSGROUP_REMOVALS`: ``"headers"``, ``"footers"``, ``"quotes"``.
+    where : str or Path, optional
+        The file the names come from (a dataset card), named in the error.
+
+    Returns
+    -------
+    tuple of str
+        In the order ``headers``, ``footers``, ``quotes`` (scikit-learn's), whatever the order given.
+
+    Raises
+    ------
+    DataError
+        When ``remove`` is not a list of names or names something else.
+    """
+    known = ", ".join(NEWSGROUP_REMOVALS)
+    if (isinstance(remove, str) or not isinstance(remove, Sequence)
+            or not all(isinstance(x, str) for x in remove)):
+        raise DataError(f"'remove' must be a list of names from {known}, e.g. remove = [\"headers\"], "
+                        f"not {remove!r}", where, item="remove")
+    for name in remove:
+        if name not in NEWSGROUP_REMOVALS:
+            raise DataError(f"unknown removal {name!r} in 'remove'; one of {known}", where, item="remove")
+    return tuple(name for name in NEWSGROUP_REMOVALS if name in remove)
+
+
 def read_class_folders(path_or_tar: str | Path, split: str | None = None,
-                       encoding: str = "utf-8", on_error: str = "raise") -> Examples:
+                       encoding: str = "utf-8", remove: Sequence[str] = (),
+                       on_error: str = "raise") -> Examples:
     """Read a corpus with one folder per class, one file per sample (20 Newsgroups).
 
     A ``.tar``/``.tar.gz`` archive is read in place, never extracted. Files are read in
@@ -489,6 +563,15 @@ def read_class_folders(path_or_tar: str | Path, split: str | None = None,
         ``20news-bydate-train/``); class folders sit directly under it. Without a split the
         class folders are at the top level.
     encoding : str
+    remove : sequence of str
+        Strip newsgroup metadata from each text as scikit-learn's
+        ``fetch_20newsgroups(remove=...)`` does: any of ``"headers"``, ``"footers"`` (signature
+        blocks) and ``"quotes"`` (quoted replies), applied in that order (see
+        :func:`strip_newsgroup_header`, :func:`strip_newsgroup_footer`,
+        :func:`strip_newsgroup_quoting`). A text is the file with its final newline dropped, so
+        it equals scikit-learn's for the same file up to that newline. A file that is empty is an
+        error, but a text that only the removals empty is kept as ``""``, as scikit-learn keeps
+        it, so every protocol reads the same samples.
     on_error : {"raise", "skip"}
 
     Returns
@@ -498,6 +581,7 @@ def read_class_folders(path_or_tar: str | Path, split: str | None = None,
     """
     check_on_error(on_error)
     path = Path(path_or_tar)
+    steps = [NEWSGROUP_REMOVALS[name] for name in check_removals(remove, path)]
     if not path.exists():
         raise DataError("file or folder not found", path)
     files = _tar_files(path) if path.is_file() else _folder_files(path)
@@ -522,12 +606,16 @@ def read_class_folders(path_or_tar: str | Path, split: str | None = None,
             lines = []
             for no, raw in enumerate(_split_lines(files[member]), 1):
                 lines.append(_decode(raw, encoding))
-            ex.add(_text("\n".join(lines)), [parts[0]], where)
+            text = _text("\n".join(lines))
         except _Bad as e:
             if on_error == "raise":
                 raise DataError(e.message, where, max(no, 1)) from None
             ex.skipped += 1
             ex.skipped_reasons[e.reason] += 1
+            continue
+        for step in steps:
+            text = step(text)
+        ex.add(text, [parts[0]], where)
     if not ex.texts and not ex.skipped:
         raise DataError("no class folders with files found"
                         + (f" under split {split!r}" if split else ""), path)
