@@ -15,6 +15,13 @@ value or one per node.
               a ragged taxonomy compete at any depth), cut where a node falls below its
               threshold.
 
+Exclusive sibling groups (``index.n_groups > 0``, from ``!exclusive`` marks): after any method,
+:func:`keep_one_per_group` keeps within each group only the highest-scoring kept child and drops
+everything below the others, so no group keeps two children. ``best`` already takes the groups
+into account: an exclusive parent gains only its best child, ``V_p = (s_p - t_p) + max(0,
+max_c V_c)``, and only that child may be kept, which is the highest-margin consistent set that
+keeps at most one child per group (exact for trees). Without groups every method runs as before.
+
 Completion (``complete=True``, for data whose every label set reaches a leaf): a kept internal
 node with no kept child gets its highest-scoring child (one whose parents are all kept), level by
 level from the top, so every prediction ends at a leaf. Without it, ``best`` stops at an internal
@@ -46,11 +53,46 @@ def _parents_kept(keep: np.ndarray, index: TaxonomyIndex, sl: slice) -> np.ndarr
     return np.all(kept | ~valid, axis=2)
 
 
-def _child_to_parent(index: TaxonomyIndex) -> sp.csr_array:
-    """(N, N) incidence: [c, p] = 1 when p is a parent of c."""
+def _child_to_parent(index: TaxonomyIndex, skip_groups: bool = False) -> sp.csr_array:
+    """(N, N) incidence: [c, p] = 1 when p is a parent of c; ``skip_groups`` leaves out the edges
+    into the parents of exclusive groups."""
     rows = np.repeat(np.arange(index.n_nodes), index.n_parents)
-    return sp.csr_array((np.ones(len(rows), np.float32), (rows, index.parent_idx)),
+    cols = index.parent_idx
+    if skip_groups:
+        summed = ~np.isin(cols, index.exclusive_parent)
+        rows, cols = rows[summed], cols[summed]
+    return sp.csr_array((np.ones(len(rows), np.float32), (rows, cols)),
                         shape=(index.n_nodes, index.n_nodes))
+
+
+def _group_losers(score: np.ndarray, among: np.ndarray, index: TaxonomyIndex) -> np.ndarray:
+    """(S, N) True for every member of ``among`` (S, N) in an exclusive group that is not the
+    group's highest-``score`` member of ``among`` (ties: the lowest column); all groups at once."""
+    kids = index.exclusive_children
+    valid = kids >= 0
+    cols = np.where(valid, kids, 0)
+    cand = among[:, cols] & valid                                       # (S, G, K)
+    win = np.where(cand, score[:, cols], -np.inf).argmax(2)             # (S, G)
+    np.put_along_axis(cand, win[..., None], False, axis=2)              # what is left loses
+    rows, g, k = np.nonzero(cand)
+    out = np.zeros(score.shape, dtype=bool)
+    out[rows, cols[g, k]] = True
+    return out
+
+
+def keep_one_per_group(keep: np.ndarray, scores: np.ndarray, index: TaxonomyIndex) -> np.ndarray:
+    """Within each exclusive group keep only the highest-scoring kept child, and drop every node
+    that has a dropped node among its parents (level by level, so whole subtrees go).
+
+    A consistent ``keep`` stays consistent. In a DAG a child that wins one group and loses another
+    is dropped, which may leave the first group empty: at most one child per group holds always.
+    """
+    if not index.n_groups:
+        return keep
+    keep = keep & ~_group_losers(scores, keep, index)
+    for sl in index.level_slices[1:]:
+        keep[:, sl] &= _parents_kept(keep, index, sl)
+    return keep
 
 
 def top_down(scores: np.ndarray, index: TaxonomyIndex, threshold: float | np.ndarray = 0.0) -> np.ndarray:
@@ -71,6 +113,8 @@ def best(scores: np.ndarray, index: TaxonomyIndex, threshold: float | np.ndarray
     if single_path:
         return _best_path(scores, index, t)
     value = (scores - t).astype(np.float32)
+    if index.n_groups:
+        return _best_exclusive(value, index)
     c2p = _child_to_parent(index)
     for sl in reversed(index.level_slices[1:]):
         gain = np.maximum(value[:, sl], 0)                     # (S, n_level)
@@ -78,6 +122,29 @@ def best(scores: np.ndarray, index: TaxonomyIndex, threshold: float | np.ndarray
     keep = np.zeros(scores.shape, dtype=bool)
     for sl in index.level_slices:
         keep[:, sl] = (value[:, sl] > 0) & _parents_kept(keep, index, sl)
+    return keep
+
+
+def _best_exclusive(value: np.ndarray, index: TaxonomyIndex) -> np.ndarray:
+    """``best`` with exclusive groups, from the margins ``value`` (S, N): a group's parent gains
+    only its best child's ``max(0, V_c)``, and only that child may be kept."""
+    c2p = _child_to_parent(index, skip_groups=True)
+    kids = index.exclusive_children
+    cols = np.where(kids >= 0, kids, 0)
+    parent_level = np.where(index.exclusive_parent >= 0, index.levels[index.exclusive_parent], 0)
+    for level in range(index.depth, 0, -1):
+        # a level's values are final once its groups add their best child (all children lie deeper)
+        g = np.flatnonzero(parent_level == level)
+        if len(g):
+            best_child = np.where(kids[g] >= 0, value[:, cols[g]], -np.inf).max(2)      # (S, g)
+            value[:, index.exclusive_parent[g]] += np.maximum(best_child, 0)
+        if level > 1:
+            sl = index.level_slices[level - 1]
+            value += (c2p[sl].T @ np.maximum(value[:, sl], 0).T).T
+    allowed = ~_group_losers(value, np.ones(value.shape, dtype=bool), index)
+    keep = np.zeros(value.shape, dtype=bool)
+    for sl in index.level_slices:
+        keep[:, sl] = (value[:, sl] > 0) & allowed[:, sl] & _parents_kept(keep, index, sl)
     return keep
 
 
@@ -181,7 +248,7 @@ def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
     Returns
     -------
     ndarray of bool, shape (n_samples, n_nodes)
-        Every kept node has all its parents kept.
+        Every kept node has all its parents kept, and no exclusive group keeps two children.
     """
     scores = np.asarray(scores, dtype=np.float32)
     keep = DECODERS.get(method)(scores, index, threshold, single_path)
@@ -190,8 +257,11 @@ def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
         if empty.any():
             no_threshold = np.full(index.n_nodes, -np.inf, dtype=np.float32)
             keep[empty] = _best_path(scores[empty], index, no_threshold)
+    keep = keep_one_per_group(keep, scores, index)
     if complete:
-        keep = complete_to_leaf(keep, scores, index)
+        # completion adds a child only where none is kept; in a DAG that child may be a second
+        # kept child of another, exclusive parent, hence the groups once more
+        keep = keep_one_per_group(complete_to_leaf(keep, scores, index), scores, index)
     return keep
 
 

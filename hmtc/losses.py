@@ -19,6 +19,19 @@ prior in the training set (Laplace-smoothed: (n_i + 1) / (S + 2) over S samples)
 Only the loss sees the offset; the model's logits stay unadjusted, so at inference a rare label
 (negative log-odds) needs a larger logit during training and is favoured afterwards.
 
+Exclusive sibling groups (``!exclusive`` in the taxonomy; :class:`ExclusiveLoss`): for a group g
+with children C_g and a sample with positive children P_g = {c ∈ C_g : y_c = 1},
+
+    L_g = logsumexp_{c ∈ C_g} z_c − (1/|P_g|) Σ_{c ∈ P_g} z_c       (L_g = 0 when P_g = ∅)
+    L_excl = (1/B) Σ_samples Σ_g L_g
+
+the softmax cross-entropy of the group's children against the one positive child (or, where the
+data breaks the mark, the uniform target over the positive ones). A sample with no positive child
+in a group (its parent is negative, or its labels stop at the parent) adds nothing for that group.
+Models add L_excl to their usual loss, which still scores every column: the softmax is invariant
+to a shift of a group's logits, so alone it would leave their level free, and every decoder
+thresholds each column on its own (the per-node loss keeps ``z > 0`` meaning "present").
+
 Using a loss. A function entry is called as ``LOSSES.get(name)(logits, targets, mask=None,
 **options)``; a class entry (``logit_adjusted``, which learns label priors) is a :class:`Loss`.
 A model builds its configured loss once, as a submodule::
@@ -42,6 +55,7 @@ from torch import nn
 
 from .errors import ConfigError, HmtcError
 from .registry import Registry
+from .taxonomy import TaxonomyIndex
 
 LOSSES: Registry = Registry("loss")
 
@@ -183,6 +197,54 @@ def fit_losses(model: nn.Module, y_train: np.ndarray) -> None:
     for m in model.modules():
         if isinstance(m, Loss):
             m.fit(y_train)
+
+
+class ExclusiveLoss(nn.Module):
+    """L_excl over exclusive sibling groups (module docstring), ``loss(logits, targets)``.
+
+    Parameters
+    ----------
+    groups : ndarray of int, shape (G, K)
+        Logit columns of each group's children, padded with -1.
+    label_groups : ndarray of int, shape (G, K), optional
+        Label-matrix columns of the same children, when the logits are not in the label
+        matrix's column order (the local model's edge logits); default ``groups``.
+    """
+
+    def __init__(self, groups: np.ndarray, label_groups: np.ndarray | None = None):
+        super().__init__()
+        groups = np.asarray(groups)
+        labels = groups if label_groups is None else np.asarray(label_groups)
+        valid = groups >= 0
+        for name, arr in (("cols", np.where(valid, groups, 0)), ("label_cols", np.where(valid, labels, 0)),
+                          ("valid", valid)):
+            self.register_buffer(name, torch.as_tensor(arr), persistent=False)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        z = logits.float()[:, self.cols].masked_fill(~self.valid, float("-inf"))     # (B, G, K)
+        pos = targets.bool()[:, self.label_cols] & self.valid
+        n_pos = pos.sum(-1)                                                           # (B, G)
+        pos_mean = torch.where(pos, z, torch.zeros_like(z)).sum(-1) / n_pos.clamp_min(1)
+        ce = torch.where(n_pos > 0, torch.logsumexp(z, -1) - pos_mean, torch.zeros_like(pos_mean))
+        return ce.sum(-1).mean()
+
+
+def exclusive_loss(index: TaxonomyIndex, groups: np.ndarray | None = None) -> ExclusiveLoss | None:
+    """The :class:`ExclusiveLoss` of a compiled taxonomy's groups, None when it has none (a
+    taxonomy without ``!exclusive`` marks trains exactly as before).
+
+    Parameters
+    ----------
+    index : TaxonomyIndex
+    groups : ndarray of int, shape (G, K), optional
+        Logit columns of ``index.exclusive_children`` (same padding) for logits that are not
+        node logits in the index's order.
+    """
+    if not index.n_groups:
+        return None
+    if groups is None:
+        return ExclusiveLoss(index.exclusive_children)
+    return ExclusiveLoss(groups, index.exclusive_children)
 
 
 def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -18,6 +18,23 @@ File format (``.tax``), one node per line, made to be edited by hand and to diff
   but not ``"`` nor start with ``&`` or ``#``.
 * ``&ID`` adds one more parent to a node defined elsewhere (this is how a DAG is written);
   a reference has no children and no name.
+* ``ID !exclusive`` or ``ID "display name" !exclusive`` (the mark last, after one or more
+  spaces) says that the node's children are mutually exclusive: a text belongs to at most one
+  of them. On the root's line it makes the level-1 nodes one such group. A reference takes no
+  mark (mark the node where it is defined), and an id cannot end in whitespace followed by
+  ``!exclusive``: such a line is read as the mark, so that one string stays unambiguous.
+
+Exclusive sibling groups: the mark is the node attribute ``exclusive=True`` in the graph (absent
+when unmarked), so every edit carries it with the node: ``rename`` keeps it on the renamed
+node, ``remove --reparent`` leaves it on the parent that takes the children, and ``merge`` keeps
+it on the target only when every one of the two nodes that brings children was marked (a node
+without children claims nothing; the merged children are exclusive only if each side's were).
+:meth:`Taxonomy.compile` turns the marks into index arrays (:class:`TaxonomyIndex`
+``exclusive_parent`` and ``exclusive_children``); a marked node with fewer than two children
+is no group (there is nothing to exclude). Training adds a softmax cross-entropy over each
+group's children (:class:`hmtc.losses.ExclusiveLoss`) and decoding keeps at most one child per
+group (:func:`hmtc.decode.keep_one_per_group`). A taxonomy without marks compiles to an index
+with no groups and trains and decodes exactly as before.
 
 Levels: the root has level 0 and every other node ``1 + max(level of its parents)``, the
 length of the longest path from the root. In a tree this is the depth; in a DAG it puts
@@ -48,7 +65,9 @@ from .io import atomic_write_text
 DEFAULT_ROOT = "ROOT"
 HEADER = ('# hmtc taxonomy: one node per line, two spaces of indent per level; '
           'ID or ID "display name"; &ID adds a second parent (DAG).')
-_NODE_RE = re.compile(r'^(?P<ref>&)?(?P<id>[^"]*?)(?:\s+"(?P<name>[^"]*)")?$')
+EXCLUSIVE = "!exclusive"
+_NODE_RE = re.compile(r'^(?P<ref>&)?(?P<id>[^"]*?)(?:\s+"(?P<name>[^"]*)")?(?P<mark>\s+!exclusive)?$')
+_ENDS_IN_MARK = re.compile(r"\s!exclusive$")     # an id that would read back as id + mark
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,12 @@ class TaxonomyIndex:
         ``ancestors[i, j]`` is True when ``j`` is a proper ancestor of ``i``.
     is_tree : bool
         Every node has exactly one parent.
+    exclusive_parent : ndarray of int64, shape (G,)
+        Column of each exclusive sibling group's parent, -1 for the root's group; the root's
+        group first, then by parent column.
+    exclusive_children : ndarray of int64, shape (G, max(1, max group size))
+        Columns of each group's children, ascending, padded with -1. ``G = 0`` for a taxonomy
+        without marks.
     """
 
     ids: tuple[str, ...]
@@ -87,10 +112,17 @@ class TaxonomyIndex:
     leaf_mask: np.ndarray
     ancestors: np.ndarray
     is_tree: bool
+    exclusive_parent: np.ndarray
+    exclusive_children: np.ndarray
 
     @property
     def n_nodes(self) -> int:
         return len(self.ids)
+
+    @property
+    def n_groups(self) -> int:
+        """Number of exclusive sibling groups."""
+        return len(self.exclusive_parent)
 
     @property
     def depth(self) -> int:
@@ -170,7 +202,8 @@ class Taxonomy:
     Parameters
     ----------
     graph : networkx.DiGraph
-        Nodes may carry ``name`` (display name); ``graph.graph["root"]`` names the root.
+        Nodes may carry ``name`` (display name) and ``exclusive=True`` (the ``!exclusive`` mark:
+        the node's children are mutually exclusive); ``graph.graph["root"]`` names the root.
     path : str or Path, optional
         The file it was read from, used in error messages and by :meth:`save`.
     """
@@ -229,7 +262,11 @@ class Taxonomy:
             node = m.group("id").strip() if m else ""
             if not m or not node or node.startswith(("&", "#")):
                 raise err(f"cannot read node line {stripped!r}; expected ID or ID \"name\"", no)
-            is_ref, name = bool(m.group("ref")), m.group("name")
+            if _ENDS_IN_MARK.search(node):
+                raise err(f"misplaced {EXCLUSIVE}: it comes once, last on the line (after any display "
+                          "name)", no, node)
+            is_ref, name, mark = bool(m.group("ref")), m.group("name"), bool(m.group("mark"))
+            attrs = {**({"name": name} if name is not None else {}), **({"exclusive": True} if mark else {})}
             if depth == 0:
                 if g.graph["root"] is not None:
                     raise err(f"second root {node!r}: root {g.graph['root']!r} is already "
@@ -238,7 +275,7 @@ class Taxonomy:
                     raise err("the root cannot be a reference", no, node)
                 g.graph["root"], g.graph["lead"] = node, pending
                 pending = []
-                g.add_node(node, **({"name": name} if name is not None else {}))
+                g.add_node(node, **attrs)
                 defined[node] = no
                 stack = [(node, False)]
                 continue
@@ -255,6 +292,9 @@ class Taxonomy:
             if is_ref:
                 if name is not None:
                     raise err("a reference (&ID) takes no display name", no, node)
+                if mark:
+                    raise err(f"a reference (&ID) takes no {EXCLUSIVE} mark; mark the node where it "
+                              "is defined", no, node)
                 if node == parent:
                     raise err(f"self-loop: {node!r} is listed as its own child", no, node)
                 refs.append((parent, node, no, pending))
@@ -264,7 +304,7 @@ class Taxonomy:
                     raise err(f"duplicate id {node!r}, first defined on line {defined[node]} "
                               "(use &ID to give a node a second parent)", no, node)
                 defined[node] = no
-                g.add_node(node, **({"name": name} if name is not None else {}))
+                g.add_node(node, **attrs)
                 order.append((parent, node, pending, no))
             pending = []
         if g.graph["root"] is None:
@@ -319,7 +359,8 @@ class Taxonomy:
         if ref:
             return "  " * depth + "&" + node
         name = self.graph.nodes[node].get("name")
-        return "  " * depth + node + (f' "{name}"' if name is not None else "")
+        return ("  " * depth + node + (f' "{name}"' if name is not None else "")
+                + (" " + EXCLUSIVE if self.is_exclusive(node) else ""))
 
     def save(self, path: str | Path | None = None) -> Path:
         """Validate, then write the canonical form atomically (write aside, then rename)."""
@@ -367,6 +408,14 @@ class Taxonomy:
     def children(self, node: str) -> list[str]:
         return list(self.graph.successors(node))
 
+    def is_exclusive(self, node: str) -> bool:
+        """Whether ``node`` (the root included) is marked: its children are mutually exclusive."""
+        return bool(self.graph.nodes[node].get("exclusive"))
+
+    def exclusive_groups(self) -> list[str]:
+        """The marked nodes that head a group: those with at least two children, in graph order."""
+        return [n for n in self.graph if self.is_exclusive(n) and self.graph.out_degree(n) > 1]
+
     def levels(self) -> dict[str, int]:
         """Level of each node: root 0, else 1 + max level of its parents."""
         lv = {self.root: 0}
@@ -401,14 +450,18 @@ class Taxonomy:
             if '"' in n or n != n.strip() or not n or n.startswith(("&", "#")) or "\n" in n:
                 raise TaxonomyError(f"invalid id {n!r}: no quotes or newlines, no leading & or #, "
                                     "no surrounding spaces", path, item=n)
+            if _ENDS_IN_MARK.search(n):
+                raise TaxonomyError(f"invalid id {n!r}: it would read back as the {EXCLUSIVE} mark",
+                                    path, item=n)
             name = g.nodes[n].get("name")
             if name is not None and ('"' in name or "\n" in name):
                 raise TaxonomyError(f"invalid display name {name!r}", path, item=n)
 
     def compile(self) -> TaxonomyIndex:
-        """Compile into :class:`TaxonomyIndex`, cached while the graph's nodes, display names and
-        edges (in order) stay as they are, however the graph was edited."""
-        key = (tuple(self.graph.nodes(data="name")), tuple(self.graph.edges))
+        """Compile into :class:`TaxonomyIndex`, cached while the graph's nodes, display names,
+        exclusive marks and edges (in order) stay as they are, however the graph was edited."""
+        key = (tuple(self.graph.nodes(data="name")), tuple(self.graph.nodes(data="exclusive")),
+               tuple(self.graph.edges))
         if getattr(self, "_compiled_key", None) == key:
             return self._compiled
         lv = self.levels()
@@ -428,12 +481,19 @@ class Taxonomy:
             for p in ps:
                 anc[i, p] = True
                 anc[i] |= anc[p]
+        pos[self.root] = -1                   # the root's group has no parent column
+        heads = sorted(self.exclusive_groups(), key=pos.__getitem__)
+        kids = [sorted(pos[c] for c in self.graph.successors(h)) for h in heads]
+        groups = np.full((len(kids), max((len(k) for k in kids), default=1)), -1, dtype=np.int64)
+        for g, k in enumerate(kids):
+            groups[g, : len(k)] = k
         self._compiled = TaxonomyIndex(
             ids=tuple(ids), names=tuple(self.name(n) for n in ids),
             levels=np.array([lv[n] for n in ids], dtype=np.int64),
             parent_ptr=ptr, parent_idx=pidx, parents_padded=padded,
             leaf_mask=np.array([self.graph.out_degree(n) == 0 for n in ids], dtype=bool),
-            ancestors=anc, is_tree=self.is_tree)
+            ancestors=anc, is_tree=self.is_tree,
+            exclusive_parent=np.array([pos[h] for h in heads], dtype=np.int64), exclusive_children=groups)
         self._compiled_key = key
         return self._compiled
 
@@ -450,7 +510,8 @@ class Taxonomy:
                 "depth": depth, "is_tree": self.is_tree,
                 "edges": self.graph.number_of_edges(),
                 "max_children": max((self.graph.out_degree(n) for n in self.graph), default=0),
-                "multi_parent_nodes": sum(1 for n in self.graph if self.graph.in_degree(n) > 1)}
+                "multi_parent_nodes": sum(1 for n in self.graph if self.graph.in_degree(n) > 1),
+                "exclusive_groups": len(self.exclusive_groups())}
 
     # ---- edits: each returns a new, validated Taxonomy and leaves self untouched ------------
     def copy(self) -> "Taxonomy":
@@ -461,15 +522,16 @@ class Taxonomy:
             raise TaxonomyError(f"unknown {what} {node!r}", self.path, item=node)
 
     def add(self, node: str, parents: Sequence[str] | str | None = None,
-            name: str | None = None) -> "Taxonomy":
-        """Add ``node`` under ``parents`` (default: the root)."""
+            name: str | None = None, exclusive: bool = False) -> "Taxonomy":
+        """Add ``node`` under ``parents`` (default: the root); ``exclusive`` marks it."""
         parents = [parents] if isinstance(parents, str) else list(parents or [self.root])
         if node in self.graph:
             raise TaxonomyError(f"duplicate id {node!r}: it already exists", self.path, item=node)
         for p in parents:
             self._need(p, "parent")
         t = self.copy()
-        t.graph.add_node(node, **({"name": name} if name is not None else {}))
+        t.graph.add_node(node, **({"name": name} if name is not None else {}),
+                         **({"exclusive": True} if exclusive else {}))
         for p in parents:
             t.graph.add_edge(p, node, lead=[])
         return t._checked()
@@ -525,6 +587,19 @@ class Taxonomy:
             attrs["name"] = name
         return t._checked()
 
+    def set_exclusive(self, nodes: Sequence[str] | str, exclusive: bool = True) -> "Taxonomy":
+        """Mark ``nodes`` (the root may be one) exclusive, or clear their mark."""
+        nodes = [nodes] if isinstance(nodes, str) else list(nodes)
+        for n in nodes:
+            self._need(n)
+        t = self.copy()
+        for n in nodes:
+            if exclusive:
+                t.graph.nodes[n]["exclusive"] = True
+            else:
+                t.graph.nodes[n].pop("exclusive", None)
+        return t._checked()
+
     def move(self, node: str, new_parent: str, keep_parents: bool = False) -> "Taxonomy":
         """Put ``node`` under ``new_parent``; with ``keep_parents`` add it as one more parent."""
         self._need(node)
@@ -543,7 +618,12 @@ class Taxonomy:
         return t._checked()
 
     def merge(self, source: str, target: str) -> "Taxonomy":
-        """Fold ``source`` into ``target``: its children and parents join ``target``'s."""
+        """Fold ``source`` into ``target``: its children and parents join ``target``'s.
+
+        ``target`` ends marked exclusive when each of the two that has children is marked (the
+        merged children are exclusive only if both sides' were claimed so); when neither has
+        children it keeps its own mark.
+        """
         self._need(source)
         self._need(target)
         if self.root in (source, target) or source == target:
@@ -551,8 +631,14 @@ class Taxonomy:
         if target in nx.descendants(self.graph, source) or source in nx.descendants(self.graph, target):
             raise TaxonomyError(f"cannot merge {source!r} with its own ancestor or descendant "
                                 f"{target!r}", self.path, item=source)
+        claims = [n for n in (source, target) if self.graph.out_degree(n)]
+        exclusive = all(map(self.is_exclusive, claims or [target]))
         t = self.copy()
         g = t.graph
+        if exclusive:
+            g.nodes[target]["exclusive"] = True
+        else:
+            g.nodes[target].pop("exclusive", None)
         for c in list(g.successors(source)):
             if not g.has_edge(target, c):
                 g.add_edge(target, c, lead=[])
@@ -568,7 +654,8 @@ class Taxonomy:
 
     # ---- comparison ---------------------------------------------------------------------
     def diff(self, other: "Taxonomy") -> list[str]:
-        """Structural differences from ``self`` to ``other``: added, removed, moved, renamed."""
+        """Structural differences from ``self`` to ``other``: added, removed, moved, renamed, and
+        exclusive marks set or cleared (the root's too)."""
         a, b = self.graph, other.graph
         out = []
         for n in other.nodes:
@@ -577,13 +664,17 @@ class Taxonomy:
         for n in self.nodes:
             if n not in b:
                 out.append(f"- {n}")
-        for n in other.nodes:
-            if n in a and n != self.root:
+        for n in [other.root, *other.nodes]:
+            if n not in a:
+                continue
+            if n != self.root:
                 pa, pb = sorted(self.parents(n)), sorted(other.parents(n))
                 if pa != pb:
                     out.append(f"~ {n}: parents {pa or [self.root]} -> {pb or [other.root]}")
                 if a.nodes[n].get("name") != b.nodes[n].get("name"):
                     out.append(f"~ {n}: name {a.nodes[n].get('name')!r} -> {b.nodes[n].get('name')!r}")
+            if self.is_exclusive(n) != other.is_exclusive(n):
+                out.append(f"~ {n}: exclusive {_on(self.is_exclusive(n))} -> {_on(other.is_exclusive(n))}")
         return out
 
     def text_diff(self, other: "Taxonomy", a_name: str = "before", b_name: str = "after") -> str:
@@ -630,6 +721,10 @@ class Taxonomy:
                 raise TaxonomyError(f"unknown parent {p!r} of {c!r}", item=c)
             g.add_edge(p, c, lead=[])
         return t._checked()
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 def _relabel(g: nx.DiGraph, mapping: dict[str, str]) -> nx.DiGraph:

@@ -21,6 +21,9 @@ from ..taxonomy import DEFAULT_ROOT, Taxonomy
 
 app = typer.Typer(help="Show, validate, edit and build taxonomy files (.tax).", no_args_is_help=True)
 console = Console(emoji=False)
+# what from-labels finds in the data goes to stderr: its stdout may hold the .tax
+notes = Console(emoji=False, stderr=True, soft_wrap=True, highlight=False)
+MARK = " [cyan]!exclusive[/]"
 
 FileArg = typer.Argument(..., help="Taxonomy file (.tax).", show_default=False)
 DryRun = typer.Option(False, "--dry-run", "-n", help="Show the change as a diff; leave the file as it is.")
@@ -43,7 +46,7 @@ def show(path: Path = FileArg,
          ids: bool = typer.Option(False, "--ids", help="Show ids instead of display names.")) -> None:
     """Print the taxonomy as a tree, with node counts per level."""
     tax = Taxonomy.load(path)
-    tree = Tree(f"[bold]{escape(tax.root)}[/]  ({escape(str(path))})")
+    tree = Tree(f"[bold]{escape(tax.root)}[/]{MARK if tax.is_exclusive(tax.root) else ''}  ({escape(str(path))})")
     seen: set[str] = set()
 
     def grow(branch: Tree, node: str, level: int) -> None:
@@ -54,7 +57,8 @@ def show(path: Path = FileArg,
                 continue
             seen.add(child)
             kids = tax.children(child)
-            sub = branch.add(label + (f" [dim]({len(kids)})[/]" if kids else ""))
+            sub = branch.add(label + (f" [dim]({len(kids)})[/]" if kids else "")
+                             + (MARK if tax.is_exclusive(child) else ""))
             if depth is None or level < depth:
                 grow(sub, child, level + 1)
 
@@ -62,7 +66,8 @@ def show(path: Path = FileArg,
     console.print(tree)
     st = tax.stats()
     console.print("per level: " + ", ".join(f"L{i + 1}={n}" for i, n in enumerate(st["per_level"]))
-                  + f"; {st['leaves']} leaves; {'tree' if st['is_tree'] else 'DAG'}")
+                  + f"; {st['leaves']} leaves; {'tree' if st['is_tree'] else 'DAG'}"
+                  + (f"; {st['exclusive_groups']} exclusive groups" if st["exclusive_groups"] else ""))
 
 
 @app.command()
@@ -99,10 +104,22 @@ def add(path: Path = FileArg,
         parent: Optional[list[str]] = typer.Option(None, "--parent", "-p",
                                                    help="Parent id (repeat for a DAG); default: the root."),
         name: Optional[str] = typer.Option(None, "--name", help="Display name."),
+        exclusive: bool = typer.Option(False, "--exclusive", help="Mark its children mutually exclusive."),
         dry_run: bool = DryRun) -> None:
     """Add a node."""
     tax = Taxonomy.load(path)
-    _apply(path, tax, tax.add(node, parent or None, name), dry_run, f"added {node}")
+    _apply(path, tax, tax.add(node, parent or None, name, exclusive), dry_run, f"added {node}")
+
+
+@app.command()
+def exclusive(path: Path = FileArg,
+              nodes: list[str] = typer.Argument(..., help="Node ids (the root's id marks the level-1 nodes)."),
+              off: bool = typer.Option(False, "--off", help="Clear the mark instead."),
+              dry_run: bool = DryRun) -> None:
+    """Mark nodes whose children are mutually exclusive (a text has at most one of them)."""
+    tax = Taxonomy.load(path)
+    _apply(path, tax, tax.set_exclusive(nodes, not off), dry_run,
+           f"{'cleared' if off else 'marked'} {', '.join(nodes)}")
 
 
 @app.command()
@@ -151,9 +168,16 @@ def merge(path: Path = FileArg,
           source: str = typer.Argument(..., help="Node to fold away."),
           target: str = typer.Argument(..., help="Node that takes its children and parents."),
           dry_run: bool = DryRun) -> None:
-    """Merge SOURCE into TARGET (relabel SOURCE as TARGET in your data)."""
+    """Merge SOURCE into TARGET (relabel SOURCE as TARGET in your data).
+
+    TARGET stays or becomes !exclusive only when each of the two that has children is marked.
+    """
     tax = Taxonomy.load(path)
-    _apply(path, tax, tax.merge(source, target), dry_run, f"merged {source} into {target}")
+    after = tax.merge(source, target)
+    was, now = tax.is_exclusive(target), after.is_exclusive(target)
+    note = "" if was == now else (f" ({target} now !exclusive)" if now else
+                                  f" ({target} no longer !exclusive: {source}'s and its children were not both marked)")
+    _apply(path, tax, after, dry_run, f"merged {source} into {target}{note}")
 
 
 @app.command()
@@ -185,16 +209,33 @@ def from_labels(source: str = typer.Argument(..., help="Built-in dataset (duee, 
                 root: str = typer.Option(DEFAULT_ROOT, "--root", help="Root id."),
                 data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset folder (else $HMTC_DATA)."),
                 force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
+                exclusive: bool = typer.Option(False, "--exclusive",
+                                               help="Mark every internal node and the root !exclusive "
+                                                    "(for single-path data)."),
                 dry_run: bool = DryRun) -> None:
-    """Derive a taxonomy from the labels of a dataset (children sorted by id)."""
+    """Derive a taxonomy from the labels of a dataset (children sorted by id), and say whether the
+    data is single-path: every sample's labels on one path from the root."""
     src = Path(source)
     if src.is_file() and src.suffix != ".toml":
         if sep is None:
             raise TaxonomyError("--sep is needed to split labels into paths (e.g. --sep - for DuEE)", src)
-        tax = Taxonomy.from_paths(_read_labels(src, fmt), sep=sep, maxsplit=maxsplit, root=root)
+        label_sets = _read_label_sets(src, fmt)
+        tax = Taxonomy.from_paths([lab for labels in label_sets for lab in labels], sep=sep,
+                                  maxsplit=maxsplit, root=root)
+        samples = fmt != "lines"              # one label path per line: no samples to check
     else:
-        from ..data.builders import taxonomy_from_dataset
-        tax = taxonomy_from_dataset(source, data_dir=data_dir)
+        from ..data.builders import dataset_label_sets, taxonomy_from_dataset
+        from ..data.catalog import get_spec
+        # a dataset that says nothing on its taxonomy is refused before its data is read
+        label_sets = dataset_label_sets(source, data_dir=data_dir) if get_spec(source).taxonomy_from else None
+        tax = taxonomy_from_dataset(source, data_dir=data_dir, label_sets=label_sets)
+        samples = True
+    if samples:
+        _say_single_path(tax, label_sets, exclusive)
+    elif exclusive:
+        notes.print("the lines format lists labels, not samples: whether the data is single-path is not checked")
+    if exclusive:
+        tax = tax.set_exclusive([n for n in tax.graph if tax.graph.out_degree(n)])
     if out is None:
         typer.echo(tax.dumps(), nl=False)
         return
@@ -225,9 +266,27 @@ def import_(source: Path = typer.Argument(..., show_default=False,
     console.print(f"[green]imported {st['nodes']} nodes[/] ({shape}) -> {escape(str(out))}")
 
 
-def _read_labels(path: Path, fmt: str) -> list[str]:
+def _say_single_path(tax: Taxonomy, label_sets: list[list[str]], exclusive: bool) -> None:
+    """Tell whether every sample's labels lie on one path from the root, which is what the
+    ``!exclusive`` marks of ``--exclusive`` claim."""
+    from ..data.builders import off_path_samples
+    off = off_path_samples(tax.compile(), label_sets)
+    n, bad = len(off), int(off.sum())
+    if not bad:
+        notes.print(f"single-path: each of the {n} samples has its labels on one path from the root"
+                    + ("" if exclusive else "; --exclusive marks every sibling group exclusive"))
+        return
+    first = int(off.argmax())
+    notes.print(f"not single-path: {bad} of {n} samples have two or more labels under one node "
+                f"(sample {first + 1}: {escape(', '.join(label_sets[first]))})"
+                + ("; --exclusive marks the groups anyway, and the group loss spreads such a sample's "
+                   "target over its labels" if exclusive else ""))
+
+
+def _read_label_sets(path: Path, fmt: str) -> list[list[str]]:
+    """Each sample's labels; for ``lines``, each line's one label path."""
     if fmt == "lines":
-        return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return [[ln.strip()] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     from ..data import readers
     if fmt == "label_text":
         ex = readers.read_label_text(path)
@@ -235,4 +294,4 @@ def _read_labels(path: Path, fmt: str) -> list[str]:
         ex = readers.read_jsonl(path)
     else:
         raise TaxonomyError(f"unknown --format {fmt!r}; use label_text, jsonl or lines", path)
-    return [lab for labels in ex.labels for lab in labels]
+    return [list(labels) for labels in ex.labels]

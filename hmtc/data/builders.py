@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
+import scipy.sparse as sp
+
 from ..errors import DataError
-from ..taxonomy import Taxonomy
+from ..taxonomy import Taxonomy, TaxonomyIndex
 from .catalog import dataset_folders, get_spec, load_dataset, resolve
 from .readers import read_label_names
 
@@ -19,8 +22,31 @@ def taxonomy_from_labels(labels: Iterable[str], sep: str, maxsplit: int = -1) ->
     return Taxonomy.from_paths(labels, sep=sep, maxsplit=maxsplit)
 
 
+def dataset_label_sets(name_or_toml: str | Path, data_dir: str | Path | None = None,
+                       on_error: str = "raise") -> list[list[str]]:
+    """Each sample's labels in the split a taxonomy is derived from: train, else every split."""
+    spec = get_spec(name_or_toml)
+    splits = ["train"] if "train" in spec.splits else None
+    ds = load_dataset(name_or_toml, data_dir, splits=splits, on_error=on_error)
+    return [list(labs) for ex in ds.splits.values() for labs in ex.labels]
+
+
+def off_path_samples(index: TaxonomyIndex, label_sets: Sequence[Sequence[str]]) -> np.ndarray:
+    """(S,) True where a sample, its labels closed under ancestors, has two or more labels
+    among the children of one node (the root included): its labels are not one path from the
+    root, so it breaks an ``!exclusive`` mark on that node. Data with none is single-path."""
+    y = index.indicator(label_sets).astype(np.float32)
+    child = np.repeat(np.arange(index.n_nodes), index.n_parents)
+    into = sp.csr_array((np.ones(len(child), np.float32), (child, index.parent_idx)),
+                        shape=(index.n_nodes, index.n_nodes))     # [c, p] = 1: p is a parent of c
+    per_parent = (into.T @ y.T).T                                   # (S, N) positive children of each node
+    top = y[:, index.n_parents == 0].sum(1)                         # positive children of the root
+    return (top > 1) | (per_parent > 1).any(1)
+
+
 def taxonomy_from_dataset(name_or_toml: str | Path, data_dir: str | Path | None = None,
-                          on_error: str = "raise") -> Taxonomy:
+                          on_error: str = "raise",
+                          label_sets: Sequence[Sequence[str]] | None = None) -> Taxonomy:
     """Derive the taxonomy of a dataset by its spec's ``taxonomy_from`` rule.
 
     ``duee``: train labels split on the first ``-`` (9 categories / 65 subtypes);
@@ -35,6 +61,8 @@ def taxonomy_from_dataset(name_or_toml: str | Path, data_dir: str | Path | None 
     data_dir : str or Path, optional
     on_error : {"raise", "skip"}
         For bad lines in the split read for its labels.
+    label_sets : sequence of sequences of str, optional
+        Those labels, when already read (:func:`dataset_label_sets`).
 
     Returns
     -------
@@ -50,9 +78,9 @@ def taxonomy_from_dataset(name_or_toml: str | Path, data_dir: str | Path | None 
         folders = dataset_folders(spec, data_dir)
         return goemotions_taxonomy(*(resolve(rule[k], folders)
                                      for k in ("labels_txt", "ekman", "sentiment")))
-    splits = ["train"] if "train" in spec.splits else None
-    ds = load_dataset(name_or_toml, data_dir, splits=splits, on_error=on_error)
-    labels = [lab for ex in ds.splits.values() for labs in ex.labels for lab in labs]
+    if label_sets is None:
+        label_sets = dataset_label_sets(name_or_toml, data_dir, on_error)
+    labels = [lab for labs in label_sets for lab in labs]
     return taxonomy_from_labels(labels, rule["sep"], rule.get("maxsplit", -1))
 
 

@@ -10,6 +10,11 @@ With ``head = "label_token"`` one learned token per leaf is appended to the text
 
 The loss (any of ``LOSSES``) sees only the leaves; decoding then runs on the full score matrix,
 so flat predictions get the same consistent decoding and metrics as every other model.
+
+Exclusive sibling groups of the taxonomy add ``L_excl(z, y)`` (:class:`hmtc.losses.ExclusiveLoss`)
+on the node logits above, the very scores decoding compares: a group of leaves competes on its
+leaf logits, and a group of internal nodes on each child's ``max`` over its leaves, so the
+gradient reaches each child's best leaf.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..losses import build_loss
+from ..losses import build_loss, exclusive_loss
 from ..taxonomy import TaxonomyIndex
 from .base import MODELS, EncoderModel, ModelOutput
 from .encoder import TextEncoder
@@ -103,6 +108,7 @@ class FlatModel(EncoderModel):
         under[leaves.numpy(), range(len(leaves))] = True
         self.register_buffer("under", torch.as_tensor(under), persistent=False)
         self.loss_fn = build_loss(config.loss, config.loss_options, columns=leaves.numpy())
+        self.group_loss = exclusive_loss(index)
 
     @property
     def supports_cache(self) -> bool:
@@ -129,4 +135,6 @@ class FlatModel(EncoderModel):
         z = z.float()
         logits = z[:, None, :].masked_fill(~self.under[None], float("-inf")).amax(-1)   # (B, N)
         loss = None if labels is None else self.loss_fn(z, labels[:, self.leaves])
+        if labels is not None and self.group_loss is not None:
+            loss = loss + self.group_loss(logits, labels)
         return ModelOutput(logits=logits, loss=loss)

@@ -7,7 +7,8 @@
 ``E`` holds every parent -> child edge below the root (the root has no classifier row), so a
 child's weights are pulled towards its parent's (recursive regularisation, Gopal & Yang 2013);
 in a DAG a node is pulled towards each of its parents. Biases are not regularised.
-``L`` is ZLPR, BCE or any registered loss, over all N nodes.
+``L`` is ZLPR, BCE or any registered loss, over all N nodes; a taxonomy with exclusive sibling
+groups adds their softmax cross-entropy ``L_excl(z, y)`` (:class:`hmtc.losses.ExclusiveLoss`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..losses import build_loss
+from ..losses import build_loss, exclusive_loss
 from ..taxonomy import TaxonomyIndex
 from .base import MODELS, EncoderModel, ModelOutput
 from .encoder import TextEncoder
@@ -52,6 +53,7 @@ class GlobalModel(EncoderModel):
         self.register_buffer("edge_child", torch.as_tensor(child), persistent=False)
         self.register_buffer("edge_parent", torch.as_tensor(index.parent_idx.copy()), persistent=False)
         self.loss_fn = build_loss(config.loss, config.loss_options)
+        self.group_loss = exclusive_loss(index)
 
     def recursive_penalty(self) -> torch.Tensor:
         """``λ/2 Σ_{(p, c)} ||w_p − w_c||²`` over all parent/child edges below the root."""
@@ -64,6 +66,8 @@ class GlobalModel(EncoderModel):
         loss = None
         if labels is not None:
             loss = self.loss_fn(logits, labels)
+            if self.group_loss is not None:
+                loss = loss + self.group_loss(logits, labels)
             if self.config.recursive_reg:
                 loss = loss + self.recursive_penalty()
         return ModelOutput(logits=logits, loss=loss)

@@ -13,6 +13,11 @@ samples where ``p`` is gold-positive (root rows: every sample), through the loss
 BCE is the default because the path product below wants calibrated probabilities; ZLPR only
 ranks around 0, and a product of several σ(z) barely above 0.5 falls below it.
 
+An exclusive parent's rows (``!exclusive`` in the taxonomy, the root's included) are its local
+classifier over mutually exclusive children: they also get the softmax cross-entropy
+``L_excl`` (:class:`hmtc.losses.ExclusiveLoss`) on the edge logits ``z_{p,c}``, counted where a
+child is gold-positive (so ``p`` is too), added to the per-row loss.
+
 Output: the logit of the path probability, computed level by level in log space,
 
     log p(c) = min_{p ∈ parents(c)} [log σ(z_{p,c}) + log p(p)],    log p(root) = 0
@@ -33,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import build_loss
+from ..losses import build_loss, exclusive_loss
 from ..taxonomy import TaxonomyIndex
 from .base import MODELS, EncoderModel, ModelOutput
 from .encoder import TextEncoder
@@ -57,6 +62,16 @@ def edges_by_parent(index: TaxonomyIndex) -> tuple[np.ndarray, np.ndarray]:
     parent = np.concatenate([np.full(len(top), n), index.parent_idx])
     order = np.lexsort((child, np.where(parent == n, -1, parent)))
     return parent[order], child[order]
+
+
+def group_edges(index: TaxonomyIndex, parent: np.ndarray, child: np.ndarray) -> np.ndarray:
+    """Edge rows of ``index.exclusive_children``: row ``(p, c)`` for child ``c`` of group ``p`` (the
+    root written as ``N``, as in :func:`edges_by_parent`), padded with -1 like the groups."""
+    row = {(p, c): e for e, (p, c) in enumerate(zip(parent.tolist(), child.tolist()))}
+    n = index.n_nodes
+    heads = np.where(index.exclusive_parent >= 0, index.exclusive_parent, n).tolist()
+    return np.array([[row[p, c] if c >= 0 else -1 for c in kids]
+                     for p, kids in zip(heads, index.exclusive_children.tolist())], dtype=np.int64)
 
 
 @MODELS.register("local")
@@ -87,6 +102,7 @@ class LocalModel(EncoderModel):
         self.slices = index.level_slices
         # the loss's label columns are the edges' children (a prior-fitted loss sees P(c))
         self.loss_fn = build_loss(config.loss, config.loss_options, columns=child)
+        self.group_loss = exclusive_loss(index, group_edges(index, parent, child))
 
     def forward_states(self, states, attention_mask, labels=None) -> ModelOutput:
         z = self.classifier(self.dropout(self.head(states, attention_mask))).float()    # (B, E)
@@ -96,7 +112,8 @@ class LocalModel(EncoderModel):
     def local_loss(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of the edge logits ``z`` (B, E): row ``(p, c)`` counts where ``p`` is gold-positive."""
         y = torch.cat([labels.bool(), labels.new_ones(len(labels), 1, dtype=torch.bool)], 1)  # root: on
-        return self.loss_fn(z, y[:, self.edge_child], y[:, self.edge_parent])
+        loss = self.loss_fn(z, y[:, self.edge_child], y[:, self.edge_parent])
+        return loss if self.group_loss is None else loss + self.group_loss(z, labels)
 
     def path_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Logits (B, N) of the path probabilities from the edge logits ``z`` (B, E)."""

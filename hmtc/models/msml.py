@@ -12,10 +12,13 @@ For token states ``H`` (B, T, d) from the encoder (a learned mix of chosen layer
     z_l = C_l dropout(h_l)                      logits of level l's nodes
 
     loss = Σ_l w_l · L(z_l, y_l)                L = ZLPR (decide z > 0), BCE or any of LOSSES
+           + L_excl(z, y)                       exclusive sibling groups of the taxonomy, if any
+                                                (hmtc.losses.ExclusiveLoss; no level weight: a
+                                                DAG's group may span levels)
 
 With ``constrained = true`` the concatenated logits pass through C-HMCNN's max constraint
 (:mod:`hmtc.models.constraint`): the output is ẑ_i = max over i and its descendants, and the loss
-is taken on MCLoss's ẑʸ, so the scores are consistent before any decoding.
+is taken on MCLoss's ẑʸ (L_excl too), so the scores are consistent before any decoding.
 
 Ablations (each a config option; the defaults are the model above): ``gates = false`` classifies
 every level from its own tower (h_l = t_l); ``label_feedback = false`` drops E_{l-1} σ(z_{l-1});
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..losses import build_loss
+from ..losses import build_loss, exclusive_loss
 from ..taxonomy import TaxonomyIndex
 from .base import MODELS, EncoderModel, ModelOutput
 from .constraint import constrain, descendant_mask
@@ -183,6 +186,7 @@ class MSMLModel(EncoderModel):
         self.level_weights = config.level_weights or [1.0] * len(sizes)
         # one loss per level: a loss that learns label priors reads its own level's columns
         self.losses = nn.ModuleList(build_loss(config.loss, config.loss_options, columns=sl) for sl in self.slices)
+        self.group_loss = exclusive_loss(index)
         if config.constrained:
             self.register_buffer("under", torch.as_tensor(descendant_mask(index)), persistent=False)
 
@@ -211,6 +215,8 @@ class MSMLModel(EncoderModel):
             fit = constrain(logits, self.under, labels) if self.config.constrained else logits
             loss = sum(w * loss_fn(fit[:, sl], labels[:, sl])
                        for w, loss_fn, sl in zip(self.level_weights, self.losses, self.slices))
+            if self.group_loss is not None:
+                loss = loss + self.group_loss(fit, labels)
         if self.config.constrained:
             logits = constrain(logits, self.under)
         return ModelOutput(logits=logits, loss=loss)
