@@ -371,11 +371,13 @@ class Trainer:
             return weight * ((1 - a) * out.loss + a * distillation_loss(out.logits, teacher, t["distill_temperature"]))
 
     def _teacher_logits(self, data: Prepared, progress: Progress) -> torch.Tensor:
-        """The teacher run's logits (S, N) on the training texts, in this run's node order."""
+        """The teacher run's logits (S, N) on the training texts, in this run's node order; a
+        seeds folder as teacher gives each seed's run its own seed's teacher."""
         t = self.config["train"]
         if t["rdrop_alpha"]:
             raise ConfigError("train.teacher cannot be combined with R-Drop (train.rdrop_alpha)")
-        folder = locate(t["teacher"])[1]
+        own_seed = Path(t["teacher"]) / f"seed-{t['seed']}"
+        folder = locate(own_seed if own_seed.is_dir() else t["teacher"])[1]
         teacher = load_checkpoint(folder)
         if list(teacher.index.ids) != list(data.index.ids):
             raise ConfigError(f"train.teacher {t['teacher']}: its taxonomy's nodes differ from this run's")

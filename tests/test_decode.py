@@ -194,7 +194,7 @@ def test_every_registry_names_what_it_knows():
     from hmtc.export import ENGINES
     from hmtc.models import MODELS
     from hmtc.train import SCHEDULES
-    for registry, known in ((MODELS, "flat, global, local, msml, tfidf"), (SCHEDULES, "constant, cosine, linear"),
+    for registry, known in ((MODELS, "ensemble, flat, global, local, msml, tfidf"), (SCHEDULES, "constant, cosine, linear"),
                             (ENGINES, "onnx, onnx-int8, torch")):
         with pytest.raises(ConfigError, match=f"; known: {known}$"):
             registry.get("nope")

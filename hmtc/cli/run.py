@@ -161,6 +161,47 @@ def _show(metrics: dict) -> None:
         err.print(f"recorded: {escape(metrics['record'])}")
 
 
+def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkpoint or seeds folders (2 or more)."),
+             out: Path = typer.Option(..., "--out", "-o", help="The ensemble's run folder (a seeds folder when the "
+                                      "members are seeds folders: one ensemble per shared seed)."),
+             weights: Optional[str] = typer.Option(None, "--weights", help="One weight per member, comma-separated "
+                                                   "(default: equal).")) -> None:
+    """Average the logits of trained models of one taxonomy; evaluate it with hmtc eval, distil it
+    with train.teacher.
+
+    Example: hmtc ensemble runs/duee-msml-fast8 runs/duee-flat-fast8 runs/duee-global-fast8 -o runs/duee-ens
+    """
+    from ..checkpoint import read_meta, write_checkpoint_meta
+    from ..data.prepare import locate
+    from ..errors import HmtcError
+    from ..io import versioned_dir
+    from ..seeds import seed_folders
+    w = [float(x) for x in weights.split(",")] if weights else None
+    if len(members) < 2:
+        raise HmtcError("an ensemble needs at least 2 members")
+    per_member = [{f.name: f for f in seed_folders(m)} for m in members]
+    if all(per_member):
+        shared = sorted(set.intersection(*(set(p) for p in per_member)), key=lambda n: int(n[5:]))
+        if not shared:
+            raise HmtcError("the members' seeds folders share no seed")
+        targets = [(out / name, [p[name] for p in per_member]) for name in shared]
+    elif any(per_member):
+        raise HmtcError("mix of seeds folders and single runs: give all of one kind")
+    else:
+        targets = [(out, members)]
+    for folder, runs in targets:
+        ckpts = [locate(r)[1].resolve() for r in runs]
+        config, taxonomy, index, _ = read_meta(ckpts[0])
+        for c in ckpts[1:]:
+            if list(read_meta(c)[2].ids) != list(index.ids):
+                raise HmtcError("this member's label index differs from the first member's", c)
+        config = config | {"name": folder.name, "model": config["model"] | {
+            "name": "ensemble", "options": {"members": [str(c) for c in ckpts], "weights": w}}}
+        with versioned_dir(folder / "best") as tmp:
+            write_checkpoint_meta(tmp, taxonomy, config)
+        err.print(f"wrote {escape(str(folder / 'best'))}: {len(ckpts)} members")
+
+
 def _show_seeds(agg: dict) -> None:
     m, s = agg["metrics"], agg["metrics_std"]
     t = Table(title=f"{escape(agg['name'])}: mean ± std over seeds {', '.join(map(str, agg['seeds']))} (test, after decoding)")
