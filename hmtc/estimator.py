@@ -36,7 +36,7 @@ from .errors import ConfigError, DataError, HmtcError
 from .evaluate import evaluate_run
 from .inference import pick_device
 from .io import atomic_write_text
-from .metrics import evaluate
+from .metrics import evaluate, with_absent_classes
 from .predict import predict_texts
 from .taxonomy import Taxonomy
 from .train import Trainer
@@ -300,6 +300,7 @@ class HierarchicalClassifier(BaseEstimator):
         texts = _texts(texts)
         resolve = _resolver(self.taxonomy_, self.label_sep)
         gold = ckpt.index.indicator([[resolve(lab) for lab in labs] for labs in _label_sets(labels, len(texts))])
+        gold = with_absent_classes(gold, ckpt.index)       # an unmentioned label is in its first class
         pred = ckpt.index.indicator(self.predict(texts))
         return evaluate(gold, pred, ckpt.index)
 

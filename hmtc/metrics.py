@@ -16,10 +16,15 @@ Conventions
 * DAG consistency: ``"strict"`` needs every parent of a predicted node predicted,
   ``"lenient"`` at least one.
 * Nothing here closes the gold labels under ancestors; the CLI does (``augment_ancestors``).
+* Per-label classes (``docs/label-classes.md``): a label whose classes the taxonomy holds as an
+  exclusive group of ``label:class`` leaves under it (:func:`label_classes`). In any label set,
+  gold or predicted, such a label is in the class it keeps, and in its first class (index 0, the
+  taxonomy's first child) when it keeps none: an absent label means "none" / intensity 0.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple, Union
 
 import numpy as np
@@ -30,7 +35,8 @@ from .taxonomy import TaxonomyIndex
 __all__ = [
     "as_csr", "augment_ancestors", "orphan_mask", "precision_recall_f1", "per_level_scores",
     "hierarchical_prf", "constrained_f1", "consistency", "exact_match", "hamming_loss",
-    "jaccard_samples", "multilabel_confusion_matrix", "evaluate",
+    "jaccard_samples", "multilabel_confusion_matrix", "evaluate", "CLASS_SEP", "LabelClasses",
+    "class_name", "label_classes", "class_indices", "with_absent_classes", "label_class_scores",
 ]
 
 Indicator = Union[np.ndarray, sp.sparray, sp.spmatrix]
@@ -480,6 +486,227 @@ def consistency(y_pred: Indicator, index: TaxonomyIndex, *, dag_mode: str = "str
     return _consistency(as_csr(y_pred, index.n_nodes), index, dag_mode)
 
 
+# ---- per-label classes ------------------------------------------------------------------------
+CLASS_SEP = ":"
+
+
+@dataclass(frozen=True)
+class LabelClasses:
+    """The labels that carry classes, found in a compiled taxonomy by :func:`label_classes`.
+
+    Attributes
+    ----------
+    labels : tuple of str
+        Label ids, in column order.
+    label_cols : ndarray of int64, shape (L,)
+        Column of each label.
+    classes : tuple of tuple of str
+        Each label's class names (``"weak"`` for the node ``joy:weak``) in the taxonomy's child
+        order: the class index, 0 for the first child.
+    class_cols : ndarray of int64, shape (L, K)
+        Columns of each label's classes in that order, padded with -1; K is at least 1.
+    """
+
+    labels: tuple[str, ...]
+    label_cols: np.ndarray
+    classes: tuple[tuple[str, ...], ...]
+    class_cols: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_classes(self) -> np.ndarray:
+        """(L,) number of classes of each label."""
+        return (self.class_cols >= 0).sum(1)
+
+
+def class_name(label: str, node: str) -> str | None:
+    """The class that the id ``node`` names for ``label``: ``"weak"`` for ``("joy", "joy:weak")``;
+    None unless ``node`` is ``label``, :data:`CLASS_SEP` and a non-empty rest."""
+    prefix = label + CLASS_SEP
+    return node[len(prefix):] if node.startswith(prefix) and len(node) > len(prefix) else None
+
+
+def label_classes(index: TaxonomyIndex) -> LabelClasses:
+    """The labels of ``index`` whose classes the taxonomy holds as an exclusive group under them.
+
+    A node ``p`` (not the root) is a label with classes when its children form an exclusive
+    group (``p !exclusive`` with at least two children) and every child is a leaf with ``p`` as
+    its only parent and the id ``p:<class>``. Anything else, e.g. one child without the prefix,
+    is an ordinary exclusive group (``hmtc taxonomy validate`` points such near misses out).
+
+    Parameters
+    ----------
+    index : TaxonomyIndex
+
+    Returns
+    -------
+    LabelClasses
+        Empty (``len() == 0``) for a taxonomy without such labels.
+    """
+    labels, cols, names = [], [], []
+    for p, kids in zip(index.exclusive_parent.tolist(), index.exclusive_children):
+        kids = kids[kids >= 0]       # ascending columns: the child order, all sit one level below p
+        if p < 0 or not index.leaf_mask[kids].all() or (index.n_parents[kids] != 1).any():
+            continue
+        found = [class_name(index.ids[p], index.ids[c]) for c in kids.tolist()]
+        if None not in found:
+            labels.append(index.ids[p])
+            cols.append(kids)
+            names.append(tuple(found))
+    class_cols = np.full((len(cols), max((len(c) for c in cols), default=1)), -1, dtype=np.int64)
+    for i, c in enumerate(cols):
+        class_cols[i, : len(c)] = c
+    return LabelClasses(tuple(labels), np.array([index.id_to_index[lab] for lab in labels], dtype=np.int64),
+                        tuple(names), class_cols)
+
+
+def _class_hits(y: Indicator, lc: LabelClasses) -> np.ndarray:
+    """(S, L, K) True where a row holds class k of label l."""
+    valid = lc.class_cols >= 0
+    m = as_csr(y)
+    sub = m[:, np.where(valid, lc.class_cols, 0).ravel()].toarray()
+    return sub.reshape(m.shape[0], *lc.class_cols.shape) & valid
+
+
+def class_indices(y: Indicator, lc: LabelClasses) -> np.ndarray:
+    """Each row's class of each label, as a class index.
+
+    Parameters
+    ----------
+    y : array-like or sparse matrix of shape (n_samples, n_nodes)
+        Indicator matrix, gold or predicted.
+    lc : LabelClasses
+
+    Returns
+    -------
+    ndarray of int64, shape (n_samples, L)
+        The index of the one class the row holds; 0 (the first class) where it holds none, an
+        absent label; -1 where it holds two or more, which names no class (only undecoded
+        predictions can: decoding keeps at most one child per exclusive group).
+    """
+    hits = _class_hits(y, lc)
+    n = hits.sum(2)
+    return np.where(n == 0, 0, np.where(n == 1, hits.argmax(2), -1)).astype(np.int64)
+
+
+def with_absent_classes(y: Indicator, index: TaxonomyIndex, lc: LabelClasses | None = None) -> Indicator:
+    """Put every label with classes that a row does not hold into its first class.
+
+    The reading of an absent label that keeps each label's softmax meaningful: every text has
+    one class of every label (``none``, intensity 0, when it does not mention the label), so
+    each label's exclusive group trains on every text. The result is closed under ancestors.
+
+    Parameters
+    ----------
+    y : array-like or sparse matrix of shape (n_samples, n_nodes)
+        Gold indicator matrix.
+    index : TaxonomyIndex
+    lc : LabelClasses, optional
+        ``label_classes(index)``, when already at hand.
+
+    Returns
+    -------
+    ndarray of bool or scipy.sparse.csr_array of bool
+        ``y`` plus, for each (row, label) without a class, the label's first class and its
+        ancestors; sparse in, canonical CSR out; dense in, dense out. ``y`` itself when the
+        taxonomy has no labels with classes.
+    """
+    lc = label_classes(index) if lc is None else lc
+    if not len(lc):
+        return y
+    rows, labels = np.nonzero(~_class_hits(y, lc).any(2))
+    first = lc.class_cols[labels, 0]
+    if sp.issparse(y):
+        add = sp.csr_array((np.ones(len(rows), dtype=bool), (rows, first)), shape=y.shape)
+        return index.closure(as_csr(y) + add)
+    out = np.array(y, dtype=bool)
+    out[rows, first] = True
+    return index.closure(out)
+
+
+def label_class_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes, *, ordinal=None,
+                       zero_division: float = 0.0) -> dict:
+    """Accuracy, macro-F1 over classes and, for ordinal classes, RMSE of the class index, per label.
+
+    For label l with classes 0..K_l−1, gold classes t_i and predicted classes p_i of n samples:
+
+    * ``accuracy_l = (1/n) Σ_i [t_i = p_i]`` (sklearn's ``accuracy_score``);
+    * ``macro_f1_l = (1/K_l) Σ_c F1_c`` with ``F1_c = 2 tp_c / (#{t_i = c} + #{p_i = c})``, every
+      class counted, one absent from gold and prediction scoring ``zero_division`` (sklearn's
+      ``f1_score(average="macro", labels=range(K_l))``; with ``zero_division=np.nan`` such classes
+      are left out, which is sklearn's default ``labels=None`` on predictions without -1);
+    * ``rmse_l = sqrt((1/n) Σ_i d_i²)`` with ``d_i = t_i − p_i`` (``mean_squared_error ** 0.5``),
+      only for ordinal labels, whose class index is an order (none < weak < medium < strong).
+
+    A prediction of -1 (two or more classes kept, :func:`class_indices`) is wrong for accuracy, a
+    miss of the gold class and no class's false positive for F1, and for RMSE as far off as the
+    farthest class, ``d_i = max(t_i, K_l − 1 − t_i)``.
+
+    Parameters
+    ----------
+    y_true : array-like of int, shape (n_samples, L)
+        Gold class indices, each in ``0..K_l-1``.
+    y_pred : array-like of int, shape (n_samples, L)
+        Predicted class indices, each in ``-1..K_l-1``.
+    n_classes : array-like of int, shape (L,)
+        K_l, each at least 1.
+    ordinal : array-like of bool, shape (L,), optional
+        Labels whose classes are ordered; default all (the taxonomy's child order is the order).
+    zero_division : float, default=0.0
+        F1 of a class absent from both gold and prediction; ``np.nan`` leaves it out.
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``macro_f1``, ``rmse`` (ndarray (L,); ``rmse`` NaN for labels that are not
+        ordinal); ``f1``, ``support``, ``predicted`` (ndarray (L, max K_l): per class F1, gold and
+        predicted counts, padded with NaN / 0 past K_l); ``mean_accuracy``, ``mean_macro_f1``,
+        ``mean_rmse`` (float: means over labels, NaN values left out; NaN when none is left).
+    """
+    t, p = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    k = np.asarray(n_classes, dtype=np.int64)
+    if t.ndim != 2 or t.shape != p.shape or t.shape[1] != len(k):
+        raise ValueError(f"y_true {t.shape} and y_pred {p.shape} must be (n_samples, {len(k)})")
+    if not t.shape[0]:
+        raise ValueError("no samples to score")
+    if (k < 1).any() or (t < 0).any() or (t >= k).any() or (p < -1).any() or (p >= k).any():
+        raise ValueError("class indices out of range: y_true in 0..K-1, y_pred in -1..K-1")
+    ordinal = np.ones(len(k), dtype=bool) if ordinal is None else np.asarray(ordinal, dtype=bool)
+    n_labels, width = len(k), int(k.max(initial=1))
+    cell_t = np.arange(n_labels) * width + t          # (label, class) cell of each entry
+
+    def count(cells):
+        return np.bincount(cells, minlength=n_labels * width).reshape(n_labels, width)
+
+    support, predicted = count(cell_t.ravel()), count((np.arange(n_labels) * width + p)[p >= 0])
+    f1 = _div(2 * count(cell_t[t == p]), support + predicted, zero_division)
+    f1[np.arange(width) >= k[:, None]] = np.nan         # padding past K_l
+    macro = np.array([_mean(row[: n]) for row, n in zip(f1, k.tolist())])
+    d = np.where(p >= 0, t - p, np.maximum(t, k - 1 - t)).astype(np.float64)
+    rmse = np.where(ordinal, np.sqrt((d ** 2).mean(0)), np.nan)
+    accuracy = (t == p).mean(0)
+    return {"accuracy": accuracy, "macro_f1": macro, "rmse": rmse, "f1": f1, "support": support,
+            "predicted": predicted, "mean_accuracy": _mean(accuracy), "mean_macro_f1": _mean(macro),
+            "mean_rmse": _mean(rmse)}
+
+
+def _label_class_section(t: sp.csr_array, p: sp.csr_array, index: TaxonomyIndex, lc: LabelClasses,
+                         zero_division: float) -> dict:
+    s = label_class_scores(class_indices(t, lc), class_indices(p, lc), lc.n_classes,
+                           zero_division=zero_division)
+    per_label = [{"id": lab, "name": index.names[col], "classes": list(names),
+                  "accuracy": float(acc), "macro_f1": float(mf), "rmse": float(rm),
+                  "f1": f1[: len(names)].tolist(), "support": sup[: len(names)].tolist(),
+                  "predicted": pr[: len(names)].tolist()}
+                 for lab, col, names, acc, mf, rm, f1, sup, pr in zip(
+                     lc.labels, lc.label_cols.tolist(), lc.classes, s["accuracy"], s["macro_f1"], s["rmse"],
+                     s["f1"], s["support"], s["predicted"])]
+    return {"n_labels": len(lc), "mean_accuracy": s["mean_accuracy"], "mean_macro_f1": s["mean_macro_f1"],
+            "mean_rmse": s["mean_rmse"], "per_label": per_label}
+
+
 # ---- everything at once ---------------------------------------------------------------------
 def evaluate(y_true: Indicator, y_pred: Indicator, index: TaxonomyIndex, *,
              zero_division: float = 0.0, dag_mode: str = "strict",
@@ -509,8 +736,12 @@ def evaluate(y_true: Indicator, y_pred: Indicator, index: TaxonomyIndex, *,
         the :func:`consistency` figures; ``exact_match``, ``hamming_loss``,
         ``one_minus_hamming_loss``, ``hamming_score_jaccard``; ``samples_precision/recall/f1``;
         ``zero_division``, ``dag_mode``; and with ``include_per_label`` ``per_label``: a
-        list of ``{id, name, level, precision, recall, f1, support, predicted}``. Ratios
-        that are NaN (``zero_division=nan``) become None.
+        list of ``{id, name, level, precision, recall, f1, support, predicted}``. With labels
+        that carry classes (:func:`label_classes`), ``label_classes``: ``n_labels``,
+        ``mean_accuracy``, ``mean_macro_f1``, ``mean_rmse`` and ``per_label``, a list of ``{id,
+        name, classes, accuracy, macro_f1, rmse, f1, support, predicted}`` (the last three per
+        class), from :func:`label_class_scores` on :func:`class_indices` of both sets, every
+        label ordinal in its child order. Ratios that are NaN (``zero_division=nan``) become None.
     """
     _check_dag_mode(dag_mode)
     t, p = _pair(y_true, y_pred, index)
@@ -539,6 +770,9 @@ def evaluate(y_true: Indicator, y_pred: Indicator, index: TaxonomyIndex, *,
              "support": s, "predicted": pd}
             for i, nm, lv, pr, rc, f, s, pd in zip(index.ids, index.names, index.levels.tolist(),
                                                    prec, rec, f1, c.true.tolist(), c.pred.tolist())]
+    lc = label_classes(index)
+    if len(lc):
+        out["label_classes"] = _label_class_section(t, p, index, lc, zero_division)
     return _jsonable(out)
 
 

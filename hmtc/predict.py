@@ -15,6 +15,7 @@ from .calibration import calibrated
 from .checkpoint import Checkpoint
 from .decode import decode
 from .errors import DataError
+from .metrics import LabelClasses, class_indices, label_classes
 
 
 def read_texts(path: Path, text_key: str = "text", keep: Sequence[str] = ("id",)) -> Iterator[dict]:
@@ -50,13 +51,20 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     calibration temperatures, :mod:`hmtc.calibration`). An empty or blank text gets an empty
     result with the reason in ``empty``, without being scored. ``leaf`` forces every prediction
     down to a leaf, the best child at each step (and a path for a text with none).
+
+    A taxonomy with labels that carry classes (``docs/label-classes.md``) adds ``classes``:
+    ``{label: {"class": c, "score": p}}`` for every such label, ``c`` the class the decoded set
+    keeps (the label's first class where it keeps none: an absent label is "none") and ``p`` that
+    class node's calibrated probability (one sigmoid per node, so a label's class probabilities
+    need not sum to 1); ``{}`` for an empty text.
     """
     index, dec = ckpt.index, ckpt.decode
+    lc = label_classes(index)
     items = [item if isinstance(item, dict) else {"text": item} for item in items]
     scored = [item for item in items if item["text"].strip()]
     probs: list[np.ndarray | None] = [None] * len(items)
-    rows = [{**item, "labels": [], "paths": [], "scores": {}, "empty": "empty text" if not item["text"] else
-             "blank text"} for item in items]
+    rows = [{**item, "labels": [], "paths": [], "scores": {}, **({"classes": {}} if len(lc) else {}),
+             "empty": "empty text" if not item["text"] else "blank text"} for item in items]
     if not scored:
         return rows, probs
     scores = ckpt.scores([item["text"] for item in scored], batch_size, bf16)
@@ -65,12 +73,23 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
                   bool(dec.get("single_path", False)), leaf or bool(dec.get("at_least_one", False)),
                   leaf or bool(dec.get("complete", False)))
     p = calibrated(scores, dec.get("temperatures"), index)
+    cls = class_indices(keep, lc) if len(lc) else None
     at = iter(range(len(scored)))
     for i, item in enumerate(items):
         if item["text"].strip():
             r = next(at)
-            rows[i], probs[i] = {**item, **_result(index, keep[r], p[r])}, p[r]
+            rows[i], probs[i] = {**item, **_result(index, keep[r], p[r]), **_classes(lc, cls, r, p[r])}, p[r]
     return rows, probs
+
+
+def _classes(lc: LabelClasses, cls: np.ndarray | None, r: int, probs: np.ndarray) -> dict:
+    """``classes`` of decoded row ``r``, from ``cls``, the chunk's :func:`class_indices` (None
+    without labels with classes: the row stays as it was)."""
+    if cls is None:
+        return {}
+    cols = lc.class_cols[np.arange(len(lc)), cls[r]]
+    return {"classes": {lab: {"class": names[c], "score": round(float(probs[col]), 4)}
+                        for lab, names, c, col in zip(lc.labels, lc.classes, cls[r].tolist(), cols.tolist())}}
 
 
 def ranked(index, probs: np.ndarray | None, top_k: int = 0, all_scores: bool = False) -> dict:

@@ -116,6 +116,7 @@ class Prediction(BaseModel):
     scores: dict[str, float] = Field(description="Probability of each predicted node.")
     empty: str | None = Field(None, description="Why the text was not scored (an empty or blank text).")
     top_k: list[LevelTop] | None = Field(None, description="The k most probable nodes of each level.")
+    classes: dict[str, dict] | None = Field(None, description="Each label with classes: its class and probability.")
     all_scores: dict[str, float] | None = None
 
 

@@ -1,5 +1,6 @@
 """Tiny, offline stand-ins for tests and fault drills: a 2-layer random BERT with its own WordPiece
-vocabulary, and a small labelled JSONL dataset with its taxonomy and dataset card.
+vocabulary, and small labelled JSONL datasets with their taxonomies and dataset cards: one
+hierarchical (:func:`tiny_dataset`), one with per-label classes (:func:`label_class_dataset`).
 
 Nothing here touches the network or a big encoder.
 """
@@ -102,3 +103,51 @@ threads = 1
 output_dir = "{folder / 'runs'}"
 record_dir = "{folder / 'records'}"
 """
+
+
+# Per-label classes (docs/label-classes.md): each of WORDS' four concepts is a label whose intensity
+# is how many of its words a text holds; the words stay in the tiny encoder's vocabulary.
+INTENSITIES = ("none", "weak", "medium", "strong")     # class index = number of signal words
+CLASS_LABELS = {leaf.split("-")[1]: words for leaf, words in WORDS.items()}
+LABEL_CLASS_TAXONOMY = "ROOT\n" + "".join(
+    f"  {label} !exclusive\n" + "".join(f'    {label}:{c} "{c}"\n' for c in INTENSITIES)
+    for label in sorted(CLASS_LABELS))
+
+
+def make_label_class_texts(n: int, seed: int) -> list[dict]:
+    """``n`` rows ``{"text", "labels"}``: one or two labels at a random intensity (weak, medium or
+    strong: one, two or three of the label's words), ``label:class`` each, among two fillers.
+
+    Every other label is absent, hence ``none``; every fourth row also says so for one of them
+    (``label:none``), which must read the same.
+    """
+    rng = random.Random(seed)
+    labels = sorted(CLASS_LABELS)
+    rows = []
+    for i in range(n):
+        said = rng.sample(labels, 2 if rng.random() < 0.4 else 1)
+        level = {lab: rng.randint(1, 3) for lab in said}
+        words = [rng.choice(CLASS_LABELS[lab]) for lab in said for _ in range(level[lab])]
+        words += rng.sample(FILLER, 2)
+        rng.shuffle(words)
+        tags = [f"{lab}:{INTENSITIES[level[lab]]}" for lab in said]
+        if i % 4 == 0:
+            tags.append(rng.choice([lab for lab in labels if lab not in said]) + ":none")
+        rows.append({"text": " ".join(words), "labels": tags})
+    return rows
+
+
+def label_class_dataset(folder: Path) -> Path:
+    """A JSONL dataset with per-label classes (train 96 / test 32), its TOML card and taxonomy
+    (four labels, each ``!exclusive`` over ``none``, ``weak``, ``medium``, ``strong``); returns the
+    TOML path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n, seed in (("train", 96, 1), ("test", 32, 2)):
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as fh:
+            for row in make_label_class_texts(n, seed):
+                fh.write(json.dumps(row) + "\n")
+    (folder / "classes.tax").write_text(LABEL_CLASS_TAXONOMY, encoding="utf-8")
+    (folder / "classes.toml").write_text(
+        'name = "tiny-classes"\nformat = "jsonl"\ntaxonomy = "classes.tax"\n\n[splits]\n'
+        'train = "train.jsonl"\ntest = "test.jsonl"\n', encoding="utf-8")
+    return folder / "classes.toml"

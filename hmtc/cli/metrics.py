@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import DataError
-from ..metrics import augment_ancestors, evaluate
+from ..metrics import augment_ancestors, evaluate, with_absent_classes
 from ..taxonomy import Taxonomy, TaxonomyIndex
 
 
@@ -85,7 +85,7 @@ def _prf(res: dict, prefix: str) -> str:
 def _table(title: str, *columns: str, **kw) -> Table:
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, **kw)
     for c in columns:
-        t.add_column(c, justify="left" if c in ("metric", "id", "name") else "right")
+        t.add_column(c, justify="left" if c in ("metric", "id", "name", "classes") else "right")
     return t
 
 
@@ -120,6 +120,15 @@ def _print_tables(res: dict, per_label: bool) -> None:
                      f"{res['n_orphan_nodes']} / {res['n_predicted_nodes']}")):
         hier.add_row(name, _fmt(v))
     con.print(hier)
+    if "label_classes" in res:
+        lc = res["label_classes"]
+        classes = _table(f"Per-label classes (mean accuracy {_fmt(lc['mean_accuracy'])}, macro-F1 "
+                         f"{_fmt(lc['mean_macro_f1'])}, RMSE {_fmt(lc['mean_rmse'])})",
+                         "id", "classes", "accuracy", "macro-F1", "RMSE")
+        for r in lc["per_label"]:
+            classes.add_row(escape(r["id"]), escape(" < ".join(r["classes"])),
+                            *(_fmt(r[k]) for k in ("accuracy", "macro_f1", "rmse")))
+        con.print(classes)
     if per_label:
         labels = _table("Per label", "id", "name", "level", "P", "R", "F1", "support", "predicted")
         for r in res["per_label"]:
@@ -153,6 +162,8 @@ def metrics_command(
     Per-level scores use one level's labels, leaf scores the leaves.
     Hierarchical P/R/F1 adds ancestors to both sets; C-F1 counts a node only with its path.
     Orphans are predicted nodes whose parent is not predicted.
+    Labels with classes (docs/label-classes.md) add accuracy, macro-F1 and RMSE over their classes;
+    a label absent from a gold or predicted set is in its first class.
     Records pair up by order; blank lines and other keys are ignored. See docs/metrics.md.
     """
     tax = Taxonomy.load(taxonomy)
@@ -168,7 +179,9 @@ def metrics_command(
                         longer, lines[n])
     if not gold_lines:
         raise DataError("no records to score", gold)
-    res = evaluate(augment_ancestors(y_true, index), y_pred, index, zero_division=zero_division,
+    # gold as training reads it: closed under ancestors, an absent label with classes in its first class
+    y_true = with_absent_classes(augment_ancestors(y_true, index), index)
+    res = evaluate(y_true, y_pred, index, zero_division=zero_division,
                    dag_mode=dag_mode.value, include_per_label=per_label)
     if json_out:
         typer.echo(json.dumps(res, ensure_ascii=False, indent=2))

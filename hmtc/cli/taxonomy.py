@@ -65,21 +65,48 @@ def show(path: Path = FileArg,
     grow(tree, tax.root, 1)
     console.print(tree)
     st = tax.stats()
+    n_classes, _ = _label_classes(tax)
     console.print("per level: " + ", ".join(f"L{i + 1}={n}" for i, n in enumerate(st["per_level"]))
                   + f"; {st['leaves']} leaves; {'tree' if st['is_tree'] else 'DAG'}"
-                  + (f"; {st['exclusive_groups']} exclusive groups" if st["exclusive_groups"] else ""))
+                  + (f"; {st['exclusive_groups']} exclusive groups" if st["exclusive_groups"] else "")
+                  + (f"; {n_classes} labels with classes" if n_classes else ""))
+
+
+def _label_classes(tax: Taxonomy) -> tuple[int, list[str]]:
+    """How many labels carry classes (docs/label-classes.md), and a line for each near miss: a
+    node that is no such label, though marked !exclusive with a child ``node:<class>``, or unmarked
+    with only leaves ``node:<class>`` as children (a label id may hold ':' and have children
+    ``label:x`` that are labels of their own: those are left alone)."""
+    from ..metrics import class_name, label_classes
+    labels = set(label_classes(tax.compile()).labels)
+    misses = []
+    for node in tax.nodes:
+        kids = tax.children(node)
+        named = [c for c in kids if class_name(node, c) is not None]
+        looks = named and (tax.is_exclusive(node) or all(
+            c in named and not tax.children(c) for c in kids))
+        if looks and node not in labels:
+            misses.append(f"{node!r} has {len(named)} of {len(kids)} children named {node}:<class>, but is "
+                          "no label with classes: that needs the !exclusive mark, two or more children, "
+                          "and every child a leaf under it alone, named so")
+    return len(labels), misses
 
 
 @app.command()
 def validate(path: Path = FileArg) -> None:
-    """Check a file: syntax, cycles, self-loops, unknown references, duplicate ids, one root."""
+    """Check a file: syntax, cycles, self-loops, unknown references, duplicate ids, one root; notes
+    nodes with children named NODE:<class> that do not make NODE a label with classes."""
     tax = Taxonomy.load(path)
     tax.validate()
     canonical = tax.dumps() == path.read_text(encoding="utf-8")
     st = tax.stats()
+    n_classes, misses = _label_classes(tax)
     console.print(f"[green]valid[/]: {st['nodes']} nodes, {st['leaves']} leaves, depth {st['depth']}, "
                   f"{'tree' if st['is_tree'] else 'DAG'}"
+                  + (f", {n_classes} labels with classes" if n_classes else "")
                   + ("" if canonical else "; [yellow]not in canonical form (any edit rewrites it)[/]"))
+    for line in misses:
+        console.print(f"[yellow]note[/]: {escape(line)}")
 
 
 @app.command()

@@ -21,9 +21,10 @@ import hmtc
 
 from ..config import tomllib
 from ..errors import DataError
+from ..metrics import CLASS_SEP, label_classes, with_absent_classes
 from ..registry import Registry
 from ..taxonomy import Taxonomy, TaxonomyIndex
-from .readers import (Examples, check_on_error, check_removals, read_class_folders, read_goemotions,
+from .readers import (Examples, _Bad, check_on_error, check_removals, read_class_folders, read_goemotions,
                       read_hiagm, read_hiagm_taxonomy, read_jsonl, read_label_text, read_table)
 
 PROJECT_ROOT = Path(hmtc.__file__).resolve().parents[1]
@@ -354,7 +355,16 @@ def encode_labels(examples: Examples, taxonomy: Taxonomy | TaxonomyIndex,
     A raw label must equal a node id. An unknown label raises :class:`DataError` naming
     the sample's ``file:line`` and the closest ids; with ``on_error="skip"`` it is dropped
     and counted in ``examples.skipped_reasons["unknown label"]`` (a sample left without
-    labels gets an all-zero row, so rows stay aligned with ``examples``).
+    labels gets an all-zero row, or only the first classes below, so rows stay aligned with
+    ``examples``).
+
+    Labels with classes (``docs/label-classes.md``; :func:`hmtc.metrics.label_classes`) are
+    written ``label:class`` (``joy:weak``, the id of the class node). The label alone
+    (``"label without a class"``), a class the taxonomy does not list (``"unknown class"``)
+    and two classes of one label in one sample (``"two classes of one label"``) are errors
+    naming the sample's ``file:line``, or with ``on_error="skip"`` dropped and counted under
+    those reasons. A label with classes that a sample does not mention is in its first class
+    (:func:`hmtc.metrics.with_absent_classes`): ``none``, intensity 0.
 
     Parameters
     ----------
@@ -369,20 +379,43 @@ def encode_labels(examples: Examples, taxonomy: Taxonomy | TaxonomyIndex,
     check_on_error(on_error)
     index = taxonomy.compile() if isinstance(taxonomy, Taxonomy) else taxonomy
     known = index.id_to_index
+    lc = label_classes(index)
+    classes = dict(zip(lc.labels, lc.classes))
+    label_of = {f"{lab}{CLASS_SEP}{c}": lab for lab, names in classes.items() for c in names}
     kept = []
     for labels, source in zip(examples.labels, examples.sources):
-        row = []
+        row, seen = [], {}                   # seen: label with classes -> its class in this sample
         for lab in labels:
-            if lab in known:
-                row.append(lab)
-            elif on_error == "raise":
-                close = difflib.get_close_matches(lab, index.ids, n=3)
-                hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-                raise DataError(f"label {lab!r} is not a taxonomy node{hint}", *_where(source))
-            else:
-                examples.skipped_reasons["unknown label"] += 1
+            try:
+                if lab not in known:
+                    raise _unknown(lab, index, classes)
+                if lab in classes:
+                    raise _Bad("label without a class", f"label {lab!r} takes a class: write "
+                               f"{lab}{CLASS_SEP}<class>, one of {', '.join(classes[lab])}")
+                if lab in label_of:
+                    first = seen.setdefault(label_of[lab], lab)
+                    if first != lab:
+                        raise _Bad("two classes of one label", f"two classes of label {label_of[lab]!r} "
+                                   f"({first!r}, {lab!r}); a label takes one class")
+            except _Bad as e:
+                if on_error == "raise":
+                    raise DataError(e.message, *_where(source)) from None
+                examples.skipped_reasons[e.reason] += 1
+                continue
+            row.append(lab)
         kept.append(row)
-    return index.indicator(kept)
+    return with_absent_classes(index.indicator(kept), index, lc)
+
+
+def _unknown(lab: str, index: TaxonomyIndex, classes: dict[str, tuple[str, ...]]) -> _Bad:
+    """Why ``lab`` is not a node: a class its label does not list, else an unknown label."""
+    for i, ch in enumerate(lab):             # every split point: a label id may hold CLASS_SEP itself
+        if ch == CLASS_SEP and lab[:i] in classes:
+            return _Bad("unknown class", f"unknown class {lab[i + 1:]!r} of label {lab[:i]!r}; its "
+                        f"classes: {', '.join(classes[lab[:i]])}")
+    close = difflib.get_close_matches(lab, index.ids, n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    return _Bad("unknown label", f"label {lab!r} is not a taxonomy node{hint}")
 
 
 def dev_split(examples: Examples, fraction: float = 0.1,

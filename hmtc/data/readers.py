@@ -8,6 +8,12 @@ problem raises :class:`~hmtc.errors.DataError`; with ``on_error="skip"`` the sam
 dropped and counted in ``Examples.skipped_reasons``. Blank lines are not samples and are
 passed over silently. Lines end at ``"\\n"`` only (a trailing ``"\\r"`` is stripped), so a
 stray carriage return inside a text stays part of it.
+
+A label with a class (``docs/label-classes.md``) is written ``label:class`` (``joy:weak``,
+``怒:2``) in any reader: one raw string, the id of the class node, which
+:func:`hmtc.data.catalog.encode_labels` checks against the taxonomy (a label without its class
+or an unknown class is an error naming ``file:line`` there). A table's ``label_names`` map the
+id part of ``id:class``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 import networkx as nx
 
 from ..errors import DataError, TaxonomyError
+from ..metrics import CLASS_SEP
 from ..taxonomy import Taxonomy
 
 ON_ERROR = ("raise", "skip")
@@ -207,7 +214,9 @@ def read_table(path: str | Path, text_col: int | str, labels_col: int | str,
         The first non-blank line names the columns.
     label_names : sequence, mapping, str or Path, optional
         Map raw label ids to names: a sequence is indexed by the integer id, a mapping is
-        looked up by the raw string, a str or Path is a file with one name per line.
+        looked up by the raw string, a str or Path is a file with one name per line. A label
+        with a class, ``id:class`` (``3:2``), maps its id and keeps the class (``anger:2``),
+        unless a mapping has the whole string as a key.
     n_cols : int, optional
         Required column count; default: the header's, else the first data line's.
     on_error : {"raise", "skip"}
@@ -259,6 +268,9 @@ def _csv_row(line: str, delimiter: str) -> list[str]:
 
 
 def _map_label(raw: str, names: Sequence[str] | Mapping[str, str]) -> str:
+    label, sep, cls = raw.partition(CLASS_SEP)
+    if sep and not (isinstance(names, Mapping) and raw in names):   # "3:2": id 3 in class 2, kept as written
+        return _map_label(label, names) + sep + cls
     if isinstance(names, Mapping):
         if raw not in names:
             raise _Bad("unknown label id", f"label id {raw!r} is not in the label names")
