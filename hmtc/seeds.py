@@ -5,8 +5,8 @@
 record ``<record_dir>/<key>/seed-<n>.json``), then writes the mean record ``<record_dir>/<key>.json``
 (:func:`hmtc.record.aggregate_records`: mean, sample standard deviation and per-seed values of
 every metric, each seed's record inside) and ``<out>/seeds.json``. ``--resume`` continues an
-interrupted set: seeds already evaluated are read back, an unfinished seed resumes from its
-``last/`` checkpoint, and the others start.
+interrupted set: seeds already recorded are read back (even when their run folders are gone), an
+unfinished seed resumes from its ``last/`` checkpoint, and the others start.
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, 
     for seed in seeds:              # refuse a clash before any training
         scfg, sdir = seed_config(cfg, seed), run_dir / f"seed-{seed}"
         path = record_path(scfg, sdir)
-        done = resume and (sdir / "metrics.json").is_file() and (path is None or path.is_file())
+        # with --resume a seed is done once recorded (its record is the result, even if its run
+        # folder is gone), or, without records, once its folder holds metrics.json
+        done = resume and (path.is_file() if path is not None else (sdir / "metrics.json").is_file())
         if not done:
             check_record_free(path, overwrite)
         plans.append((seed, scfg, sdir, path, done))

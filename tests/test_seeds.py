@@ -204,3 +204,15 @@ def test_eval_a_seeds_folder_with_another_decoding(run_config, tmp_path, invoke)
     assert "unknown decode key(s) nope" in r.output
     r = invoke("eval", run, "--quiet", "--set", "train.lr=1", code=2)
     assert "only decode.* keys" in r.output
+
+
+def test_resume_reads_a_recorded_seed_whose_folder_is_gone(run_config, tmp_path, invoke):
+    import shutil
+    cfg_seeds = ["--set", "train.epochs=1", "--set", "train.seeds=[3, 5]"]
+    invoke("train", run_config, "--quiet", "--seeds", "3", "--set", "train.epochs=1")   # seed 3 alone: its record
+    run, records = tmp_path / "runs" / "tiny-msml", tmp_path / "records"
+    (records / "tiny-msml.json").unlink()                  # the one-seed mean record of that first call
+    shutil.rmtree(run / "seed-3")                          # a new machine: the run folder is gone
+    invoke("train", run_config, "--quiet", "--resume", *cfg_seeds)
+    agg = json.loads((records / "tiny-msml.json").read_text())
+    assert agg["seeds"] == [3, 5] and not (run / "seed-3").exists()
