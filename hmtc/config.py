@@ -90,13 +90,14 @@ class DataConfig:
                                        "(data/README.md)")
     dev_fraction: float = _key(0.05, "share of train carved out (seeded) as dev when the dataset has no dev split",
                                _range(0, 1, high_open=True))
-    max_length: int = _key(128, "tokens kept per text", _range(1))
+    max_length: int = _key(128, "tokens kept per text, its special tokens included; beyond the encoder's positions "
+                                "only with model.windows", _range(1))
     train_limit: int = _key(0, "use only the first N training samples (0: all)", _range(0))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The [model] table: the model family, its encoder and what of the encoder trains."""
+    """The [model] table: the model family, its encoder, what of the encoder trains and how it reads long texts."""
 
     name: str = _key("msml", "model family: a name in the model registry (hmtc.models.MODELS)")
     encoder: str = _key("me5-small", "built-in encoder name, local folder or hub id")
@@ -106,6 +107,13 @@ class ModelConfig:
     fast_dropout: bool = _key(False, "dropout masks from 16-bit slices of 64-bit draws and eager attention "
                                      "(hmtc.models.dropout): same masks in distribution, faster CPU steps "
                                      "(experiments/speed.md), another random stream")
+    windows: bool = _key(False, "cut a text longer than one window into windows, encode them in shared batches "
+                                "and join their token states (an overlap split at its middle) before the head, "
+                                "which pools the whole text (hmtc.models.encoder.Windows); no ONNX export yet")
+    window_length: int = _key(0, "tokens per window, its two special tokens included (0: the encoder's positions)",
+                              Bound(lambda v: v == 0 or v >= 3, "(0 or >= 3)"))
+    window_stride: int = _key(0, "tokens each window repeats from the one before, as the stride of Hugging Face "
+                                 "tokenizers (at most half a window's content)", _range(0))
     encoder_options: dict[str, Any] = _key({}, "passed to `from_pretrained`, e.g. `{ hidden_dropout_prob = 0.0 }`")
     options: dict[str, Any] = _key({}, "the model's own config (e.g. MSMLConfig fields), checked by the model")
 

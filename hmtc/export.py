@@ -8,6 +8,9 @@ the torch one does. Files, beside ``model.safetensors``:
     model.onnx          fp32 graph with weights
     model.int8.onnx     the same with int8 dynamic quantisation of the matrix multiplications
 
+A model with windows (``model.windows``, texts longer than the encoder's positions) is refused: its
+cut and join depend on each text's length, which a traced graph would freeze.
+
 ``onnx``, ``onnxscript`` and ``onnxruntime`` come with the ``onnx`` extra (``pip install hmtc[onnx]``).
 """
 
@@ -67,6 +70,10 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
         raise HmtcError(f"nothing to export: a {ckpt.config['model']['name']} checkpoint has no neural model", folder)
     if getattr(ckpt.model, "config", None) is not None and getattr(ckpt.model.config, "head", "") == "label_token":
         raise HmtcError("the label-token head is not exportable yet (its input depends on the label set)", folder)
+    if getattr(ckpt.model, "windows", None) is not None:     # the cut and join depend on each text's length
+        raise HmtcError(f"a model with windows (data.max_length {ckpt.config['data']['max_length']} beyond one "
+                        f"{ckpt.model.windows.length}-token window) is not exportable to ONNX yet; "
+                        "score it with the torch engine", folder)
     backbone = ckpt.model.encoder.backbone
     # the eager attention graph is the one ONNX Runtime fuses into its Attention kernel
     if hasattr(backbone, "set_attn_implementation"):

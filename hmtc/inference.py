@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from .batching import iterate, length_batches
 from .models import autocast
+from .models.encoder import Windows
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -31,18 +32,27 @@ def progress_bar(console: Console | None = None, disable: bool = False) -> Progr
 
 
 def cache_lower_states(encoder, token_ids: list[list[int]], pad_id: int, batch_size: int, bf16: bool,
-                       device: torch.device, progress: Progress | None = None) -> list[torch.Tensor]:
+                       device: torch.device, progress: Progress | None = None,
+                       windows: Windows | None = None) -> list[torch.Tensor]:
     """Each text's token states (T_i, d) under the encoder's frozen part (:meth:`TextEncoder.lower`),
-    in input order, kept in bf16 when ``bf16`` (the cache of ``train.cache_frozen``)."""
+    in input order, kept in bf16 when ``bf16`` (the cache of ``train.cache_frozen``). With
+    ``windows``, a text longer than one window keeps its windows' states in the windowed layout
+    (T_w, d) (:class:`~hmtc.models.encoder.Windows`), which the model cuts again when it trains."""
     dtype = torch.bfloat16 if bf16 else torch.float32
     cache: list[torch.Tensor] = [None] * len(token_ids)   # type: ignore[list-item]
     task = progress.add_task("cache frozen layers", total=len(token_ids), info="") if progress else None
     batches = length_batches([len(x) for x in token_ids], batch_size, shuffle=False)
     for b, input_ids, mask, _ in iterate(token_ids, batches, pad_id):
+        input_ids, mask = input_ids.to(device), mask.to(device)
         with autocast(device, bf16):
-            h = encoder.lower(input_ids.to(device), mask.to(device)).to(dtype)
+            if windows is None or input_ids.shape[1] <= windows.length:
+                h = encoder.lower(input_ids, mask).to(dtype)
+                rows = [h[r, : len(token_ids[i])] for r, i in enumerate(b)]
+            else:
+                cut = windows.cut(input_ids, mask)
+                rows = windows.end_to_end(encoder.lower(cut.inputs, cut.mask).to(dtype), cut)
         for r, i in enumerate(b):
-            cache[i] = h[r, : len(token_ids[i])].clone()
+            cache[i] = rows[r].clone()
         if progress:
             progress.advance(task, len(b))
     if progress and task is not None:

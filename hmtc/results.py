@@ -60,7 +60,7 @@ IGNORED = {"name", "train.seed", "train.seeds", "train.output_dir", "train.recor
 # defaults a record written before the key existed ran with
 LEGACY = {"decode.complete": False}
 BUDGET = ("model.encoder", "train.epochs", "data.max_length", "model.freeze_layers", "train.cache_frozen",
-          "model.fast_dropout", "data.train_limit")
+          "model.fast_dropout", "data.train_limit", "model.windows", "model.window_length", "model.window_stride")
 REGULARISERS = ("train.fgm_epsilon", "train.gp_weight", "train.rdrop_alpha", "train.teacher")
 
 

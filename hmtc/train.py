@@ -391,7 +391,7 @@ class Trainer:
                               "(its encoder input changes with the labels)")
         model.encoder.check_split()
         return cache_lower_states(model.encoder, data.token_ids["train"], pad_id, t["eval_batch_size"],
-                                  t["bf16"], self.device_, progress)
+                                  t["bf16"], self.device_, progress, model.windows)
 
     def _dev_metrics(self, model, data: Prepared, pad_id: int, progress: Progress) -> dict:
         t = self.config["train"]

@@ -16,7 +16,9 @@ models are found by name in the registry ``MODELS`` and nowhere else.
 :class:`EncoderModel` implements the protocol for the neural models: a transformers encoder
 (:class:`~hmtc.models.encoder.TextEncoder`) feeding ``forward_states``, its tokenizer kept
 beside it, weights in ``model.safetensors``, the backbone's config in ``encoder/`` (rebuilt
-without a download) and the tokenizer in ``tokenizer/``.
+without a download) and the tokenizer in ``tokenizer/``. With ``model.windows`` a text longer than
+the encoder reads at once is cut into windows and joined again before ``forward_states``
+(:class:`~hmtc.models.encoder.Windows`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from ..errors import ConfigError, HmtcError
 from ..registry import Registry
 from ..taxonomy import TaxonomyIndex
 from .dropout import use_fast_dropout
-from .encoder import TextEncoder, load_backbone
+from .encoder import TextEncoder, Windows, encoder_positions, load_backbone
 from .label_init import init_from_label_names
 
 MODELS: Registry = Registry("model")
@@ -102,18 +104,31 @@ def create_model(config: dict, index: TaxonomyIndex) -> Model:
 
 
 def check_fits(backbone: nn.Module, config: dict) -> None:
-    """The run config against the loaded encoder: texts fit its positions, frozen layers exist."""
-    bc = backbone.config
-    # RoBERTa-style embeddings count positions from padding_idx + 1
-    positions = getattr(bc, "max_position_embeddings", None)
-    if positions is not None:
-        positions -= (getattr(bc, "pad_token_id", 0) or 0) + 1 if bc.model_type in ("roberta", "xlm-roberta") else 0
-        if config["data"]["max_length"] > positions:
-            raise ConfigError(f"data.max_length {config['data']['max_length']} exceeds the encoder's {positions} "
-                              "positions")
+    """The run config against the loaded encoder: texts fit its positions (or windows, which fit
+    them), frozen layers exist."""
+    bc, m, max_length = backbone.config, config["model"], config["data"]["max_length"]
+    positions = encoder_positions(backbone)
+    if positions is not None and not m["windows"] and max_length > positions:
+        raise ConfigError(f"data.max_length {max_length} exceeds the encoder's {positions} positions; "
+                          "model.windows = true cuts longer texts into windows")
+    if positions is not None and m["windows"] and m["window_length"] > positions:
+        raise ConfigError(f"model.window_length {m['window_length']} exceeds the encoder's {positions} positions")
+    if positions is None and m["windows"] and not m["window_length"]:
+        raise ConfigError("model.windows: this encoder does not state its positions; set model.window_length")
     layers = getattr(bc, "num_hidden_layers", None)
-    if layers is not None and config["model"]["freeze_layers"] > layers:
-        raise ConfigError(f"model.freeze_layers {config['model']['freeze_layers']} exceeds the encoder's {layers} layers")
+    if layers is not None and m["freeze_layers"] > layers:
+        raise ConfigError(f"model.freeze_layers {m['freeze_layers']} exceeds the encoder's {layers} layers")
+
+
+def text_windows(backbone: nn.Module, tokenizer, config: dict) -> Windows | None:
+    """The windows of a run's texts (``model.windows``), or None when every text fits one window."""
+    m = config["model"]
+    length = m.get("window_length") or encoder_positions(backbone)     # .get: configs older than windows
+    if not m.get("windows") or config["data"]["max_length"] <= length:
+        return None
+    if tokenizer.num_special_tokens_to_add() != 2:
+        raise ConfigError("model.windows needs a tokenizer that adds one special token before a text and one after")
+    return Windows(length, m.get("window_stride", 0), tokenizer.pad_token_id or 0)
 
 
 @dataclass
@@ -127,12 +142,13 @@ class ModelOutput:
 class EncoderModel(nn.Module, Model):
     """Base of the neural models: ``self.encoder`` (TextEncoder) feeds ``forward_states``.
 
-    ``tokenizer``, ``max_length`` and the scoring defaults ``eval_batch_size`` and ``bf16`` come
-    from the run config in :meth:`create` and :meth:`load`.
+    ``tokenizer``, ``max_length``, ``windows`` and the scoring defaults ``eval_batch_size`` and
+    ``bf16`` come from the run config in :meth:`create` and :meth:`load`.
     """
 
     tokenizer = None
     max_length = 512
+    windows: Windows | None = None      # texts longer than the encoder reads at once (model.windows)
     eval_batch_size = 128
     bf16 = False
     supports_cache = True      # False where the input itself changes (label tokens)
@@ -188,8 +204,9 @@ class EncoderModel(nn.Module, Model):
         return model.eval()
 
     def set_run_config(self, config: dict) -> None:
-        """Take the tokenisation length and the scoring defaults from a run config."""
+        """Take the tokenisation length, the windows and the scoring defaults from a run config."""
         self.max_length = config["data"]["max_length"]
+        self.windows = text_windows(self.encoder.backbone, self.tokenizer, config)
         self.eval_batch_size, self.bf16 = config["train"]["eval_batch_size"], config["train"]["bf16"]
 
     def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
@@ -233,9 +250,30 @@ class EncoderModel(nn.Module, Model):
                 labels: torch.Tensor | None = None, *,
                 lower_states: torch.Tensor | None = None) -> ModelOutput:
         """``lower_states`` (cached :meth:`TextEncoder.lower` output) replaces ``input_ids``."""
-        return self.forward_states(self.encode(input_ids, attention_mask, lower_states), attention_mask, labels)
+        return self.forward_states(*self.encode(input_ids, attention_mask, lower_states), labels)
 
-    def encode(self, input_ids, attention_mask, lower_states=None) -> torch.Tensor:
+    def encode(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+               lower_states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states (B, T, d) of the texts and their mask (B, T).
+
+        ``lower_states`` (B, T, d), the frozen layers' cached output with ``attention_mask`` over
+        its rows, replaces ``input_ids``. With windows, a batch wider than one window is cut into
+        windows, encoded and joined (:class:`~hmtc.models.encoder.Windows`); cached states are then
+        in the windowed layout, and the mask returned is the texts' own. A batch that fits one
+        window takes the plain path, so a short text scores exactly as without windows.
+        """
+        x = input_ids if lower_states is None else lower_states
+        if self.windows is None or x.shape[1] <= self.windows.length:
+            return self._encode(input_ids, attention_mask, lower_states), attention_mask
+        if lower_states is None:
+            cut = self.windows.cut(input_ids, attention_mask)
+            states = self._encode(cut.inputs, cut.mask)
+        else:
+            cut = self.windows.cut_states(lower_states, attention_mask)
+            states = self._encode(None, cut.mask, cut.inputs)
+        return self.windows.join(states, cut), cut.text_mask
+
+    def _encode(self, input_ids, attention_mask, lower_states=None) -> torch.Tensor:
         if lower_states is not None:
             return self.encoder.upper(lower_states, attention_mask)
         return self.encoder(input_ids, attention_mask)

@@ -1,8 +1,10 @@
-"""The shared text encoder: any transformers model, a learned mix of chosen hidden layers."""
+"""The shared text encoder: any transformers model, a learned mix of chosen hidden layers, and the
+windows that let a text be longer than the encoder reads at once."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -162,6 +164,130 @@ def _layer_mask(backbone: nn.Module, states: torch.Tensor, attention_mask: torch
 def _call_block(block: nn.Module, states: torch.Tensor, mask) -> torch.Tensor:
     out = block(states, mask)
     return out[0] if isinstance(out, tuple) else out     # transformers 4.x layers return tuples
+
+
+def encoder_positions(backbone: nn.Module) -> int | None:
+    """Tokens the encoder reads at once (None: its config does not say)."""
+    bc = backbone.config
+    positions = getattr(bc, "max_position_embeddings", None)
+    if positions is not None and bc.model_type in ("roberta", "xlm-roberta"):
+        positions -= (getattr(bc, "pad_token_id", 0) or 0) + 1    # positions count from padding_idx + 1
+    return positions
+
+
+@dataclass
+class WindowBatch:
+    """The windows of a batch of B texts, R windows of W tokens in all.
+
+    ``inputs`` (R, W) token ids or (R, W, d) states and ``mask`` (R, W) are what the encoder reads;
+    ``source`` (B, T) is the flat window position (row · W + offset) whose state each text position
+    takes, ``text_mask`` (B, T) the texts' own mask, ``spans`` (B, 2) the first flat position and
+    the windowed length T_w of each text (see :class:`Windows`).
+    """
+
+    inputs: torch.Tensor
+    mask: torch.Tensor
+    source: torch.Tensor
+    text_mask: torch.Tensor
+    spans: torch.Tensor
+
+
+class Windows:
+    """Texts longer than one window, cut into windows, encoded apart and joined back.
+
+    A text of L > W tokens ``[CLS] c_0 .. c_{n-1} [SEP]`` (n = L − 2), W the window length::
+
+        C = W − 2                       content tokens per window
+        s = stride                      tokens a window repeats from the one before, 0 ≤ s ≤ C/2
+        K = 1 + ⌈(n − C) / (C − s)⌉     windows, k = 0 .. K − 1
+        window k = [CLS] c_{k(C−s)} .. c_{min(k(C−s) + C, n) − 1} [SEP]
+
+    The windows of every text of a batch are encoded together, one (R, W) batch, and each text's
+    token states are gathered back onto its own L positions::
+
+        h[0] = [CLS] of window 0,   h[L − 1] = [SEP] of window K − 1
+        h[1 + j] = h_k[1 + j − k(C − s)],   k = clamp(⌊(j − ⌊s/2⌋) / (C − s)⌋, 0, K − 1)
+
+    so an overlap gives its first ⌊s/2⌋ tokens to the earlier window and the rest to the later: a
+    token keeps the window where it lies farther from the cut (BERT's "maximum context" rule), one
+    state per position and nothing averaged. The inner windows' [CLS] and [SEP] occur nowhere in
+    ``h``, so pooling never sees them (they are masked by construction), and the models above get
+    (B, T, d) states and the texts' own mask as without windows.
+
+    The windowed layout of a text, its windows end to end, all W long but the last, has
+    T_w = (K − 1)·W + c_last + 2 rows (c_last: the last window's content) and gives its windows
+    back from T_w alone (the cache of frozen layers, ``train.cache_frozen``, keeps it)::
+
+        K = ⌈T_w / W⌉,   c_last = T_w − (K − 1)·W − 2,   L = (K − 1)(C − s) + c_last + 2
+
+    Parameters
+    ----------
+    length : int
+        W, special tokens included (``model.window_length``, else the encoder's positions).
+    stride : int
+        s (``model.window_stride``).
+    pad_id : int
+        Token id of the windows' padding.
+    """
+
+    def __init__(self, length: int, stride: int, pad_id: int):
+        if not 0 <= stride <= (length - 2) // 2:
+            raise ConfigError(f"model.window_stride {stride} exceeds half a window's {length - 2} content tokens")
+        self.length, self.stride, self.pad_id = length, stride, pad_id
+        self.step = length - 2 - stride
+
+    def cut(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> WindowBatch:
+        """The windows (R, W) of tokenised texts (B, T); ``text_mask`` is ``attention_mask``."""
+        lengths = attention_mask.sum(1)
+        text, k, content, source, spans = self._plan(lengths, attention_mask)
+        o = torch.arange(self.length, device=input_ids.device)
+        pos = k[:, None] * self.step + o                        # content offset o >= 1: text position
+        pos = torch.where(o == 0, 0, pos)
+        pos = torch.where(o == content[:, None] + 1, lengths[text][:, None] - 1, pos)
+        mask = o <= content[:, None] + 1
+        ids = input_ids[text[:, None], pos.clamp_max(input_ids.shape[1] - 1)].masked_fill(~mask, self.pad_id)
+        return WindowBatch(ids, mask.to(attention_mask.dtype), source, attention_mask, spans)
+
+    def cut_states(self, states: torch.Tensor, attention_mask: torch.Tensor) -> WindowBatch:
+        """The windows (R, W, d) of states (B, T_w, d) in the windowed layout, ``attention_mask``
+        over their rows; ``text_mask`` is built from the texts' lengths."""
+        w, t_w = self.length, attention_mask.sum(1)
+        # each window after the first adds its own [CLS] and [SEP] and s repeated tokens
+        lengths = t_w - ((t_w + w - 1) // w - 1) * (w - self.step)
+        positions = torch.arange(int(lengths.max()), device=states.device)
+        text_mask = (positions < lengths[:, None]).to(attention_mask.dtype)
+        text, k, _, source, spans = self._plan(lengths, text_mask)
+        flat = k[:, None] * w + torch.arange(w, device=states.device)       # row in the windowed layout
+        inputs = states[text[:, None], flat.clamp_max(states.shape[1] - 1)]
+        return WindowBatch(inputs, (flat < t_w[text, None]).to(attention_mask.dtype), source, text_mask, spans)
+
+    def join(self, states: torch.Tensor, batch: WindowBatch) -> torch.Tensor:
+        """Token states (B, T, d) of the texts from the windows' states (R, W, d)."""
+        return states.reshape(-1, states.shape[-1])[batch.source]
+
+    def end_to_end(self, states: torch.Tensor, batch: WindowBatch) -> list[torch.Tensor]:
+        """Each text's windows' states (T_w, d) in the windowed layout, from the windows' states (R, W, d)."""
+        flat = states.reshape(-1, states.shape[-1])
+        return [flat[a: a + n] for a, n in batch.spans.tolist()]
+
+    def _plan(self, lengths: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Text, index k and content tokens of every window row (R,); ``source`` and ``spans``."""
+        w, c, step, dev = self.length, self.length - 2, self.step, lengths.device
+        n = lengths - 2
+        count = 1 + ((n - c).clamp_min(0) + step - 1) // step          # K per text
+        first = count.cumsum(0) - count                                  # its first window row
+        text = torch.repeat_interleave(torch.arange(len(lengths), device=dev), count)
+        k = torch.arange(len(text), device=dev) - first[text]
+        content = (n[text] - k * step).clamp_max(c)
+        last = n - (count - 1) * step                                    # the last window's content
+        j = torch.arange(text_mask.shape[1], device=dev) - 1             # content index of a position
+        kj = torch.minimum(((j - self.stride // 2).clamp_min(0) // step)[None, :], count[:, None] - 1)
+        start = first[:, None] * w
+        source = start + kj * w + 1 + j - kj * step
+        source = torch.where(j == -1, start, source)
+        source = torch.where(j == n[:, None], start + (count[:, None] - 1) * w + last[:, None] + 1, source)
+        source = torch.where(text_mask.bool(), source, start)           # padding: any state, it is masked
+        return text, k, content, source, torch.stack([first * w, (count - 1) * w + last + 2], 1)
 
 
 def load_backbone(name_or_path: str, **options) -> nn.Module:

@@ -114,17 +114,22 @@ class FlatModel(EncoderModel):
     def supports_cache(self) -> bool:
         return self.config.head != "label_token"
 
+    def set_run_config(self, config: dict) -> None:
+        super().set_run_config(config)
+        if self.windows is not None and self.config.head == "label_token":
+            raise ConfigError("the label_token head reads a text and its labels in one sequence: no model.windows")
+
     def forward(self, input_ids, attention_mask, labels=None, *, lower_states=None) -> ModelOutput:
         if self.config.head == "label_token":   # the label tokens change the encoder's input
             z = self.label_tokens(self.dropout(self.label_tokens.states(self.encoder, input_ids, attention_mask)))
             return self.leaf_output(z, labels)
-        return self.forward_states(self.encode(input_ids, attention_mask, lower_states), attention_mask, labels)
+        return super().forward(input_ids, attention_mask, labels, lower_states=lower_states)
 
     def label_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list:
         """For label-name initialisation: the classifier and the pooled vectors of the leaves' texts."""
         if self.config.head == "label_token":
             raise ConfigError("label_init does not apply to the label_token head (it learns label tokens)")
-        v = self.head(self.encode(input_ids, attention_mask), attention_mask)
+        v = self.head(*self.encode(input_ids, attention_mask))
         return [(self.classifier, v[self.leaves])]
 
     def forward_states(self, states, attention_mask, labels=None) -> ModelOutput:

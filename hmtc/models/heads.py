@@ -18,7 +18,7 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @HEADS.register("cls")
 class CLSHead(nn.Module):
-    """The first token's state."""
+    """The first token's state (with windows: the first window's [CLS])."""
 
     def __init__(self, hidden: int, **_):
         super().__init__()

@@ -203,7 +203,7 @@ class MSMLModel(EncoderModel):
 
     def label_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list:
         """For label-name initialisation: each level's classifier and h_l of its own nodes' texts."""
-        levels = self.level_states(self.encode(input_ids, attention_mask), attention_mask)
+        levels = self.level_states(*self.encode(input_ids, attention_mask))
         return [(clf, h[sl]) for clf, (h, _), sl in zip(self.classifiers, levels, self.slices)]
 
     def forward_states(self, states: torch.Tensor, attention_mask: torch.Tensor,
