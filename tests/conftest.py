@@ -5,6 +5,8 @@ Nothing here touches the network or a big encoder.
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,29 @@ def run_config(tmp_path, tiny_encoder, tiny_dataset) -> Path:
     cfg = tmp_path / "tiny-msml.toml"
     cfg.write_text(tiny_config_text(tiny_dataset, tiny_encoder, tmp_path), encoding="utf-8")
     return cfg
+
+
+@dataclass
+class Result:
+    exit_code: int
+    output: str
+
+
+@pytest.fixture
+def invoke(capsys, monkeypatch):
+    """The real entry point (``hmtc.cli.main``: user errors exit 2 with one line); ``code`` is
+    the exit code the call must end with."""
+    from hmtc.cli import main
+
+    def call(*args, code: int = 0) -> Result:
+        monkeypatch.setattr(sys, "argv", ["hmtc", *map(str, args)])
+        try:
+            main()
+            got = 0
+        except SystemExit as e:
+            got = e.code or 0
+        out = capsys.readouterr()
+        r = Result(got, out.out + out.err)
+        assert got == code, r.output
+        return r
+    return call

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
-import pytest
 
 from hmtc.checkpoint import load_checkpoint
-from hmtc.cli import main
 
 
-@pytest.fixture
-def invoke(capsys, monkeypatch):
-    def call(*args, code: int = 0) -> str:
-        monkeypatch.setattr(sys, "argv", ["hmtc", *map(str, args)])
-        try:
-            main()
-            got = 0
-        except SystemExit as e:
-            got = e.code or 0
-        out = capsys.readouterr()
-        assert got == code, out.out + out.err
-        return out.out + out.err
-    return call
 
 
 def test_ensemble_of_seeds_folders_evaluates_and_distils(run_config, tmp_path, invoke):
@@ -50,6 +34,6 @@ def test_ensemble_of_seeds_folders_evaluates_and_distils(run_config, tmp_path, i
 
 def test_ensemble_errors(run_config, tmp_path, invoke):
     invoke("train", run_config, "--quiet", "--set", "train.epochs=1", "--set", "name=a")
-    assert "at least 2 members" in invoke("ensemble", tmp_path / "runs" / "a", "--out", tmp_path / "e", code=2)
+    assert "at least 2 members" in invoke("ensemble", tmp_path / "runs" / "a", "--out", tmp_path / "e", code=2).output
     assert "not trained" in invoke("train", run_config, "--quiet", "--set", "model.name='ensemble'",
-                                   "--set", "name=z", code=2)
+                                   "--set", "name=z", code=2).output

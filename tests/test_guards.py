@@ -3,34 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import pytest
 
-from hmtc.cli import main
 
 
-class Result:
-    def __init__(self, code: int, output: str):
-        self.exit_code, self.output = code, output
 
-
-@pytest.fixture
-def invoke(capsys, monkeypatch):
-    """The real entry point (``hmtc.cli.main``)."""
-    def call(*args, code: int = 0) -> Result:
-        monkeypatch.setattr(sys, "argv", ["hmtc", *map(str, args)])
-        try:
-            main()
-            got = 0
-        except SystemExit as e:
-            got = e.code or 0
-        out = capsys.readouterr()
-        r = Result(got, out.out + out.err)
-        assert got == code, r.output
-        return r
-    return call
 
 
 def digest(folder: Path) -> dict:

@@ -4,38 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from hmtc.cli import main
 from hmtc.config import load_config
 from hmtc.errors import ConfigError, HmtcError
 from hmtc.record import aggregate_records, run_key, write_record
 from hmtc.seeds import parse_seeds
 
 
-class Result:
-    def __init__(self, code: int, output: str):
-        self.exit_code, self.output = code, output
 
-
-@pytest.fixture
-def invoke(capsys, monkeypatch):
-    """The real entry point (``hmtc.cli.main``: user errors exit 2 with one line)."""
-    def call(*args, code: int = 0) -> Result:
-        monkeypatch.setattr(sys, "argv", ["hmtc", *map(str, args)])
-        try:
-            main()
-            got = 0
-        except SystemExit as e:
-            got = e.code or 0
-        out = capsys.readouterr()
-        r = Result(got, out.out + out.err)
-        assert got == code, r.output
-        return r
-    return call
 
 
 def _rec(seed: int, micro: float, l1: float, l2: float) -> dict:
