@@ -355,26 +355,11 @@ class HierarchicalClassifier(BaseEstimator):
         return est
 
     def __getstate__(self):
-        state = dict(super().__getstate__())    # object.__getstate__ hands out __dict__ itself
-        state.pop("_cleanup", None)         # a copy does not own the temporary run folder
-        if "checkpoint_" in state:
-            # transformers' hooks make a loaded model unpicklable: the checkpoint travels as its files
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = self.save(Path(tmp) / "checkpoint")
-                state["checkpoint_"] = {p.relative_to(folder).as_posix(): p.read_bytes()
-                                        for p in folder.rglob("*") if p.is_file()}
-        return state
-
-    def __setstate__(self, state):
-        files = state.pop("checkpoint_", None)
-        super().__setstate__(state)
-        if files is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                for name, data in files.items():
-                    (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
-                    (Path(tmp) / name).write_bytes(data)
-                with _quiet_transformers(not self.verbose):
-                    self._attach(load_checkpoint(tmp), self.run_dir_, self.history_, self.metrics_)
+        # checkpoints are safetensors + JSON, never a pickle: a fitted classifier travels as its folder
+        if "checkpoint_" in self.__dict__:
+            raise HmtcError("a fitted HierarchicalClassifier is not pickled: save it with .save(folder) "
+                            "(safetensors + JSON) and load it with HierarchicalClassifier.load(folder)")
+        return dict(super().__getstate__())
 
 
 def metric_scorer(metric: str = "micro_f1"):

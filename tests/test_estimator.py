@@ -120,9 +120,11 @@ def test_clone_and_params(fitted):
     assert fresh.set_params(lr=5e-3).lr == 5e-3 and fitted.lr == 1e-3
 
 
-def test_pickle_keeps_the_fitted_model(fitted):
+def test_a_fitted_model_travels_as_its_checkpoint_not_a_pickle(fitted, tmp_path):
     texts = ["puppy bark", "thorn petal"]
-    copy = pickle.loads(pickle.dumps(fitted))
+    with pytest.raises(HmtcError, match=r"not pickled: save it with \.save\(folder\)"):
+        pickle.dumps(fitted)
+    copy = HierarchicalClassifier.load(fitted.save(tmp_path / "ckpt"))
     assert copy.predict(texts) == fitted.predict(texts)
 
 
