@@ -68,16 +68,22 @@ def tiny_encoder(folder: Path) -> Path:
 
 def tiny_dataset(folder: Path) -> Path:
     """A JSONL dataset (train 96 / test 32) with its TOML card and taxonomy; returns the TOML path."""
+    return _jsonl_dataset(folder, "tiny", make_texts, TAXONOMY)
+
+
+def _jsonl_dataset(folder: Path, name: str, rows, taxonomy: str) -> Path:
+    """Train (96 rows, seed 1) and test (32, seed 2) JSONL files from ``rows(n, seed)``, the
+    taxonomy ``<name>.tax`` and the card ``<name>.toml`` naming them; returns the card's path."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, n, seed in (("train", 96, 1), ("test", 32, 2)):
         with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as fh:
-            for row in make_texts(n, seed):
+            for row in rows(n, seed):
                 fh.write(json.dumps(row) + "\n")
-    (folder / "tiny.tax").write_text(TAXONOMY, encoding="utf-8")
-    (folder / "tiny.toml").write_text(
-        'name = "tiny"\nformat = "jsonl"\ntaxonomy = "tiny.tax"\n\n[splits]\n'
+    (folder / f"{name}.tax").write_text(taxonomy, encoding="utf-8")
+    (folder / f"{name}.toml").write_text(
+        f'name = "{name}"\nformat = "jsonl"\ntaxonomy = "{name}.tax"\n\n[splits]\n'
         'train = "train.jsonl"\ntest = "test.jsonl"\n', encoding="utf-8")
-    return folder / "tiny.toml"
+    return folder / f"{name}.toml"
 
 
 def tiny_config_text(dataset: Path, encoder: Path, folder: Path, name: str = "tiny-msml") -> str:
@@ -141,13 +147,4 @@ def label_class_dataset(folder: Path) -> Path:
     """A JSONL dataset with per-label classes (train 96 / test 32), its TOML card and taxonomy
     (four labels, each ``!exclusive`` over ``none``, ``weak``, ``medium``, ``strong``); returns the
     TOML path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n, seed in (("train", 96, 1), ("test", 32, 2)):
-        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as fh:
-            for row in make_label_class_texts(n, seed):
-                fh.write(json.dumps(row) + "\n")
-    (folder / "classes.tax").write_text(LABEL_CLASS_TAXONOMY, encoding="utf-8")
-    (folder / "classes.toml").write_text(
-        'name = "tiny-classes"\nformat = "jsonl"\ntaxonomy = "classes.tax"\n\n[splits]\n'
-        'train = "train.jsonl"\ntest = "test.jsonl"\n', encoding="utf-8")
-    return folder / "classes.toml"
+    return _jsonl_dataset(folder, "classes", make_label_class_texts, LABEL_CLASS_TAXONOMY)
