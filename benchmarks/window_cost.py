@@ -1,6 +1,7 @@
 """What a long text costs with windows (model.windows): MSML texts/s and peak memory by length.
 
     python benchmarks/window_cost.py [--encoder FOLDER] [--lengths 256,512,1024,2048] [--stride 0]
+                                     [--out experiments/window-cost.json]
 
 An untrained MSML model (default options) over the given encoder, or the tiny random BERT of the
 tests (64 positions) when none is given, with ``data.max_length`` the longest length and
@@ -33,7 +34,9 @@ from pathlib import Path
 import torch
 
 from hmtc.config import DEFAULTS
+from hmtc.io import atomic_write_json
 from hmtc.models import create_model
+from hmtc.record import git_commit, machine_info, now
 from hmtc.taxonomy import Taxonomy
 from hmtc.testing import TAXONOMY, tiny_encoder
 
@@ -135,6 +138,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8, help="texts of the batch whose peak memory is read")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--out", type=Path, help="also record the rows here (JSON) with the command, commit and machine")
     ap.add_argument("--part", default="", help=argparse.SUPPRESS)      # a child: "time" or "<infer|train>:<L>"
     args = ap.parse_args()
     args.lengths = [int(n) for n in str(args.lengths).split(",")]
@@ -142,9 +146,12 @@ def main() -> None:
         part, _, length = args.part.partition(":")
         print(json.dumps(time_lengths(args) if part == "time" else peak_mib(args, int(length), part)))
         return
+    started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
+        encoder = args.encoder
         args.encoder = args.encoder or str(tiny_encoder(Path(tmp) / "tiny-bert"))
-        child = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("lengths", "part", "bf16")]
+        child = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                 if k not in ("lengths", "part", "bf16", "out")]
         child += ["--bf16"] * args.bf16 + [f"--lengths={','.join(map(str, args.lengths))}"]
 
         def run(part: str):
@@ -165,6 +172,11 @@ def main() -> None:
               f"{first['train_texts_s'] / r['train_texts_s']:>6.2f} | {r['infer_peak_mib']:>15.1f} "
               f"{r['infer_peak_mib'] / first['infer_peak_mib']:>5.2f} {r['train_peak_mib']:>15.1f} "
               f"{r['train_peak_mib'] / first['train_peak_mib']:>5.2f}")
+    if args.out:
+        settings = {k: v for k, v in vars(args).items() if k not in ("part", "out")} | {"encoder": encoder or "tiny"}
+        atomic_write_json(args.out, {"command": "python " + " ".join(sys.argv), "git_commit": git_commit(),
+                                     "date": now(), "machine": machine_info(), "seconds": round(time.time() - started),
+                                     "settings": settings, "rows": rows})
 
 
 if __name__ == "__main__":
