@@ -52,6 +52,7 @@ DUEE_MARGIN = 0.005                 # the default MSML ≥ flat + 0.5 points lea
 DUEE_TARGET = (0.955, 0.945, 45 * 60)
 DUEE_AIM = (0.965, 0.955)
 GOEMOTIONS_TARGET = 0.56
+NEWSGROUPS_ACCURACY = 0.895         # RoBERTaGCN's 20-class accuracy (transductive), the best BERT-family figure known
 DATASET_PREFIX = {"duee": "duee", "goemotions": "goemotions", "20newsgroups": "20ng"}
 
 # keys that name a run or place its files, not what it trains
@@ -220,7 +221,7 @@ def _base_flat(g: Group, gs: list[Group]) -> Group | None:
 def goals(gs: list[Group]) -> list[list[str]]:
     """Rows (dataset, goal, status, measured) for the goals; means of n ≥ 3 seeds where they say so."""
     by = {d: [g for g in gs if g.dataset == d] for d in ("duee", "goemotions", "20newsgroups")}
-    return [*_duee_goals(by["duee"]), *_goemotions_goals(by["goemotions"]), _newsgroups_goal(by["20newsgroups"])]
+    return [*_duee_goals(by["duee"]), *_goemotions_goals(by["goemotions"]), *_newsgroups_goals(by["20newsgroups"])]
 
 
 def _delta(a: float, b: float) -> str:
@@ -290,8 +291,22 @@ def _goemotions_goals(gs: list[Group]) -> list[list[str]]:
     g = max(cands, key=lambda g: (g.n, g.name))        # the most seeds, never the best figure
     margin = min(g.level(k)[0] - v for k, v in GOEMOTIONS_BERT.items())
     figures = ", ".join(f"L{k} {g.level(k)[0]:.4f}" for k in (1, 2, 3))
-    rows.append(["goemotions", goal, MET if margin > 0 else MISSED, f"{g.name} (n = {g.n}): {figures}"])
+    rows.append(["goemotions", goal, _seeded(g, margin > 0), f"{g.name} (n = {g.n}{_few(g)}): {figures}"])
     return rows
+
+
+def _seeded(g: Group, ok: bool) -> str:
+    """A goal's status from ``g``: met or missed only on a mean of at least MIN_SEEDS seeds."""
+    return NOT_RUN if g.n < MIN_SEEDS else MET if ok else MISSED
+
+
+def _few(g: Group) -> str:
+    return f", fewer than {MIN_SEEDS} seeds: no claim" if g.n < MIN_SEEDS else ""
+
+
+def protocol(g: Group) -> str:
+    """The dataset protocol of a group's runs (``raw`` for records written before protocols)."""
+    return g.source.get("dataset_protocol") or g.records[0].get("dataset_protocol") or "raw"
 
 
 def _reference_svm(g: Group) -> bool:
@@ -300,19 +315,36 @@ def _reference_svm(g: Group) -> bool:
         g.settings.get("model.options.classifier", "svm") == "svm"
 
 
-def _newsgroups_goal(gs: list[Group]) -> list[str]:
-    goal = "the default MSML above TF-IDF + LinearSVC at every level (micro- and macro-F1, means)"
-    base = [g for g in gs if _reference_svm(g)]
-    mine = [g for g in gs if _is_default(g)]
-    if not base or not mine:
-        return ["20newsgroups", goal, NOT_RUN, "no TF-IDF + LinearSVC run" if not base else "no default MSML run"]
-    b = min(base, key=lambda g: g.name)
-    m = max(mine, key=lambda g: (g.n, g.name))
-    levels = range(1, b.depth + 1)
-    margin = min((m.level(k, a) or (0.0, 0))[0] - b.level(k, a)[0] for k in levels for a in ("micro", "macro"))
-    figures = "; ".join(f"L{k} {m.level(k, 'micro')[0]:.4f} / {m.level(k)[0]:.4f} vs "
-                        f"{b.level(k, 'micro')[0]:.4f} / {b.level(k)[0]:.4f}" for k in levels)
-    return ["20newsgroups", goal, MET if margin > 0 else MISSED, f"{m.name} (n = {m.n}) vs {b.name}: {figures}"]
+def _newsgroups_goals(gs: list[Group]) -> list[list[str]]:
+    """MSML above TF-IDF + LinearSVC of the same protocol at every level; 20-class accuracy."""
+    goal = "the default MSML above TF-IDF + LinearSVC of the same protocol at every level (micro- and macro-F1, means)"
+    mine = sorted((g for g in gs if _is_default(g)), key=lambda g: (protocol(g), -g.n, g.name))
+    lines, statuses = [], []
+    for m in mine:
+        base = [g for g in gs if _reference_svm(g) and protocol(g) == protocol(m)]
+        if not base:
+            lines.append(f"{m.name} ({protocol(m)}): no TF-IDF + LinearSVC run of its protocol")
+            continue
+        b = min(base, key=lambda g: g.name)
+        levels = range(1, b.depth + 1)
+        margin = min((m.level(k, a) or (0.0, 0))[0] - b.level(k, a)[0] for k in levels for a in ("micro", "macro"))
+        statuses.append(_seeded(m, margin > 0))
+        figures = "; ".join(f"L{k} {m.level(k, 'micro')[0]:.4f} / {m.level(k)[0]:.4f} vs "
+                            f"{b.level(k, 'micro')[0]:.4f} / {b.level(k)[0]:.4f}" for k in levels)
+        lines.append(f"{m.name} ({protocol(m)}, n = {m.n}{_few(m)}) vs {b.name}: {figures}")
+    rows = [["20newsgroups", goal, _status(statuses), "; ".join(lines) or "no default MSML run"]]
+    goal = (f"the default MSML's 20-class accuracy ≥ {NEWSGROUPS_ACCURACY} (exact match of the whole path, "
+            f"{MIN_SEEDS}-seed means)")
+    lines = [f"{m.name} ({protocol(m)}, n = {m.n}{_few(m)}): {m.stat('exact_match')[0]:.4f}"
+             for m in mine if m.stat("exact_match")]
+    statuses = [_seeded(m, m.stat("exact_match")[0] >= NEWSGROUPS_ACCURACY) for m in mine if m.stat("exact_match")]
+    rows.append(["20newsgroups", goal, _status(statuses), "; ".join(lines) or "no default MSML run"])
+    return rows
+
+
+def _status(statuses: list[str]) -> str:
+    """Met under any protocol counts; missed when only misses were measured."""
+    return MET if MET in statuses else MISSED if MISSED in statuses else NOT_RUN
 
 
 # ---- same-budget tables -----------------------------------------------------------------------
@@ -424,7 +456,7 @@ def render_results(records_dir: str | Path, out: str | Path = "experiments/RESUL
                       for k in range(1, depth + 1)]
             leaf = f"{_leaf(g)[0]:.4f} / {_leaf(g)[1]:.4f}" if g.stat("leaf_micro_f1") else None
             inc = g.stat("inconsistent_samples")
-            rows.append([g.name, g.model, g.source.get("encoder") or "–", g.source.get("dataset_protocol", "raw"),
+            rows.append([g.name, g.model, g.source.get("encoder") or "–", protocol(g),
                          g.n, pm(g.stat("micro_f1"), g.n),
                          pm(g.stat("macro_f1"), g.n), leaf, *levels,
                          pm(g.stat("hier_f1"), g.n), f"{100 * inc[0]:.2f}%" if inc else None,
