@@ -55,7 +55,10 @@ def machine_info() -> dict:
 
 
 def command_line() -> str:
-    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    """The command as a user would type it: ``python -m hmtc ...`` is recorded as ``hmtc ...``."""
+    prog = Path(sys.argv[0])
+    name = prog.parent.name if prog.name == "__main__.py" else prog.name
+    return shlex.join([name, *sys.argv[1:]])
 
 
 def now() -> str:

@@ -161,6 +161,12 @@ class Group:
         return sum(vals) / len(vals) if all(v is not None for v in vals) else None
 
 
+def _command(rec: dict) -> str:
+    """The record's command; runs started as ``python -m hmtc`` recorded ``__main__.py``, which is ``hmtc``."""
+    cmd = rec.get("command") or "–"
+    return "hmtc" + cmd[len("__main__.py"):] if cmd.startswith("__main__.py ") else cmd
+
+
 def _strip_seed(name: str) -> str:
     base, _, tail = name.rpartition("-s")
     return base if base and tail.isdigit() else name
@@ -461,7 +467,7 @@ def render_results(records_dir: str | Path, out: str | Path = "experiments/RESUL
                          pm(g.stat("macro_f1"), g.n), leaf, *levels,
                          pm(g.stat("hier_f1"), g.n), f"{100 * inc[0]:.2f}%" if inc else None,
                          duration(g.train_seconds), machine_text(g.source.get("machine")),
-                         ", ".join(map(str, g.seeds)), Code(_commits(g)), Code(g.source.get("command") or "–")])
+                         ", ".join(map(str, g.seeds)), Code(_commits(g)), Code(_command(g.source))])
         parts += [f"## {d}", "", markdown_table(header, rows), ""]
         for title, h1, same, h2, other in budget_tables(dg):
             parts += [f"### Same budget — {title}", "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,11 @@ def test_resume_reads_a_recorded_seed_whose_folder_is_gone(run_config, tmp_path,
     invoke("train", run_config, "--quiet", "--resume", *cfg_seeds)
     agg = json.loads((records / "tiny-msml.json").read_text())
     assert agg["seeds"] == [3, 5] and not (run / "seed-3").exists()
+
+
+def test_command_line_records_python_m_as_the_console_command(monkeypatch):
+    from hmtc.record import command_line
+    monkeypatch.setattr(sys, "argv", ["/venv/lib/site-packages/hmtc/__main__.py", "train", "x y.toml", "-q"])
+    assert command_line() == "hmtc train 'x y.toml' -q"
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/hmtc", "eval", "runs/a"])
+    assert command_line() == "hmtc eval runs/a"
