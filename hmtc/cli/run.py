@@ -109,7 +109,7 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
     """Predict consistent label paths with scores; JSONL out, one line per input line (a blank one
     gets an empty result saying so).
 
-    Example: hmtc predict runs/duee-msml --input texts.jsonl --output predictions.jsonl
+    Example: hmtc predict runs/duee-msml-default --input texts.jsonl --output predictions.jsonl
     """
     import os
 

@@ -24,7 +24,7 @@ def serve_command(run: Path = typer.Argument(..., help="Run folder (uses best/) 
     """Serve a checkpoint over HTTP: POST /predict, GET /health, GET /taxonomy, OpenAPI at /docs.
 
     Concurrent requests are scored together in batches. Example:
-    hmtc serve runs/duee-msml --engine onnx-int8 --port 8000
+    hmtc serve runs/duee-msml-default --engine onnx-int8 --port 8000
     """
     from ..serve import Limits, serve
     serve(run, engine, host, port, Limits(max_batch, max_wait_ms, max_texts, max_chars), threads)
