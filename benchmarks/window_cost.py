@@ -72,8 +72,11 @@ class Bench:
         tok = self.model.tokenizer
         cls, sep = tok("")["input_ids"]
         g = torch.Generator().manual_seed(length)
-        low = max(tok.all_special_ids) + 1             # content ids above the special tokens
-        return [[cls, *torch.randint(low, len(tok), (length - 2,), generator=g).tolist(), sep] for _ in range(n)]
+        # content ids: any but the special tokens (XLM-R's <mask> is its last id, BERT's [MASK] is low)
+        content = torch.ones(len(tok), dtype=torch.bool)
+        content[tok.all_special_ids] = False
+        ids = content.nonzero().squeeze(1)
+        return [[cls, *ids[torch.randint(len(ids), (length - 2,), generator=g)].tolist(), sep] for _ in range(n)]
 
     def windows(self, length: int) -> int:
         one = torch.tensor(self.texts(length, 1))
