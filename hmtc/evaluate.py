@@ -125,6 +125,17 @@ def _save_scores(path: Path, scores: np.ndarray, gold: np.ndarray, pred: np.ndar
     atomic_write_bytes(path, buf.getvalue())
 
 
+def train_seconds(run_dir: Path) -> float:
+    """Seconds of training behind a run: its own (``last/train_state.json``), or for an ensemble
+    the sum over its members that ``hmtc ensemble`` wrote into its ``run.json``."""
+    for path, key in ((run_dir / "last" / "train_state.json", "train_seconds"), (run_dir / "run.json", "train_seconds")):
+        if path.is_file():
+            value = json.loads(path.read_text(encoding="utf-8")).get(key)
+            if value is not None:
+                return float(value)
+    return 0.0
+
+
 def _record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, suffix: str = "",
             overwrite: bool = False) -> Path | None:
     """Write the run's record under ``train.record_dir``; its path, or None when that is empty."""
@@ -150,7 +161,7 @@ def build_record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, s
         "command": run_meta.get("command"), "eval_command": command,
         "git_commit": run_meta.get("git_commit"), "eval_git_commit": git_commit(),
         "started": run_meta.get("started"), "evaluated": now(),
-        "train_seconds": round(state.get("train_seconds", 0.0), 1),
+        "train_seconds": round(train_seconds(run_dir), 1),
         "epochs_run": state.get("epoch"), "best_epoch": state.get("best_epoch"),
         "machine": run_meta.get("machine") or machine_info(),
         "metrics": {k: test[k] for k in SUMMARY_KEYS} | {

@@ -26,6 +26,12 @@ def test_ensemble_of_seeds_folders_evaluates_and_distils(run_config, tmp_path, i
     invoke("eval", runs / "ens", "--quiet")
     agg = json.loads((tmp_path / "records" / "ens.json").read_text())
     assert agg["n"] == 2 and agg["model"] == "ensemble"
+    # each seed's record says how the ensemble was made and what its members' training cost
+    for rec in agg["seed_records"]:
+        members = [json.loads((runs / m / f"seed-{rec['seed']}" / "last" / "train_state.json").read_text())
+                   for m in ("a", "b")]
+        assert rec["train_seconds"] == round(sum(m["train_seconds"] for m in members), 1) > 0
+        assert rec["command"].startswith("hmtc ensemble ") and rec["git_commit"]
     # distilled into one model per seed, each from its own seed's ensemble
     invoke("train", run_config, "--quiet", "--seeds", "3,5", "--set", "train.epochs=1", "--set", "name=student",
            "--set", f"train.teacher='{runs / 'ens'}'")

@@ -174,7 +174,9 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
     from ..checkpoint import read_meta, write_checkpoint_meta
     from ..data.prepare import locate
     from ..errors import HmtcError
-    from ..io import versioned_dir
+    from ..evaluate import train_seconds
+    from ..io import atomic_write_json, versioned_dir
+    from ..record import command_line, git_commit, machine_info, now
     from ..seeds import seed_folders
     w = [float(x) for x in weights.split(",")] if weights else None
     if len(members) < 2:
@@ -199,6 +201,10 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
             "name": "ensemble", "options": {"members": [str(c) for c in ckpts], "weights": w}}}
         with versioned_dir(folder / "best") as tmp:
             write_checkpoint_meta(tmp, taxonomy, config)
+        # what its record needs: how it was made, and the training time of all its members
+        atomic_write_json(folder / "run.json", {
+            "command": command_line(), "git_commit": git_commit(), "machine": machine_info(), "started": now(),
+            "members": [str(r) for r in runs], "train_seconds": sum(train_seconds(locate(r)[0]) for r in runs)})
         err.print(f"wrote {escape(str(folder / 'best'))}: {len(ckpts)} members")
 
 
