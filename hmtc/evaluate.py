@@ -128,11 +128,9 @@ def _save_scores(path: Path, scores: np.ndarray, gold: np.ndarray, pred: np.ndar
 def train_seconds(run_dir: Path) -> float:
     """Seconds of training behind a run: its own (``last/train_state.json``), or for an ensemble
     the sum over its members that ``hmtc ensemble`` wrote into its ``run.json``."""
-    for path, key in ((run_dir / "last" / "train_state.json", "train_seconds"), (run_dir / "run.json", "train_seconds")):
-        if path.is_file():
-            value = json.loads(path.read_text(encoding="utf-8")).get(key)
-            if value is not None:
-                return float(value)
+    for path in (run_dir / "last" / "train_state.json", run_dir / "run.json"):
+        if path.is_file() and (value := json.loads(path.read_text(encoding="utf-8")).get("train_seconds")) is not None:
+            return float(value)
     return 0.0
 
 

@@ -149,8 +149,8 @@ def aggregate_records(records: list[dict]) -> dict:
     train_seconds = [r.get("train_seconds") or 0.0 for r in records]
     return {
         "aggregate": True, "n": len(records), "seeds": [r.get("seed") for r in records],
-        "dataset": first.get("dataset"), "model": first.get("model"), "encoder": first.get("encoder"),
-        "metrics": mean, "metrics_std": std, "per_seed": per_seed,
+        "dataset": first.get("dataset"), "dataset_protocol": first.get("dataset_protocol"),
+        "model": first.get("model"), "encoder": first.get("encoder"), "metrics": mean, "metrics_std": std, "per_seed": per_seed,
         "train_seconds": round(float(np.mean(train_seconds)), 1),
         "git_commits": sorted({r.get("git_commit") or "unknown" for r in records}),
         "machine": first.get("machine"), "seed_records": records,

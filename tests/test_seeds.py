@@ -204,3 +204,9 @@ def test_command_line_records_python_m_as_the_console_command(monkeypatch):
     assert command_line() == "hmtc train 'x y.toml' -q"
     monkeypatch.setattr(sys, "argv", ["/venv/bin/hmtc", "eval", "runs/a"])
     assert command_line() == "hmtc eval runs/a"
+
+
+def test_mean_record_carries_the_dataset_protocol():
+    recs = [{"seed": s, "dataset": "20newsgroups", "dataset_protocol": "remove=headers", "metrics": {"micro_f1": 0.5}}
+            for s in (1, 2)]
+    assert aggregate_records(recs)["dataset_protocol"] == "remove=headers"
