@@ -168,7 +168,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads of the server and of in-process predict")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--out", type=Path, help="also record the rows here (JSON) with the command, commit and machine")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out record")
     args = p.parse_args()
+    if args.out and args.out.exists() and not args.overwrite:
+        p.error(f"{args.out}: a record is already there; pass --overwrite to replace it")
     command = " ".join(["python", "benchmarks/load_serve.py", *sys.argv[1:]])
     pool = read_input(args.input, args.requests) if args.input else SAMPLE
     texts = list(itertools.islice(itertools.cycle(pool), args.requests))

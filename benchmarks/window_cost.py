@@ -142,9 +142,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--out", type=Path, help="also record the rows here (JSON) with the command, commit and machine")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out record")
     ap.add_argument("--part", default="", help=argparse.SUPPRESS)      # a child: "time" or "<infer|train>:<L>"
     args = ap.parse_args()
     args.lengths = [int(n) for n in str(args.lengths).split(",")]
+    if args.out and args.out.exists() and not args.overwrite:     # checked before minutes of timing
+        ap.error(f"{args.out}: a record is already there; pass --overwrite to replace it")
     if args.part:
         part, _, length = args.part.partition(":")
         print(json.dumps(time_lengths(args) if part == "time" else peak_mib(args, int(length), part)))
@@ -154,7 +157,7 @@ def main() -> None:
         encoder = args.encoder
         args.encoder = args.encoder or str(tiny_encoder(Path(tmp) / "tiny-bert"))
         child = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                 if k not in ("lengths", "part", "bf16", "out")]
+                 if k not in ("lengths", "part", "bf16", "out", "overwrite")]
         child += ["--bf16"] * args.bf16 + [f"--lengths={','.join(map(str, args.lengths))}"]
 
         def run(part: str):
@@ -176,7 +179,7 @@ def main() -> None:
               f"{r['infer_peak_mib'] / first['infer_peak_mib']:>5.2f} {r['train_peak_mib']:>15.1f} "
               f"{r['train_peak_mib'] / first['train_peak_mib']:>5.2f}")
     if args.out:
-        settings = {k: v for k, v in vars(args).items() if k not in ("part", "out")} | {"encoder": encoder or "tiny"}
+        settings = {k: v for k, v in vars(args).items() if k not in ("part", "out", "overwrite")} | {"encoder": encoder or "tiny"}
         atomic_write_json(args.out, {"command": "python " + " ".join(sys.argv), "git_commit": git_commit(),
                                      "date": now(), "machine": machine_info(), "seconds": round(time.time() - started),
                                      "settings": settings, "rows": rows})
