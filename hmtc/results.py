@@ -62,6 +62,7 @@ IGNORED = {"name", "train.seed", "train.seeds", "train.output_dir", "train.recor
 LEGACY = {"decode.complete": False}
 BUDGET = ("model.encoder", "train.epochs", "data.max_length", "model.freeze_layers", "train.cache_frozen",
           "model.fast_dropout", "data.train_limit", "model.windows", "model.window_length", "model.window_stride")
+HEAD = ("model.name", "model.options.", "train.head_lr", "decode.")   # what a model's head is
 REGULARISERS = ("train.fgm_epsilon", "train.gp_weight", "train.rdrop_alpha", "train.teacher")
 
 
@@ -153,8 +154,12 @@ class Group:
     @property
     def recipe(self) -> str:
         """Everything but the head: model name and options, head learning rate, decoding."""
-        head = ("model.name", "model.options.", "train.head_lr", "decode.")
-        return _key(self.settings, lambda k: not k.startswith(head)) + f"|{self.seeds}|{self.dataset}"
+        return _key(self.settings, lambda k: not k.startswith(HEAD)) + f"|{self.seeds}|{self.dataset}"
+
+    @property
+    def head(self) -> str:
+        """The head alone (what :attr:`recipe` leaves out)."""
+        return _key(self.settings, lambda k: k.startswith(HEAD))
 
     @property
     def train_seconds(self) -> float | None:
@@ -392,6 +397,12 @@ def _options(g: Group, common: dict) -> str:
     return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(diff.items())) or "–"
 
 
+def _unchanged(g: Group, members: list[Group], flat: Group) -> Group | None:
+    """The same head as ``g`` on flat's own recipe: ``g`` without its recipe change."""
+    cands = [c for c in members if c.recipe == flat.recipe and c.head == g.head]
+    return max(cands, key=lambda c: (c.n, c.name)) if cands else None
+
+
 def budget_tables(gs: list[Group]) -> list[tuple[str, list[str], list[list], list[str], list[list]]]:
     """Per budget with a plain flat: (title, ablation header, rows, toolbox header, rows)."""
     out = []
@@ -421,14 +432,15 @@ def budget_tables(gs: list[Group]) -> list[tuple[str, list[str], list[list], lis
             if g.recipe == flat.recipe:
                 same.append(cells + [_delta(mi, fi), _delta(ma, fa), duration(g.train_seconds)])
             else:
-                own = _flat_for(g, gs)
+                own, plain = _flat_for(g, gs), _unchanged(g, members, flat)
                 hier = f"{_delta(mi, _leaf(own)[0])} / {_delta(ma, _leaf(own)[1])}" if own and own is not g else "–"
+                change = f"{_delta(mi, _leaf(plain)[0])} / {_delta(ma, _leaf(plain)[1])}" if plain else "–"
                 other.append(cells[:2] + [_differences(g, flat)] + cells[2:] +
-                             [hier, f"{_delta(mi, fi)} / {_delta(ma, fa)}", duration(g.train_seconds)])
+                             [change, hier, f"{_delta(mi, fi)} / {_delta(ma, fa)}", duration(g.train_seconds)])
         head = ["run", "model", "MSML options (beyond the shared ones)", "n", "leaf micro-F1", "leaf macro-F1"]
         out.append((title, head + ["Δ micro vs flat", "Δ macro vs flat", "train time per seed"], same,
                     head[:2] + ["recipe change"] + head[2:] +
-                    ["Δ vs flat, same recipe (hierarchy)", f"Δ vs {flat.name} (total)", "train time per seed"], other))
+                    [f"Δ vs the same head on {flat.name}'s recipe (the change)", "Δ vs flat, same recipe (hierarchy)", f"Δ vs {flat.name} (total)", "train time per seed"], other))
     return out
 
 
@@ -503,8 +515,9 @@ def render_results(records_dir: str | Path, out: str | Path = "experiments/RESUL
                       "Ablations and heads on flat's recipe (only the head differs): Δ is the hierarchy's gain in "
                       "points of the leaf-level means.", "", markdown_table(h1, same), ""]
             if other:
-                parts += ["Recipe changes (the toolbox) on the same budget: against flat with the same change "
-                          "(the hierarchy's share) and against plain flat (recipe and hierarchy together).", "",
+                parts += ["Recipe changes (the toolbox) on the same budget: against the same head without the change "
+                          "(what the change does), against flat with the same change (the hierarchy's share) and "
+                          "against plain flat (recipe and hierarchy together).", "",
                           markdown_table(h2, other), ""]
     missing = configs_without_record(gs, Path(records_dir).parent)
     if missing:
