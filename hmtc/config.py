@@ -109,7 +109,7 @@ class ModelConfig:
                                      "(experiments/speed.md), another random stream")
     windows: bool = _key(False, "cut a text longer than one window into windows, encode them in shared batches "
                                 "and join their token states (an overlap split at its middle) before the head, "
-                                "which pools the whole text (hmtc.models.encoder.Windows); no ONNX export yet")
+                                "which pools the whole text (hmtc.models.encoder.Windows)")
     window_length: int = _key(0, "tokens per window, its two special tokens included (0: the encoder's positions)",
                               Bound(lambda v: v == 0 or v >= 3, "(0 or >= 3)"))
     window_stride: int = _key(0, "tokens each window repeats from the one before, as the stride of Hugging Face "

@@ -8,8 +8,12 @@ the torch one does. Files, beside ``model.safetensors``:
     model.onnx          fp32 graph with weights
     model.int8.onnx     the same with int8 dynamic quantisation of the matrix multiplications
 
-A model with windows (``model.windows``, texts longer than the encoder's positions) is refused: its
-cut and join depend on each text's length, which a traced graph would freeze.
+A model with windows (``model.windows``, texts longer than the encoder's positions) cuts its texts
+outside the graph, where each text's length is known (:meth:`Windows.cut`); its graph maps
+``window_ids, window_mask`` (R windows × W) and ``source, text_mask`` (B texts × T positions) to
+the logits: the encoder reads the windows, each text takes its states back by ``source`` as
+:meth:`Windows.join` does, and the head pools over ``text_mask``. A batch that fits one window
+enters as its own windows (:meth:`Windows.whole`), so it scores as the torch model's plain path.
 
 ``onnx``, ``onnxscript`` and ``onnxruntime`` come with the ``onnx`` extra (``pip install hmtc[onnx]``).
 """
@@ -28,12 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from .batching import collate, iterate, length_batches, tokenize
 from .checkpoint import Checkpoint, load_checkpoint, read_meta
 from .errors import HmtcError
 from .models import MODELS, Model
+from .models.base import text_windows
+from .models.encoder import Windows
 from .registry import Registry
 from .taxonomy import TaxonomyIndex
 
@@ -57,6 +63,27 @@ class _Logits(torch.nn.Module):
         return self.model(input_ids, attention_mask).logits
 
 
+class _WindowLogits(torch.nn.Module):
+    """The graph of a model with windows (see the module docstring)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, window_ids: torch.Tensor, window_mask: torch.Tensor, source: torch.Tensor,
+                text_mask: torch.Tensor) -> torch.Tensor:
+        states = self.model.encoder(window_ids, window_mask)                 # (R, W, d)
+        joined = states.reshape(-1, states.shape[-1])[source]                # Windows.join: (B, T, d)
+        return self.model.forward_states(joined, text_mask).logits
+
+
+def _window_feeds(windows: Windows, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+    """The windowed graph's inputs for a tokenised batch."""
+    cut = windows.cut(input_ids, attention_mask) if input_ids.shape[1] > windows.length else \
+        Windows.whole(input_ids, attention_mask)
+    return {"window_ids": cut.inputs, "window_mask": cut.mask, "source": cut.source, "text_mask": cut.text_mask}
+
+
 def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[Path]:
     """Write ``model.onnx`` (and ``model.int8.onnx``) into a checkpoint folder; returns the paths.
 
@@ -70,10 +97,6 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
         raise HmtcError(f"nothing to export: a {ckpt.config['model']['name']} checkpoint has no neural model", folder)
     if getattr(ckpt.model, "config", None) is not None and getattr(ckpt.model.config, "head", "") == "label_token":
         raise HmtcError("the label-token head is not exportable yet (its input depends on the label set)", folder)
-    if getattr(ckpt.model, "windows", None) is not None:     # the cut and join depend on each text's length
-        raise HmtcError(f"a model with windows (data.max_length {ckpt.config['data']['max_length']} beyond one "
-                        f"{ckpt.model.windows.length}-token window) is not exportable to ONNX yet; "
-                        "score it with the torch engine", folder)
     backbone = ckpt.model.encoder.backbone
     # the eager attention graph is the one ONNX Runtime fuses into its Attention kernel
     if hasattr(backbone, "set_attn_implementation"):
@@ -81,20 +104,28 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
     for m in ckpt.model.modules():     # MSML towers: convolutions as one (int8-able) matrix product
         if hasattr(m, "matmul_taps"):
             m.matmul_taps = True
-    model = _Logits(ckpt.model.float().eval())
-    tokenizer = ckpt.model.tokenizer
-    sample = collate(tokenize(tokenizer, ["a short text", "a somewhat longer text to export"], 32),
-                     tokenizer.pad_token_id or 0)
+    tokenizer, windows = ckpt.model.tokenizer, ckpt.model.windows
+    if windows is None:
+        model = _Logits(ckpt.model.float().eval())
+        sample = collate(tokenize(tokenizer, ["a short text", "a somewhat longer text to export"], 32),
+                         tokenizer.pad_token_id or 0)
+        names, axes = ["input_ids", "attention_mask"], {"input_ids": {0: "batch", 1: "length"},
+                                                        "attention_mask": {0: "batch", 1: "length"}}
+    else:       # a short text beside one of several windows: R ≠ B and T ≠ W while tracing
+        model = _WindowLogits(ckpt.model.float().eval())
+        long = " ".join(["text"] * ckpt.model.max_length)
+        feeds = _window_feeds(windows, *collate(tokenize(tokenizer, ["a short text", long], ckpt.model.max_length),
+                                                tokenizer.pad_token_id or 0))
+        names, sample = list(feeds), tuple(feeds.values())
+        axes = {"window_ids": {0: "windows", 1: "length"}, "window_mask": {0: "windows", 1: "length"},
+                "source": {0: "batch", 1: "positions"}, "text_mask": {0: "batch", 1: "positions"}}
     out = [folder / FILES["onnx"]]
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         fp32 = Path(tmp) / FILES["onnx"]
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")     # tracer notes on shapes the graph keeps dynamic anyway
-            torch.onnx.export(model, sample, str(fp32), input_names=["input_ids", "attention_mask"],
-                              output_names=["logits"], opset_version=opset, dynamo=False,
-                              dynamic_axes={"input_ids": {0: "batch", 1: "length"},
-                                            "attention_mask": {0: "batch", 1: "length"},
-                                            "logits": {0: "batch"}})
+            torch.onnx.export(model, sample, str(fp32), input_names=names, output_names=["logits"],
+                              opset_version=opset, dynamo=False, dynamic_axes=axes | {"logits": {0: "batch"}})
         _fuse(fp32, ckpt.model.encoder.backbone.config)
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic     # the optional onnx extra
@@ -141,9 +172,10 @@ class OnnxModel(Model):
     which ran faster on 2 cores than one run on 2 threads (experiments/speed.md).
     """
 
-    def __init__(self, session, tokenizer, max_length: int, n_nodes: int, workers: int = 1, graph: Path | None = None):
+    def __init__(self, session, tokenizer, max_length: int, n_nodes: int, workers: int = 1, graph: Path | None = None,
+                 windows: Windows | None = None):
         self.session, self.tokenizer, self.max_length = session, tokenizer, max_length
-        self.n_nodes, self.workers, self.graph = n_nodes, workers, graph
+        self.n_nodes, self.workers, self.graph, self.windows = n_nodes, workers, graph, windows
 
     @classmethod
     def create(cls, config: dict, index: TaxonomyIndex) -> "OnnxModel":
@@ -159,8 +191,12 @@ class OnnxModel(Model):
         if not path.is_file():
             raise HmtcError(f"no {path.name}: run `hmtc export {folder}` first", path)
         tokenizer = AutoTokenizer.from_pretrained(Path(folder) / "tokenizer")
-        return cls(onnx_session(path), tokenizer, config["data"]["max_length"], index.n_nodes,
-                   threads or os.cpu_count() or 1, path)
+        session = onnx_session(path)
+        windows = None
+        if "source" in {i.name for i in session.get_inputs()}:      # exported with windows
+            windows = text_windows(AutoConfig.from_pretrained(Path(folder) / "encoder"), tokenizer, config)
+        return cls(session, tokenizer, config["data"]["max_length"], index.n_nodes,
+                   threads or os.cpu_count() or 1, path, windows)
 
     def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
                progress=None) -> np.ndarray:
@@ -173,7 +209,9 @@ class OnnxModel(Model):
 
         def run(batch):
             b, x, mask, _ = batch
-            return b, self.session.run(["logits"], {"input_ids": x.numpy(), "attention_mask": mask.numpy()})[0]
+            feeds = {"input_ids": x, "attention_mask": mask} if self.windows is None else \
+                _window_feeds(self.windows, x, mask)
+            return b, self.session.run(["logits"], {k: v.numpy() for k, v in feeds.items()})[0]
 
         batches = iterate(ids, length_batches([len(t) for t in ids], batch_size, shuffle=False), pad)
         with ThreadPoolExecutor(self.workers) as pool:

@@ -13,7 +13,7 @@ from hmtc.batching import collate, iterate_states, length_batches, tokenize
 from hmtc.checkpoint import load_checkpoint
 from hmtc.config import load_config
 from hmtc.data.prepare import taxonomy_for
-from hmtc.errors import ConfigError, HmtcError
+from hmtc.errors import ConfigError
 from hmtc.inference import cache_lower_states
 from hmtc.models import create_model
 from hmtc.models.encoder import Windows
@@ -128,9 +128,28 @@ def test_a_cached_windowed_run_trains_like_an_uncached_one_and_predicts(run_conf
     rows = list(predict_texts(ckpt, LONG + SHORT, chunk=2))           # streamed in chunks of 2
     assert len(rows) == 6 and all("labels" in r for r in rows)
     np.testing.assert_allclose(ckpt.scores(LONG), ckpt.scores(LONG[::-1])[::-1], atol=1e-5)
-    with pytest.raises(HmtcError, match="not exportable to ONNX"):
-        from hmtc.export import export_onnx
-        export_onnx(tmp_path / "cached" / "best")
+
+
+@pytest.mark.parametrize("model, options", [("msml", None), ("flat", {"head": "mean"})])
+def test_a_windowed_model_exports_to_onnx_and_scores_like_torch(run_config, tmp_path, model, options):
+    """The graph reads windows cut outside it; long texts, short ones and both in one batch."""
+    pytest.importorskip("onnxruntime")
+    from hmtc.export import export_onnx, load_for_inference
+    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", f"model.name={model}", "model.windows=true",
+                                   "model.window_length=16", "model.window_stride=4"])
+    cfg["model"]["options"] = options or cfg["model"]["options"]
+    Trainer(cfg, tmp_path / "r", quiet=True).fit()
+    best = tmp_path / "r" / "best"
+    export_onnx(best)
+    torch_model = load_checkpoint(best)
+    assert torch_model.model.windows.length == 16
+    texts = LONG + SHORT
+    ref = torch_model.scores(texts)
+    for batch_size in (1, 2, 8):        # a short text alone (one window), beside long ones, all at once
+        got = load_for_inference(best, "onnx", threads=1).scores(texts, batch_size=batch_size)
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+    int8 = load_for_inference(best, "onnx-int8", threads=2).scores(texts)
+    assert int8.shape == ref.shape and np.abs(int8 - ref).max() < 0.5
 
 
 @pytest.mark.parametrize("overrides, message", [

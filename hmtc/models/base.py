@@ -107,7 +107,7 @@ def check_fits(backbone: nn.Module, config: dict) -> None:
     """The run config against the loaded encoder: texts fit its positions (or windows, which fit
     them), frozen layers exist."""
     bc, m, max_length = backbone.config, config["model"], config["data"]["max_length"]
-    positions = encoder_positions(backbone)
+    positions = encoder_positions(backbone.config)
     if positions is not None and not m["windows"] and max_length > positions:
         raise ConfigError(f"data.max_length {max_length} exceeds the encoder's {positions} positions; "
                           "model.windows = true cuts longer texts into windows")
@@ -120,10 +120,11 @@ def check_fits(backbone: nn.Module, config: dict) -> None:
         raise ConfigError(f"model.freeze_layers {m['freeze_layers']} exceeds the encoder's {layers} layers")
 
 
-def text_windows(backbone: nn.Module, tokenizer, config: dict) -> Windows | None:
-    """The windows of a run's texts (``model.windows``), or None when every text fits one window."""
+def text_windows(encoder_config, tokenizer, config: dict) -> Windows | None:
+    """The windows of a run's texts (``model.windows``), or None when every text fits one window;
+    ``encoder_config``: the encoder's transformers config (its positions)."""
     m = config["model"]
-    length = m.get("window_length") or encoder_positions(backbone)     # .get: configs older than windows
+    length = m.get("window_length") or encoder_positions(encoder_config)     # .get: configs older than windows
     if not m.get("windows") or config["data"]["max_length"] <= length:
         return None
     if tokenizer.num_special_tokens_to_add() != 2:
@@ -206,7 +207,7 @@ class EncoderModel(nn.Module, Model):
     def set_run_config(self, config: dict) -> None:
         """Take the tokenisation length, the windows and the scoring defaults from a run config."""
         self.max_length = config["data"]["max_length"]
-        self.windows = text_windows(self.encoder.backbone, self.tokenizer, config)
+        self.windows = text_windows(self.encoder.backbone.config, self.tokenizer, config)
         self.eval_batch_size, self.bf16 = config["train"]["eval_batch_size"], config["train"]["bf16"]
 
     def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,

@@ -166,9 +166,8 @@ def _call_block(block: nn.Module, states: torch.Tensor, mask) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out     # transformers 4.x layers return tuples
 
 
-def encoder_positions(backbone: nn.Module) -> int | None:
-    """Tokens the encoder reads at once (None: its config does not say)."""
-    bc = backbone.config
+def encoder_positions(bc) -> int | None:
+    """Tokens an encoder reads at once, from its transformers config (None: it does not say)."""
     positions = getattr(bc, "max_position_embeddings", None)
     if positions is not None and bc.model_type in ("roberta", "xlm-roberta"):
         positions -= (getattr(bc, "pad_token_id", 0) or 0) + 1    # positions count from padding_idx + 1
@@ -260,6 +259,15 @@ class Windows:
         flat = k[:, None] * w + torch.arange(w, device=states.device)       # row in the windowed layout
         inputs = states[text[:, None], flat.clamp_max(states.shape[1] - 1)]
         return WindowBatch(inputs, (flat < t_w[text, None]).to(attention_mask.dtype), source, text_mask, spans)
+
+    @staticmethod
+    def whole(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> WindowBatch:
+        """A batch (B, T) that fits one window as its own windows: row b is text b's one window,
+        ``source`` each position itself, so :meth:`join` gives the states back as they are."""
+        b, t = input_ids.shape
+        source = torch.arange(b * t, device=input_ids.device).reshape(b, t)
+        spans = torch.stack([source[:, 0], attention_mask.sum(1)], 1)
+        return WindowBatch(input_ids, attention_mask, source, attention_mask, spans)
 
     def join(self, states: torch.Tensor, batch: WindowBatch) -> torch.Tensor:
         """Token states (B, T, d) of the texts from the windows' states (R, W, d)."""
