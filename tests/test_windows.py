@@ -91,6 +91,19 @@ def test_joined_states_are_the_windows_states_and_inner_special_tokens_are_left_
     assert torch.cdist(inner, states[0]).min() > 1e-3
 
 
+def test_short_windows_are_encoded_apart_as_they_would_be_beside_full_ones(run_config):
+    """A text's last window, cut to its own length, gets the states it gets padded to W."""
+    model = _model(run_config, ["data.max_length=200", "model.windows=true", "model.window_length=20"])
+    cut = model.windows.cut(*_batch(model, LONG))
+    lengths = cut.mask.sum(1)
+    assert (lengths <= 10).any() and (lengths > 10).any()        # both groups occur
+    with torch.no_grad():
+        apart = model._encode_windows(cut, cached=False)
+        together = model.encoder(cut.inputs, cut.mask)
+    real = cut.mask.bool()
+    assert apart.shape == together.shape and torch.allclose(apart[real], together[real], atol=1e-5)
+
+
 def test_cached_windows_give_the_uncached_scores(run_config):
     model = _model(run_config, WINDOWS + ["model.freeze_layers=1", "model.window_length=24"])
     ids = tokenize(model.tokenizer, SHORT + LONG, model.max_length)
