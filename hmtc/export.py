@@ -195,6 +195,9 @@ class OnnxModel(Model):
         windows = None
         if "source" in {i.name for i in session.get_inputs()}:      # exported with windows
             windows = text_windows(AutoConfig.from_pretrained(Path(folder) / "encoder"), tokenizer, config)
+            if windows is None:
+                raise HmtcError("the graph reads windows but the checkpoint's config has none (model.windows, "
+                                "data.max_length); export it again", path)
         return cls(session, tokenizer, config["data"]["max_length"], index.n_nodes,
                    threads or os.cpu_count() or 1, path, windows)
 

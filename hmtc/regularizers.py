@@ -28,7 +28,9 @@ Both embedding regularisers hook the word-embedding module's output (a forward h
 work with frozen word embeddings and with models that feed ``inputs_embeds`` (label tokens).
 With cached frozen layers (``train.cache_frozen``) the word embeddings never run again, so both
 act on the first trainable layer's input instead: ``e`` is then the cached states of the batch
-(the frozen layers' output), perturbed as ``e + r`` in a copy, never in the cache itself.
+(the frozen layers' output), perturbed as ``e + r`` in a copy, never in the cache itself. With
+windows (``model.windows``) on uncached texts, ``b`` runs over windows, not texts: ``e`` is the
+windows' embeddings, in as many parts as the encoder ran (full and short windows apart).
 """
 
 from __future__ import annotations
@@ -69,23 +71,32 @@ def word_embeddings(model: nn.Module) -> nn.Module:
 class EmbeddingTap:
     """Forward hook on a word-embedding module.
 
-    While ``delta`` is None it keeps the output as ``output``, requiring grad (a leaf when the
-    embeddings are frozen) so that ``∇_e L`` exists; otherwise it returns ``output + delta``.
+    The module may run more than once in one forward pass (windows: full and short windows are
+    encoded apart), so the tap keeps a list. While ``deltas`` is None it appends each output to
+    ``outputs``, requiring grad (a leaf when the embeddings are frozen) so that ``∇_e L`` exists;
+    otherwise the k-th call of a pass (``start`` resets the count) returns ``output + deltas[k]``.
     """
 
     def __init__(self, module: nn.Module):
-        self.output: torch.Tensor | None = None
-        self.delta: torch.Tensor | None = None
+        self.outputs: list[torch.Tensor] = []
+        self.deltas: list[torch.Tensor] | None = None
+        self.calls = 0
         self.handle = module.register_forward_hook(self._hook)
 
+    def start(self, deltas: list[torch.Tensor] | None) -> None:
+        self.deltas, self.calls = deltas, 0
+        if deltas is None:
+            self.outputs = []
+
     def _hook(self, module, inputs, out):
-        if self.delta is not None:
-            return out + self.delta
+        if self.deltas is not None:
+            self.calls += 1
+            return out + self.deltas[self.calls - 1]
         if out.requires_grad:
             out.retain_grad()
         else:
             out = out.detach().requires_grad_()
-        self.output = out
+        self.outputs.append(out)
         return out
 
     def remove(self) -> None:
@@ -94,18 +105,21 @@ class EmbeddingTap:
 
 class StatesTap:
     """The cached-states counterpart of :class:`EmbeddingTap`: ``value()`` is the batch's states as a
-    leaf that requires grad (kept as ``output``) while ``delta`` is None, else ``states + delta``."""
+    leaf that requires grad (``outputs[0]``) while ``deltas`` is None, else ``states + deltas[0]``."""
 
     def __init__(self, states: torch.Tensor):
         self.states = states
-        self.output: torch.Tensor | None = None
-        self.delta: torch.Tensor | None = None
+        self.outputs: list[torch.Tensor] = []
+        self.deltas: list[torch.Tensor] | None = None
+
+    def start(self, deltas: list[torch.Tensor] | None) -> None:
+        self.deltas = deltas
 
     def value(self) -> torch.Tensor:
-        if self.delta is not None:
-            return self.states + self.delta.to(self.states.dtype)
-        self.output = self.states.detach().requires_grad_()
-        return self.output
+        if self.deltas is not None:
+            return self.states + self.deltas[0].to(self.states.dtype)
+        self.outputs = [self.states.detach().requires_grad_()]
+        return self.outputs[0]
 
     def remove(self) -> None:
         pass
@@ -145,18 +159,20 @@ def backward_step(forward: Callable[..., torch.Tensor], embeddings: nn.Module | 
     else:
         tap = EmbeddingTap(embeddings)
     try:
+        tap.start(None)
         loss = forward()
-        e = tap.output
+        es = tap.outputs
         if gp_weight:
-            (g,) = torch.autograd.grad(loss, e)
-            tap.delta = 2 * gp_weight * len(e) * g
+            gs = torch.autograd.grad(loss, es)
+            rows = sum(len(e) for e in es)
+            tap.start([2 * gp_weight * rows * g for g in gs])
             forward().backward()
         else:
             loss.backward()
-            g = e.grad
+            gs = [e.grad for e in es]
         if fgm_epsilon:
-            norm = torch.linalg.vector_norm(g, dim=tuple(range(1, g.ndim)), keepdim=True)
-            tap.delta = fgm_epsilon * g / norm.clamp_min(1e-12)
+            tap.start([fgm_epsilon * g / torch.linalg.vector_norm(g, dim=tuple(range(1, g.ndim)), keepdim=True)
+                       .clamp_min(1e-12) for g in gs])
             forward().backward()
     finally:
         tap.remove()

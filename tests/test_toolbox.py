@@ -222,6 +222,23 @@ def test_fgm_adds_the_gradient_at_a_per_text_step(frozen):
     assert not toy.emb._forward_hooks
 
 
+@pytest.mark.parametrize("kind", ["fgm_epsilon", "gp_weight"])
+def test_an_encoder_run_in_parts_gets_the_steps_of_one_run(kind):
+    """Windows run the embeddings twice a pass (full and short windows): each part gets its rows'
+    own step, as if the batch had run at once."""
+    toy = Toy(frozen=False)
+
+    def in_parts():
+        return toy.loss(torch.cat([toy.emb(toy.ids[:1]), toy.emb(toy.ids[1:])]))
+
+    backward_step(toy.loss, toy.emb, **{kind: 0.3})
+    once = toy.grads()
+    backward_step(in_parts, toy.emb, **{kind: 0.3})
+    for a, b in zip(once, toy.grads()):
+        torch.testing.assert_close(a, b)
+    assert not toy.emb._forward_hooks
+
+
 def test_fgm_on_cached_states_perturbs_a_copy():
     toy, eps = Toy(frozen=True), 0.5
     cache = toy.emb(toy.ids).detach()

@@ -42,7 +42,8 @@ def test_a_text_that_fits_one_window_scores_exactly_as_without_windows(run_confi
     plain, windowed = _model(run_config), _model(run_config, WINDOWS)
     assert plain.windows is None and windowed.windows.length == 64      # the tiny encoder's positions
     assert np.array_equal(plain.scores(SHORT), windowed.scores(SHORT))
-    # beside a long text the short one is padded to a whole window: the same up to rounding
+    # beside a long text the short one becomes a window of its own, encoded with the other short
+    # windows: the same up to rounding
     mixed = windowed.scores(SHORT + LONG, batch_size=len(SHORT) + len(LONG))
     np.testing.assert_allclose(mixed[: len(SHORT)], plain.scores(SHORT), atol=1e-5)
 
@@ -102,6 +103,16 @@ def test_short_windows_are_encoded_apart_as_they_would_be_beside_full_ones(run_c
         together = model.encoder(cut.inputs, cut.mask)
     real = cut.mask.bool()
     assert apart.shape == together.shape and torch.allclose(apart[real], together[real], atol=1e-5)
+
+
+def test_fgm_and_the_gradient_penalty_train_on_windows_encoded_in_parts(run_config):
+    from hmtc.regularizers import backward_step, word_embeddings
+    model = _model(run_config, ["data.max_length=200", "model.windows=true", "model.window_length=20"]).train()
+    ids, mask = _batch(model, LONG)
+    labels = torch.zeros(len(LONG), sum(c.out_features for c in model.classifiers))
+    loss = backward_step(lambda: model(ids, mask, labels).loss, word_embeddings(model), fgm_epsilon=1.0, gp_weight=0.1)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert torch.isfinite(loss) and all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
 def test_cached_windows_give_the_uncached_scores(run_config):

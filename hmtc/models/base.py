@@ -108,7 +108,7 @@ def check_fits(backbone: nn.Module, config: dict) -> None:
     """The run config against the loaded encoder: texts fit its positions (or windows, which fit
     them), frozen layers exist."""
     bc, m, max_length = backbone.config, config["model"], config["data"]["max_length"]
-    positions = encoder_positions(backbone.config)
+    positions = encoder_positions(bc)
     if positions is not None and not m["windows"] and max_length > positions:
         raise ConfigError(f"data.max_length {max_length} exceeds the encoder's {positions} positions; "
                           "model.windows = true cuts longer texts into windows")
