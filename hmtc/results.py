@@ -440,7 +440,8 @@ def budget_tables(gs: list[Group]) -> list[tuple[str, list[str], list[list], lis
         head = ["run", "model", "MSML options (beyond the shared ones)", "n", "leaf micro-F1", "leaf macro-F1"]
         out.append((title, head + ["Δ micro vs flat", "Δ macro vs flat", "train time per seed"], same,
                     head[:2] + ["recipe change"] + head[2:] +
-                    [f"Δ vs the same head on {flat.name}'s recipe (the change)", "Δ vs flat, same recipe (hierarchy)", f"Δ vs {flat.name} (total)", "train time per seed"], other))
+                    [f"Δ vs the same head on {flat.name}'s recipe (the change)", "Δ vs flat, same recipe (hierarchy)",
+                     f"Δ vs {flat.name} (total)", "train time per seed"], other))
     return out
 
 
