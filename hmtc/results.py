@@ -317,7 +317,7 @@ def _goemotions_goals(gs: list[Group]) -> list[list[str]]:
         best_rival = max((g.level(3)[0] for g in rivals), default=None)
         ok = mine >= GOEMOTIONS_TARGET and best_rival is not None and mine >= best_rival
         status = MET if ok or status == MET else MISSED
-        lines.append(f"{m.name} {mine:.4f} vs " + (", ".join(f"{g.model} {g.level(3)[0]:.4f}" for g in rivals)
+        lines.append(f"{m.name} {mine:.4f} vs " + (", ".join(f"{g.model} ({g.name}) {g.level(3)[0]:.4f}" for g in rivals)
                                                     or "no rival on its recipe"))
     rows.append(["goemotions", goal, status, "; ".join(lines) or f"no default MSML with {MIN_SEEDS} seeds"])
     goal = ("the default MSML's macro-F1 above BERT-base (monologg) at all three levels: " +
