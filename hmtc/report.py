@@ -776,6 +776,54 @@ def compare_table(runs: list[str | Path]) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+def per_label_table(runs: list[str | Path], level: int | None = None) -> tuple[list[str], list[list]]:
+    """Header and rows comparing evaluated runs label by label: each label's F1 on the evaluated
+    split (the mean over a seeds folder's seeds), one row per label.
+
+    With exactly two runs A and B the rows also give Δ = F1_A − F1_B and that label's share of
+    the level's macro-F1 difference, 100 · Δ / n_l points for a level of n_l labels (a level's
+    macro-F1 is the mean of its labels' F1, so these shares sum to the level's difference), and
+    are sorted by Δ within each level, largest loss of A first; otherwise by gold support.
+
+    Parameters
+    ----------
+    runs : list of str or Path
+        Evaluated run folders (or folders of seeds) of one taxonomy.
+    level : int, optional
+        Only this level's labels.
+
+    Returns
+    -------
+    header : list of str
+    rows : list of list
+    """
+    groups = [_seed_runs(r) for r in runs]
+    ids = [[x["id"] for x in r.metrics["test"]["per_label"]] for g in groups for r in g]
+    if any(i != ids[0] for i in ids):
+        raise HmtcError("per-label comparison needs runs of one taxonomy; these runs label different nodes")
+    labels = groups[0][0].metrics["test"]["per_label"]
+    if level is not None and not any(x["level"] == level for x in labels):
+        raise HmtcError(f"no labels at level {level}; levels are {sorted({x['level'] for x in labels})}")
+    f1 = np.array([np.mean([[x["f1"] for x in r.metrics["test"]["per_label"]] for r in g], axis=0) for g in groups])
+    names = [g[0].name if len(g) == 1 else Path(p).name for p, g in zip(runs, groups)]
+    pair = len(groups) == 2
+    per_level = {lv: sum(x["level"] == lv for x in labels) for lv in {x["level"] for x in labels}}
+    header = ["level", "id", "name", "support"] + [f"F1 {n}" for n in names] + \
+        (["Δ F1 (first − second)", "Δ level macro-F1 (points)"] if pair else [])
+    order = sorted((j for j, x in enumerate(labels) if level is None or x["level"] == level),
+                   key=lambda j: (labels[j]["level"], f1[0, j] - f1[1, j] if pair else -labels[j]["support"],
+                                  labels[j]["id"]))
+    rows = []
+    for j in order:
+        x = labels[j]
+        row = [x["level"], x["id"], x["name"], x["support"], *(float(v) for v in f1[:, j])]
+        if pair:
+            d = float(f1[0, j] - f1[1, j])
+            row += [f"{d:+.4f}", f"{100 * d / per_level[x['level']]:+.2f}"]
+        rows.append(row)
+    return header, rows
+
+
 def _seed_runs(path: str | Path) -> list[Run]:
     """The evaluated runs of a seeds folder, or the run itself."""
     path = Path(path)

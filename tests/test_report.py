@@ -253,6 +253,34 @@ def test_compare_shows_a_seeds_folder_as_mean_and_std(tiny_runs, tmp_path):
     assert row.startswith("| set (n = 2) |") and f"| {mean:.4f} ± {sd:.4f} |" in row
 
 
+def test_compare_per_label_shares_sum_to_each_level_macro_difference(tiny_runs, tmp_path):
+    out = tmp_path / "per-label.md"
+    invoke(app, "compare", *tiny_runs, "--per-label", "--out", out)
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("| level | id | name | support | F1 tiny-a | F1 tiny-b | Δ F1 (first − second) |")
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
+    a, b = (json.loads((Path(r) / "metrics.json").read_text())["test"] for r in tiny_runs)
+    assert len(rows) == len(a["per_label"])
+    for lv_a, lv_b in zip(a["per_level"], b["per_level"]):
+        mine = [r for r in rows if int(r[0]) == lv_a["level"]]
+        deltas = [float(r[6]) for r in mine]
+        assert deltas == sorted(deltas)                         # largest loss of the first run first
+        assert sum(float(r[7]) for r in mine) == pytest.approx(100 * (lv_a["macro_f1"] - lv_b["macro_f1"]), abs=0.01 * len(mine))
+    one = tmp_path / "level-2.md"
+    invoke(app, "compare", *tiny_runs, "--per-label", "--level", 2, "--out", one)
+    assert {line.split("|")[1].strip() for line in one.read_text(encoding="utf-8").splitlines()[2:]} == {"2"}
+    r = runner.invoke(app, ["compare", str(tiny_runs[0]), "--level", "2"])
+    assert r.exit_code != 0 and "--per-label" in r.output
+    seeds = tmp_path / "set"                                    # a seeds folder: each label's mean F1
+    for i, run in enumerate(tiny_runs):
+        shutil.copytree(run, seeds / f"seed-{i}")
+    header, rows = report.per_label_table([seeds])
+    assert header[4] == "F1 set"
+    assert [r[4] for r in rows] == pytest.approx([(x["f1"] + y["f1"]) / 2 for x, y in zip(
+        sorted(a["per_label"], key=lambda x: (x["level"], -x["support"], x["id"])),
+        sorted(b["per_label"], key=lambda x: (x["level"], -x["support"], x["id"])))])
+
+
 def _record(name, dataset, model, micro, macro, levels, encoder="me5-small", epochs=4, leaf=None,
             classifier=None, seed=42, options=None, train=None):
     options = dict(options or {}) | ({"classifier": classifier} if classifier else {})

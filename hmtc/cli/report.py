@@ -28,15 +28,25 @@ def report_command(run: Path = typer.Argument(..., help="An evaluated run folder
         err.print(f"wrote {escape(str(path))}", highlight=False)
 
 
-def compare_command(runs: list[Path] = typer.Argument(..., help="Evaluated run folders."),
-                    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table as Markdown here.")) -> None:
-    """Compare runs side by side: F1 overall, per level and leaf, hierarchical, consistency, speed."""
+def compare_command(runs: list[Path] = typer.Argument(..., help="Evaluated run folders (or folders of seeds)."),
+                    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table as Markdown here."),
+                    per_label: bool = typer.Option(False, "--per-label", help="One row per label: each run's F1 "
+                                                   "(mean over seeds); for two runs the difference and its share "
+                                                   "of the level's macro-F1 difference, largest loss first."),
+                    level: Optional[int] = typer.Option(None, "--level", help="With --per-label: only this level.")) -> None:
+    """Compare runs side by side: F1 overall, per level and leaf, hierarchical, consistency, speed.
+
+    Example: hmtc compare runs/goemotions-msml runs/goemotions-flat --per-label --level 3
+    """
     from ..io import atomic_write_text
-    from ..report import compare_table, markdown_table
-    header, rows = compare_table(runs)
-    table = Table(title="Runs compared (test split, after decoding)", title_justify="left")
+    from ..report import compare_table, markdown_table, per_label_table
+    if level is not None and not per_label:
+        raise typer.BadParameter("--level goes with --per-label")
+    header, rows = per_label_table(runs, level) if per_label else compare_table(runs)
+    table = Table(title="Runs compared (test split, after decoding)" + (", per label" if per_label else ""),
+                  title_justify="left")
     for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i < 2 else "right")
+        table.add_column(h, justify="left" if i < (3 if per_label else 2) else "right")
     for r in rows:
         table.add_row(*(escape(f"{v:.4f}" if isinstance(v, float) else str(v)) for v in r))
     console = Console(emoji=False)
