@@ -6,7 +6,11 @@ record ``<record_dir>/<key>/seed-<n>.json``), then writes the mean record ``<rec
 (:func:`hmtc.record.aggregate_records`: mean, sample standard deviation and per-seed values of
 every metric, each seed's record inside) and ``<out>/seeds.json``. ``--resume`` continues an
 interrupted set: seeds already recorded are read back (even when their run folders are gone), an
-unfinished seed resumes from its ``last/`` checkpoint, and the others start.
+unfinished seed resumes from its ``last/`` checkpoint, and the others start. With
+``train.cache_frozen`` the seeds share the frozen layers' states: the frozen part is the
+pretrained encoder's whatever the seed, so a text is run through it once for the whole set and
+a later seed computes only the texts its own dev split left in (``cache_reused`` in its train
+state counts the texts it took; its ``train_seconds`` is the time it really took).
 """
 
 from __future__ import annotations
@@ -67,12 +71,14 @@ def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, 
             check_record_free(path, overwrite)
         plans.append((seed, scfg, sdir, path, done))
     records, main = [], True
+    frozen_caches: dict = {}        # the frozen layers' states of each text, for all seeds
     for seed, scfg, sdir, path, done in plans:
         if not done:
             console.print(f"[bold]seed {seed}[/] → {escape(str(sdir))}")
             state_file = sdir / "last" / "train_state.json"
             trainer = Trainer(scfg, sdir, resume=resume and state_file.is_file(),
-                              stop_after_epochs=stop_after_epochs, console=console, quiet=quiet)
+                              stop_after_epochs=stop_after_epochs, console=console, quiet=quiet,
+                              frozen_caches=frozen_caches)
             trainer.fit()
             main = trainer.dist_.is_main
             if not main:

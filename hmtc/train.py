@@ -33,7 +33,7 @@ from .data.prepare import Prepared, locate, prepare, taxonomy_for
 from .decode import decode
 from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
-from .inference import cache_lower_states, pick_device, progress_bar
+from .inference import cache_lower_states, frozen_fingerprint, pick_device, progress_bar
 from .io import RunLock, atomic_write_json, check_manifest, newest_valid, versioned_dir, versions
 from .losses import distillation_loss, fit_losses
 from .metrics import evaluate
@@ -112,17 +112,22 @@ class Trainer:
     stop_after_epochs : int, optional
         Stop (as if interrupted) after this many epochs of this process; for tests and
         time-boxed sessions. ``--resume`` continues.
+    frozen_caches : dict, optional
+        The cached states of ``train.cache_frozen``, by :func:`~hmtc.inference.frozen_fingerprint`
+        and then by each text's token ids, shared by the runs handed the same dict (the seeds of
+        one set): a run takes the texts an earlier run cached and computes only the others.
     """
 
     def __init__(self, config: dict, run_dir: str | Path | None = None, resume: bool = False,
                  stop_after_epochs: int | None = None, console: Console | None = None,
-                 quiet: bool = False):
+                 quiet: bool = False, frozen_caches: dict | None = None):
         self.config = config
         self.run_dir = Path(run_dir) if run_dir else Path(config["train"]["output_dir"]) / config["name"]
         self.resume = resume
         self.stop_after_epochs = stop_after_epochs
         self.console = console or Console(stderr=True, emoji=False)
         self.quiet = quiet
+        self.frozen_caches = frozen_caches
         self.dist_ = DistContext()
 
     def fit(self) -> Path:
@@ -208,9 +213,12 @@ class Trainer:
                 state["train_seconds"] += time.time() - c0
             if t["cache_frozen"]:     # its one-off time counts as training time
                 c0 = time.time()
-                self.cache_ = self._cache_frozen(model, data, pad_id, progress)
+                self.cache_, reused = self._cache_frozen(model, data, pad_id, progress)
                 state["cache_seconds"] = round(state.get("cache_seconds", 0.0) + time.time() - c0, 1)
                 state["train_seconds"] += time.time() - c0
+                if reused:
+                    state["cache_reused"] = reused
+                    say(f"frozen-layer cache: {reused} of {n_train} texts taken from an earlier seed")
             for epoch in range(state["epoch"], t["epochs"]):
                 if self.stop_after_epochs is not None and done_here >= self.stop_after_epochs:
                     break
@@ -383,15 +391,28 @@ class Trainer:
             raise ConfigError(f"train.teacher {t['teacher']}: its taxonomy's nodes differ from this run's")
         return torch.from_numpy(teacher.scores(data.texts["train"], progress=progress))
 
-    def _cache_frozen(self, model, data: Prepared, pad_id: int, progress: Progress) -> list[torch.Tensor]:
-        """Each training text's token states under the frozen part (bf16 when training in bf16)."""
+    def _cache_frozen(self, model, data: Prepared, pad_id: int,
+                      progress: Progress) -> tuple[list[torch.Tensor], int]:
+        """Each training text's token states under the frozen part (bf16 when training in bf16),
+        and how many of them were taken from ``frozen_caches`` rather than computed."""
         t = self.config["train"]
         if not getattr(model, "supports_cache", False):
             raise ConfigError("train.cache_frozen does not work with this model/head "
                               "(its encoder input changes with the labels)")
         model.encoder.check_split()
-        return cache_lower_states(model.encoder, data.token_ids["train"], pad_id, t["eval_batch_size"],
-                                  t["bf16"], self.device_, progress, model.windows)
+        ids = data.token_ids["train"]
+        if self.frozen_caches is None:
+            return cache_lower_states(model.encoder, ids, pad_id, t["eval_batch_size"], t["bf16"], self.device_,
+                                      progress, model.windows), 0
+        # per text, not per split: each seed draws its own dev split from the training file
+        known = self.frozen_caches.setdefault(frozen_fingerprint(model.encoder, t["bf16"], model.windows), {})
+        keys = [np.asarray(x, dtype=np.int64).tobytes() for x in ids]
+        missing = [i for i, k in enumerate(keys) if k not in known]
+        built = cache_lower_states(model.encoder, [ids[i] for i in missing], pad_id, t["eval_batch_size"],
+                                   t["bf16"], self.device_, progress, model.windows)
+        for i, states in zip(missing, built):
+            known[keys[i]] = states
+        return [known[k] for k in keys], len(ids) - len(missing)
 
     def _dev_metrics(self, model, data: Prepared, pad_id: int, progress: Progress) -> dict:
         t = self.config["train"]

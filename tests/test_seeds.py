@@ -210,3 +210,47 @@ def test_mean_record_carries_the_dataset_protocol():
     recs = [{"seed": s, "dataset": "20newsgroups", "dataset_protocol": "remove=headers", "metrics": {"micro_f1": 0.5}}
             for s in (1, 2)]
     assert aggregate_records(recs)["dataset_protocol"] == "remove=headers"
+
+
+def test_seeds_share_the_frozen_layer_cache_exactly(run_config, tmp_path, invoke):
+    """The seeds of a cached set run each text through the frozen layers once; a seed that takes
+    earlier seeds' states trains to the very weights and metrics it reaches alone."""
+    cached = ["--set", "train.epochs=1", "--set", "model.freeze_layers=1", "--set", "train.cache_frozen=true"]
+    invoke("train", run_config, "--quiet", "--seeds", "3,5", *cached)
+    run = tmp_path / "runs" / "tiny-msml"
+    states = {s: json.loads((run / f"seed-{s}" / "last" / "train_state.json").read_text()) for s in (3, 5)}
+    assert "cache_reused" not in states[3] and states[5]["cache_reused"] > 0
+    invoke("train", run_config, "--quiet", "--set", "train.seed=5", "--set", "name=alone", *cached)
+    alone = tmp_path / "runs" / "alone"
+    assert "cache_reused" not in json.loads((alone / "last" / "train_state.json").read_text())
+    weights = [(d / "best" / "model.safetensors").read_bytes() for d in (run / "seed-5", alone)]
+    assert weights[0] == weights[1]
+    tests = [json.loads((d / "metrics.json").read_text())["test"] for d in (run / "seed-5", alone)]
+    assert tests[0] == tests[1]
+
+
+def test_frozen_fingerprint_keys_the_frozen_part(tiny_encoder):
+    import torch
+    from transformers import AutoModel
+
+    from hmtc.inference import frozen_fingerprint
+    from hmtc.models.encoder import TextEncoder, Windows
+
+    def encoder(freeze: int = 1) -> TextEncoder:
+        return TextEncoder(AutoModel.from_pretrained(tiny_encoder), freeze_layers=freeze)
+
+    enc = encoder()
+    key = frozen_fingerprint(enc, bf16=False)
+    assert frozen_fingerprint(encoder(), bf16=False) == key
+    assert frozen_fingerprint(enc, bf16=True) != key
+    assert frozen_fingerprint(enc, bf16=False, windows=Windows(8, 0, 0)) != key
+    assert frozen_fingerprint(enc, bf16=False, windows=Windows(8, 1, 0)) != frozen_fingerprint(
+        enc, bf16=False, windows=Windows(8, 0, 0))
+    assert frozen_fingerprint(encoder(2), bf16=False) != key
+    # the frozen part's weights count; the trainable layer above it does not
+    with torch.no_grad():
+        enc.blocks()[1].output.dense.weight.add_(1.0)
+    assert frozen_fingerprint(enc, bf16=False) == key
+    with torch.no_grad():
+        enc.blocks()[0].output.dense.weight.add_(1.0)
+    assert frozen_fingerprint(enc, bf16=False) != key
