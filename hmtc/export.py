@@ -54,6 +54,16 @@ def _require(module: str):
         raise HmtcError(f"ONNX export/inference needs {module!r}: pip install 'hmtc[onnx]'") from None
 
 
+@functools.cache
+def _register_expm1(opset: int) -> None:
+    """ONNX has no expm1 (the path-probability logits of the local classifier and of conditional
+    MSML use it): export it as exp(x) − 1, which loses only digits of logits whose probability
+    already rounds to 1 in float32."""
+    def expm1(g, x):
+        return g.op("Sub", g.op("Exp", x), g.op("Constant", value_t=torch.tensor(1.0)))
+    torch.onnx.register_custom_op_symbolic("aten::expm1", expm1, opset)
+
+
 class _Logits(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -122,6 +132,7 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
     out = [folder / FILES["onnx"]]
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         fp32 = Path(tmp) / FILES["onnx"]
+        _register_expm1(opset)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")     # tracer notes on shapes the graph keeps dynamic anyway
             torch.onnx.export(model, sample, str(fp32), input_names=names, output_names=["logits"],

@@ -276,6 +276,7 @@ TINY_MARKED = TAXONOMY.replace("ROOT\n", "ROOT !exclusive\n").replace("  animal\
 @pytest.mark.parametrize("name, options", [
     ("msml", {"filters": 4, "tower_dim": 8, "dropout": 0.0}),
     ("msml", {"filters": 4, "tower_dim": 8, "dropout": 0.0, "constrained": True}),
+    ("msml", {"filters": 4, "tower_dim": 8, "dropout": 0.0, "conditional": True, "loss": "bce"}),
     ("global", {"dropout": 0.0, "loss": "bce"}),
     ("flat", {"dropout": 0.0}),
     ("local", {"dropout": 0.0}),
@@ -304,6 +305,9 @@ def test_every_model_adds_the_group_loss_to_its_own(name, options):
     elif options.get("constrained"):   # MCLoss's training output ẑʸ of the raw logits
         raw = torch.cat([z for _, z in models[0].level_states(h, mask)], -1).float()
         extra = ExclusiveLoss(marked.exclusive_children)(constrain(raw, models[0].under, labels), labels)
+    elif options.get("conditional"):   # the conditional logits, before the path product
+        raw = torch.cat([z for _, z in models[0].level_states(h, mask)], -1).float()
+        extra = ExclusiveLoss(marked.exclusive_children)(raw, labels)
     else:                        # the node logits (flat: internal nodes as the max over their leaves)
         extra = ExclusiveLoss(marked.exclusive_children)(out_plain.logits, labels)
     assert extra.item() > 0

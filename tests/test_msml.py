@@ -117,3 +117,46 @@ def test_label_init_off_leaves_the_default_rows(run_config):
     assert torch.equal(plain.towers[0].proj.weight, model.towers[0].proj.weight)   # only the rows change
     with pytest.raises(Exception, match="model.options.label_init: expected one of '', 'name', 'path', got 'names'"):
         _model(run_config, label_init="names")
+
+
+def test_conditional_msml_scores_paths_and_masks_the_loss_by_parent(run_config, tmp_path):
+    """conditional = true: logit(child) <= logit(parent) for any weights; the loss is the
+    parent-masked per-level loss of the raw logits; the output is σ(z_c)·p(parent) in a tree."""
+    import torch.nn.functional as F
+
+    from hmtc.train import Trainer
+    model, ids, mask = _model(run_config, conditional=True, loss="bce")
+    parent = model.parent_pad[:, 0]
+    for scale in (0.0, 1.0, 30.0):         # also saturated scores, where p rounds to 1 or 0
+        with torch.no_grad():
+            for clf in model.classifiers:
+                clf.weight.normal_(0, scale if scale else 1.0)
+                clf.bias.fill_(scale)
+        out = model(ids, mask).logits
+        level2 = torch.arange(model.slices[1].start, model.slices[1].stop)
+        assert torch.all(out[:, level2] <= out[:, parent[level2]])
+    with torch.no_grad():
+        for clf in model.classifiers:
+            clf.weight.normal_(0, 0.5)
+            clf.bias.normal_(0, 0.5)
+        states, m = model.encode(ids, mask)
+        z = torch.cat([zl for _, zl in model.level_states(states, m)], -1).float()
+        p = torch.sigmoid(z)
+        path = p.clone()
+        path[:, level2] = p[:, level2] * p[:, parent[level2]]
+        assert torch.allclose(torch.sigmoid(model(ids, mask).logits), path, atol=1e-6)
+        # labels: text 0 in "animal" (with a child), text 1 in nothing: its level-2 terms drop out
+        n = model.slices[-1].stop
+        labels = torch.zeros(2, n)
+        labels[0, parent[level2[0]]] = 1.0
+        labels[0, level2[0]] = 1.0
+        keep = (labels[:, parent[level2]] > 0)
+        bce = F.binary_cross_entropy_with_logits(z, labels, reduction="none")
+        want = bce[:, model.slices[0]].mean() + bce[:, level2][keep].mean()
+        assert model(ids, mask, labels=labels).loss.item() == pytest.approx(want.item(), rel=1e-5)
+    with pytest.raises(Exception, match="choose one"):
+        _model(run_config, conditional=True, constrained=True)
+    t = Trainer(load_config(run_config, ["train.epochs=2", "train.record_dir=''", "model.options.conditional=true",
+                                         "model.options.loss='bce'"]), tmp_path / "r", quiet=True)
+    t.fit()
+    assert t.state_["history"][-1]["train_loss"] < t.state_["history"][0]["train_loss"]

@@ -422,3 +422,21 @@ def test_bench_prints_ceilings_without_timing(tiny_encoder, tmp_path, monkeypatc
     assert r.exit_code != 0 and "onnx-x" in r.output
     r = CliRunner().invoke(app, ["bench", "--msml-options", "conv_dim=4", "--skip-train", "--skip-infer"])
     assert r.exit_code != 0 and "--msml-options" in r.output and "JSON" in r.output
+
+
+@pytest.mark.parametrize("name, options", [("local", {"head": "mean", "loss": "bce"}),
+                                           ("msml", {"conditional": True, "loss": "bce"})])
+def test_path_probability_models_export_to_onnx(run_config, tmp_path, name, options):
+    """The local classifier's and conditional MSML's path logits (expm1, per-level joins) export,
+    and score a batch of another size than the traced one as torch does."""
+    pytest.importorskip("onnxruntime")
+    from hmtc.export import export_onnx, load_for_inference
+    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''"])
+    cfg["model"] = cfg["model"] | {"name": name, "options": (cfg["model"]["options"] if name == "msml" else {}) | options}
+    Trainer(cfg, tmp_path / "r", quiet=True).fit()
+    ckpt = tmp_path / "r" / "best"
+    export_onnx(ckpt, int8=False)
+    texts = ["cat meow here", "oak leaf tree today", "dog", "a tree"]
+    ref = load_for_inference(ckpt, "torch").scores(texts)
+    got = load_for_inference(ckpt, "onnx", threads=1).scores(texts, batch_size=3)
+    assert got.shape == ref.shape and np.allclose(got, ref, atol=1e-5)

@@ -18,15 +18,14 @@ classifier over mutually exclusive children: they also get the softmax cross-ent
 ``L_excl`` (:class:`hmtc.losses.ExclusiveLoss`) on the edge logits ``z_{p,c}``, counted where a
 child is gold-positive (so ``p`` is too), added to the per-row loss.
 
-Output: the logit of the path probability, computed level by level in log space,
+Output: the logit of the path probability (:mod:`hmtc.models.paths`), with
+``P(c | p) = σ(z_{p,c})`` on edge ``(p, c)``::
 
     log p(c) = min_{p ∈ parents(c)} [log σ(z_{p,c}) + log p(p)],    log p(root) = 0
-    logit(c) = log p(c) − log(1 − p(c)) = log p(c) − log(−expm1(log p(c)))
 
-In a tree the min has one term (``p(c) = σ(z_c) · p(parent(c))``); in a DAG taking the min over
-parents keeps ``p(c) ≤ p(p)`` for every parent. Hence ``logit(c) ≤ logit(p)`` for every edge,
-so thresholding the logits with one global threshold is already consistent: top-down decoding
-removes nothing (and ``closure`` adds nothing). Every decoder applies as for any other model.
+so ``logit(c) ≤ logit(p)`` for every edge and thresholding the logits with one global threshold
+is already consistent: top-down decoding removes nothing (and ``closure`` adds nothing). Every
+decoder applies as for any other model.
 """
 
 from __future__ import annotations
@@ -43,6 +42,7 @@ from ..taxonomy import TaxonomyIndex
 from .base import MODELS, EncoderModel, ModelOutput
 from .encoder import TextEncoder
 from .heads import HEADS
+from .paths import path_logits
 
 
 @dataclass
@@ -118,19 +118,4 @@ class LocalModel(EncoderModel):
     def path_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Logits (B, N) of the path probabilities from the edge logits ``z`` (B, E)."""
         ls = F.logsigmoid(z)
-        b, n = len(z), len(self.edge_pad)
-        inf = torch.tensor(float("inf"), device=z.device)
-        logp = z.new_zeros(b, n + 1)                     # column n: the root, log p = 0
-        logit = z.new_full((b, n + 1), float("inf"))
-        tiny = torch.finfo(z.dtype).tiny                 # p = 1 exactly would give logit +inf
-        for sl in self.slices:
-            valid = self.valid[sl]
-            cand = ls[:, self.edge_pad[sl]] + logp[:, self.parent_pad[sl]]          # (B, n_l, P)
-            lp = torch.where(valid, cand, inf).amin(-1)
-            logp[:, sl] = lp
-            lp = lp.clamp_max(-tiny)
-            # min with the parents' logits is a no-op in exact arithmetic; it keeps
-            # logit(c) <= logit(p) bit-exact against last-ulp rounding in log/expm1
-            parents = torch.where(valid, logit[:, self.parent_pad[sl]], inf).amin(-1)
-            logit[:, sl] = torch.minimum(lp - torch.log(-torch.expm1(lp)), parents)
-        return logit[:, :n]
+        return path_logits(lambda sl: ls[:, self.edge_pad[sl]], self.parent_pad, self.valid, self.slices, z)

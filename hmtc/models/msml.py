@@ -20,6 +20,18 @@ With ``constrained = true`` the concatenated logits pass through C-HMCNN's max c
 (:mod:`hmtc.models.constraint`): the output is ẑ_i = max over i and its descendants, and the loss
 is taken on MCLoss's ẑʸ (L_excl too), so the scores are consistent before any decoding.
 
+With ``conditional = true`` a level below the first is trained as the local classifier is
+(:mod:`hmtc.models.local`): σ(z_c) = P(c | parent, text), its loss counted only where a parent of
+``c`` is gold-positive (level 1: every sample), and the output is the path-probability logit
+(:mod:`hmtc.models.paths`)::
+
+    log p(c) = min_{p ∈ parents(c)} [log σ(z_c) + log p(p)],    log p(root) = 0
+
+so a child's classifier learns to tell its siblings apart among the texts of its parent, where a
+rare leaf is less rare, and the output is consistent before decoding. Because the product wants
+calibrated probabilities, pair it with ``loss = "bce"`` (ZLPR only ranks around 0). Exclusive
+groups take L_excl on the conditional logits z, as in the local classifier.
+
 Ablations (each a config option; the defaults are the model above): ``gates = false`` classifies
 every level from its own tower (h_l = t_l); ``label_feedback = false`` drops E_{l-1} σ(z_{l-1});
 ``shared_tower = true`` computes one tower t (level 1's kernels) and feeds it to every level
@@ -46,6 +58,7 @@ from .base import MODELS, EncoderModel, ModelOutput
 from .constraint import constrain, descendant_mask
 from .encoder import TextEncoder
 from .label_init import MODES
+from .paths import parent_slots, path_logits
 
 
 def default_kernels(depth: int) -> list[list[int]]:
@@ -74,6 +87,7 @@ class MSMLConfig:
     shared_tower: bool = False                # True: one tower (level 1's kernels) for every level
     constrained: bool = False                 # C-HMCNN: max over descendants, loss on MCLoss's outputs
     label_init: str = ""                      # "name" / "path": classifier rows from the labels' texts
+    conditional: bool = False                 # P(c | parent) per node, parent-masked loss, path logits
 
     def __post_init__(self):
         checks = [("kernels", self.kernels is None or all(k and all(w >= 1 for w in k) for k in self.kernels),
@@ -85,6 +99,9 @@ class MSMLConfig:
         for key, ok, want in checks:
             if not ok:
                 raise ConfigError(f"model.options.{key}: expected {want}, got {getattr(self, key)!r}")
+        if self.conditional and self.constrained:
+            raise ConfigError("model.options: conditional and constrained are two ways to consistent "
+                              "scores; choose one")
 
 
 class TextCNNTower(nn.Module):
@@ -189,6 +206,10 @@ class MSMLModel(EncoderModel):
         self.group_loss = exclusive_loss(index)
         if config.constrained:
             self.register_buffer("under", torch.as_tensor(descendant_mask(index)), persistent=False)
+        if config.conditional:
+            parents, valid = parent_slots(index)
+            self.register_buffer("parent_pad", torch.as_tensor(parents), persistent=False)
+            self.register_buffer("valid", torch.as_tensor(valid), persistent=False)
 
     def level_states(self, states: torch.Tensor, attention_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(h_l, z_l) of every level: the state its classifier reads and its logits."""
@@ -213,10 +234,19 @@ class MSMLModel(EncoderModel):
         loss = None
         if labels is not None:
             fit = constrain(logits, self.under, labels) if self.config.constrained else logits
-            loss = sum(w * loss_fn(fit[:, sl], labels[:, sl])
+            mask = self.parent_positive(labels) if self.config.conditional else None
+            loss = sum(w * loss_fn(fit[:, sl], labels[:, sl], None if mask is None else mask[:, sl])
                        for w, loss_fn, sl in zip(self.level_weights, self.losses, self.slices))
             if self.group_loss is not None:
                 loss = loss + self.group_loss(fit, labels)
         if self.config.constrained:
             logits = constrain(logits, self.under)
+        if self.config.conditional:
+            ls = F.logsigmoid(logits)
+            logits = path_logits(lambda sl: ls[:, sl, None], self.parent_pad, self.valid, self.slices, logits)
         return ModelOutput(logits=logits, loss=loss)
+
+    def parent_positive(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, N): some parent of the node is gold-positive (always, for level 1)."""
+        y = torch.cat([labels.bool(), labels.new_ones(len(labels), 1, dtype=torch.bool)], 1)   # root: on
+        return (y[:, self.parent_pad] & self.valid).any(-1)
