@@ -57,10 +57,13 @@ def _require(module: str):
 @functools.cache
 def _register_expm1(opset: int) -> None:
     """ONNX has no expm1 (the path-probability logits of the local classifier and of conditional
-    MSML use it): export it as exp(x) − 1, which loses only digits of logits whose probability
-    already rounds to 1 in float32."""
+    MSML use it): export it as x + x²/2 where |x| < 1e-4 (error below x³/6, under float32's
+    rounding of x there) and exp(x) − 1 elsewhere, where the subtraction loses under 1e-3 of
+    the result's relative precision."""
     def expm1(g, x):
-        return g.op("Sub", g.op("Exp", x), g.op("Constant", value_t=torch.tensor(1.0)))
+        small = g.op("Less", g.op("Abs", x), g.op("Constant", value_t=torch.tensor(1e-4)))
+        series = g.op("Add", x, g.op("Mul", g.op("Mul", x, x), g.op("Constant", value_t=torch.tensor(0.5))))
+        return g.op("Where", small, series, g.op("Sub", g.op("Exp", x), g.op("Constant", value_t=torch.tensor(1.0))))
     torch.onnx.register_custom_op_symbolic("aten::expm1", expm1, opset)
 
 

@@ -405,7 +405,10 @@ class Trainer:
             return cache_lower_states(model.encoder, ids, pad_id, t["eval_batch_size"], t["bf16"], self.device_,
                                       progress, model.windows), 0
         # per text, not per split: each seed draws its own dev split from the training file
-        known = self.frozen_caches.setdefault(frozen_fingerprint(model.encoder, t["bf16"], model.windows), {})
+        key = frozen_fingerprint(model.encoder, t["bf16"], model.windows)
+        if key not in self.frozen_caches:       # hold one frozen part's states at a time
+            self.frozen_caches.clear()
+        known = self.frozen_caches.setdefault(key, {})
         keys = [np.asarray(x, dtype=np.int64).tobytes() for x in ids]
         missing = [i for i, k in enumerate(keys) if k not in known]
         built = cache_lower_states(model.encoder, [ids[i] for i in missing], pad_id, t["eval_batch_size"],

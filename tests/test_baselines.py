@@ -232,3 +232,41 @@ def test_tfidf_leaves_only_scores_parents_by_their_best_child(tfidf_config, tmp_
     assert np.array_equal(load_checkpoint(tmp_path / "ckpt").scores(data.texts["test"]), s)
     with pytest.raises(ConfigError, match="tfidf targets"):
         make_config("tfidf", {"targets": "roots"})
+
+
+def conditional_msml(text: str, seed: int = 0, scale: float = 1.0):
+    from hmtc.models.msml import MSMLModel
+    torch.manual_seed(seed)
+    model = MSMLModel(StubEncoder(), Taxonomy.parse(text).compile(),
+                      make_config("msml", {"filters": 2, "tower_dim": 4, "dropout": 0.0, "conditional": True,
+                                           "loss": "bce"})).eval()
+    with torch.no_grad():
+        for clf in model.classifiers:
+            clf.weight.mul_(scale)
+            clf.bias.normal_(0, scale)
+    return model
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.01, 200.0), dag=st.booleans())
+def test_conditional_msml_logits_are_consistent_by_construction(seed, scale, dag):
+    model = conditional_msml(DAG if dag else TAXONOMY, seed=seed, scale=scale)
+    index = Taxonomy.parse(DAG if dag else TAXONOMY).compile()
+    with torch.no_grad():
+        logits = model.forward_states(*states(16, seed)).logits.numpy()
+    assert not np.isnan(logits).any()
+    child = np.repeat(np.arange(index.n_nodes), index.n_parents)
+    assert (logits[:, child] <= logits[:, index.parent_idx]).all()      # p(c) <= p(parent)
+
+
+def test_conditional_msml_trains_a_dag_node_where_all_its_parents_are_gold():
+    model = conditional_msml(DAG)
+    index = Taxonomy.parse(DAG).compile()
+    pos = index.id_to_index
+    labels = torch.as_tensor(index.indicator([["a"], ["a", "b"], ["a", "b", "c"], ["b", "b1"], []]),
+                             dtype=torch.float32)
+    mask = model.parent_positive(labels)
+    assert mask[:, pos["c"]].tolist() == [False, True, True, False, False]
+    assert mask[:, pos["a1"]].tolist() == [True, True, True, False, False]
+    assert mask[:, pos["c1"]].tolist() == [False, False, True, False, False]
+    assert mask[:, pos["a"]].all() and mask[:, pos["b"]].all()

@@ -156,6 +156,8 @@ def test_conditional_msml_scores_paths_and_masks_the_loss_by_parent(run_config, 
         assert model(ids, mask, labels=labels).loss.item() == pytest.approx(want.item(), rel=1e-5)
     with pytest.raises(Exception, match="choose one"):
         _model(run_config, conditional=True, constrained=True)
+    with pytest.raises(Exception, match="loss = \"bce\""):
+        _model(run_config, conditional=True)
     t = Trainer(load_config(run_config, ["train.epochs=2", "train.record_dir=''", "model.options.conditional=true",
                                          "model.options.loss='bce'"]), tmp_path / "r", quiet=True)
     t.fit()

@@ -21,16 +21,18 @@ With ``constrained = true`` the concatenated logits pass through C-HMCNN's max c
 is taken on MCLoss's ẑʸ (L_excl too), so the scores are consistent before any decoding.
 
 With ``conditional = true`` a level below the first is trained as the local classifier is
-(:mod:`hmtc.models.local`): σ(z_c) = P(c | parent, text), its loss counted only where a parent of
-``c`` is gold-positive (level 1: every sample), and the output is the path-probability logit
-(:mod:`hmtc.models.paths`)::
+(:mod:`hmtc.models.local`): σ(z_c) = P(c | parents, text), its loss counted only where every
+parent of ``c`` is gold-positive (level 1: every sample; in a tree, its one parent), and the
+output is the path-probability logit (:mod:`hmtc.models.paths`)::
 
     log p(c) = min_{p ∈ parents(c)} [log σ(z_c) + log p(p)],    log p(root) = 0
 
 so a child's classifier learns to tell its siblings apart among the texts of its parent, where a
 rare leaf is less rare, and the output is consistent before decoding. Because the product wants
-calibrated probabilities, pair it with ``loss = "bce"`` (ZLPR only ranks around 0). Exclusive
-groups take L_excl on the conditional logits z, as in the local classifier.
+calibrated probabilities, it refuses ZLPR (which only ranks around 0): use ``loss = "bce"``.
+Exclusive groups take L_excl on the conditional logits z, as in the local classifier. Label
+feedback still reads σ(z_{l-1}), conditional scores from level 2 on (the same at training and
+at inference, so the gate learns what they mean).
 
 Ablations (each a config option; the defaults are the model above): ``gates = false`` classifies
 every level from its own tower (h_l = t_l); ``label_feedback = false`` drops E_{l-1} σ(z_{l-1});
@@ -87,7 +89,7 @@ class MSMLConfig:
     shared_tower: bool = False                # True: one tower (level 1's kernels) for every level
     constrained: bool = False                 # C-HMCNN: max over descendants, loss on MCLoss's outputs
     label_init: str = ""                      # "name" / "path": classifier rows from the labels' texts
-    conditional: bool = False                 # P(c | parent) per node, parent-masked loss, path logits
+    conditional: bool = False                 # P(c | parents) per node, parent-masked loss, path logits
 
     def __post_init__(self):
         checks = [("kernels", self.kernels is None or all(k and all(w >= 1 for w in k) for k in self.kernels),
@@ -102,6 +104,9 @@ class MSMLConfig:
         if self.conditional and self.constrained:
             raise ConfigError("model.options: conditional and constrained are two ways to consistent "
                               "scores; choose one")
+        if self.conditional and self.loss == "zlpr":
+            raise ConfigError("model.options.conditional multiplies probabilities down the path; ZLPR "
+                              "scores only rank around 0: set model.options.loss = \"bce\"")
 
 
 class TextCNNTower(nn.Module):
@@ -247,6 +252,8 @@ class MSMLModel(EncoderModel):
         return ModelOutput(logits=logits, loss=loss)
 
     def parent_positive(self, labels: torch.Tensor) -> torch.Tensor:
-        """(B, N): some parent of the node is gold-positive (always, for level 1)."""
+        """(B, N): every parent of the node is gold-positive (always, for level 1). In a DAG a
+        text with only some of them holds no ``c`` (labels are closed under ancestors), and the
+        path product already scores it by the smallest parent."""
         y = torch.cat([labels.bool(), labels.new_ones(len(labels), 1, dtype=torch.bool)], 1)   # root: on
-        return (y[:, self.parent_pad] & self.valid).any(-1)
+        return (y[:, self.parent_pad] | ~self.valid).all(-1)

@@ -47,7 +47,7 @@ def path_logits(step_logp: Callable[[slice], torch.Tensor], parent_pad: torch.Te
     n = len(parent_pad)
     inf = torch.tensor(float("inf"), device=like.device)
     tiny = torch.finfo(like.dtype).tiny                 # p = 1 exactly would give logit +inf
-    root = like[:, :1] * 0.0                            # log p(root) = 0
+    root = torch.zeros_like(like[:, :1])                # log p(root) = 0
     logps, logits = [], []
     for sl in slices:
         ok = valid[sl]
@@ -61,5 +61,7 @@ def path_logits(step_logp: Callable[[slice], torch.Tensor], parent_pad: torch.Te
         # min with the parents' logits is a no-op in exact arithmetic; it keeps
         # logit(c) <= logit(p) bit-exact against last-ulp rounding in log/expm1
         parents = torch.where(ok, done_z[:, par], inf).amin(-1)
-        logits.append(torch.minimum(lp - torch.log(-torch.expm1(lp)), parents))
+        # the clamp changes nothing in torch (−expm1(lp) ≥ tiny); in an exported graph it keeps
+        # logit(c) finite where exp(lp) − 1 rounds to 0
+        logits.append(torch.minimum(lp - torch.log((-torch.expm1(lp)).clamp_min(tiny)), parents))
     return torch.cat(logits, 1) if logits else like[:, :0]
