@@ -22,16 +22,11 @@ import torch
 
 def parent_slots(index) -> tuple[np.ndarray, np.ndarray]:
     """Each node's parents padded (N, max parents), the root written as ``N`` for level-1 nodes,
-    and which slots are real."""
-    n = index.n_nodes
-    pad = index.parents_padded.reshape(n, -1) if n else np.zeros((0, 1), dtype=np.int64)
-    if pad.shape[1] == 0:
-        pad = np.full((n, 1), -1, dtype=np.int64)
+    and which slots are real (``index.parents_padded`` has at least one column)."""
+    pad = index.parents_padded
     valid = pad >= 0
-    top = index.n_parents == 0
-    valid[top, 0] = True
-    parents = np.where(valid, np.where(pad >= 0, pad, n), n)
-    return parents, valid
+    valid[index.n_parents == 0, 0] = True              # level 1: the root in the first slot
+    return np.where(pad >= 0, pad, index.n_nodes), valid
 
 
 def path_logits(step_logp: Callable[[slice], torch.Tensor], parent_pad: torch.Tensor, valid: torch.Tensor,
