@@ -146,6 +146,9 @@ class TrainConfig:
                               _range(0, finite=True))
     cache_frozen: bool = _key(False, "run the frozen embeddings and model.freeze_layers once (no dropout) and "
                                      "train the layers above on their cached output every epoch")
+    frozen_store: bool = _key(False, "with cache_frozen, keep the frozen layers' states on disk under "
+                                     "$HMTC_HOME/frozen/<fingerprint>: later runs and evaluations that freeze the "
+                                     "same part of the same encoder read each text's states instead of computing them")
     teacher: str = _key("", "distil from this run or checkpoint folder with the same taxonomy (\"\": off)")
     distill_alpha: float = _key(0.5, "distillation weight α: (1 - α)·task loss + α·soft-target BCE (hmtc.losses)",
                                 _range(0, 1))

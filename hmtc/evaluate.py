@@ -20,7 +20,7 @@ from .data.prepare import locate, prepare, taxonomy_for
 from .decode import decode, stops_early, tune_global_threshold, tune_label_thresholds
 from .errors import HmtcError
 from .export import load_for_inference
-from .inference import pick_device, progress_bar
+from .inference import pick_device, progress_bar, score_with_store
 from .io import atomic_write_bytes, atomic_write_json
 from .metrics import evaluate
 from .record import check_record_free, git_commit, machine_info, now, record_path, run_key, write_record
@@ -71,8 +71,16 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     data = prepare(cfg, ckpt.taxonomy, splits_wanted=["dev", "test"])
     eval_split = "test" if "test" in data.labels else "dev"
     t0 = time.time()
+    # the frozen part's states of a run that stores them are read rather than computed again
+    store = engine == "torch" and cfg["train"].get("cache_frozen") and cfg["train"].get("frozen_store", False)
+    scores, stored = {}, 0
     with progress_bar(console, quiet) as progress:
-        scores = {s: ckpt.scores(data.texts[s], progress=progress) for s in dict.fromkeys(("dev", eval_split))}
+        for s in dict.fromkeys(("dev", eval_split)):
+            if store:
+                scores[s], n = score_with_store(ckpt.model, data.texts[s], progress)
+                stored += n
+            else:
+                scores[s] = ckpt.scores(data.texts[s], progress=progress)
     infer_seconds = time.time() - t0
     n_infer = sum(len(data.texts[s]) for s in {"dev", eval_split})
     d, index = cfg["decode"], data.index
@@ -108,7 +116,7 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
                                "after": {k: after[k] for k in ("inconsistent_samples", "orphan_nodes")}},
                "inference": {"texts": n_infer, "seconds": round(infer_seconds, 2),
                              "texts_per_s": round(n_infer / max(infer_seconds, 1e-9), 1), "device": str(device),
-                             "engine": engine}}
+                             "engine": engine} | ({"stored_texts": stored} if store else {})}
     if engine == "torch" and not tag:
         atomic_write_json(ckpt_dir / "decode.json", decode_cfg)
     atomic_write_json(run_dir / f"metrics{suffix}.json", metrics)

@@ -676,7 +676,14 @@ def _summary(doc: Doc, run: Run, split: str, n_eval: int, n_train: int) -> None:
         ["machine", machine_text(run.meta.get("machine"))],
         ["samples", f"{n_train} train, {n_eval} {split}"],
         ["decoding", _decoding_text(m["decode"])],
-        ["inference", f"{inf.get('texts_per_s', '–')} texts/s on {inf.get('device', '–')}"]])
+        ["inference", f"{inf.get('texts_per_s', '–')} texts/s on {inf.get('device', '–')}"
+                      + (f" (frozen layers' states of {inf['stored_texts']} texts read from the store)"
+                         if inf.get("stored_texts") else "")]])
+
+
+def _texts_per_s(inf: dict) -> str:
+    """Inference speed, or "store" where the frozen layers' states were read rather than computed."""
+    return "store" if inf.get("stored_texts") else f"{inf.get('texts_per_s', '–')}"
 
 
 def _decoding_text(d: dict) -> str:
@@ -772,7 +779,7 @@ def compare_table(runs: list[str | Path]) -> tuple[list[str], list[list]]:
                      f"{_pct(np.mean([r.metrics['consistency']['after']['inconsistent_samples'] for r in g]))}",
                      duration(np.mean(secs)) if secs else "–",
                      f"{np.mean(sps):.1f}" if sps else "–",
-                     f"{g[0].metrics.get('inference', {}).get('texts_per_s', '–')}"])
+                     _texts_per_s(g[0].metrics.get("inference", {}))])
     return header, rows
 
 

@@ -33,6 +33,7 @@ from .data.prepare import Prepared, locate, prepare, taxonomy_for
 from .decode import decode
 from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
+from .frozen_store import FrozenStore, store_root, text_key
 from .inference import cache_lower_states, frozen_fingerprint, pick_device, progress_bar
 from .io import RunLock, atomic_write_json, check_manifest, newest_valid, versioned_dir, versions
 from .losses import distillation_loss, fit_losses
@@ -149,6 +150,8 @@ class Trainer:
         elif last.exists() or last.is_symlink() or versions(last):
             raise HmtcError("run folder exists; pass --resume to continue it or --out for a new one",
                             self.run_dir)
+        if t["frozen_store"] and not t["cache_frozen"]:
+            raise ConfigError("train.frozen_store stores the states of train.cache_frozen: set cache_frozen = true")
         if MODELS.get(cfg["model"]["name"]).one_pass:
             if self.resume:
                 raise HmtcError(f"a {cfg['model']['name']} run is fitted in one pass; there is nothing to resume",
@@ -211,14 +214,17 @@ class Trainer:
                 self.teacher_ = self._teacher_logits(data, progress)
                 state["teacher_seconds"] = round(state.get("teacher_seconds", 0.0) + time.time() - c0, 1)
                 state["train_seconds"] += time.time() - c0
-            if t["cache_frozen"]:     # its one-off time counts as training time
+            if t["cache_frozen"] and state["epoch"] < t["epochs"]:    # its one-off time counts as training time
                 c0 = time.time()
-                self.cache_, reused = self._cache_frozen(model, data, pad_id, progress)
+                self.cache_, reused, stored = self._cache_frozen(model, data, pad_id, progress)
                 state["cache_seconds"] = round(state.get("cache_seconds", 0.0) + time.time() - c0, 1)
                 state["train_seconds"] += time.time() - c0
                 if reused:
                     state["cache_reused"] = reused
                     say(f"frozen-layer cache: {reused} of {n_train} texts taken from an earlier seed")
+                if stored:
+                    state["cache_stored"] = state.get("cache_stored", 0) + stored
+                    say(f"frozen-layer cache: {stored} of {n_train} texts read from the store")
             for epoch in range(state["epoch"], t["epochs"]):
                 if self.stop_after_epochs is not None and done_here >= self.stop_after_epochs:
                     break
@@ -392,30 +398,35 @@ class Trainer:
         return torch.from_numpy(teacher.scores(data.texts["train"], progress=progress))
 
     def _cache_frozen(self, model, data: Prepared, pad_id: int,
-                      progress: Progress) -> tuple[list[torch.Tensor], int]:
-        """Each training text's token states under the frozen part (bf16 when training in bf16),
-        and how many of them were taken from ``frozen_caches`` rather than computed."""
+                      progress: Progress) -> tuple[list[torch.Tensor], int, int]:
+        """Each training text's token states under the frozen part (bf16 when training in bf16), how
+        many were taken from ``frozen_caches`` and how many read from the disk store
+        (``train.frozen_store``) rather than computed."""
         t = self.config["train"]
         if not getattr(model, "supports_cache", False):
             raise ConfigError("train.cache_frozen does not work with this model/head "
                               "(its encoder input changes with the labels)")
         model.encoder.check_split()
         ids = data.token_ids["train"]
-        if self.frozen_caches is None:
-            return cache_lower_states(model.encoder, ids, pad_id, t["eval_batch_size"], t["bf16"], self.device_,
-                                      progress, model.windows), 0
-        # per text, not per split: each seed draws its own dev split from the training file
         key = frozen_fingerprint(model.encoder, t["bf16"], model.windows)
-        if key not in self.frozen_caches:       # hold one frozen part's states at a time
-            self.frozen_caches.clear()
-        known = self.frozen_caches.setdefault(key, {})
+        store = FrozenStore(store_root() / key) if t["frozen_store"] else None
+        known: dict = {}
+        if self.frozen_caches is not None:
+            # per text, not per split: each seed draws its own dev split from the training file
+            if key not in self.frozen_caches:       # hold one frozen part's states at a time
+                self.frozen_caches.clear()
+            known = self.frozen_caches.setdefault(key, {})
         keys = [np.asarray(x, dtype=np.int64).tobytes() for x in ids]
         missing = [i for i, k in enumerate(keys) if k not in known]
+        stored = store.holds([text_key(ids[i]) for i in missing]) if store is not None else 0
         built = cache_lower_states(model.encoder, [ids[i] for i in missing], pad_id, t["eval_batch_size"],
-                                   t["bf16"], self.device_, progress, model.windows)
+                                   t["bf16"], self.device_, progress, model.windows, store,
+                                   keep=torch.bfloat16 if t["bf16"] else None)
+        if self.frozen_caches is None:
+            return built, 0, stored
         for i, states in zip(missing, built):
             known[keys[i]] = states
-        return [known[k] for k in keys], len(ids) - len(missing)
+        return [known[k] for k in keys], len(ids) - len(missing), stored
 
     def _dev_metrics(self, model, data: Prepared, pad_id: int, progress: Progress) -> dict:
         t = self.config["train"]

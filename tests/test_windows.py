@@ -99,7 +99,7 @@ def test_short_windows_are_encoded_apart_as_they_would_be_beside_full_ones(run_c
     lengths = cut.mask.sum(1)
     assert (lengths <= 10).any() and (lengths > 10).any()        # both groups occur
     with torch.no_grad():
-        apart = model._encode_windows(cut, cached=False)
+        apart = model.windows.encode(cut, model._encode)
         together = model.encoder(cut.inputs, cut.mask)
     real = cut.mask.bool()
     assert apart.shape == together.shape and torch.allclose(apart[real], together[real], atol=1e-5)

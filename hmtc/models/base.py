@@ -33,11 +33,10 @@ from typing import ClassVar
 import numpy as np
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from ..batching import iterate, length_batches, tokenize
+from ..batching import iterate, iterate_states, length_batches, tokenize
 from ..config import check_fields
 from ..encoders import resolve_encoder
 from ..errors import ConfigError, HmtcError
@@ -242,6 +241,28 @@ class EncoderModel(nn.Module, Model):
         self.train(was_training)
         return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
+    @torch.inference_mode()
+    def score_states(self, states: list[torch.Tensor], batch_size: int | None = None, bf16: bool | None = None,
+                     device: torch.device | None = None) -> np.ndarray:
+        """Logits (S, N) from the frozen part's states of each text (:func:`hmtc.inference.cache_lower_states`),
+        in the order given, scored in batches of ``batch_size`` as they come (:meth:`score_ids` sorts by
+        length first; hand the states in that order and the batches are the same)."""
+        batch_size = batch_size or self.eval_batch_size
+        bf16 = self.bf16 if bf16 is None else bf16
+        device = device or next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        out = None
+        batches = [np.arange(i, min(i + batch_size, len(states))) for i in range(0, len(states), batch_size)]
+        for b, x, mask, _ in iterate_states(states, batches):
+            with autocast(device, bf16):
+                logits = self(None, mask.to(device), lower_states=x.to(device)).logits
+            if out is None:
+                out = np.zeros((len(states), logits.shape[1]), dtype=np.float32)
+            out[b] = logits.float().cpu().numpy()
+        self.train(was_training)
+        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
     # ---- the network --------------------------------------------------------------------
     def head_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters outside the encoder (they get the head learning rate)."""
@@ -269,27 +290,11 @@ class EncoderModel(nn.Module, Model):
             return self._encode(input_ids, attention_mask, lower_states), attention_mask
         if lower_states is None:
             cut = self.windows.cut(input_ids, attention_mask)
+            states = self.windows.encode(cut, self._encode)
         else:
             cut = self.windows.cut_states(lower_states, attention_mask)
-        return self.windows.join(self._encode_windows(cut, lower_states is not None), cut), cut.text_mask
-
-    def _encode_windows(self, cut, cached: bool) -> torch.Tensor:
-        """States (R, W, d) of the windows, the short ones (at most half a window: mostly a text's
-        last, often a few tokens) encoded apart, cut to their own longest. Padded to W beside the
-        full windows, such a window would cost as much as a full one: the ninth window of a
-        2,048-token text in windows of 256 holds 14 tokens. Padding is masked, so only rounding
-        differs from encoding all windows at once."""
-        lengths = cut.mask.sum(1)
-        short = lengths <= self.windows.length // 2
-        groups = [g for g in (torch.nonzero(~short).flatten(), torch.nonzero(short).flatten()) if len(g)]
-        parts = []
-        for rows in groups:
-            width = int(lengths[rows].max())
-            x, m = cut.inputs[rows, :width], cut.mask[rows, :width]
-            h = self._encode(None, m, x) if cached else self._encode(x, m)
-            parts.append(F.pad(h, (0, 0, 0, cut.mask.shape[1] - width)))
-        order = torch.cat(groups)
-        return torch.cat(parts)[torch.argsort(order)]
+            states = self.windows.encode(cut, lambda x, m: self._encode(None, m, x))
+        return self.windows.join(states, cut), cut.text_mask
 
     def _encode(self, input_ids, attention_mask, lower_states=None) -> torch.Tensor:
         if lower_states is not None:
