@@ -154,7 +154,7 @@ class _TrainSetting:
             used = np.concatenate(batches)
             t0 = time.perf_counter()
             states = cache_lower_states(self.model.encoder, [self.ids[i] for i in used], self.pad_id, 128, bf16,
-                                        torch.device("cpu"))
+                                        torch.device("cpu"), keep=torch.bfloat16 if bf16 else None)
             self.cache_s = (time.perf_counter() - t0) / len(used)
             self.cache = dict(zip(used.tolist(), states))
         self.params = [p for p in self.model.parameters() if p.requires_grad]

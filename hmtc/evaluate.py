@@ -23,6 +23,7 @@ from .export import load_for_inference
 from .inference import pick_device, progress_bar, score_with_store
 from .io import atomic_write_bytes, atomic_write_json
 from .metrics import evaluate
+from .models.base import EncoderModel
 from .record import check_record_free, git_commit, machine_info, now, record_path, run_key, write_record
 
 SUMMARY_KEYS = ("micro_f1", "macro_f1", "leaf_micro_f1", "leaf_macro_f1", "hier_f1", "c_micro_f1",
@@ -72,7 +73,8 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     eval_split = "test" if "test" in data.labels else "dev"
     t0 = time.time()
     # the frozen part's states of a run that stores them are read rather than computed again
-    store = engine == "torch" and cfg["train"].get("cache_frozen") and cfg["train"].get("frozen_store", False)
+    store = (engine == "torch" and isinstance(ckpt.model, EncoderModel) and ckpt.model.supports_cache
+             and cfg["train"].get("cache_frozen") and cfg["train"].get("frozen_store", False))
     scores, stored = {}, 0
     with progress_bar(console, quiet) as progress:
         for s in dict.fromkeys(("dev", eval_split)):

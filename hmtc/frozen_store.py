@@ -20,8 +20,10 @@ batches they were computed in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -55,15 +57,20 @@ class FrozenStore:
         self._seen: set[Path] = set()
 
     def _scan(self) -> None:
-        """Index the shards not seen yet (another process may have added some)."""
+        """Index the shards not seen yet (another process may have added some); a shard that
+        cannot be read is skipped with a warning, its texts computed again."""
         for shard in sorted(self.folder.glob("*.safetensors")) if self.folder.is_dir() else []:
             if shard in self._seen:
                 continue
-            with safe_open(str(shard), framework="pt") as f:
-                keys, offsets = f.get_tensor("keys").numpy(), f.get_tensor("offsets").tolist()
+            self._seen.add(shard)
+            try:
+                with safe_open(str(shard), framework="pt") as f:
+                    keys, offsets = f.get_tensor("keys").numpy(), f.get_tensor("offsets").tolist()
+            except Exception as e:      # a damaged shard costs its texts' recomputation, not the run
+                warnings.warn(f"{shard}: unreadable frozen-layer shard skipped ({e})", stacklevel=2)
+                continue
             for i, k in enumerate(keys):
                 self._where.setdefault(k.tobytes(), (shard, offsets[i], offsets[i + 1]))
-            self._seen.add(shard)
 
     def holds(self, keys: list[bytes]) -> int:
         """How many of ``keys`` the store has states for."""
@@ -74,8 +81,10 @@ class FrozenStore:
         self._scan()
         return len(self._where)
 
-    def get(self, keys: list[bytes]) -> list[torch.Tensor | None]:
-        """The stored states (T_i, d) of each key, or None where the store has none."""
+    def get(self, keys: list[bytes], dtype: torch.dtype | None = None,
+            device: torch.device | str = "cpu") -> list[torch.Tensor | None]:
+        """The stored states (T_i, d) of each key, cast to ``dtype`` (None: as stored) on ``device``
+        one text at a time, or None where the store has none."""
         self._scan()
         out: list[torch.Tensor | None] = [None] * len(keys)
         by_shard: dict[Path, list[int]] = {}
@@ -87,31 +96,45 @@ class FrozenStore:
                 states = f.get_slice("states")
                 for i in rows:
                     _, a, b = self._where[keys[i]]
-                    out[i] = states[a:b].clone()
+                    out[i] = states[a:b].to(device=device, dtype=dtype)
         return out
 
-    def put(self, keys: list[bytes], states: list[torch.Tensor]) -> None:
-        """Store one shard of texts' states, written aside and renamed."""
+    def put(self, keys: list[bytes], states: list[torch.Tensor]) -> bool:
+        """Store one shard of texts' states, written aside, flushed to disk and linked into place
+        under the next free number. A failed write (a full disk, a file system without hard links)
+        warns and stores nothing; returns whether the shard was stored."""
         if not keys:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
+            return True
         offsets = np.concatenate([[0], np.cumsum([len(s) for s in states])]).astype(np.int64)
         tensors = {"keys": torch.from_numpy(np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16).copy()),
                    "offsets": torch.from_numpy(offsets),
                    "states": torch.cat([s.detach().cpu() for s in states]).contiguous()}
-        number = max([int(p.stem) for p in self.folder.glob("[0-9]*.safetensors") if p.stem.isdigit()] + [-1]) + 1
-        while True:             # another process may take the same number: never replace its shard
-            final = self.folder / f"{number:06d}.safetensors"
-            tmp = self.folder / f".{final.name}.{os.getpid()}.tmp"
+        tmp = self.folder / f".shard.{os.getpid()}.tmp"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
             save_file(tensors, str(tmp))
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            number = max([int(p.stem) for p in self.folder.glob("[0-9]*.safetensors") if p.stem.isdigit()] + [-1]) + 1
+            while True:         # another process may take the same number: never replace its shard
+                final = self.folder / f"{number:06d}.safetensors"
+                try:
+                    os.link(tmp, final)
+                    break
+                except FileExistsError:
+                    number += 1
+            dir_fd = os.open(self.folder, os.O_RDONLY)
             try:
-                os.link(tmp, final)
-            except FileExistsError:
-                number += 1
-                continue
+                os.fsync(dir_fd)
             finally:
-                tmp.unlink()
-            break
+                os.close(dir_fd)
+        except OSError as e:
+            warnings.warn(f"{self.folder}: frozen-layer states not stored ({e})", stacklevel=2)
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         for i, k in enumerate(keys):
             self._where.setdefault(k, (final, int(offsets[i]), int(offsets[i + 1])))
         self._seen.add(final)
+        return True

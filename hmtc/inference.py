@@ -51,10 +51,10 @@ def cache_lower_states(encoder, token_ids: list[list[int]], pad_id: int, batch_s
     what it computed."""
     cache: list[torch.Tensor] = [None] * len(token_ids)   # type: ignore[list-item]
     keys = [text_key(x) for x in token_ids] if store is not None else []
-    if store is not None:
-        for i, h in enumerate(store.get(keys)):
+    if store is not None:       # on the device the computed states stay on, so batches never mix
+        for i, h in enumerate(store.get(keys, keep, device)):
             if h is not None:
-                cache[i] = h if keep is None else h.to(keep)
+                cache[i] = h
     todo = [i for i, h in enumerate(cache) if h is None]
     task = progress.add_task("cache frozen layers", total=len(todo), info="") if progress and todo else None
     pending: tuple[list[bytes], list[torch.Tensor]] = ([], [])
@@ -111,10 +111,11 @@ def score_with_store(model, texts: list[str], progress: Progress | None = None,
     gives them, with the frozen part's states read from its store (:class:`~hmtc.frozen_store.FrozenStore`)
     where it holds them and computed and added otherwise; and how many texts were read.
 
-    Texts are taken longest first in chunks of whole batches, so every batch, of the frozen part
-    and of the layers above, holds the texts :meth:`score_ids` puts together: states this call
-    stores score bitwise as the uncached model scores them (CPU). States another run stored in
-    other batches may differ in their last bits (the padding width changes the summation order)."""
+    Texts are taken longest first in chunks of whole batches, so every batch of the layers above
+    holds the texts :meth:`score_ids` puts together, and so does every batch of the frozen part
+    when the store holds none of a chunk's texts: such texts score bitwise as the uncached model
+    scores them (CPU). States stored from other batches (another split, another run, part of a
+    chunk) may differ in their last bits (the padding width changes the summation order)."""
     ids = tokenize(model.tokenizer, list(texts), model.max_length)
     pad_id = getattr(model.tokenizer, "pad_token_id", None) or 0
     device = next(model.parameters()).device

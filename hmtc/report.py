@@ -682,8 +682,9 @@ def _summary(doc: Doc, run: Run, split: str, n_eval: int, n_train: int) -> None:
 
 
 def _texts_per_s(inf: dict) -> str:
-    """Inference speed, or "store" where the frozen layers' states were read rather than computed."""
-    return "store" if inf.get("stored_texts") else f"{inf.get('texts_per_s', '–')}"
+    """Inference speed, and how many texts' frozen-layer states were read rather than computed."""
+    stored = inf.get("stored_texts")
+    return f"{inf.get('texts_per_s', '–')}" + (f" ({stored} of {inf.get('texts', '–')} stored)" if stored else "")
 
 
 def _decoding_text(d: dict) -> str:

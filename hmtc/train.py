@@ -223,7 +223,7 @@ class Trainer:
                     state["cache_reused"] = reused
                     say(f"frozen-layer cache: {reused} of {n_train} texts taken from an earlier seed")
                 if stored:
-                    state["cache_stored"] = state.get("cache_stored", 0) + stored
+                    state["cache_stored"] = stored
                     say(f"frozen-layer cache: {stored} of {n_train} texts read from the store")
             for epoch in range(state["epoch"], t["epochs"]):
                 if self.stop_after_epochs is not None and done_here >= self.stop_after_epochs:
@@ -409,7 +409,8 @@ class Trainer:
         model.encoder.check_split()
         ids = data.token_ids["train"]
         key = frozen_fingerprint(model.encoder, t["bf16"], model.windows)
-        store = FrozenStore(store_root() / key) if t["frozen_store"] else None
+        # under torchrun the main process writes the store; the others keep their states in memory
+        store = FrozenStore(store_root() / key) if t["frozen_store"] and self.dist_.is_main else None
         known: dict = {}
         if self.frozen_caches is not None:
             # per text, not per split: each seed draws its own dev split from the training file

@@ -41,6 +41,22 @@ def test_a_store_gives_back_what_was_put_across_instances_and_shards(tmp_path):
     assert torch.equal(got[0], c) and got[1] is None and torch.equal(got[2], a) and torch.equal(got[3], b)
     assert again.holds(keys + [text_key([9])]) == 3
     assert text_key([1, 2]) != text_key([2, 1]) and len(text_key([1])) == 16
+    got = again.get(keys[:1], torch.bfloat16)
+    assert got[0].dtype == torch.bfloat16 and torch.equal(got[0], a.to(torch.bfloat16))
+
+
+def test_a_damaged_shard_is_skipped_and_a_failed_write_stores_nothing(tmp_path):
+    store = FrozenStore(tmp_path / "fp")
+    store.put([text_key([1])], [torch.ones(2, 3)])
+    (tmp_path / "fp" / "000001.safetensors").write_bytes(b"not a shard")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert FrozenStore(tmp_path / "fp").holds([text_key([1])]) == 1
+    (tmp_path / "file").write_text("x")
+    blocked = FrozenStore(tmp_path / "file" / "fp")            # its folder cannot be made
+    with pytest.warns(UserWarning, match="not stored"):
+        assert blocked.put([text_key([2])], [torch.ones(1, 3)]) is False
+    assert blocked.get([text_key([2])]) == [None]
+    assert not list(tmp_path.glob("**/*.tmp"))
 
 
 def test_cached_states_are_computed_once_and_read_back_bitwise(run_config, tmp_path):
@@ -68,10 +84,19 @@ def test_scoring_through_the_store_equals_the_uncached_model(run_config, home):
     for bf16 in (False, True):
         model.bf16 = bf16
         full = model.scores(texts)
-        built, stored = score_with_store(model, texts, chunk=2)    # computes and stores
-        read, again = score_with_store(model, texts, chunk=2)      # reads
+        built, stored = score_with_store(model, texts, chunk=4)    # computes and stores, 2 batches a chunk
+        read, again = score_with_store(model, texts, chunk=4)      # reads
         assert (stored, again) == (0, len(texts))
         assert np.array_equal(full, built) and np.array_equal(full, read)
+    # part of a chunk stored, by another call in other batches: the rest is computed beside it
+    model.bf16 = False
+    fresh = create_model(cfg, taxonomy_for(cfg).compile()).eval()
+    fresh.eval_batch_size, fresh.bf16 = 3, False
+    with torch.no_grad():
+        fresh.encoder.backbone.embeddings.word_embeddings.weight.mul_(1.5)    # another frozen part
+    score_with_store(fresh, texts[1:3])
+    mixed, stored = score_with_store(fresh, texts)
+    assert stored == 2 and np.allclose(mixed, fresh.scores(texts), atol=1e-5)
     folder = store_root() / frozen_fingerprint(model.encoder, True, model.windows)
     assert folder.is_dir() and str(folder).startswith(str(home))
 
