@@ -284,6 +284,68 @@ def tune_global_threshold(scores: np.ndarray, gold: np.ndarray, index: TaxonomyI
     return float(min((abs(t), t) for t, f in zip(grid, f1) if f >= best_f1 - 1e-12)[1])
 
 
+def tuned_micro_f1(scores: np.ndarray, gold: np.ndarray, index: TaxonomyIndex, method: str = "best",
+                   single_path: bool = False, at_least_one: bool = False, complete: bool = False) -> float:
+    """Micro-F1 of ``scores`` decoded at their own tuned global threshold (:func:`tune_global_threshold`)."""
+    gold = np.asarray(gold, dtype=bool)
+    t = tune_global_threshold(scores, gold, index, method, single_path, at_least_one=at_least_one, complete=complete)
+    return _micro_f1(decode(scores, index, method, t, single_path, at_least_one, complete), gold)
+
+
+def tune_weights(member_scores: list[np.ndarray], gold: np.ndarray, index: TaxonomyIndex,
+                 method: str = "best", single_path: bool = False, at_least_one: bool = False,
+                 complete: bool = False, steps: range = range(-6, 7), rounds: int = 3) -> tuple[np.ndarray, float]:
+    """Ensemble weights for the sum ``z = Σ_m w_m s_m`` of members' dev scores, and the dev micro-F1
+    they reach.
+
+    The first member keeps ``w_1 = 1``; member m > 1 starts at the weight that gives its scores
+    the first member's spread, ``b_m = std(s_1) / std(s_m)`` (SVM margins and logits differ by
+    an order of magnitude), and takes ``w_m = b_m · 2^(k/2)`` for the ``k`` in ``steps`` whose
+    ``z`` decodes (with its own tuned global threshold) to the highest micro-F1 — the quantity
+    evaluation tunes its threshold for — one member at a time, for ``rounds`` passes or until
+    none moves. Ties go to the smaller ``|k|``, so members that agree keep the spread-matched
+    weights.
+
+    Parameters
+    ----------
+    member_scores : list of ndarray of shape (n_samples, n_nodes)
+        Each member's dev logits, columns in ``index.ids`` order.
+    gold : ndarray of bool, shape (n_samples, n_nodes)
+    index, method, single_path, at_least_one, complete
+        As for :func:`decode`.
+
+    Returns
+    -------
+    weights : ndarray of shape (n_members,)
+    micro_f1 : float
+    """
+    gold = np.asarray(gold, dtype=bool)
+    s = [np.asarray(x, dtype=np.float64) for x in member_scores]
+    spread = [float(x.std()) for x in s]
+    base = np.array([1.0] + [spread[0] / v if v > 0 and spread[0] > 0 else 1.0 for v in spread[1:]])
+    k = np.zeros(len(s), dtype=int)
+
+    def f1_of(kk: np.ndarray) -> float:
+        z = sum(w * x for w, x in zip(base * 2.0 ** (kk / 2), s)).astype(np.float32)
+        return tuned_micro_f1(z, gold, index, method, single_path, at_least_one, complete)
+
+    best = f1_of(k)
+    for _ in range(rounds):
+        moved = False
+        for m in range(1, len(s)):
+            for step in sorted(steps, key=abs):
+                if step == k[m]:
+                    continue
+                trial = k.copy()
+                trial[m] = step
+                f = f1_of(trial)
+                if f > best + 1e-12 or (abs(f - best) <= 1e-12 and abs(step) < abs(k[m])):
+                    best, k, moved = f, trial, True
+        if not moved:
+            break
+    return base * 2.0 ** (k / 2), best
+
+
 def tune_label_thresholds(scores: np.ndarray, gold: np.ndarray, global_threshold: float,
                           min_support: int = 5, grid: np.ndarray = GRID) -> np.ndarray:
     """Per-node logit thresholds maximising each node's own F1 on dev.

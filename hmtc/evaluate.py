@@ -17,13 +17,14 @@ from .calibration import calibrated, ece, fit_temperatures, reliability
 from .config import DEFAULTS
 from .data.catalog import dataset_protocol
 from .data.prepare import locate, prepare, taxonomy_for
-from .decode import decode, stops_early, tune_global_threshold, tune_label_thresholds
+from .checkpoint import load_checkpoint
+from .decode import (decode, stops_early, tune_global_threshold, tune_label_thresholds, tune_weights,
+                     tuned_micro_f1)
 from .errors import HmtcError
 from .export import load_for_inference
-from .inference import pick_device, progress_bar, score_with_store
+from .inference import pick_device, progress_bar, reads_store, score_texts
 from .io import atomic_write_bytes, atomic_write_json
 from .metrics import evaluate
-from .models.base import EncoderModel
 from .record import check_record_free, git_commit, machine_info, now, record_path, run_key, write_record
 
 SUMMARY_KEYS = ("micro_f1", "macro_f1", "leaf_micro_f1", "leaf_macro_f1", "hier_f1", "c_micro_f1",
@@ -72,14 +73,13 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     data = prepare(cfg, ckpt.taxonomy, splits_wanted=["dev", "test"])
     eval_split = "test" if "test" in data.labels else "dev"
     t0 = time.time()
-    # the frozen part's states of a run that stores them are read rather than computed again
-    store = (engine == "torch" and isinstance(ckpt.model, EncoderModel) and ckpt.model.supports_cache
-             and cfg["train"].get("cache_frozen") and cfg["train"].get("frozen_store", False))
+    # the frozen part's states of a run that stores them (or of such members) are read, not computed again
+    store = engine == "torch" and reads_store(ckpt.model)
     scores, stored = {}, 0
     with progress_bar(console, quiet) as progress:
         for s in dict.fromkeys(("dev", eval_split)):
             if store:
-                scores[s], n = score_with_store(ckpt.model, data.texts[s], progress)
+                scores[s], n = score_texts(ckpt.model, data.texts[s], progress)
                 stored += n
             else:
                 scores[s] = ckpt.scores(data.texts[s], progress=progress)
@@ -127,6 +127,33 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     if record is not None:
         metrics["record"] = str(record)
     return metrics
+
+
+def tune_ensemble_weights(ckpt_dirs: list[Path], console: Console | None = None,
+                          quiet: bool = False) -> tuple[list[float], dict]:
+    """Weights for the ensemble of the checkpoints ``ckpt_dirs`` (a weighted sum, the first
+    member's weight 1), tuned on the first member's dev split (:func:`hmtc.decode.tune_weights`),
+    each member scoring as evaluation scores it (stored frozen states included); and what the
+    tuning saw: the dev split's size, the ensemble's dev micro-F1 and each member's alone.
+
+    Every member must have been trained beside that same dev split, else the weights would favour
+    a member that trained on the texts they are tuned on."""
+    loaded = [load_checkpoint(c) for c in ckpt_dirs]
+    cfg = loaded[0].config
+    data = prepare(cfg, loaded[0].taxonomy, splits_wanted=["dev"])
+    for c, ck in zip(ckpt_dirs[1:], loaded[1:]):
+        if prepare(ck.config, ck.taxonomy, splits_wanted=["dev"]).texts["dev"] != data.texts["dev"]:
+            raise HmtcError("this member was trained beside another dev split than the first member (its seed, "
+                            "dataset or data options differ): weights tuned there would favour what it trained on", c)
+    torch.set_num_threads(cfg["train"]["threads"] or os.cpu_count() or 1)
+    with progress_bar(console or Console(stderr=True, emoji=False), quiet) as progress:
+        dev = [score_texts(ck.model, data.texts["dev"], progress)[0] for ck in loaded]
+    flags = (cfg["decode"]["method"], data.single_path, data.at_least_one, data.complete)
+    gold = data.labels["dev"]
+    weights, f1 = tune_weights(dev, gold, data.index, *flags)
+    alone = [tuned_micro_f1(s, gold, data.index, *flags) for s in dev]
+    return [float(f"{w:.6g}") for w in weights], {"split": "dev", "texts": len(gold), "micro_f1": round(f1, 4),
+                                                   "members_micro_f1": [round(f, 4) for f in alone]}
 
 
 def _save_scores(path: Path, scores: np.ndarray, gold: np.ndarray, pred: np.ndarray) -> None:

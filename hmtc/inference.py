@@ -17,7 +17,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from .batching import iterate, length_batches, tokenize
 from .frozen_store import FrozenStore, store_root, text_key
 from .models import autocast
+from .models.base import EncoderModel
 from .models.encoder import Windows
+from .models.ensemble import EnsembleModel
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -103,6 +105,25 @@ def frozen_fingerprint(encoder, bf16: bool, windows: Windows | None = None) -> s
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def reads_store(model) -> bool:
+    """Whether :func:`score_texts` reads some of ``model``'s frozen states from a store."""
+    if isinstance(model, EnsembleModel):
+        return any(reads_store(m) for m in model.members)
+    return isinstance(model, EncoderModel) and model.frozen_store
+
+
+def score_texts(model, texts: list[str], progress: Progress | None = None) -> tuple[np.ndarray, int]:
+    """Scores (S, N) of ``texts`` as ``model.scores`` gives them, with the frozen part's states
+    read from the store (:func:`score_with_store`) for an encoder model whose run keeps them
+    (``train.frozen_store``), member by member in an ensemble; and how many texts' states were read."""
+    if isinstance(model, EnsembleModel):
+        parts = [score_texts(m, texts, progress) for m in model.members]
+        return model.combine([p[0] for p in parts]), sum(p[1] for p in parts)
+    if isinstance(model, EncoderModel) and model.frozen_store:
+        return score_with_store(model, texts, progress)
+    return model.scores(texts, progress=progress), 0
 
 
 def score_with_store(model, texts: list[str], progress: Progress | None = None,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hmtc.decode import decode, tune_global_threshold, tune_label_thresholds
+from hmtc.decode import decode, tune_global_threshold, tune_label_thresholds, tune_weights, tuned_micro_f1
 from hmtc.errors import ConfigError
 from hmtc.metrics import orphan_mask
 from hmtc.taxonomy import Taxonomy
@@ -109,6 +109,29 @@ def test_threshold_tuning_picks_a_separating_threshold():
     assert ((per >= 0.8) & (per < 1.5)).all()
     per_rare = tune_label_thresholds(scores, gold, 7.0, min_support=5)
     assert (per_rare == 7.0).all()
+
+
+def test_tuned_weights_combine_members_on_other_scales_and_mute_noise():
+    """Two informative members with independent noise, the second on a tenth of the first's scale
+    (SVM margins beside logits): their tuned sum beats each alone and gives the second more than
+    its nominal weight of 1; a member that is only noise is weighed below its spread-matched start."""
+    index = Taxonomy.parse("ROOT\n  a\n    a1\n    a2\n  b\n    b1\n    b2\n").compile()
+    rng = np.random.default_rng(0)
+    leaf = rng.integers(0, 4, 300)
+    gold = np.zeros((300, index.n_nodes), dtype=bool)
+    for i, x in enumerate(leaf):
+        name = ["a1", "a2", "b1", "b2"][x]
+        gold[i, [index.ids.index(name[0]), index.ids.index(name)]] = True
+    s1 = 3 * gold + rng.normal(0, 2.5, gold.shape) - 1.5
+    s2 = 0.1 * (3 * gold + rng.normal(0, 2.5, gold.shape) - 1.5)
+    flags = ("best", True)
+    w, f1 = tune_weights([s1, s2], gold, index, *flags)
+    alone = [tuned_micro_f1(s, gold, index, *flags) for s in (s1, s2)]
+    assert w[0] == 1 and w[1] > 1 and f1 > max(alone)
+    assert f1 == pytest.approx(tuned_micro_f1((s1 + w[1] * s2).astype(np.float32), gold, index, *flags))
+    noise = 0.1 * rng.normal(0, 1, gold.shape)
+    w, f1 = tune_weights([s1, noise], gold, index, *flags)
+    assert w[1] < s1.std() / noise.std()
 
 
 def test_unknown_method():

@@ -9,8 +9,6 @@ import numpy as np
 from hmtc.checkpoint import load_checkpoint
 
 
-
-
 def test_ensemble_of_seeds_folders_evaluates_and_distils(run_config, tmp_path, invoke):
     runs = tmp_path / "runs"
     invoke("train", run_config, "--quiet", "--seeds", "3,5", "--set", "train.epochs=1", "--set", "name=a")
@@ -43,3 +41,57 @@ def test_ensemble_errors(run_config, tmp_path, invoke):
     assert "at least 2 members" in invoke("ensemble", tmp_path / "runs" / "a", "--out", tmp_path / "e", code=2).output
     assert "not trained" in invoke("train", run_config, "--quiet", "--set", "model.name='ensemble'",
                                    "--set", "name=z", code=2).output
+
+
+def _tfidf_config(tmp_path, tiny_dataset, seed: int = 42):
+    cfg = tmp_path / f"tiny-tfidf-{seed}.toml"
+    cfg.write_text(f"""
+name = "t{seed}"
+[data]
+dataset = "{tiny_dataset}"
+dev_fraction = 0.2
+[model]
+name = "tfidf"
+options = {{ analyzer = "char_wb", ngram_range = [1, 3] }}
+[train]
+epochs = 1
+seed = {seed}
+output_dir = "{tmp_path / 'runs'}"
+record_dir = "{tmp_path / 'records'}"
+""", encoding="utf-8")
+    return cfg
+
+
+def test_tuned_weights_sum_a_neural_model_and_tfidf(run_config, tiny_dataset, tmp_path, invoke, monkeypatch):
+    """--weights tune: a weighted sum whose first weight is 1, tuned on the members' shared dev split
+    (members on another split are refused), evaluated with the neural member's frozen states read
+    from its store."""
+    monkeypatch.setenv("HMTC_HOME", str(tmp_path / "home"))
+    runs = tmp_path / "runs"
+    invoke("train", run_config, "--quiet", "--set", "train.epochs=1", "--set", "name=a", "--set",
+           "model.freeze_layers=1", "--set", "train.cache_frozen=true", "--set", "train.frozen_store=true")
+    invoke("train", _tfidf_config(tmp_path, tiny_dataset), "--quiet")
+    r = invoke("ensemble", runs / "a", runs / "t42", "--out", runs / "ens", "--weights", "tune")
+    assert "tuned on" in r.output and "dev texts" in r.output
+    ckpt = load_checkpoint(runs / "ens" / "best")
+    options = ckpt.config["model"]["options"]
+    assert options["mean"] is False and options["weights"][0] == 1.0 and options["weights"][1] > 0
+    tuned = json.loads((runs / "ens" / "run.json").read_text())["weights_tuned"]
+    assert tuned["split"] == "dev" and tuned["texts"] > 0 and len(tuned["members_micro_f1"]) == 2
+    assert 0 <= tuned["micro_f1"] <= 1
+    texts = ["meow kitten", "oak leaf today"]
+    parts = [load_checkpoint(runs / m / "best").scores(texts) for m in ("a", "t42")]
+    np.testing.assert_allclose(ckpt.scores(texts), parts[0] + options["weights"][1] * parts[1], rtol=1e-5, atol=1e-5)
+    invoke("eval", runs / "ens", "--quiet")
+    metrics = json.loads((runs / "ens" / "metrics.json").read_text())
+    assert metrics["inference"]["stored_texts"] > 0      # the msml member's test states, stored by its own eval
+    record = json.loads((tmp_path / "records" / "ens.json").read_text())
+    assert record["config"]["model"]["options"]["weights"] == options["weights"]
+
+    invoke("train", _tfidf_config(tmp_path, tiny_dataset, seed=7), "--quiet")
+    r = invoke("ensemble", runs / "a", runs / "t7", "--out", runs / "bad", "--weights", "tune", code=2)
+    assert "another dev split" in r.output and "t7" in r.output
+    assert "comma-separated numbers" in invoke("ensemble", runs / "a", runs / "t42", "--out", runs / "x",
+                                               "--weights", "1,heavy", code=2).output
+    assert "1 weight(s) for 2 members" in invoke("ensemble", runs / "a", runs / "t42", "--out", runs / "x",
+                                                 "--weights", "2", code=2).output

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -165,22 +166,29 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
              out: Path = typer.Option(..., "--out", "-o", help="The ensemble's run folder (a seeds folder when the "
                                       "members are seeds folders: one ensemble per shared seed)."),
              weights: Optional[str] = typer.Option(None, "--weights", help="One weight per member, comma-separated "
-                                                   "(default: equal).")) -> None:
+                                                   "(default: equal), or 'tune': a weighted sum tuned on the "
+                                                   "members' dev split.")) -> None:
     """Average the logits of trained models of one taxonomy; evaluate it with hmtc eval, distil it
-    with train.teacher.
+    with train.teacher. Members on other scales (tfidf beside a neural model) want --weights tune.
 
     Example: hmtc ensemble runs/duee-msml-fast8 runs/duee-flat-fast8 runs/duee-global-fast8 -o runs/duee-ens
     """
     from ..checkpoint import read_meta, write_checkpoint_meta
     from ..data.prepare import locate
     from ..errors import HmtcError
-    from ..evaluate import train_seconds
+    from ..evaluate import train_seconds, tune_ensemble_weights
     from ..io import atomic_write_json, versioned_dir
     from ..record import command_line, git_commit, machine_info, now
     from ..seeds import seed_folders
-    w = [float(x) for x in weights.split(",")] if weights else None
+    tune = weights == "tune"
+    try:
+        w = [float(x) for x in weights.split(",")] if weights and not tune else None
+    except ValueError:
+        raise HmtcError(f"--weights {weights!r}: comma-separated numbers, or 'tune'") from None
     if len(members) < 2:
         raise HmtcError("an ensemble needs at least 2 members")
+    if w is not None and len(w) != len(members):
+        raise HmtcError(f"--weights: {len(w)} weight(s) for {len(members)} members")
     per_member = [{f.name: f for f in seed_folders(m)} for m in members]
     if all(per_member):
         shared = sorted(set.intersection(*(set(p) for p in per_member)), key=lambda n: int(n[5:]))
@@ -197,15 +205,24 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
         for c in ckpts[1:]:
             if list(read_meta(c)[2].ids) != list(index.ids):
                 raise HmtcError("this member's label index differs from the first member's", c)
-        config = config | {"name": folder.name, "model": config["model"] | {
-            "name": "ensemble", "options": {"members": [str(c) for c in ckpts], "weights": w}}}
+        options, tuned = {"members": [str(c) for c in ckpts], "weights": w}, {}
+        if tune:
+            started = time.time()
+            options["weights"], tuned = tune_ensemble_weights(ckpts, err)
+            options["mean"], tuned["seconds"] = False, round(time.time() - started, 1)
+        config = config | {"name": folder.name, "model": config["model"] | {"name": "ensemble", "options": options}}
         with versioned_dir(folder / "best") as tmp:
             write_checkpoint_meta(tmp, taxonomy, config)
         # what its record needs: how it was made, and the training time of all its members
         atomic_write_json(folder / "run.json", {
             "command": command_line(), "git_commit": git_commit(), "machine": machine_info(), "started": now(),
-            "members": [str(r) for r in runs], "train_seconds": sum(train_seconds(locate(r)[0]) for r in runs)})
+            "members": [str(r) for r in runs], "train_seconds": sum(train_seconds(locate(r)[0]) for r in runs)}
+            | ({"weights_tuned": tuned} if tuned else {}))
         err.print(f"wrote {escape(str(folder / 'best'))}: {len(ckpts)} members")
+        if tuned:
+            err.print(f"  weights {', '.join(f'{x:.4g}' for x in options['weights'])} (a sum) tuned on "
+                      f"{tuned['texts']} dev texts: micro-F1 {tuned['micro_f1']:.4f}, members alone "
+                      f"{', '.join(f'{x:.4f}' for x in tuned['members_micro_f1'])}")
 
 
 def _show_seeds(agg: dict) -> None:

@@ -153,6 +153,7 @@ class EncoderModel(nn.Module, Model):
     eval_batch_size = 128
     bf16 = False
     supports_cache = True      # False where the input itself changes (label tokens)
+    frozen_store = False       # the run keeps its frozen part's states on disk (train.frozen_store)
 
     # ---- the protocol -------------------------------------------------------------------
     @classmethod
@@ -205,10 +206,13 @@ class EncoderModel(nn.Module, Model):
         return model.eval()
 
     def set_run_config(self, config: dict) -> None:
-        """Take the tokenisation length, the windows and the scoring defaults from a run config."""
+        """Take the tokenisation length, the windows, the scoring defaults and whether the frozen
+        part's states are stored (:func:`hmtc.inference.score_texts` reads them) from a run config."""
+        t = config["train"]
         self.max_length = config["data"]["max_length"]
         self.windows = text_windows(self.encoder.backbone.config, self.tokenizer, config)
-        self.eval_batch_size, self.bf16 = config["train"]["eval_batch_size"], config["train"]["bf16"]
+        self.eval_batch_size, self.bf16 = t["eval_batch_size"], t["bf16"]
+        self.frozen_store = bool(self.supports_cache and t.get("cache_frozen") and t.get("frozen_store", False))
 
     def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
                progress=None) -> np.ndarray:

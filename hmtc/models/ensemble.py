@@ -1,12 +1,16 @@
 """Score averaging over trained checkpoints of one taxonomy (``model.name = "ensemble"``).
 
 For member checkpoints m = 1..M, each scoring a text with its own model, engine defaults and
-tokenizer, the ensemble's logits are the weighted mean
+tokenizer, the ensemble's logits are the weighted mean, or with ``mean = false`` the weighted sum,
 
     z = Σ_m w_m z_m / Σ_m w_m          (w_m = 1 unless ``weights`` are given)
+    z = Σ_m w_m z_m                    (mean = false)
 
 so thresholds are tuned and decoding runs on ``z`` as for any model, and ``train.teacher`` can
-name an ensemble to distil it into one model. An ensemble checkpoint holds no weights of its
+name an ensemble to distil it into one model. Members on other scales (a TF-IDF model's SVM
+margins beside a neural model's logits) want other weights: ``hmtc ensemble --weights tune``
+picks them on dev (:func:`hmtc.decode.tune_weights`) and writes them as a sum whose first
+weight is 1, so ``z`` keeps the first member's scale. An ensemble checkpoint holds no weights of its
 own: its config lists the member checkpoint folders (``hmtc ensemble`` writes it), each loaded
 by its own class and checked against its manifest; every member must carry the same label index.
 """
@@ -30,6 +34,7 @@ from .base import MODELS, Model, make_config
 class EnsembleConfig:
     members: list[str]                      # checkpoint folders (absolute paths)
     weights: list[float] | None = None      # one per member; None: equal
+    mean: bool = True                       # False: the weighted sum (tuned weights)
 
     def __post_init__(self):
         if len(self.members) < 2:
@@ -44,10 +49,10 @@ class EnsembleModel(Model):
 
     config_class = EnsembleConfig
 
-    def __init__(self, members: list[Model], weights: Sequence[float] | None = None):
+    def __init__(self, members: list[Model], weights: Sequence[float] | None = None, mean: bool = True):
         self.members = members
         w = np.ones(len(members)) if weights is None else np.asarray(weights, dtype=np.float64)
-        self.weights = w / w.sum()
+        self.weights = w / w.sum() if mean else w
 
     @classmethod
     def create(cls, config: dict, index: TaxonomyIndex) -> "EnsembleModel":
@@ -59,13 +64,16 @@ class EnsembleModel(Model):
     @classmethod
     def load(cls, folder: Path, config: dict, index: TaxonomyIndex) -> "EnsembleModel":
         options = make_config("ensemble", config["model"]["options"])
-        return cls([load_member(Path(m), index) for m in options.members], options.weights)
+        return cls([load_member(Path(m), index) for m in options.members], options.weights, options.mean)
 
     def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
                progress=None) -> np.ndarray:
-        """The weighted mean of the members' logits; each member scores with its own defaults."""
-        return sum(w * m.scores(texts, None, None, progress).astype(np.float64)
-                   for w, m in zip(self.weights, self.members)).astype(np.float32)
+        """The weighted mean (or sum) of the members' logits; each member scores with its own defaults."""
+        return self.combine([m.scores(texts, None, None, progress) for m in self.members])
+
+    def combine(self, member_scores: Sequence[np.ndarray]) -> np.ndarray:
+        """``z`` from the members' scores (in member order), however they were computed."""
+        return sum(w * s.astype(np.float64) for w, s in zip(self.weights, member_scores)).astype(np.float32)
 
 
 def load_member(folder: Path, index: TaxonomyIndex) -> Model:
