@@ -417,9 +417,9 @@ class Trainer:
             if key not in self.frozen_caches:       # hold one frozen part's states at a time
                 self.frozen_caches.clear()
             known = self.frozen_caches.setdefault(key, {})
-        keys = [np.asarray(x, dtype=np.int64).tobytes() for x in ids]
+        keys = [text_key(x) for x in ids]          # the store's names, in memory too
         missing = [i for i, k in enumerate(keys) if k not in known]
-        stored = store.holds([text_key(ids[i]) for i in missing]) if store is not None else 0
+        stored = store.holds([keys[i] for i in missing]) if store is not None else 0
         built = cache_lower_states(model.encoder, [ids[i] for i in missing], pad_id, t["eval_batch_size"],
                                    t["bf16"], self.device_, progress, model.windows, store,
                                    keep=torch.bfloat16 if t["bf16"] else None)
