@@ -67,8 +67,13 @@ def load_run(path: str | Path, arrays: bool = False) -> Run:
     metrics = _json(path / "metrics.json")
     if not metrics:
         raise HmtcError("no metrics.json: evaluate the run first (hmtc eval RUN)", path)
-    run = Run(path, metrics, _json(path / "config.json"), _json(path / "run.json"),
-              _json(path / "last" / "train_state.json"))
+    meta = _json(path / "run.json")
+    # an ensemble's folder (hmtc ensemble) holds only its checkpoint and run.json, which sums its
+    # members' training time
+    config = _json(path / "config.json") or _json(path / "best" / "checkpoint.json").get("config", {})
+    state = _json(path / "last" / "train_state.json") or (
+        {"train_seconds": meta["train_seconds"]} if "train_seconds" in meta else {})
+    run = Run(path, metrics, config, meta, state)
     if arrays:
         if not (path / "test_scores.npz").is_file():
             raise HmtcError("no test_scores.npz: re-run hmtc eval RUN", path)

@@ -87,6 +87,9 @@ def test_tuned_weights_sum_a_neural_model_and_tfidf(run_config, tiny_dataset, tm
     assert metrics["inference"]["stored_texts"] > 0      # the msml member's test states, stored by its own eval
     record = json.loads((tmp_path / "records" / "ens.json").read_text())
     assert record["config"]["model"]["options"]["weights"] == options["weights"]
+    invoke("compare", runs / "a", runs / "ens", "--out", tmp_path / "cmp.md")
+    row = (tmp_path / "cmp.md").read_text().splitlines()[-1].split(" | ")
+    assert row[1] == "ensemble" and row[-3] != "–"           # its model and its members' training time
 
     invoke("train", _tfidf_config(tmp_path, tiny_dataset, seed=7), "--quiet")
     r = invoke("ensemble", runs / "a", runs / "t7", "--out", runs / "bad", "--weights", "tune", code=2)
