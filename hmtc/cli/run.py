@@ -172,6 +172,8 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
     with train.teacher. Members on other scales (tfidf beside a neural model) want --weights tune.
 
     Example: hmtc ensemble runs/duee-msml-fast8 runs/duee-flat-fast8 runs/duee-global-fast8 -o runs/duee-ens
+
+    Example: hmtc ensemble runs/20ng-msml-long runs/20ng-tfidf-seeds --weights tune -o runs/20ng-msml-tfidf
     """
     from ..checkpoint import read_meta, write_checkpoint_meta
     from ..data.prepare import locate
