@@ -272,6 +272,7 @@ def _micro_f1(pred: np.ndarray, gold: np.ndarray) -> float:
 
 
 GRID = np.round(np.arange(-4.0, 4.01, 0.25), 2)
+WEIGHT_STEPS = range(-6, 7)     # half-octaves around a member's spread-matched weight: 1/8 to 8 times
 
 
 def tune_global_threshold(scores: np.ndarray, gold: np.ndarray, index: TaxonomyIndex,
@@ -294,17 +295,23 @@ def tuned_micro_f1(scores: np.ndarray, gold: np.ndarray, index: TaxonomyIndex, m
 
 def tune_weights(member_scores: list[np.ndarray], gold: np.ndarray, index: TaxonomyIndex,
                  method: str = "best", single_path: bool = False, at_least_one: bool = False,
-                 complete: bool = False, steps: range = range(-6, 7), rounds: int = 3) -> tuple[np.ndarray, float]:
-    """Ensemble weights for the sum ``z = Σ_m w_m s_m`` of members' dev scores, and the dev micro-F1
-    they reach.
+                 complete: bool = False, threshold: float | None = None, steps: range = WEIGHT_STEPS,
+                 rounds: int = 3) -> tuple[np.ndarray, float, np.ndarray]:
+    """Ensemble weights for the sum ``z = Σ_m w_m s_m`` of members' dev scores, the dev micro-F1
+    they reach, and the half-octave steps each weight moved from its start.
 
-    The first member keeps ``w_1 = 1``; member m > 1 starts at the weight that gives its scores
-    the first member's spread, ``b_m = std(s_1) / std(s_m)`` (SVM margins and logits differ by
-    an order of magnitude), and takes ``w_m = b_m · 2^(k/2)`` for the ``k`` in ``steps`` whose
-    ``z`` decodes (with its own tuned global threshold) to the highest micro-F1 — the quantity
-    evaluation tunes its threshold for — one member at a time, for ``rounds`` passes or until
-    none moves. Ties go to the smaller ``|k|``, so members that agree keep the spread-matched
-    weights.
+    Member m's relative weight is ``r_m = b_m · 2^(k_m/2)``, starting from the weight that gives
+    its scores the first member's spread, ``b_m = std(s_1) / std(s_m)`` (SVM margins and logits
+    differ by an order of magnitude), with ``k_1 = 0``. Every candidate sum is scaled back to the
+    first member's spread,
+
+        w_m = c · r_m,      c = std(s_1) / std(Σ_m r_m s_m),
+
+    so each meets the threshold grid (or the fixed ``threshold``) on the first member's logit
+    scale, and only the members' proportions decide. Member by member, ``k_m`` takes the value in
+    ``steps`` whose ``z`` decodes to the highest micro-F1 (at its own tuned global threshold, the
+    figure evaluation tunes it for), for ``rounds`` passes or until none moves. Ties go to the
+    smaller ``|k_m|``, so identical members keep equal weights.
 
     Parameters
     ----------
@@ -313,11 +320,15 @@ def tune_weights(member_scores: list[np.ndarray], gold: np.ndarray, index: Taxon
     gold : ndarray of bool, shape (n_samples, n_nodes)
     index, method, single_path, at_least_one, complete
         As for :func:`decode`.
+    threshold : float, optional
+        A fixed decision threshold; None tunes one per candidate (:func:`tune_global_threshold`).
 
     Returns
     -------
     weights : ndarray of shape (n_members,)
     micro_f1 : float
+    steps : ndarray of int, shape (n_members,)
+        ``k_m``; one at the edge of ``steps`` says the search would have gone further.
     """
     gold = np.asarray(gold, dtype=bool)
     s = [np.asarray(x, dtype=np.float64) for x in member_scores]
@@ -325,9 +336,16 @@ def tune_weights(member_scores: list[np.ndarray], gold: np.ndarray, index: Taxon
     base = np.array([1.0] + [spread[0] / v if v > 0 and spread[0] > 0 else 1.0 for v in spread[1:]])
     k = np.zeros(len(s), dtype=int)
 
+    def weights_of(kk: np.ndarray) -> np.ndarray:
+        r = base * 2.0 ** (kk / 2)
+        total = float(sum(w * x for w, x in zip(r, s)).std())
+        return r * (spread[0] / total if total > 0 and spread[0] > 0 else 1.0)
+
     def f1_of(kk: np.ndarray) -> float:
-        z = sum(w * x for w, x in zip(base * 2.0 ** (kk / 2), s)).astype(np.float32)
-        return tuned_micro_f1(z, gold, index, method, single_path, at_least_one, complete)
+        z = sum(w * x for w, x in zip(weights_of(kk), s)).astype(np.float32)
+        if threshold is None:
+            return tuned_micro_f1(z, gold, index, method, single_path, at_least_one, complete)
+        return _micro_f1(decode(z, index, method, threshold, single_path, at_least_one, complete), gold)
 
     best = f1_of(k)
     for _ in range(rounds):
@@ -343,7 +361,7 @@ def tune_weights(member_scores: list[np.ndarray], gold: np.ndarray, index: Taxon
                     best, k, moved = f, trial, True
         if not moved:
             break
-    return base * 2.0 ** (k / 2), best
+    return weights_of(k), best, k
 
 
 def tune_label_thresholds(scores: np.ndarray, gold: np.ndarray, global_threshold: float,

@@ -18,11 +18,11 @@ from .config import DEFAULTS
 from .data.catalog import dataset_protocol
 from .data.prepare import locate, prepare, taxonomy_for
 from .checkpoint import load_checkpoint
-from .decode import (decode, stops_early, tune_global_threshold, tune_label_thresholds, tune_weights,
+from .decode import (WEIGHT_STEPS, decode, stops_early, tune_global_threshold, tune_label_thresholds, tune_weights,
                      tuned_micro_f1)
 from .errors import HmtcError
 from .export import load_for_inference
-from .inference import pick_device, progress_bar, reads_store, score_texts
+from .inference import pick_device, progress_bar, reads_store, score_texts, to_device
 from .io import atomic_write_bytes, atomic_write_json
 from .metrics import evaluate
 from .record import check_record_free, git_commit, machine_info, now, record_path, run_key, write_record
@@ -62,14 +62,9 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     check_record_free(record_path(cfg, run_dir, suffix), overwrite)
     torch.set_num_threads(cfg["train"]["threads"] or os.cpu_count() or 1)
     device = pick_device(cfg["train"].get("device", "auto"))
-    if isinstance(ckpt.model, torch.nn.Module):
-        ckpt.model.to(device)
-    own = taxonomy_for(cfg)
-    changes = ckpt.taxonomy.diff(own)   # the data's labels would land on other columns or nowhere
-    if changes:
-        raise HmtcError(f"the dataset's taxonomy differs from the one the model was trained on ({len(changes)} "
-                        f"change(s), model -> dataset): {'; '.join(changes[:5])}"
-                        + ("; ..." if len(changes) > 5 else ""), own.path)
+    if ckpt.model is not None:
+        to_device(ckpt.model, device)
+    check_same_taxonomy(ckpt, cfg)
     data = prepare(cfg, ckpt.taxonomy, splits_wanted=["dev", "test"])
     eval_split = "test" if "test" in data.labels else "dev"
     t0 = time.time()
@@ -129,31 +124,59 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     return metrics
 
 
+def check_same_taxonomy(ckpt, cfg: dict) -> None:
+    """Refuse a dataset whose taxonomy differs from the one the checkpoint was trained on: its
+    labels would land on other columns or nowhere."""
+    own = taxonomy_for(cfg)
+    changes = ckpt.taxonomy.diff(own)
+    if changes:
+        raise HmtcError(f"the dataset's taxonomy differs from the one the model was trained on ({len(changes)} "
+                        f"change(s), model -> dataset): {'; '.join(changes[:5])}"
+                        + ("; ..." if len(changes) > 5 else ""), own.path)
+
+
 def tune_ensemble_weights(ckpt_dirs: list[Path], console: Console | None = None,
                           quiet: bool = False) -> tuple[list[float], dict]:
-    """Weights for the ensemble of the checkpoints ``ckpt_dirs`` (a weighted sum, the first
-    member's weight 1), tuned on the first member's dev split (:func:`hmtc.decode.tune_weights`),
-    each member scoring as evaluation scores it (stored frozen states included); and what the
-    tuning saw: the dev split's size, the ensemble's dev micro-F1 and each member's alone.
+    """Weights for the ensemble of the checkpoints ``ckpt_dirs`` as a weighted sum on the first
+    member's logit scale, tuned on the first member's dev split (:func:`hmtc.decode.tune_weights`;
+    a fixed ``decode.threshold`` is kept, per-label thresholds are tuned afterwards by evaluation
+    as for any model), each member scoring as evaluation scores it (stored frozen states
+    included); and what the tuning saw: the dev split's size, the ensemble's dev micro-F1, each
+    member's alone, and the half-octave steps each weight moved from its spread-matched start.
 
     Every member must have been trained beside that same dev split, else the weights would favour
     a member that trained on the texts they are tuned on."""
+    console = console or Console(stderr=True, emoji=False)
     loaded = [load_checkpoint(c) for c in ckpt_dirs]
     cfg = loaded[0].config
-    data = prepare(cfg, loaded[0].taxonomy, splits_wanted=["dev"])
+    check_same_taxonomy(loaded[0], cfg)
+    data = prepare(cfg, loaded[0].taxonomy, splits_wanted=["dev", "test"])
     for c, ck in zip(ckpt_dirs[1:], loaded[1:]):
         if prepare(ck.config, ck.taxonomy, splits_wanted=["dev"]).texts["dev"] != data.texts["dev"]:
             raise HmtcError("this member was trained beside another dev split than the first member (its seed, "
                             "dataset or data options differ): weights tuned there would favour what it trained on", c)
+    if "test" not in data.labels:
+        console.print("[yellow]warning[/]: the dataset has no test split; evaluation will report on the dev "
+                      "split these weights are tuned on")
     torch.set_num_threads(cfg["train"]["threads"] or os.cpu_count() or 1)
-    with progress_bar(console or Console(stderr=True, emoji=False), quiet) as progress:
-        dev = [score_texts(ck.model, data.texts["dev"], progress)[0] for ck in loaded]
-    flags = (cfg["decode"]["method"], data.single_path, data.at_least_one, data.complete)
-    gold = data.labels["dev"]
-    weights, f1 = tune_weights(dev, gold, data.index, *flags)
+    device = pick_device(cfg["train"].get("device", "auto"))
+    with progress_bar(console, quiet) as progress:
+        dev = []
+        for ck in loaded:
+            to_device(ck.model, device)
+            dev.append(score_texts(ck.model, data.texts["dev"], progress)[0])
+    d, gold = cfg["decode"], data.labels["dev"]
+    flags = (d["method"], data.single_path, data.at_least_one, data.complete)
+    fixed = None if d["threshold"] == "tune" else float(d["threshold"])
+    weights, f1, steps = tune_weights(dev, gold, data.index, *flags, threshold=fixed)
     alone = [tuned_micro_f1(s, gold, data.index, *flags) for s in dev]
+    edge = [m + 1 for m, k in enumerate(steps) if m and abs(k) == max(map(abs, WEIGHT_STEPS))]
+    if edge:
+        console.print(f"[yellow]warning[/]: the weight of member(s) {', '.join(map(str, edge))} stopped at the "
+                      "edge of the search (8x or 1/8 of its spread-matched start)")
     return [float(f"{w:.6g}") for w in weights], {"split": "dev", "texts": len(gold), "micro_f1": round(f1, 4),
-                                                   "members_micro_f1": [round(f, 4) for f in alone]}
+                                                   "members_micro_f1": [round(f, 4) for f in alone],
+                                                   "half_octave_steps": [int(k) for k in steps]}
 
 
 def _save_scores(path: Path, scores: np.ndarray, gold: np.ndarray, pred: np.ndarray) -> None:
@@ -206,4 +229,4 @@ def build_record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, s
                                                                 if k != "per_label_thresholds"},
         "inference": metrics["inference"], "history": state.get("history", []), "config": cfg,
         "run_dir": str(run_dir),
-    }
+    } | ({"weights_tuned": run_meta["weights_tuned"]} if "weights_tuned" in run_meta else {})

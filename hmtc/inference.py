@@ -107,6 +107,15 @@ def frozen_fingerprint(encoder, bf16: bool, windows: Windows | None = None) -> s
     return h.hexdigest()
 
 
+def to_device(model, device: torch.device) -> None:
+    """Move a model's weights to ``device``: a torch model itself, an ensemble each member."""
+    if isinstance(model, EnsembleModel):
+        for m in model.members:
+            to_device(m, device)
+    elif isinstance(model, torch.nn.Module):
+        model.to(device)
+
+
 def reads_store(model) -> bool:
     """Whether :func:`score_texts` reads some of ``model``'s frozen states from a store."""
     if isinstance(model, EnsembleModel):
@@ -117,10 +126,11 @@ def reads_store(model) -> bool:
 def score_texts(model, texts: list[str], progress: Progress | None = None) -> tuple[np.ndarray, int]:
     """Scores (S, N) of ``texts`` as ``model.scores`` gives them, with the frozen part's states
     read from the store (:func:`score_with_store`) for an encoder model whose run keeps them
-    (``train.frozen_store``), member by member in an ensemble; and how many texts' states were read."""
+    (``train.frozen_store``), member by member in an ensemble; and how many texts' states were read
+    (in an ensemble, by the member that read the most)."""
     if isinstance(model, EnsembleModel):
         parts = [score_texts(m, texts, progress) for m in model.members]
-        return model.combine([p[0] for p in parts]), sum(p[1] for p in parts)
+        return model.combine([p[0] for p in parts]), max(p[1] for p in parts)
     if isinstance(model, EncoderModel) and model.frozen_store:
         return score_with_store(model, texts, progress)
     return model.scores(texts, progress=progress), 0

@@ -112,9 +112,10 @@ def test_threshold_tuning_picks_a_separating_threshold():
 
 
 def test_tuned_weights_combine_members_on_other_scales_and_mute_noise():
-    """Two informative members with independent noise, the second on a tenth of the first's scale
-    (SVM margins beside logits): their tuned sum beats each alone and gives the second more than
-    its nominal weight of 1; a member that is only noise is weighed below its spread-matched start."""
+    """Two informative members with independent noise, the second less noisy and on a tenth of the
+    first's scale (SVM margins beside logits): their tuned sum beats each alone, weighs the second
+    above its spread-matched start, and keeps the first member's spread; identical members keep
+    equal weights; a member that is only noise is weighed below its spread-matched start."""
     index = Taxonomy.parse("ROOT\n  a\n    a1\n    a2\n  b\n    b1\n    b2\n").compile()
     rng = np.random.default_rng(0)
     leaf = rng.integers(0, 4, 300)
@@ -123,15 +124,21 @@ def test_tuned_weights_combine_members_on_other_scales_and_mute_noise():
         name = ["a1", "a2", "b1", "b2"][x]
         gold[i, [index.ids.index(name[0]), index.ids.index(name)]] = True
     s1 = 3 * gold + rng.normal(0, 2.5, gold.shape) - 1.5
-    s2 = 0.1 * (3 * gold + rng.normal(0, 2.5, gold.shape) - 1.5)
+    s2 = 0.1 * (3 * gold + rng.normal(0, 1.5, gold.shape) - 1.5)
     flags = ("best", True)
-    w, f1 = tune_weights([s1, s2], gold, index, *flags)
+    w, f1, steps = tune_weights([s1, s2], gold, index, *flags)
     alone = [tuned_micro_f1(s, gold, index, *flags) for s in (s1, s2)]
-    assert w[0] == 1 and w[1] > 1 and f1 > max(alone)
-    assert f1 == pytest.approx(tuned_micro_f1((s1 + w[1] * s2).astype(np.float32), gold, index, *flags))
+    assert f1 > max(alone) and steps[0] == 0 and steps[1] > 0
+    assert w[1] / w[0] > s1.std() / s2.std()
+    assert (w[0] * s1 + w[1] * s2).std() == pytest.approx(s1.std())
+    assert f1 == pytest.approx(tuned_micro_f1((w[0] * s1 + w[1] * s2).astype(np.float32), gold, index, *flags))
+    w, _, steps = tune_weights([s1, s1.copy()], gold, index, *flags)
+    assert w[0] == pytest.approx(w[1]) and list(steps) == [0, 0]
     noise = 0.1 * rng.normal(0, 1, gold.shape)
-    w, f1 = tune_weights([s1, noise], gold, index, *flags)
-    assert w[1] < s1.std() / noise.std()
+    w, _, steps = tune_weights([s1, noise], gold, index, *flags)
+    assert steps[1] < 0 and w[1] / w[0] < s1.std() / noise.std()
+    w, _, _ = tune_weights([s1, s2], gold, index, *flags, threshold=0.5)      # a fixed threshold is kept
+    assert (w[0] * s1 + w[1] * s2).std() == pytest.approx(s1.std())
 
 
 def test_unknown_method():

@@ -1,4 +1,4 @@
-"""Ensembles: the mean of trained models' logits, evaluated and distilled like any model."""
+"""Ensembles: the mean (or a dev-tuned sum) of trained models' logits, evaluated and distilled like any model."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def test_ensemble_of_seeds_folders_evaluates_and_distils(run_config, tmp_path, i
     for seed in (3, 5):
         ckpt = load_checkpoint(runs / "ens" / f"seed-{seed}" / "best")
         assert ckpt.config["model"]["name"] == "ensemble" and len(ckpt.model.members) == 2
+        assert "mean" not in ckpt.config["model"]["options"]          # as before --weights tune existed
+        assert "weights_tuned" not in json.loads((runs / "ens" / f"seed-{seed}" / "run.json").read_text())
         texts = ["meow kitten", "oak leaf today"]
         parts = [load_checkpoint(runs / m / f"seed-{seed}" / "best").scores(texts) for m in ("a", "b")]
         np.testing.assert_allclose(ckpt.scores(texts), (parts[0] + parts[1]) / 2, rtol=1e-5, atol=1e-5)
@@ -75,18 +77,22 @@ def test_tuned_weights_sum_a_neural_model_and_tfidf(run_config, tiny_dataset, tm
     assert "tuned on" in r.output and "dev texts" in r.output
     ckpt = load_checkpoint(runs / "ens" / "best")
     options = ckpt.config["model"]["options"]
-    assert options["mean"] is False and options["weights"][0] == 1.0 and options["weights"][1] > 0
+    assert options["mean"] is False and len(options["weights"]) == 2
     tuned = json.loads((runs / "ens" / "run.json").read_text())["weights_tuned"]
     assert tuned["split"] == "dev" and tuned["texts"] > 0 and len(tuned["members_micro_f1"]) == 2
+    assert tuned["half_octave_steps"][0] == 0 and abs(tuned["half_octave_steps"][1]) <= 6
     assert 0 <= tuned["micro_f1"] <= 1
     texts = ["meow kitten", "oak leaf today"]
     parts = [load_checkpoint(runs / m / "best").scores(texts) for m in ("a", "t42")]
-    np.testing.assert_allclose(ckpt.scores(texts), parts[0] + options["weights"][1] * parts[1], rtol=1e-5, atol=1e-5)
+    w = options["weights"]
+    np.testing.assert_allclose(ckpt.scores(texts), w[0] * parts[0] + w[1] * parts[1], rtol=1e-5, atol=1e-5)
     invoke("eval", runs / "ens", "--quiet")
     metrics = json.loads((runs / "ens" / "metrics.json").read_text())
-    assert metrics["inference"]["stored_texts"] > 0      # the msml member's test states, stored by its own eval
+    # the msml member's dev and test states, stored by its own evaluation, all read
+    assert metrics["inference"]["stored_texts"] == metrics["inference"]["texts"]
     record = json.loads((tmp_path / "records" / "ens.json").read_text())
     assert record["config"]["model"]["options"]["weights"] == options["weights"]
+    assert record["weights_tuned"] == tuned
     invoke("compare", runs / "a", runs / "ens", "--out", tmp_path / "cmp.md")
     row = (tmp_path / "cmp.md").read_text().splitlines()[-1].split(" | ")
     assert row[1] == "ensemble" and row[-3] != "–"           # its model and its members' training time
@@ -96,5 +102,8 @@ def test_tuned_weights_sum_a_neural_model_and_tfidf(run_config, tiny_dataset, tm
     assert "another dev split" in r.output and "t7" in r.output
     assert "comma-separated numbers" in invoke("ensemble", runs / "a", runs / "t42", "--out", runs / "x",
                                                "--weights", "1,heavy", code=2).output
+    assert "one positive weight per member" in invoke("ensemble", runs / "a", runs / "t42", "--out", runs / "x",
+                                                      "--weights", "0,1", code=2).output
+    assert not (runs / "x").exists()
     assert "1 weight(s) for 2 members" in invoke("ensemble", runs / "a", runs / "t42", "--out", runs / "x",
                                                  "--weights", "2", code=2).output

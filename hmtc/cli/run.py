@@ -168,8 +168,9 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
              weights: Optional[str] = typer.Option(None, "--weights", help="One weight per member, comma-separated "
                                                    "(default: equal), or 'tune': a weighted sum tuned on the "
                                                    "members' dev split.")) -> None:
-    """Average the logits of trained models of one taxonomy; evaluate it with hmtc eval, distil it
-    with train.teacher. Members on other scales (tfidf beside a neural model) want --weights tune.
+    """Combine the logits of trained models of one taxonomy (their mean, or with --weights tune a
+    sum weighted on dev); evaluate it with hmtc eval, distil it with train.teacher. Members on other
+    scales (tfidf beside a neural model) want --weights tune.
 
     Example: hmtc ensemble runs/duee-msml-fast8 runs/duee-flat-fast8 runs/duee-global-fast8 -o runs/duee-ens
 
@@ -179,6 +180,7 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
     from ..data.prepare import locate
     from ..errors import HmtcError
     from ..evaluate import train_seconds, tune_ensemble_weights
+    from ..models.base import make_config
     from ..io import atomic_write_json, versioned_dir
     from ..record import command_line, git_commit, machine_info, now
     from ..seeds import seed_folders
@@ -212,6 +214,7 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
             started = time.time()
             options["weights"], tuned = tune_ensemble_weights(ckpts, err)
             options["mean"], tuned["seconds"] = False, round(time.time() - started, 1)
+        make_config("ensemble", options)          # refused here, not when it is first loaded
         config = config | {"name": folder.name, "model": config["model"] | {"name": "ensemble", "options": options}}
         with versioned_dir(folder / "best") as tmp:
             write_checkpoint_meta(tmp, taxonomy, config)

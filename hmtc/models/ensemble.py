@@ -9,8 +9,10 @@ tokenizer, the ensemble's logits are the weighted mean, or with ``mean = false``
 so thresholds are tuned and decoding runs on ``z`` as for any model, and ``train.teacher`` can
 name an ensemble to distil it into one model. Members on other scales (a TF-IDF model's SVM
 margins beside a neural model's logits) want other weights: ``hmtc ensemble --weights tune``
-picks them on dev (:func:`hmtc.decode.tune_weights`) and writes them as a sum whose first
-weight is 1, so ``z`` keeps the first member's scale. An ensemble checkpoint holds no weights of its
+picks them on dev (:func:`hmtc.decode.tune_weights`) and writes them as a sum scaled so that
+``z`` has the first member's spread on dev. Distilling such a sum scores the training texts,
+where a TF-IDF member's margins are those of the texts it was fitted on (mostly beyond 1), so
+its soft targets are close to the gold labels. An ensemble checkpoint holds no weights of its
 own: its config lists the member checkpoint folders (``hmtc ensemble`` writes it), each loaded
 by its own class and checked against its manifest; every member must carry the same label index.
 """
@@ -45,7 +47,7 @@ class EnsembleConfig:
 
 @MODELS.register("ensemble")
 class EnsembleModel(Model):
-    """The weighted mean of its members' logits (see the module docstring)."""
+    """The weighted mean, or sum, of its members' logits (see the module docstring)."""
 
     config_class = EnsembleConfig
 
