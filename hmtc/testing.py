@@ -111,6 +111,23 @@ record_dir = "{folder / 'records'}"
 """
 
 
+
+def tiny_tfidf_config_text(dataset: Path, folder: Path, name: str = "tiny-tfidf") -> str:
+    """A TF-IDF config over the tiny dataset, with the dev split of :func:`tiny_config_text`."""
+    return f"""
+name = "{name}"
+[data]
+dataset = "{dataset}"
+dev_fraction = 0.2
+[model]
+name = "tfidf"
+options = {{ analyzer = "char_wb", ngram_range = [1, 3] }}
+[train]
+epochs = 1
+output_dir = "{folder / 'runs'}"
+record_dir = "{folder / 'records'}"
+"""
+
 # Per-label classes (docs/label-classes.md): each of WORDS' four concepts is a label whose intensity
 # is how many of its words a text holds; the words stay in the tiny encoder's vocabulary.
 INTENSITIES = ("none", "weak", "medium", "strong")     # class index = number of signal words

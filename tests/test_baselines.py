@@ -23,6 +23,7 @@ from hmtc.models.global_ import GlobalModel
 from hmtc.models.local import LocalModel
 from hmtc.models.tfidf import CONSTANT, TfidfModel
 from hmtc.taxonomy import Taxonomy
+from hmtc.testing import tiny_tfidf_config_text
 from hmtc.train import Trainer
 
 from conftest import TAXONOMY
@@ -165,19 +166,7 @@ def invoke(*args):
 @pytest.fixture
 def tfidf_config(tmp_path, tiny_dataset):
     cfg = tmp_path / "tiny-tfidf.toml"
-    cfg.write_text(f"""
-name = "tiny-tfidf"
-[data]
-dataset = "{tiny_dataset}"
-dev_fraction = 0.2
-[model]
-name = "tfidf"
-options = {{ analyzer = "char_wb", ngram_range = [1, 3] }}
-[train]
-epochs = 1
-output_dir = "{tmp_path / 'runs'}"
-record_dir = "{tmp_path / 'records'}"
-""", encoding="utf-8")
+    cfg.write_text(tiny_tfidf_config_text(tiny_dataset, tmp_path), encoding="utf-8")
     return cfg
 
 

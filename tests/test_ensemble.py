@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from hmtc.checkpoint import load_checkpoint
+from hmtc.testing import tiny_tfidf_config_text
 
 
 def test_ensemble_of_seeds_folders_evaluates_and_distils(run_config, tmp_path, invoke):
@@ -45,34 +46,17 @@ def test_ensemble_errors(run_config, tmp_path, invoke):
                                    "--set", "name=z", code=2).output
 
 
-def _tfidf_config(tmp_path, tiny_dataset, seed: int = 42):
-    cfg = tmp_path / f"tiny-tfidf-{seed}.toml"
-    cfg.write_text(f"""
-name = "t{seed}"
-[data]
-dataset = "{tiny_dataset}"
-dev_fraction = 0.2
-[model]
-name = "tfidf"
-options = {{ analyzer = "char_wb", ngram_range = [1, 3] }}
-[train]
-epochs = 1
-seed = {seed}
-output_dir = "{tmp_path / 'runs'}"
-record_dir = "{tmp_path / 'records'}"
-""", encoding="utf-8")
-    return cfg
-
-
 def test_tuned_weights_sum_a_neural_model_and_tfidf(run_config, tiny_dataset, tmp_path, invoke, monkeypatch):
-    """--weights tune: a weighted sum whose first weight is 1, tuned on the members' shared dev split
+    """--weights tune: a weighted sum on the first member's scale, tuned on the members' shared dev split
     (members on another split are refused), evaluated with the neural member's frozen states read
     from its store."""
     monkeypatch.setenv("HMTC_HOME", str(tmp_path / "home"))
     runs = tmp_path / "runs"
     invoke("train", run_config, "--quiet", "--set", "train.epochs=1", "--set", "name=a", "--set",
            "model.freeze_layers=1", "--set", "train.cache_frozen=true", "--set", "train.frozen_store=true")
-    invoke("train", _tfidf_config(tmp_path, tiny_dataset), "--quiet")
+    tfidf = tmp_path / "tiny-tfidf.toml"
+    tfidf.write_text(tiny_tfidf_config_text(tiny_dataset, tmp_path), encoding="utf-8")
+    invoke("train", tfidf, "--quiet", "--set", "name=t42")
     r = invoke("ensemble", runs / "a", runs / "t42", "--out", runs / "ens", "--weights", "tune")
     assert "tuned on" in r.output and "dev texts" in r.output
     ckpt = load_checkpoint(runs / "ens" / "best")
@@ -97,7 +81,7 @@ def test_tuned_weights_sum_a_neural_model_and_tfidf(run_config, tiny_dataset, tm
     row = (tmp_path / "cmp.md").read_text().splitlines()[-1].split(" | ")
     assert row[1] == "ensemble" and row[-3] != "–"           # its model and its members' training time
 
-    invoke("train", _tfidf_config(tmp_path, tiny_dataset, seed=7), "--quiet")
+    invoke("train", tfidf, "--quiet", "--set", "name=t7", "--set", "train.seed=7")
     r = invoke("ensemble", runs / "a", runs / "t7", "--out", runs / "bad", "--weights", "tune", code=2)
     assert "another dev split" in r.output and "t7" in r.output
     assert "comma-separated numbers" in invoke("ensemble", runs / "a", runs / "t42", "--out", runs / "x",
