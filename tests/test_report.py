@@ -392,6 +392,18 @@ def test_results_regenerate_identically_and_mark_goals(tmp_path):
     goals = {(r[0], r[1][:22]): (r[2], r[3]) for r in _goal_rows(out.read_text(encoding="utf-8"))}
     assert goals[("20newsgroups", "the default MSML's 20-")] == ("met", "20ng-msml · 20ng-msml-s43 · 20ng-msml-s44 "
                                                                  "(raw, n = 3): 0.9000")
+    # the default is found by its settings though the config keeps the frozen states on disk (where
+    # they are kept is no setting of the model), and TF-IDF trained beside its own seeds is the reference
+    (tmp_path / "20ng-msml.toml").write_text('name = "20ng-msml"\n[data]\ndataset = "20newsgroups"\n[model]\n'
+                                             'name = "msml"\nencoder = "me5-small"\n[train]\nepochs = 4\n'
+                                             'frozen_store = true\n[decode]\ncomplete = false\n', encoding="utf-8")
+    _write(recs, *_seeds("ng-svm-seeds", "20newsgroups", "tfidf", [(0.8, 0.8)] * 3, classifier="svm",
+                         options={"C": 0.5}, levels=[(0.9, 0.9), (0.8, 0.78)]))
+    invoke(app, "results", "--records", recs, "--out", out)
+    goals = {(r[0], r[1][:22]): (r[2], r[3]) for r in _goal_rows(out.read_text(encoding="utf-8"))}
+    assert goals[("20newsgroups", "the default MSML's 20-")][0] == "met"
+    above = goals[("20newsgroups", "the default MSML above")]
+    assert above[0] == "met" and "vs ng-svm-seeds · ng-svm-seeds-s43 · ng-svm-seeds-s44:" in above[1]
 
 
 def test_results_read_mean_records(tmp_path):
