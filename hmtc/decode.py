@@ -243,7 +243,9 @@ def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
         ``Σ log σ(s)`` along the path), for data where every sample has a label.
     complete : bool
         Extend each prediction that stops at an internal node by its best children down to a
-        leaf (:func:`complete_to_leaf`), for data whose label sets all reach a leaf.
+        leaf (:func:`complete_to_leaf`), for data whose label sets all reach a leaf. In a tree
+        every path then ends at a leaf; in a DAG a completing child that is a second kept child
+        of another, exclusive parent can lose to its sibling there, and that path stays short.
 
     Returns
     -------

@@ -36,8 +36,8 @@ from .errors import ConfigError, DataError, HmtcError
 from .evaluate import evaluate_run
 from .inference import pick_device
 from .io import atomic_write_text
-from .metrics import evaluate, with_absent_classes
-from .predict import predict_texts
+from .metrics import evaluate, label_classes, with_absent_classes
+from .predict import class_probabilities, predict_texts
 from .taxonomy import Taxonomy
 from .train import Trainer
 
@@ -109,6 +109,9 @@ class HierarchicalClassifier(BaseEstimator):
     ----------
     classes_ : ndarray of str
         Node ids in the column order of :meth:`predict_scores`.
+    label_classes_ : dict of str to list of str
+        Each label with classes (``docs/label-classes.md``) and its classes in order; empty when
+        the taxonomy has none.
     taxonomy_ : Taxonomy
     thresholds_ : float or ndarray
         The decision threshold (logit), or one per node.
@@ -264,6 +267,8 @@ class HierarchicalClassifier(BaseEstimator):
         self.config_ = ckpt.config
         self.taxonomy_ = ckpt.taxonomy
         self.classes_ = np.array(ckpt.index.ids, dtype=object)
+        lc = label_classes(ckpt.index)
+        self.label_classes_ = {lab: list(names) for lab, names in zip(lc.labels, lc.classes)}
         per_label = ckpt.decode.get("per_label_thresholds")
         self.thresholds_ = np.asarray(per_label, dtype=np.float32) if per_label else \
             float(ckpt.decode.get("threshold", 0.0))
@@ -286,6 +291,29 @@ class HierarchicalClassifier(BaseEstimator):
         temperatures fitted on dev (:mod:`hmtc.calibration`), as ``hmtc predict`` reports them."""
         ckpt = self._fitted()
         return calibrated(self.predict_scores(texts), ckpt.decode.get("temperatures"), ckpt.index)
+
+    def predict_classes(self, texts) -> list[dict[str, str]]:
+        """Per text each label's class (``{"joy": "weak", ...}``), as ``hmtc predict`` decodes it:
+        the class the decoded set keeps, the label's first class where it keeps none; ``{}`` for
+        an empty text. For taxonomies with labels with classes (``docs/label-classes.md``)."""
+        self._has_label_classes()
+        return [{lab: c["class"] for lab, c in row["classes"].items()}
+                for row in predict_texts(self._fitted(), _texts(self._unlabelled(texts)))]
+
+    def predict_class_proba(self, texts) -> dict[str, np.ndarray]:
+        """Each label's softmax over its classes, undecoded: ``{label: ndarray (n_texts, K_l)}``,
+        columns in :attr:`label_classes_` order, each row summing to 1
+        (:func:`hmtc.predict.class_probabilities`)."""
+        self._has_label_classes()
+        lc = label_classes(self._fitted().index)
+        p = class_probabilities(self.predict_scores(texts), lc)
+        return {lab: p[:, l, :len(names)] for l, (lab, names) in enumerate(zip(lc.labels, lc.classes))}
+
+    def _has_label_classes(self) -> None:
+        self._fitted()
+        if not self.label_classes_:
+            raise HmtcError("this taxonomy has no labels with classes (docs/label-classes.md); "
+                            "use predict or predict_proba")
 
     def score(self, texts, labels=None) -> dict:
         """hmtc's metrics (:func:`hmtc.metrics.evaluate`) of the decoded predictions on ``texts``:

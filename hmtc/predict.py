@@ -53,10 +53,10 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     down to a leaf, the best child at each step (and a path for a text with none).
 
     A taxonomy with labels that carry classes (``docs/label-classes.md``) adds ``classes``:
-    ``{label: {"class": c, "score": p}}`` for every such label, ``c`` the class the decoded set
-    keeps (the label's first class where it keeps none: an absent label is "none") and ``p`` that
-    class node's calibrated probability (one sigmoid per node, so a label's class probabilities
-    need not sum to 1); ``{}`` for an empty text.
+    ``{label: {"class": c, "score": p_c, "probs": {class: p}}}`` for every such label, ``c`` the
+    class the decoded set keeps (the label's first class where it keeps none: an absent label is
+    "none") and ``p`` the label's softmax over its classes (:func:`class_probabilities`, the
+    distribution its group loss trains); ``{}`` for an empty text.
     """
     index, dec = ckpt.index, ckpt.decode
     lc = label_classes(index)
@@ -74,22 +74,50 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
                   leaf or bool(dec.get("complete", False)))
     p = calibrated(scores, dec.get("temperatures"), index)
     cls = class_indices(keep, lc) if len(lc) else None
+    softmax = class_probabilities(scores, lc) if len(lc) else None
     at = iter(range(len(scored)))
     for i, item in enumerate(items):
         if item["text"].strip():
             r = next(at)
-            rows[i], probs[i] = {**item, **_result(index, keep[r], p[r]), **_classes(lc, cls, r, p[r])}, p[r]
+            rows[i], probs[i] = {**item, **_result(index, keep[r], p[r]), **_classes(lc, cls, softmax, r)}, p[r]
     return rows, probs
 
 
-def _classes(lc: LabelClasses, cls: np.ndarray | None, r: int, probs: np.ndarray) -> dict:
-    """``classes`` of decoded row ``r``, from ``cls``, the chunk's :func:`class_indices` (None
-    without labels with classes: the row stays as it was)."""
+def class_probabilities(scores: np.ndarray, lc: LabelClasses) -> np.ndarray:
+    """Each label's distribution over its classes: the softmax of its class logits,
+
+        p(c | text) = exp(z_c) / Σ_{c' ∈ C_l} exp(z_c')        for the classes C_l of label l,
+
+    the distribution the exclusive group loss trains (``docs/label-classes.md``).
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_samples, n_nodes)
+        Logits in the label index's column order.
+    lc : LabelClasses
+
+    Returns
+    -------
+    ndarray of float32, shape (n_samples, L, K)
+        ``[i, l, k]``: the probability of label l's class k for text i (the taxonomy's child order);
+        0 past label l's own K_l classes, so each label's row sums to 1.
+    """
+    cols = lc.class_cols
+    z = np.where(cols >= 0, np.asarray(scores, dtype=np.float64)[:, np.maximum(cols, 0)], -np.inf)
+    e = np.exp(z - z.max(axis=2, keepdims=True))
+    return (e / e.sum(axis=2, keepdims=True)).astype(np.float32)
+
+
+def _classes(lc: LabelClasses, cls: np.ndarray | None, softmax: np.ndarray | None, r: int) -> dict:
+    """``classes`` of decoded row ``r``, from the chunk's :func:`class_indices` ``cls`` and
+    :func:`class_probabilities` ``softmax`` (None without labels with classes: the row stays as it was)."""
     if cls is None:
         return {}
-    cols = lc.class_cols[np.arange(len(lc)), cls[r]]
-    return {"classes": {lab: {"class": names[c], "score": round(float(probs[col]), 4)}
-                        for lab, names, c, col in zip(lc.labels, lc.classes, cls[r].tolist(), cols.tolist())}}
+    out = {}
+    for l, (lab, names, c) in enumerate(zip(lc.labels, lc.classes, cls[r].tolist())):
+        probs = {name: round(float(v), 4) for name, v in zip(names, softmax[r, l])}
+        out[lab] = {"class": names[c], "score": probs[names[c]], "probs": probs}
+    return {"classes": out}
 
 
 def ranked(index, probs: np.ndarray | None, top_k: int = 0, all_scores: bool = False) -> dict:

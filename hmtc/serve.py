@@ -110,13 +110,21 @@ class LevelTop(BaseModel):
     nodes: list[NodeScore]
 
 
+class LabelClass(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_: str = Field(alias="class", description="The class the decoded set keeps (the first where it keeps none).")
+    score: float = Field(description="That class's probability in the label's softmax.")
+    probs: dict[str, float] = Field(description="The label's softmax over its classes.")
+
+
 class Prediction(BaseModel):
     labels: list[str] = Field(description="Predicted node ids, ancestors included, always consistent.")
     paths: list[list[str]] = Field(description="Root-to-node display names of each deepest predicted node.")
     scores: dict[str, float] = Field(description="Probability of each predicted node.")
     empty: str | None = Field(None, description="Why the text was not scored (an empty or blank text).")
     top_k: list[LevelTop] | None = Field(None, description="The k most probable nodes of each level.")
-    classes: dict[str, dict] | None = Field(None, description="Each label with classes: its class and probability.")
+    classes: dict[str, LabelClass] | None = Field(None, description="Each label with classes: its class and the label's softmax.")
     all_scores: dict[str, float] | None = None
 
 

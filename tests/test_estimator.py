@@ -79,6 +79,9 @@ def test_predict_matches_the_cli(fitted):
     for sl, temp in zip(index.level_slices, temps):
         t[sl] = temp
     np.testing.assert_allclose(proba, 1 / (1 + np.exp(-logits / t)), rtol=1e-6)
+    assert fitted.label_classes_ == {}          # per-label classes: tests/test_label_classes.py
+    with pytest.raises(HmtcError, match="no labels with classes"):
+        fitted.predict_classes(texts)
 
 
 def test_score_is_hmtc_metrics(fitted):

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from hmtc.checkpoint import load_checkpoint
 from hmtc.cli import app
 from hmtc.config import load_config
-from hmtc.decode import decode, keep_one_per_group
+from hmtc.decode import decode, keep_one_per_group, stops_early
 from hmtc.errors import TaxonomyError
 from hmtc.losses import ExclusiveLoss, exclusive_loss
 from hmtc.metrics import orphan_mask
@@ -368,6 +368,8 @@ def test_decoding_never_keeps_two_children_of_a_group(data, dag, method, single,
     assert keep.shape == scores.shape and keep.dtype == bool
     assert_consistent(keep, index)
     assert (group_sizes(keep, index) <= 1).all()
+    if complete and not dag:      # a tree: every kept internal node keeps a child, down to a leaf
+        assert not stops_early(keep, index).any()
     # top-down and closure: what the method keeps without the marks, less the groups' losers
     # (best decides by its margins instead, and completion adds children afterwards)
     if method != "best" and not complete and not at_least_one:
@@ -379,6 +381,29 @@ def test_decoding_never_keeps_two_children_of_a_group(data, dag, method, single,
                 kept = [c for c in kids if raw[r, c]]
                 want = [max(kept, key=lambda c: (scores[r, c], -c))] if kept and (p < 0 or keep[r, p]) else []
                 assert [c for c in kids if keep[r, c]] == want
+
+
+@pytest.mark.parametrize("stops", [False, True])
+def test_auto_completion_follows_the_training_labels(tiny_dataset, tmp_path, stops):
+    """``decode.complete = "auto"`` is on when every training label set reaches a leaf, off when
+    one stops at an internal node; a setting of true or false is taken as it is."""
+    from hmtc.data.prepare import prepare, taxonomy_for
+    from hmtc.testing import tiny_tfidf_config_text
+    data = tiny_dataset.parent
+    if stops:                    # a copy of the data whose first training text is labelled "animal" only
+        copy = tmp_path / "data"
+        copy.mkdir()
+        for f in data.iterdir():
+            (copy / f.name).write_bytes(f.read_bytes())
+        rows = (copy / "train.jsonl").read_text(encoding="utf-8").splitlines()
+        rows[0] = json.dumps({"text": json.loads(rows[0])["text"], "labels": ["animal"]})
+        (copy / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+        data = copy
+    cfg_file = tmp_path / "tfidf.toml"
+    cfg_file.write_text(tiny_tfidf_config_text(data / tiny_dataset.name, tmp_path), encoding="utf-8")
+    for setting, want in (("'auto'", not stops), ("true", True), ("false", False)):
+        cfg = load_config(cfg_file, [f"decode.complete={setting}"])
+        assert prepare(cfg, taxonomy_for(cfg)).complete is want
 
 
 def test_group_pruning_drops_the_subtrees_of_the_losers():

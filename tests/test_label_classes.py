@@ -269,17 +269,42 @@ def test_tiny_msml_trains_and_predicts_one_class_per_label(tiny_encoder, tmp_pat
     ckpt = load_checkpoint(run / "best")
     texts = [json.loads(line)["text"] for line in (tmp_path / "data" / "test.jsonl").read_text().splitlines()]
     rows, _ = predict_rows(ckpt, texts + [""])
-    for row in rows[:-1]:
+    z = ckpt.scores(texts).astype(np.float64)
+    ids = list(ckpt.index.ids)
+    for row, zi in zip(rows[:-1], z):
         assert sorted(row["classes"]) == ["cat", "dog", "rose", "tree"]
         for label, got in row["classes"].items():
-            assert got["class"] in INTENSITIES and 0.0 <= got["score"] <= 1.0
+            assert got["class"] in INTENSITIES and list(got["probs"]) == list(INTENSITIES)
             node = f"{label}:{got['class']}"
             # the decoded set's class, or the first one where it keeps none of the label's
             assert node in row["labels"] or (got["class"] == "none" and not any(
                 lab.startswith(label + ":") for lab in row["labels"]))
-            if node in row["labels"]:
-                assert got["score"] == row["scores"][node]
+            # the label's softmax over its class logits, by hand
+            zc = zi[[ids.index(f"{label}:{c}") for c in INTENSITIES]]
+            by_hand = np.exp(zc - zc.max()) / np.exp(zc - zc.max()).sum()
+            assert list(got["probs"].values()) == pytest.approx(by_hand, abs=6e-5)
+            assert got["score"] == got["probs"][got["class"]]
     assert rows[-1]["classes"] == {} and rows[-1]["empty"] == "empty text"
+
+    # the estimator and the server give the same classes
+    from hmtc.estimator import HierarchicalClassifier
+    clf = HierarchicalClassifier.load(run)
+    assert clf.label_classes_ == {lab: list(INTENSITIES) for lab in ("cat", "dog", "rose", "tree")}
+    assert clf.predict_classes(texts + [""]) == [{k: v["class"] for k, v in row["classes"].items()} for row in rows]
+    proba = clf.predict_class_proba(texts)
+    assert list(proba) == ["cat", "dog", "rose", "tree"]
+    for label, p in proba.items():
+        assert p.shape == (len(texts), len(INTENSITIES)) and np.allclose(p.sum(1), 1, atol=1e-5)
+        assert [row["classes"][label]["probs"]["weak"] for row in rows[:-1]] == pytest.approx(p[:, 1], abs=6e-5)
+    pytest.importorskip("fastapi")
+    from hmtc.serve import Limits, create_app, load_served
+    from test_serve import Server, request
+    server = Server(create_app(load_served(run, threads=1), Limits()))
+    try:
+        status, out = request(server.url + "/predict", {"texts": texts[:4] + [""]})
+    finally:
+        server.stop()
+    assert status == 200 and [p["classes"] for p in out["predictions"]] == [row["classes"] for row in rows[:4]] + [{}]
 
     # hmtc metrics on predict's output reads gold and predictions as the evaluation did
     pred = write(tmp_path / "pred.jsonl", "\n".join(json.dumps({"labels": row["labels"]}) for row in rows[:-1]) + "\n")
