@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import safetensors.torch
 import torch
 
@@ -20,11 +21,18 @@ def _train(args: list[str]) -> str:
     return r.stdout + r.stderr
 
 
-def test_two_gloo_processes_match_one_process(run_config, tmp_path):
+# windows of 8 tokens cut every tiny text: each process cuts, encodes and joins its own share
+WINDOWS = ["--set", "data.max_length=32", "--set", "model.windows=true", "--set", "model.window_length=8",
+           "--set", "model.window_stride=2"]
+
+
+@pytest.mark.parametrize("windows", [False, True])
+def test_two_gloo_processes_match_one_process(run_config, tmp_path, windows):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    _train([sys.executable, "-m", "hmtc", "train", str(run_config), "--out", str(single), *COMMON])
+    common = COMMON + (WINDOWS if windows else [])
+    _train([sys.executable, "-m", "hmtc", "train", str(run_config), "--out", str(single), *common])
     out = _train([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                  "-m", "hmtc", "train", str(run_config), "--out", str(ddp), *COMMON])
+                  "-m", "hmtc", "train", str(run_config), "--out", str(ddp), *common])
     assert "2 processes" in out
     a = safetensors.torch.load_file(str(single / "last" / "model.safetensors"))
     b = safetensors.torch.load_file(str(ddp / "last" / "model.safetensors"))

@@ -154,14 +154,15 @@ def test_a_cached_windowed_run_trains_like_an_uncached_one_and_predicts(run_conf
     np.testing.assert_allclose(ckpt.scores(LONG), ckpt.scores(LONG[::-1])[::-1], atol=1e-5)
 
 
-@pytest.mark.parametrize("model, options", [("msml", None), ("flat", {"head": "mean"})])
+@pytest.mark.parametrize("model, options", [("msml", None), ("flat", {"head": "mean"}), ("global", {}), ("local", {})])
 def test_a_windowed_model_exports_to_onnx_and_scores_like_torch(run_config, tmp_path, model, options):
-    """The graph reads windows cut outside it; long texts, short ones and both in one batch."""
+    """The graph reads windows cut outside it; long texts, short ones and both in one batch;
+    every head pools across the joined windows; predict streams through the exported graph."""
     pytest.importorskip("onnxruntime")
     from hmtc.export import export_onnx, load_for_inference
     cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", f"model.name={model}", "model.windows=true",
                                    "model.window_length=16", "model.window_stride=4"])
-    cfg["model"]["options"] = options or cfg["model"]["options"]
+    cfg["model"]["options"] = cfg["model"]["options"] if options is None else options
     Trainer(cfg, tmp_path / "r", quiet=True).fit()
     best = tmp_path / "r" / "best"
     export_onnx(best)
@@ -174,6 +175,9 @@ def test_a_windowed_model_exports_to_onnx_and_scores_like_torch(run_config, tmp_
         np.testing.assert_allclose(got, ref, atol=1e-4)
     int8 = load_for_inference(best, "onnx-int8", threads=2).scores(texts)
     assert int8.shape == ref.shape and np.abs(int8 - ref).max() < 0.5
+    streamed = list(predict_texts(load_for_inference(best, "onnx", threads=1), texts, chunk=2, all_scores=True))
+    for row, want in zip(streamed, predict_texts(torch_model, texts, all_scores=True)):
+        assert list(row["all_scores"].values()) == pytest.approx(list(want["all_scores"].values()), abs=1e-4)
 
 
 @pytest.mark.parametrize("overrides, message", [
