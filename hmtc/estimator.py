@@ -37,7 +37,7 @@ from .evaluate import evaluate_run
 from .inference import pick_device
 from .io import atomic_write_text
 from .metrics import evaluate, label_classes, with_absent_classes
-from .predict import class_probabilities, predict_texts
+from .predict import checkpoint_class_probabilities, predict_texts
 from .taxonomy import Taxonomy
 from .train import Trainer
 
@@ -303,10 +303,12 @@ class HierarchicalClassifier(BaseEstimator):
     def predict_class_proba(self, texts) -> dict[str, np.ndarray]:
         """Each label's softmax over its classes, undecoded: ``{label: ndarray (n_texts, K_l)}``,
         columns in :attr:`label_classes_` order, each row summing to 1
-        (:func:`hmtc.predict.class_probabilities`)."""
+        (:func:`hmtc.predict.class_probabilities`). Every text is scored, an empty one too (as
+        :meth:`predict_proba` does), where :meth:`predict_classes` gives ``{}``."""
         self._has_label_classes()
-        lc = label_classes(self._fitted().index)
-        p = class_probabilities(self.predict_scores(texts), lc)
+        ckpt = self._fitted()
+        lc = label_classes(ckpt.index)
+        p = checkpoint_class_probabilities(ckpt, self.predict_scores(texts), lc)
         return {lab: p[:, l, :len(names)] for l, (lab, names) in enumerate(zip(lc.labels, lc.classes))}
 
     def _has_label_classes(self) -> None:

@@ -16,6 +16,7 @@ from .checkpoint import Checkpoint
 from .decode import decode
 from .errors import DataError
 from .metrics import LabelClasses, class_indices, label_classes
+from .models import MODELS
 
 
 def read_texts(path: Path, text_key: str = "text", keep: Sequence[str] = ("id",)) -> Iterator[dict]:
@@ -56,7 +57,8 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     ``{label: {"class": c, "score": p_c, "probs": {class: p}}}`` for every such label, ``c`` the
     class the decoded set keeps (the label's first class where it keeps none: an absent label is
     "none") and ``p`` the label's softmax over its classes (:func:`class_probabilities`, the
-    distribution its group loss trains); ``{}`` for an empty text.
+    distribution its group loss trains, from path logits where the model scores them); ``{}``
+    for an empty text.
     """
     index, dec = ckpt.index, ckpt.decode
     lc = label_classes(index)
@@ -74,7 +76,7 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
                   leaf or bool(dec.get("complete", False)))
     p = calibrated(scores, dec.get("temperatures"), index)
     cls = class_indices(keep, lc) if len(lc) else None
-    softmax = class_probabilities(scores, lc) if len(lc) else None
+    softmax = checkpoint_class_probabilities(ckpt, scores, lc) if len(lc) else None
     at = iter(range(len(scored)))
     for i, item in enumerate(items):
         if item["text"].strip():
@@ -83,18 +85,26 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     return rows, probs
 
 
-def class_probabilities(scores: np.ndarray, lc: LabelClasses) -> np.ndarray:
+def class_probabilities(scores: np.ndarray, lc: LabelClasses, paths: bool = False) -> np.ndarray:
     """Each label's distribution over its classes: the softmax of its class logits,
 
         p(c | text) = exp(z_c) / Σ_{c' ∈ C_l} exp(z_c')        for the classes C_l of label l,
 
-    the distribution the exclusive group loss trains (``docs/label-classes.md``).
+    the distribution the exclusive group loss trains (``docs/label-classes.md``). With ``paths``
+    the scores are path logits s (:mod:`hmtc.models.paths`: local, conditional MSML), and a
+    class's own logit, the one the group loss trains, is recovered from its one parent, the label:
+
+        σ(z_c) = p(c) / p(l) = exp(log σ(s_c) − log σ(s_l)),    z_c = log σ(z_c) − log(1 − σ(z_c))
+
+    For models without the group loss (tfidf, an ensemble's sum) it is the softmax of their scores.
 
     Parameters
     ----------
     scores : ndarray of shape (n_samples, n_nodes)
         Logits in the label index's column order.
     lc : LabelClasses
+    paths : bool, default False
+        Whether ``scores`` are path logits (``Model.path_scores``).
 
     Returns
     -------
@@ -103,9 +113,22 @@ def class_probabilities(scores: np.ndarray, lc: LabelClasses) -> np.ndarray:
         0 past label l's own K_l classes, so each label's row sums to 1.
     """
     cols = lc.class_cols
-    z = np.where(cols >= 0, np.asarray(scores, dtype=np.float64)[:, np.maximum(cols, 0)], -np.inf)
+    s = np.asarray(scores, dtype=np.float64)
+    z = s[:, np.maximum(cols, 0)]                                        # (S, L, K)
+    if paths:
+        log_sig = lambda x: -np.logaddexp(0.0, -x)                       # log σ(x), stable
+        # p(c) ≤ p(l) up to float32 rounding of the path product: keep log σ(z_c) below 0
+        q = np.minimum(log_sig(z) - log_sig(s[:, lc.label_cols])[:, :, None], -1e-12)
+        z = q - np.log(-np.expm1(q))
+    z = np.where(cols >= 0, z, -np.inf)
     e = np.exp(z - z.max(axis=2, keepdims=True))
     return (e / e.sum(axis=2, keepdims=True)).astype(np.float32)
+
+
+def checkpoint_class_probabilities(ckpt: Checkpoint, scores: np.ndarray, lc: LabelClasses) -> np.ndarray:
+    """:func:`class_probabilities` of ``ckpt``'s scores, read as path logits where its model scores them."""
+    model = ckpt.config["model"]
+    return class_probabilities(scores, lc, MODELS.get(model["name"]).path_scores(model.get("options") or {}))
 
 
 def _classes(lc: LabelClasses, cls: np.ndarray | None, softmax: np.ndarray | None, r: int) -> dict:
@@ -114,6 +137,7 @@ def _classes(lc: LabelClasses, cls: np.ndarray | None, softmax: np.ndarray | Non
     if cls is None:
         return {}
     out = {}
+    assert (cls[r] >= 0).all(), "decoding keeps at most one class of a label"
     for l, (lab, names, c) in enumerate(zip(lc.labels, lc.classes, cls[r].tolist())):
         probs = {name: round(float(v), 4) for name, v in zip(names, softmax[r, l])}
         out[lab] = {"class": names[c], "score": probs[names[c]], "probs": probs}

@@ -56,7 +56,8 @@ NEWSGROUPS_ACCURACY = 0.895         # RoBERTaGCN's 20-class accuracy (transducti
 DATASET_PREFIX = {"duee": "duee", "goemotions": "goemotions", "20newsgroups": "20ng"}
 
 # keys that name a run or place its files, not what it trains (the frozen store holds the states
-# the in-memory cache would compute, bitwise: tests/test_frozen_store.py)
+# the in-memory cache would compute: bitwise in bf16 on a CPU, to the last bits otherwise;
+# hmtc.inference.cache_lower_states, tests/test_frozen_store.py)
 IGNORED = {"name", "train.seed", "train.seeds", "train.output_dir", "train.record_dir", "train.threads",
            "train.device", "train.eval_batch_size", "train.frozen_store"}
 # defaults a record written before the key existed ran with

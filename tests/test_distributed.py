@@ -21,8 +21,9 @@ def _train(args: list[str]) -> str:
     return r.stdout + r.stderr
 
 
-# windows of 8 tokens cut every tiny text: each process cuts, encodes and joins its own share
-WINDOWS = ["--set", "data.max_length=32", "--set", "model.windows=true", "--set", "model.window_length=8",
+# windows of 6 tokens (4 of the text) cut every tiny text (5 or 7 tokens of text): each process
+# cuts, encodes and joins its own share
+WINDOWS = ["--set", "data.max_length=32", "--set", "model.windows=true", "--set", "model.window_length=6",
            "--set", "model.window_stride=2"]
 
 

@@ -253,6 +253,32 @@ def test_the_group_loss_is_one_softmax_per_label(tax):
     assert exclusive_loss(index)(z, torch.as_tensor(y, dtype=torch.float32)).item() == pytest.approx(by_hand.item(), rel=1e-6)
 
 
+def test_class_probabilities_from_path_logits_are_the_softmax_the_group_loss_trains():
+    """Local and conditional MSML score path logits, logit(σ(z_l) σ(z_c)) for the class c of a
+    level-1 label l; the classes' softmax is taken over the class logits z_c themselves."""
+    from hmtc.models import MODELS
+    from hmtc.predict import class_probabilities
+    index = Taxonomy.parse(LABEL_CLASS_TAXONOMY).compile()
+    lc = M.label_classes(index)
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, size=(5, index.n_nodes))                          # each node's own logit
+    log_sig = -np.logaddexp(0, -z)
+    log_p = log_sig.copy()
+    for label, col in zip(lc.labels, lc.label_cols):
+        for c in lc.class_cols[lc.labels.index(label)]:
+            log_p[:, c] = log_sig[:, c] + log_sig[:, col]                  # p(c) = P(c | l) p(l)
+    path = (log_p - np.log(-np.expm1(log_p))).astype(np.float32)           # the path logits
+    got = class_probabilities(path, lc, paths=True)
+    for l, cols in enumerate(lc.class_cols):
+        zc = z[:, cols]
+        want = np.exp(zc - zc.max(1, keepdims=True))
+        np.testing.assert_allclose(got[:, l], want / want.sum(1, keepdims=True), atol=2e-4)
+    plain = class_probabilities(path, lc)                                  # read as own logits: not the same
+    assert np.abs(plain - got).max() > 0.01
+    assert MODELS.get("local").path_scores({}) and MODELS.get("msml").path_scores({"conditional": True})
+    assert not any(MODELS.get(m).path_scores({}) for m in ("msml", "flat", "global", "tfidf"))
+
+
 def test_tiny_msml_trains_and_predicts_one_class_per_label(tiny_encoder, tmp_path):
     card = label_class_dataset(tmp_path / "data")
     cfg = write(tmp_path / "classes.toml", tiny_config_text(card, tiny_encoder, tmp_path, "tiny-classes"))

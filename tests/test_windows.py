@@ -135,7 +135,8 @@ def test_windows_in_bf16_score_near_fp32(run_config):
 
 
 def test_a_cached_windowed_run_trains_like_an_uncached_one_and_predicts(run_config, tmp_path):
-    """Windows of 8 tokens cut every tiny training text; without dropout caching changes nothing."""
+    """Windows of 8 tokens (6 of the text) cut the tiny training texts of 7 text tokens; without
+    dropout caching changes nothing."""
     base = ["train.epochs=1", "train.record_dir=''", "model.freeze_layers=1", NO_DROPOUT, "model.windows=true",
             "model.window_length=8", "model.window_stride=2"]
     plain = Trainer(load_config(run_config, base), tmp_path / "plain", quiet=True)
@@ -176,7 +177,9 @@ def test_a_windowed_model_exports_to_onnx_and_scores_like_torch(run_config, tmp_
     int8 = load_for_inference(best, "onnx-int8", threads=2).scores(texts)
     assert int8.shape == ref.shape and np.abs(int8 - ref).max() < 0.5
     streamed = list(predict_texts(load_for_inference(best, "onnx", threads=1), texts, chunk=2, all_scores=True))
-    for row, want in zip(streamed, predict_texts(torch_model, texts, all_scores=True)):
+    wanted = list(predict_texts(torch_model, texts, all_scores=True))
+    assert len(streamed) == len(wanted) == len(texts)
+    for row, want in zip(streamed, wanted):
         assert list(row["all_scores"].values()) == pytest.approx(list(want["all_scores"].values()), abs=1e-4)
 
 

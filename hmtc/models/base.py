@@ -9,6 +9,8 @@ A model, whatever it computes, offers
                                   0 the decision boundary; None settings: the model's own defaults
     one_pass                      True when ``hmtc train`` fits it with one ``fit(texts, labels,
                                   seed)`` call instead of the epoch loop (TF-IDF)
+    path_scores(options)          True when its scores are path logits, logit p(c) with
+                                  p(c) = P(c | parent) · p(parent) (local, conditional MSML)
 
 Checkpoint folders (:mod:`hmtc.checkpoint`) add the taxonomy, label index, config and decoding;
 models are found by name in the registry ``MODELS`` and nowhere else.
@@ -73,6 +75,12 @@ class Model(ABC):
 
     one_pass: ClassVar[bool] = False
     config_class: ClassVar[type]
+
+    @classmethod
+    def path_scores(cls, options: dict) -> bool:
+        """Whether a model of these ``model.options`` scores path logits (:mod:`hmtc.models.paths`)
+        rather than one logit per node trained on its own."""
+        return False
 
     @classmethod
     @abstractmethod

@@ -80,6 +80,10 @@ class LocalModel(EncoderModel):
 
     config_class = LocalConfig
 
+    @classmethod
+    def path_scores(cls, options: dict) -> bool:
+        return True
+
     def __init__(self, encoder: TextEncoder, index: TaxonomyIndex, config: LocalConfig):
         super().__init__()
         self.encoder, self.config = encoder, config

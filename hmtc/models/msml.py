@@ -185,6 +185,10 @@ class MSMLModel(EncoderModel):
 
     config_class = MSMLConfig
 
+    @classmethod
+    def path_scores(cls, options: dict) -> bool:
+        return bool(options.get("conditional", False))
+
     def __init__(self, encoder: TextEncoder, index: TaxonomyIndex, config: MSMLConfig):
         super().__init__()
         self.encoder, self.config = encoder, config
