@@ -411,6 +411,52 @@ def test_results_regenerate_identically_and_mark_goals(tmp_path):
     assert above[0] == "met" and "vs ng-svm-seeds · ng-svm-seeds-s43 · ng-svm-seeds-s44:" in above[1]
 
 
+def test_results_exclusive_goal_sets_the_marked_taxonomy_beside_the_default(tmp_path):
+    recs = tmp_path / "records"
+    recs.mkdir()
+    marked, plain = tmp_path / "ng-excl.tax", tmp_path / "ng.tax"
+    marked.write_text("root !exclusive\n  a\n  b\n", encoding="utf-8")
+    plain.write_text("root\n  a\n  b\n", encoding="utf-8")
+    (tmp_path / "20ng-msml.toml").write_text('name = "20ng-msml"\n[data]\ndataset = "20newsgroups"\n[model]\n'
+                                             'name = "msml"\nencoder = "me5-small"\n[train]\nepochs = 4\n'
+                                             '[decode]\ncomplete = false\n', encoding="utf-8")
+
+    def runs(name, em, taxonomy=None, seeds=(42, 43, 44)):
+        out = [r for r in _seeds(name, "20newsgroups", "msml", [(0.85, 0.85)] * 3) if r["seed"] in seeds]
+        for r, e in zip(out, em):
+            r["metrics"]["exact_match"] = e
+            r["metrics"]["leaf_micro_f1"] = r["metrics"]["leaf_macro_f1"] = e
+            if taxonomy:
+                r["config"]["data"]["taxonomy"] = str(taxonomy)
+        return out
+
+    def goal():
+        out = tmp_path / "RESULTS.md"
+        invoke(app, "results", "--records", recs, "--out", out)
+        rows = {(r[0], r[1][:22]): (r[2], r[3]) for r in _goal_rows(out.read_text(encoding="utf-8"))}
+        return rows[("20newsgroups", "exclusive sibling grou")]
+
+    _write(recs, *runs("20ng-msml", (0.80, 0.81, 0.82)))
+    assert goal()[0] == "not yet run"
+    # an unmarked taxonomy is another taxonomy, not the exclusive variant
+    _write(recs, *runs("ng-other-tax", (0.90, 0.91, 0.92), plain))
+    assert goal() == ("not yet run", "no run of 20ng-msml · 20ng-msml-s43 · 20ng-msml-s44's config on an "
+                                     "exclusive taxonomy")
+    # two seeds of three: no same-seed means, so no claim
+    _write(recs, *runs("ng-excl", (0.83, 0.84), marked, seeds=(42, 43)))
+    status, text = goal()
+    assert status == "not yet run" and "ran seeds [42, 43]" in text
+    _write(recs, *runs("ng-excl", (0.83, 0.84, 0.85), marked))
+    status, text = goal()
+    assert status == "met" and "exact_match 0.8400 vs 0.8100 (+3.00 points, Welch t = 3.7)" in text
+    _write(recs, *runs("ng-excl", (0.83, 0.84, 0.80), marked))     # mean 0.8233 > 0.81 ...
+    for r in recs.glob("ng-excl*.json"):                             # ... but leaf macro-F1 below
+        rec = json.loads(r.read_text(encoding="utf-8"))
+        rec["metrics"]["leaf_macro_f1"] = 0.5
+        r.write_text(json.dumps(rec), encoding="utf-8")
+    assert goal()[0] == "missed"
+
+
 def test_results_read_mean_records(tmp_path):
     from hmtc.record import aggregate_records
     recs = tmp_path / "records"
