@@ -449,6 +449,9 @@ def test_results_exclusive_goal_sets_the_marked_taxonomy_beside_the_default(tmp_
     _write(recs, *runs("ng-excl", (0.83, 0.84, 0.85), marked))
     status, text = goal()
     assert status == "met" and "exact_match 0.8400 vs 0.8100 (+3.00 points, Welch t = 3.7)" in text
+    _write(recs, *runs("ng-excl", (0.81, 0.82, 0.83), marked))     # +1 point, Welch t = 1.2: seed noise
+    status, text = goal()
+    assert status == "missed" and "(+1.00 points, Welch t = 1.2)" in text
     _write(recs, *runs("ng-excl", (0.83, 0.84, 0.80), marked))     # mean 0.8233 > 0.81 ...
     for r in recs.glob("ng-excl*.json"):                             # ... but leaf macro-F1 below
         rec = json.loads(r.read_text(encoding="utf-8"))
