@@ -76,6 +76,7 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
                   leaf or bool(dec.get("complete", False)))
     p = calibrated(scores, dec.get("temperatures"), index)
     cls = class_indices(keep, lc) if len(lc) else None
+    assert cls is None or (cls >= 0).all(), "decoding keeps at most one class of a label"
     softmax = checkpoint_class_probabilities(ckpt, scores, lc) if len(lc) else None
     at = iter(range(len(scored)))
     for i, item in enumerate(items):
@@ -137,7 +138,6 @@ def _classes(lc: LabelClasses, cls: np.ndarray | None, softmax: np.ndarray | Non
     if cls is None:
         return {}
     out = {}
-    assert (cls[r] >= 0).all(), "decoding keeps at most one class of a label"
     for l, (lab, names, c) in enumerate(zip(lc.labels, lc.classes, cls[r].tolist())):
         probs = {name: round(float(v), 4) for name, v in zip(names, softmax[r, l])}
         out[lab] = {"class": names[c], "score": probs[names[c]], "probs": probs}

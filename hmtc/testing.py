@@ -111,7 +111,6 @@ record_dir = "{folder / 'records'}"
 """
 
 
-
 def tiny_tfidf_config_text(dataset: Path, folder: Path, name: str = "tiny-tfidf") -> str:
     """A TF-IDF config over the tiny dataset, with the dev split of :func:`tiny_config_text`."""
     return f"""
@@ -127,6 +126,7 @@ epochs = 1
 output_dir = "{folder / 'runs'}"
 record_dir = "{folder / 'records'}"
 """
+
 
 # Per-label classes (docs/label-classes.md): each of WORDS' four concepts is a label whose intensity
 # is how many of its words a text holds; the words stay in the tiny encoder's vocabulary.
