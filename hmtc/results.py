@@ -364,9 +364,12 @@ def _reference_svm(g: Group) -> bool:
 
 
 def _newsgroups_goals(gs: list[Group]) -> list[list[str]]:
-    """MSML above TF-IDF + LinearSVC of the default's own protocol at every level; 20-class accuracy.
+    """MSML above TF-IDF + LinearSVC of its own protocol at every level; 20-class accuracy.
 
-    The default config fixes the protocol (its ``data.options``), so there is one default to judge."""
+    The default config fixes the protocol (its ``data.options``), so there is one default to judge;
+    the default's config run under another protocol (``data.options`` alone changed) is judged
+    beside TF-IDF of that protocol in a row of its own. The 0.895 bar is a raw-protocol figure, so
+    the accuracy goal reads the default alone."""
     goal = "the default MSML above TF-IDF + LinearSVC of the same protocol at every level (micro- and macro-F1, means)"
     goal_acc = (f"the default MSML's 20-class accuracy ≥ {NEWSGROUPS_ACCURACY} (exact match of the whole path, "
                 f"{MIN_SEEDS}-seed means)")
@@ -375,22 +378,40 @@ def _newsgroups_goals(gs: list[Group]) -> list[list[str]]:
         return [["20newsgroups", g, NOT_RUN, "no default MSML run"] for g in (goal, goal_acc, EXCLUSIVE_GOAL)]
     m = mine[0]
     name = f"{m.name} ({protocol(m)}, n = {m.n}{_few(m)})"
-    base = [g for g in gs if _reference_svm(g) and protocol(g) == protocol(m)]
-    if base:
-        # the TF-IDF set trained beside the default's own seeds (their dev splits), else the most seeds
-        b = min(base, key=lambda g: (g.seeds != m.seeds, -g.n, g.name))
-        levels = range(1, b.depth + 1)
-        margin = min((m.level(k, a) or (0.0, 0))[0] - b.level(k, a)[0] for k in levels for a in ("micro", "macro"))
-        figures = "; ".join(f"L{k} {m.level(k, 'micro')[0]:.4f} / {m.level(k)[0]:.4f} vs "
-                            f"{b.level(k, 'micro')[0]:.4f} / {b.level(k)[0]:.4f}" for k in levels)
-        rows = [["20newsgroups", goal, _seeded(m, margin > 0), f"{name} vs {b.name}: {figures}"]]
-    else:
-        rows = [["20newsgroups", goal, NOT_RUN, f"{name}: no TF-IDF + LinearSVC run of its protocol"]]
     acc = m.stat("exact_match")
-    rows.append(["20newsgroups", goal_acc, _seeded(m, acc[0] >= NEWSGROUPS_ACCURACY) if acc else NOT_RUN,
-                 f"{name}: {acc[0]:.4f}" if acc else f"{name}: no exact match recorded"])
-    rows.append(["20newsgroups", *_exclusive_goal(m, gs)])
-    return rows
+    return [["20newsgroups", goal, *_above_svm(m, gs)],
+            ["20newsgroups", goal_acc, _seeded(m, acc[0] >= NEWSGROUPS_ACCURACY) if acc else NOT_RUN,
+             f"{name}: {acc[0]:.4f}" if acc else f"{name}: no exact match recorded"],
+            ["20newsgroups", *_exclusive_goal(m, gs)],
+            *[["20newsgroups", goal, *_above_svm(g, gs)] for g in _other_protocols(m, gs)]]
+
+
+def _above_svm(m: Group, gs: list[Group]) -> list[str]:
+    """(status, measured): ``m``'s means against TF-IDF + LinearSVC of ``m``'s protocol at every
+    level, micro- and macro-F1."""
+    name = f"{m.name} ({protocol(m)}, n = {m.n}{_few(m)})"
+    base = [g for g in gs if _reference_svm(g) and protocol(g) == protocol(m)]
+    if not base:
+        return [NOT_RUN, f"{name}: no TF-IDF + LinearSVC run of its protocol"]
+    # the TF-IDF set trained beside m's own seeds (their dev splits), else the most seeds
+    b = min(base, key=lambda g: (g.seeds != m.seeds, -g.n, g.name))
+    levels = range(1, b.depth + 1)
+    margin = min((m.level(k, a) or (0.0, 0))[0] - b.level(k, a)[0] for k in levels for a in ("micro", "macro"))
+    figures = "; ".join(f"L{k} {m.level(k, 'micro')[0]:.4f} / {m.level(k)[0]:.4f} vs "
+                        f"{b.level(k, 'micro')[0]:.4f} / {b.level(k)[0]:.4f}" for k in levels)
+    return [_seeded(m, margin > 0), f"{name} vs {b.name}: {figures}"]
+
+
+def _other_protocols(m: Group, gs: list[Group]) -> list[Group]:
+    """The default's config under each other protocol: MSML groups that differ from ``m`` in
+    ``data.options`` alone, the set with the most seeds per protocol, in protocol order."""
+    found: dict[str, Group] = {}
+    for g in sorted(gs, key=lambda g: (g.n, g.name)):
+        changed = _changed(g, m)
+        if g.model == "msml" and changed and all(k.startswith("data.options.") for k in changed) \
+                and protocol(g) != protocol(m):
+            found[protocol(g)] = g
+    return [found[p] for p in sorted(found)]
 
 
 def _exclusive_goal(m: Group, gs: list[Group]) -> list[str]:
@@ -413,10 +434,14 @@ def _exclusive_goal(m: Group, gs: list[Group]) -> list[str]:
     return [EXCLUSIVE_GOAL, _seeded(g, ok), f"{g.name} (n = {g.n}{_few(g)}) vs {m.name}: {figures}"]
 
 
+def _changed(g: Group, m: Group) -> set[str]:
+    """The settings in which ``g`` differs from ``m``."""
+    return {k for k in set(g.settings) | set(m.settings) if g.settings.get(k) != m.settings.get(k)}
+
+
 def _only_taxonomy(g: Group, m: Group) -> bool:
     """``g`` and ``m`` differ in their taxonomy file and nothing else that trains or decodes."""
-    keys = set(g.settings) | set(m.settings)
-    return {k for k in keys if g.settings.get(k) != m.settings.get(k)} == {"data.taxonomy"}
+    return _changed(g, m) == {"data.taxonomy"}
 
 
 def _marks_exclusive(path: str | None) -> bool:

@@ -460,6 +460,43 @@ def test_results_exclusive_goal_sets_the_marked_taxonomy_beside_the_default(tmp_
     assert goal()[0] == "missed"
 
 
+def test_results_judge_the_default_under_each_protocol_beside_tfidf_of_that_protocol(tmp_path):
+    recs = tmp_path / "records"
+    recs.mkdir()
+    (tmp_path / "20ng-msml.toml").write_text('name = "20ng-msml"\n[data]\ndataset = "20newsgroups"\n[model]\n'
+                                             'name = "msml"\nencoder = "me5-small"\n[train]\nepochs = 4\n'
+                                             '[decode]\ncomplete = false\n', encoding="utf-8")
+    clean = {"remove": ["headers", "footers", "quotes"]}
+
+    def runs(name, levels, protocol=None, model="msml", **kw):
+        out = _seeds(name, "20newsgroups", model, [(0.85, 0.85)] * 3, levels=levels, **kw)
+        for r in out:
+            if protocol:
+                r["config"]["data"]["options"] = clean
+                r["dataset_protocol"] = protocol
+        return out
+
+    def above():
+        out = tmp_path / "RESULTS.md"
+        invoke(app, "results", "--records", recs, "--out", out)
+        return [(r[2], r[3]) for r in _goal_rows(out.read_text(encoding="utf-8"))
+                if r[1].startswith("the default MSML above")]
+
+    _write(recs, *runs("20ng-msml", [(0.91, 0.91), (0.81, 0.79)]),
+           *runs("ng-svm", [(0.92, 0.92), (0.82, 0.80)], model="tfidf", classifier="svm"),
+           *runs("ng-svm-clean", [(0.80, 0.75), (0.70, 0.65)], "cleaned", model="tfidf", classifier="svm"))
+    assert [s for s, _ in above()] == ["missed"]           # no MSML run of the cleaned protocol yet
+    # the default's config with headers, footers and quotes removed: judged beside TF-IDF of that protocol
+    _write(recs, *runs("20ng-msml-clean", [(0.82, 0.77), (0.71, 0.66)], "cleaned"),
+           # another protocol and another change: not the default under that protocol
+           *runs("ng-clean-e9", [(0.70, 0.60), (0.60, 0.50)], "cleaned", epochs=9))
+    (raw, raw_text), (cleaned, cleaned_text) = above()
+    assert raw == "missed" and "(raw, n = 3) vs ng-svm · " in raw_text
+    assert cleaned == "met" and cleaned_text.startswith("20ng-msml-clean · 20ng-msml-clean-s43 · "
+                                                        "20ng-msml-clean-s44 (cleaned, n = 3) vs ng-svm-clean · ")
+    assert "L2 0.7100 / 0.6600 vs 0.7000 / 0.6500" in cleaned_text
+
+
 def test_results_read_mean_records(tmp_path):
     from hmtc.record import aggregate_records
     recs = tmp_path / "records"
