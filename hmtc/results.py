@@ -379,11 +379,10 @@ def _newsgroups_goals(gs: list[Group]) -> list[list[str]]:
     m = mine[0]
     name = f"{m.name} ({protocol(m)}, n = {m.n}{_few(m)})"
     acc = m.stat("exact_match")
-    return [["20newsgroups", goal, *_above_svm(m, gs)],
+    return [*[["20newsgroups", goal, *_above_svm(g, gs)] for g in [m, *_other_protocols(m, gs)]],
             ["20newsgroups", goal_acc, _seeded(m, acc[0] >= NEWSGROUPS_ACCURACY) if acc else NOT_RUN,
              f"{name}: {acc[0]:.4f}" if acc else f"{name}: no exact match recorded"],
-            ["20newsgroups", *_exclusive_goal(m, gs)],
-            *[["20newsgroups", goal, *_above_svm(g, gs)] for g in _other_protocols(m, gs)]]
+            ["20newsgroups", *_exclusive_goal(m, gs)]]
 
 
 def _above_svm(m: Group, gs: list[Group]) -> list[str]:
@@ -396,20 +395,22 @@ def _above_svm(m: Group, gs: list[Group]) -> list[str]:
     # the TF-IDF set trained beside m's own seeds (their dev splits), else the most seeds
     b = min(base, key=lambda g: (g.seeds != m.seeds, -g.n, g.name))
     levels = range(1, b.depth + 1)
-    margin = min((m.level(k, a) or (0.0, 0))[0] - b.level(k, a)[0] for k in levels for a in ("micro", "macro"))
+    missing = [k for k in levels if any(g.level(k, a) is None for g in (m, b) for a in ("micro", "macro"))]
+    if missing:
+        return [NOT_RUN, f"{name} or {b.name}: no level {missing[0]} figures in every seed"]
+    margin = min(m.level(k, a)[0] - b.level(k, a)[0] for k in levels for a in ("micro", "macro"))
     figures = "; ".join(f"L{k} {m.level(k, 'micro')[0]:.4f} / {m.level(k)[0]:.4f} vs "
                         f"{b.level(k, 'micro')[0]:.4f} / {b.level(k)[0]:.4f}" for k in levels)
     return [_seeded(m, margin > 0), f"{name} vs {b.name}: {figures}"]
 
 
 def _other_protocols(m: Group, gs: list[Group]) -> list[Group]:
-    """The default's config under each other protocol: MSML groups that differ from ``m`` in
-    ``data.options`` alone, the set with the most seeds per protocol, in protocol order."""
+    """The default's config under each other protocol: MSML groups that differ from ``m`` in the
+    reader's ``remove`` option alone (what the protocol names), the set with the most seeds per
+    protocol, in protocol order."""
     found: dict[str, Group] = {}
     for g in sorted(gs, key=lambda g: (g.n, g.name)):
-        changed = _changed(g, m)
-        if g.model == "msml" and changed and all(k.startswith("data.options.") for k in changed) \
-                and protocol(g) != protocol(m):
+        if g.model == "msml" and _changed(g, m) == {"data.options.remove"} and protocol(g) != protocol(m):
             found[protocol(g)] = g
     return [found[p] for p in sorted(found)]
 

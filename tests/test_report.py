@@ -488,13 +488,20 @@ def test_results_judge_the_default_under_each_protocol_beside_tfidf_of_that_prot
     assert [s for s, _ in above()] == ["missed"]           # no MSML run of the cleaned protocol yet
     # the default's config with headers, footers and quotes removed: judged beside TF-IDF of that protocol
     _write(recs, *runs("20ng-msml-clean", [(0.82, 0.77), (0.71, 0.66)], "cleaned"),
-           # another protocol and another change: not the default under that protocol
-           *runs("ng-clean-e9", [(0.70, 0.60), (0.60, 0.50)], "cleaned", epochs=9))
+           # the cleaned protocol and another change: not the default under that protocol
+           *runs("20ng-msml-clean-e9", [(0.70, 0.60), (0.60, 0.50)], "cleaned", epochs=9))
     (raw, raw_text), (cleaned, cleaned_text) = above()
+    assert "clean-e9" not in raw_text + cleaned_text
     assert raw == "missed" and "(raw, n = 3) vs ng-svm · " in raw_text
     assert cleaned == "met" and cleaned_text.startswith("20ng-msml-clean · 20ng-msml-clean-s43 · "
                                                         "20ng-msml-clean-s44 (cleaned, n = 3) vs ng-svm-clean · ")
     assert "L2 0.7100 / 0.6600 vs 0.7000 / 0.6500" in cleaned_text
+    # a reference one level deeper than the runs: no claim, not a crash
+    _write(recs, *runs("ng-svm-clean", [(0.80, 0.75), (0.70, 0.65), (0.6, 0.6)], "cleaned", model="tfidf",
+                       classifier="svm"))
+    assert above()[1] == ("not yet run", "20ng-msml-clean · 20ng-msml-clean-s43 · 20ng-msml-clean-s44 "
+                                         "(cleaned, n = 3) or ng-svm-clean · ng-svm-clean-s43 · "
+                                         "ng-svm-clean-s44: no level 3 figures in every seed")
 
 
 def test_results_read_mean_records(tmp_path):
