@@ -357,6 +357,11 @@ def protocol(g: Group) -> str:
     return g.source.get("dataset_protocol") or g.records[0].get("dataset_protocol") or "raw"
 
 
+def _with_protocol(g: Group) -> str:
+    """``name (protocol, n = 3)``: how a 20NG goal names the runs it reads."""
+    return f"{g.name} ({protocol(g)}, n = {g.n}{_few(g)})"
+
+
 def _reference_svm(g: Group) -> bool:
     """The model-free reference with linear SVMs: a model fitted in one pass (TF-IDF)."""
     return g.model in MODELS and MODELS.get(g.model).one_pass and \
@@ -377,7 +382,7 @@ def _newsgroups_goals(gs: list[Group]) -> list[list[str]]:
     if not mine:
         return [["20newsgroups", g, NOT_RUN, "no default MSML run"] for g in (goal, goal_acc, EXCLUSIVE_GOAL)]
     m = mine[0]
-    name = f"{m.name} ({protocol(m)}, n = {m.n}{_few(m)})"
+    name = _with_protocol(m)
     acc = m.stat("exact_match")
     return [*[["20newsgroups", goal, *_above_svm(g, gs)] for g in [m, *_other_protocols(m, gs)]],
             ["20newsgroups", goal_acc, _seeded(m, acc[0] >= NEWSGROUPS_ACCURACY) if acc else NOT_RUN,
@@ -388,7 +393,7 @@ def _newsgroups_goals(gs: list[Group]) -> list[list[str]]:
 def _above_svm(m: Group, gs: list[Group]) -> list[str]:
     """(status, measured): ``m``'s means against TF-IDF + LinearSVC of ``m``'s protocol at every
     level, micro- and macro-F1."""
-    name = f"{m.name} ({protocol(m)}, n = {m.n}{_few(m)})"
+    name = _with_protocol(m)
     base = [g for g in gs if _reference_svm(g) and protocol(g) == protocol(m)]
     if not base:
         return [NOT_RUN, f"{name}: no TF-IDF + LinearSVC run of its protocol"]

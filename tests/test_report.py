@@ -411,15 +411,20 @@ def test_results_regenerate_identically_and_mark_goals(tmp_path):
     assert above[0] == "met" and "vs ng-svm-seeds · ng-svm-seeds-s43 · ng-svm-seeds-s44:" in above[1]
 
 
+def _write_ng_default(folder):
+    """20NG's default MSML config beside the records: the settings ``_seeds`` records run under."""
+    (folder / "20ng-msml.toml").write_text('name = "20ng-msml"\n[data]\ndataset = "20newsgroups"\n[model]\n'
+                                           'name = "msml"\nencoder = "me5-small"\n[train]\nepochs = 4\n'
+                                           '[decode]\ncomplete = false\n', encoding="utf-8")
+
+
 def test_results_exclusive_goal_sets_the_marked_taxonomy_beside_the_default(tmp_path):
     recs = tmp_path / "records"
     recs.mkdir()
     marked, plain = tmp_path / "ng-excl.tax", tmp_path / "ng.tax"
     marked.write_text("root !exclusive\n  a\n  b\n", encoding="utf-8")
     plain.write_text("root\n  a\n  b\n", encoding="utf-8")
-    (tmp_path / "20ng-msml.toml").write_text('name = "20ng-msml"\n[data]\ndataset = "20newsgroups"\n[model]\n'
-                                             'name = "msml"\nencoder = "me5-small"\n[train]\nepochs = 4\n'
-                                             '[decode]\ncomplete = false\n', encoding="utf-8")
+    _write_ng_default(tmp_path)
 
     def runs(name, em, taxonomy=None, seeds=(42, 43, 44)):
         out = [r for r in _seeds(name, "20newsgroups", "msml", [(0.85, 0.85)] * 3) if r["seed"] in seeds]
@@ -463,9 +468,7 @@ def test_results_exclusive_goal_sets_the_marked_taxonomy_beside_the_default(tmp_
 def test_results_judge_the_default_under_each_protocol_beside_tfidf_of_that_protocol(tmp_path):
     recs = tmp_path / "records"
     recs.mkdir()
-    (tmp_path / "20ng-msml.toml").write_text('name = "20ng-msml"\n[data]\ndataset = "20newsgroups"\n[model]\n'
-                                             'name = "msml"\nencoder = "me5-small"\n[train]\nepochs = 4\n'
-                                             '[decode]\ncomplete = false\n', encoding="utf-8")
+    _write_ng_default(tmp_path)
     clean = {"remove": ["headers", "footers", "quotes"]}
 
     def runs(name, levels, protocol=None, model="msml", **kw):
