@@ -93,6 +93,16 @@ class DataConfig:
     max_length: int = _key(128, "tokens kept per text, its special tokens included; beyond the encoder's positions "
                                 "only with model.windows", _range(1))
     train_limit: int = _key(0, "use only the first N training samples (0: all)", _range(0))
+    shots: Literal["all"] | int = _key("all", "few-shot protocol: K training texts per node, drawn per seed "
+                                              "(hmtc.data.sampling; 0: none, names only)",
+                                       Bound(lambda v: v == "all" or v >= 0, "(\"all\" or >= 0)"))
+    dev_shots: Literal["shots", "all"] | int = _key("shots", "dev texts per node with data.shots, drawn apart from "
+                                                             "the training texts (\"shots\": as many as data.shots; "
+                                                             "\"all\": the whole dev split)",
+                                                    Bound(lambda v: v in ("shots", "all") or v >= 0,
+                                                          "(\"shots\", \"all\" or >= 0)"))
+    train_fraction: float = _key(1.0, "share of the training split kept, drawn per seed after dev is set aside "
+                                      "(1: all)", _range(0, 1, low_open=True))
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,12 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     n_infer = sum(len(data.texts[s]) for s in {"dev", eval_split})
     d, index = cfg["decode"], data.index
     method, single, one, complete = d["method"], data.single_path, data.at_least_one, data.complete
-    if d["threshold"] == "tune":
+    no_dev = not len(data.labels["dev"])        # a few-shot protocol without dev texts: nothing is tuned
+    if no_dev:
+        scores["dev"] = np.zeros((0, index.n_nodes), dtype=np.float32)
+    if d["threshold"] == "tune" and no_dev:
+        threshold = 0.0
+    elif d["threshold"] == "tune":
         threshold = tune_global_threshold(scores["dev"], data.labels["dev"], index, method, single,
                                           at_least_one=one, complete=complete)
     else:
@@ -96,9 +101,9 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     uncompleted = decoded if not complete else decode(scores[eval_split], index, method, thr, single, one)
     after = evaluate(gold, decoded, index)
     before = evaluate(gold, raw, index, include_per_label=False)
-    dev = evaluate(data.labels["dev"], decode(scores["dev"], index, method, thr, single, one, complete), index,
-                   include_per_label=False)
-    temperatures = fit_temperatures(scores["dev"], data.labels["dev"], index)
+    dev = None if no_dev else evaluate(data.labels["dev"], decode(scores["dev"], index, method, thr, single, one,
+                                                                  complete), index, include_per_label=False)
+    temperatures = [1.0] * index.depth if no_dev else fit_temperatures(scores["dev"], data.labels["dev"], index)
     before_cal, after_cal = calibrated(scores[eval_split], None, index), calibrated(scores[eval_split], temperatures, index)
     calibration = {"temperatures": temperatures, "ece_before": ece(before_cal, gold), "ece_after": ece(after_cal, gold),
                    "reliability_before": reliability(before_cal, gold), "reliability_after": reliability(after_cal, gold)}
@@ -108,6 +113,7 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
                   "stopped_early": float(stops_early(uncompleted, index).mean()) if len(gold) else 0.0,
                   "per_label_thresholds": np.asarray(thr).tolist() if d["per_label"] else None}
     metrics = {"split": eval_split, "test": after, "dev": dev, "decode": decode_cfg, "calibration": calibration,
+               **({"sampling": data.sampling} if data.sampling else {}),
                "before_decoding": {k: before[k] for k in SUMMARY_KEYS},
                "consistency": {"before": {k: before[k] for k in ("inconsistent_samples", "orphan_nodes")},
                                "after": {k: after[k] for k in ("inconsistent_samples", "orphan_nodes")}},
@@ -128,7 +134,8 @@ def check_same_taxonomy(ckpt, cfg: dict) -> None:
     """Refuse a dataset whose taxonomy differs from the one the checkpoint was trained on: its
     labels would land on other columns or nowhere."""
     own = taxonomy_for(cfg)
-    changes = ckpt.taxonomy.diff(own)
+    # a description is no label: a model trained before one was written scores the same columns
+    changes = [c for c in ckpt.taxonomy.diff(own) if ": description " not in c]
     if changes:
         raise HmtcError(f"the dataset's taxonomy differs from the one the model was trained on ({len(changes)} "
                         f"change(s), model -> dataset): {'; '.join(changes[:5])}"
@@ -228,5 +235,6 @@ def build_record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, s
         "before_decoding": metrics["before_decoding"], "decode": {k: v for k, v in metrics["decode"].items()
                                                                 if k != "per_label_thresholds"},
         "inference": metrics["inference"], "history": state.get("history", []), "config": cfg,
+        **({"sampling": metrics["sampling"]} if metrics.get("sampling") else {}),
         "run_dir": str(run_dir),
     } | ({"weights_tuned": run_meta["weights_tuned"]} if "weights_tuned" in run_meta else {})

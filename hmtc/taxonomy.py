@@ -7,6 +7,7 @@ File format (``.tax``), one node per line, made to be edited by hand and to diff
       灾害/意外
         灾害/意外-坍/垮塌 "坍/垮塌"
         灾害/意外-地震 "地震"
+          > 地面剧烈震动，房屋倒塌，人员伤亡
       shared-child-example
         &灾害/意外-地震
 
@@ -18,6 +19,11 @@ File format (``.tax``), one node per line, made to be edited by hand and to diff
   but not ``"`` nor start with ``&`` or ``#``.
 * ``&ID`` adds one more parent to a node defined elsewhere (this is how a DAG is written);
   a reference has no children and no name.
+* ``> description`` on the line right after a node's definition, one level deeper, gives the
+  node a one-line description (free text: quotes, ``&``, ``#`` and ``!exclusive`` are plain
+  words there); zero-shot models read it beside the display name
+  (:mod:`hmtc.models.zeroshot`). Every edit carries it with its node, as it does the display
+  name; a reference takes none, and an id cannot start with ``>``.
 * ``ID !exclusive`` or ``ID "display name" !exclusive`` (the mark last, after one or more
   spaces) says that the node's children are mutually exclusive: a text belongs to at most one
   of them. On the root's line it makes the level-1 nodes one such group. A reference takes no
@@ -101,6 +107,8 @@ class TaxonomyIndex:
     exclusive_children : ndarray of int64, shape (G, max(1, max group size))
         Columns of each group's children, ascending, padded with -1. ``G = 0`` for a taxonomy
         without marks.
+    descriptions : tuple of str
+        Each node's one-line description (``""`` where it has none).
     """
 
     ids: tuple[str, ...]
@@ -114,6 +122,7 @@ class TaxonomyIndex:
     is_tree: bool
     exclusive_parent: np.ndarray
     exclusive_children: np.ndarray
+    descriptions: tuple[str, ...] = ()
 
     @property
     def n_nodes(self) -> int:
@@ -247,8 +256,25 @@ class Taxonomy:
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
+        described: str | None = None          # the node defined on the line just above, if any
         for no, raw in enumerate(lines, 1):
             stripped = raw.strip()
+            if stripped.startswith(">"):
+                indent = len(raw) - len(raw.lstrip(" "))
+                if described is None:
+                    raise err("a description (> text) belongs right after its node's line (not after a "
+                              "reference, a comment or another description)", no)
+                if indent != 2 * (len(stack)):
+                    raise err(f"a description is indented one level below its node {described!r} "
+                              f"({2 * len(stack)} spaces)", no, described)
+                text = stripped[1:].strip()
+                if not text or raw != " " * indent + "> " + text:
+                    raise err("a description reads '> text': one space after '>', no trailing spaces", no,
+                              described)
+                g.nodes[described]["description"] = text
+                described = None
+                continue
+            described = None
             if not stripped or stripped.startswith("#"):
                 pending.append(raw)
                 continue
@@ -278,6 +304,7 @@ class Taxonomy:
                 g.add_node(node, **attrs)
                 defined[node] = no
                 stack = [(node, False)]
+                described = node
                 continue
             if g.graph["root"] is None:
                 raise err("the first node line must be the root, at indent 0", no, node)
@@ -306,6 +333,7 @@ class Taxonomy:
                 defined[node] = no
                 g.add_node(node, **attrs)
                 order.append((parent, node, pending, no))
+                described = node
             pending = []
         if g.graph["root"] is None:
             raise TaxonomyError("no root: the file has no node line", path, len(lines) or None)
@@ -337,6 +365,7 @@ class Taxonomy:
         g, root = self.graph, self.root
         out = list(g.graph.get("lead", []))
         out.append(self._node_line(root, 0, False))
+        out.extend(self._description_line(root, 0))
         seen = {root}
         stack = [(c, 1) for c in reversed(list(g.successors(root)))]
         parents = [root] * len(stack)
@@ -348,6 +377,7 @@ class Taxonomy:
             out.append(self._node_line(node, depth, ref))
             if ref:
                 continue
+            out.extend(self._description_line(node, depth))
             seen.add(node)
             kids = list(g.successors(node))
             stack.extend((c, depth + 1) for c in reversed(kids))
@@ -361,6 +391,10 @@ class Taxonomy:
         name = self.graph.nodes[node].get("name")
         return ("  " * depth + node + (f' "{name}"' if name is not None else "")
                 + (" " + EXCLUSIVE if self.is_exclusive(node) else ""))
+
+    def _description_line(self, node: str, depth: int) -> list[str]:
+        text = self.graph.nodes[node].get("description")
+        return [] if text is None else ["  " * (depth + 1) + "> " + text]
 
     def save(self, path: str | Path | None = None) -> Path:
         """Validate, then write the canonical form atomically (write aside, then rename)."""
@@ -401,6 +435,10 @@ class Taxonomy:
 
     def name(self, node: str) -> str:
         return self.graph.nodes[node].get("name") or node
+
+    def description(self, node: str) -> str:
+        """The node's one-line description (``""`` where it has none)."""
+        return self.graph.nodes[node].get("description") or ""
 
     def parents(self, node: str) -> list[str]:
         return [p for p in self.graph.predecessors(node) if p != self.root]
@@ -447,8 +485,8 @@ class Taxonomy:
         if g.in_degree(self.root):
             raise TaxonomyError("the root cannot have a parent", path, item=self.root)
         for n in g:
-            if '"' in n or n != n.strip() or not n or n.startswith(("&", "#")) or "\n" in n:
-                raise TaxonomyError(f"invalid id {n!r}: no quotes or newlines, no leading & or #, "
+            if '"' in n or n != n.strip() or not n or n.startswith(("&", "#", ">")) or "\n" in n:
+                raise TaxonomyError(f"invalid id {n!r}: no quotes or newlines, no leading &, # or >, "
                                     "no surrounding spaces", path, item=n)
             if _ENDS_IN_MARK.search(n):
                 raise TaxonomyError(f"invalid id {n!r}: it would read back as the {EXCLUSIVE} mark",
@@ -456,12 +494,16 @@ class Taxonomy:
             name = g.nodes[n].get("name")
             if name is not None and ('"' in name or "\n" in name):
                 raise TaxonomyError(f"invalid display name {name!r}", path, item=n)
+            text = g.nodes[n].get("description")
+            if text is not None and (not text or text != text.strip() or "\n" in text or "\r" in text):
+                raise TaxonomyError(f"invalid description {text!r}: one line, not empty, no surrounding spaces",
+                                    path, item=n)
 
     def compile(self) -> TaxonomyIndex:
         """Compile into :class:`TaxonomyIndex`, cached while the graph's nodes, display names,
         exclusive marks and edges (in order) stay as they are, however the graph was edited."""
         key = (tuple(self.graph.nodes(data="name")), tuple(self.graph.nodes(data="exclusive")),
-               tuple(self.graph.edges))
+               tuple(self.graph.nodes(data="description")), tuple(self.graph.edges))
         if getattr(self, "_compiled_key", None) == key:
             return self._compiled
         lv = self.levels()
@@ -493,7 +535,8 @@ class Taxonomy:
             parent_ptr=ptr, parent_idx=pidx, parents_padded=padded,
             leaf_mask=np.array([self.graph.out_degree(n) == 0 for n in ids], dtype=bool),
             ancestors=anc, is_tree=self.is_tree,
-            exclusive_parent=np.array([pos[h] for h in heads], dtype=np.int64), exclusive_children=groups)
+            exclusive_parent=np.array([pos[h] for h in heads], dtype=np.int64), exclusive_children=groups,
+            descriptions=tuple(self.description(n) for n in ids))
         self._compiled_key = key
         return self._compiled
 
@@ -522,8 +565,9 @@ class Taxonomy:
             raise TaxonomyError(f"unknown {what} {node!r}", self.path, item=node)
 
     def add(self, node: str, parents: Sequence[str] | str | None = None,
-            name: str | None = None, exclusive: bool = False) -> "Taxonomy":
-        """Add ``node`` under ``parents`` (default: the root); ``exclusive`` marks it."""
+            name: str | None = None, exclusive: bool = False, description: str | None = None) -> "Taxonomy":
+        """Add ``node`` under ``parents`` (default: the root); ``exclusive`` marks it; ``description``
+        is its one-line description."""
         parents = [parents] if isinstance(parents, str) else list(parents or [self.root])
         if node in self.graph:
             raise TaxonomyError(f"duplicate id {node!r}: it already exists", self.path, item=node)
@@ -531,7 +575,8 @@ class Taxonomy:
             self._need(p, "parent")
         t = self.copy()
         t.graph.add_node(node, **({"name": name} if name is not None else {}),
-                         **({"exclusive": True} if exclusive else {}))
+                         **({"exclusive": True} if exclusive else {}),
+                         **({"description": description} if description is not None else {}))
         for p in parents:
             t.graph.add_edge(p, node, lead=[])
         return t._checked()
@@ -570,8 +615,9 @@ class Taxonomy:
         return t._checked()
 
     def rename(self, node: str, new_id: str | None = None, name: str | None = None,
-               clear_name: bool = False) -> "Taxonomy":
-        """Change a node's id (keeping its place and order) and/or its display name."""
+               clear_name: bool = False, description: str | None = None) -> "Taxonomy":
+        """Change a node's id (keeping its place and order), its display name and/or its description
+        (``""`` clears it)."""
         self._need(node)
         t = self.copy()
         if new_id is not None and new_id != node:
@@ -585,6 +631,10 @@ class Taxonomy:
             attrs.pop("name", None)
         elif name is not None:
             attrs["name"] = name
+        if description == "":
+            attrs.pop("description", None)
+        elif description is not None:
+            attrs["description"] = description
         return t._checked()
 
     def set_exclusive(self, nodes: Sequence[str] | str, exclusive: bool = True) -> "Taxonomy":
@@ -618,7 +668,8 @@ class Taxonomy:
         return t._checked()
 
     def merge(self, source: str, target: str) -> "Taxonomy":
-        """Fold ``source`` into ``target``: its children and parents join ``target``'s.
+        """Fold ``source`` into ``target``: its children and parents join ``target``'s; ``target``
+        keeps its own description, or takes the source's when it has none.
 
         ``target`` ends marked exclusive when each of the two that has children is marked (the
         merged children are exclusive only if both sides' were claimed so); when neither has
@@ -639,6 +690,8 @@ class Taxonomy:
             g.nodes[target]["exclusive"] = True
         else:
             g.nodes[target].pop("exclusive", None)
+        if "description" in g.nodes[source]:
+            g.nodes[target].setdefault("description", g.nodes[source]["description"])
         for c in list(g.successors(source)):
             if not g.has_edge(target, c):
                 g.add_edge(target, c, lead=[])
@@ -654,8 +707,8 @@ class Taxonomy:
 
     # ---- comparison ---------------------------------------------------------------------
     def diff(self, other: "Taxonomy") -> list[str]:
-        """Structural differences from ``self`` to ``other``: added, removed, moved, renamed, and
-        exclusive marks set or cleared (the root's too)."""
+        """Structural differences from ``self`` to ``other``: added, removed, moved, renamed,
+        descriptions changed, and exclusive marks set or cleared (the root's too)."""
         a, b = self.graph, other.graph
         out = []
         for n in other.nodes:
@@ -673,6 +726,9 @@ class Taxonomy:
                     out.append(f"~ {n}: parents {pa or [self.root]} -> {pb or [other.root]}")
                 if a.nodes[n].get("name") != b.nodes[n].get("name"):
                     out.append(f"~ {n}: name {a.nodes[n].get('name')!r} -> {b.nodes[n].get('name')!r}")
+            if a.nodes[n].get("description") != b.nodes[n].get("description"):
+                out.append(f"~ {n}: description {a.nodes[n].get('description')!r} -> "
+                           f"{b.nodes[n].get('description')!r}")
             if self.is_exclusive(n) != other.is_exclusive(n):
                 out.append(f"~ {n}: exclusive {_on(self.is_exclusive(n))} -> {_on(other.is_exclusive(n))}")
         return out

@@ -152,6 +152,9 @@ class Trainer:
                             self.run_dir)
         if t["frozen_store"] and not t["cache_frozen"]:
             raise ConfigError("train.frozen_store stores the states of train.cache_frozen: set cache_frozen = true")
+        if cfg["data"].get("shots") == 0 and MODELS.get(cfg["model"]["name"]).needs_examples:
+            raise ConfigError(f"data.shots = 0 leaves no training text for model {cfg['model']['name']!r}; "
+                              "model.name = \"zeroshot\" scores from the taxonomy's names alone")
         if MODELS.get(cfg["model"]["name"]).one_pass:
             if self.resume:
                 raise HmtcError(f"a {cfg['model']['name']} run is fitted in one pass; there is nothing to resume",
@@ -280,23 +283,28 @@ class Trainer:
         atomic_write_json(self.run_dir / "run.json", {"command": command_line(), "git_commit": git_commit(),
                                                       "started": now(), "machine": machine_info()})
         n_train = len(data.texts["train"])
+        for note in data.notes:
+            self.console.print(f"note: {escape(note)}")
         self.console.print(f"[bold]{escape(cfg['name'])}[/]: {n_train} train / {len(data.texts['dev'])} dev, "
                            f"{data.index.n_nodes} nodes in {data.index.depth} levels, {cfg['model']['name']}; "
                            f"setup {time.time() - t0:.1f}s")
         t1 = time.time()
         model.fit(data.texts["train"], data.labels["train"], t["seed"])
         seconds = time.time() - t1
-        pred = decode(model.scores(data.texts["dev"]), data.index, cfg["decode"]["method"], 0.0, data.single_path)
-        dev = evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
-        rec = {"epoch": 1, "seconds": round(seconds, 1), "samples_per_s": round(n_train / seconds, 2),
-               "dev_micro_f1": dev["micro_f1"], "dev_macro_f1": dev["macro_f1"]}
+        rec = {"epoch": 1, "seconds": round(seconds, 1), "samples_per_s": round(n_train / max(seconds, 1e-9), 2)}
+        if data.texts["dev"]:         # a few-shot protocol may leave no dev text (data.dev_shots = 0)
+            pred = decode(model.scores(data.texts["dev"]), data.index, cfg["decode"]["method"], 0.0, data.single_path)
+            dev = evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
+            rec |= {"dev_micro_f1": dev["micro_f1"], "dev_macro_f1": dev["macro_f1"]}
         state = {"epoch": 1, "best_epoch": 1, "train_seconds": seconds, "history": [rec]}
         save_checkpoint(self.run_dir / "best", model, data.taxonomy, cfg)
         with versioned_dir(self.run_dir / "last") as tmp:
             # hard links save a second copy of the weights; files are only ever replaced, never edited
             shutil.copytree(self.run_dir / "best", tmp, dirs_exist_ok=True, copy_function=os.link)
             atomic_write_json(tmp / "train_state.json", state)
-        self.console.print(f"fit {seconds:.1f}s; dev micro-F1 {dev['micro_f1']:.4f} macro-F1 {dev['macro_f1']:.4f}")
+        self.console.print(f"fit {seconds:.1f}s" + (f"; dev micro-F1 {rec['dev_micro_f1']:.4f} macro-F1 "
+                                                    f"{rec['dev_macro_f1']:.4f}" if "dev_micro_f1" in rec else
+                                                    "; no dev texts"))
         self.state_, self.data_ = {**state, "epoch": t["epochs"]}, data
         return self.run_dir
 

@@ -63,7 +63,8 @@ def test_a_bad_value_in_a_file_names_that_file(tmp_path):
     assert e.value.message == 'train.schedule: expected "linear" | "cosine" | "constant", got \'step\''
     for text, message in (('[data]\nmax_length = "long"\n', "data.max_length: expected int, got 'long'"),
                           ('[data]\nmax_len = 64\n', "unknown key data.max_len; known: data_dir, dataset, "
-                                                     "dev_fraction, max_length, options, taxonomy, train_limit"),
+                                                     "dev_fraction, dev_shots, max_length, options, shots, taxonomy, "
+                                                     "train_fraction, train_limit"),
                           ('train = 3\n', "train: expected table, got 3"),
                           ('name = 3\n', "name: expected str, got 3")):
         (tmp_path / "own.toml").write_text(text, encoding="utf-8")

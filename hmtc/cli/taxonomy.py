@@ -132,10 +132,15 @@ def add(path: Path = FileArg,
                                                    help="Parent id (repeat for a DAG); default: the root."),
         name: Optional[str] = typer.Option(None, "--name", help="Display name."),
         exclusive: bool = typer.Option(False, "--exclusive", help="Mark its children mutually exclusive."),
+        description: Optional[str] = typer.Option(None, "--description",
+                                                  help="One-line description (read by zero-shot models)."),
         dry_run: bool = DryRun) -> None:
-    """Add a node."""
+    """Add a node.
+
+    Example: hmtc taxonomy add events.tax 人生-退休 -p 人生 --name 退休 --description "有人离开工作岗位"
+    """
     tax = Taxonomy.load(path)
-    _apply(path, tax, tax.add(node, parent or None, name, exclusive), dry_run, f"added {node}")
+    _apply(path, tax, tax.add(node, parent or None, name, exclusive, description), dry_run, f"added {node}")
 
 
 @app.command()
@@ -169,12 +174,14 @@ def rename(path: Path = FileArg,
            new_id: Optional[str] = typer.Argument(None, help="New id (keeps place and order)."),
            name: Optional[str] = typer.Option(None, "--name", help="New display name."),
            clear_name: bool = typer.Option(False, "--clear-name", help="Drop the display name."),
+           description: Optional[str] = typer.Option(None, "--description",
+                                                     help="New one-line description (\"\" drops it)."),
            dry_run: bool = DryRun) -> None:
-    """Change a node's id and/or display name."""
-    if new_id is None and name is None and not clear_name:
-        raise TaxonomyError("nothing to do: give NEW_ID, --name or --clear-name", path)
+    """Change a node's id, display name and/or description."""
+    if new_id is None and name is None and not clear_name and description is None:
+        raise TaxonomyError("nothing to do: give NEW_ID, --name, --clear-name or --description", path)
     tax = Taxonomy.load(path)
-    _apply(path, tax, tax.rename(node, new_id, name, clear_name), dry_run,
+    _apply(path, tax, tax.rename(node, new_id, name, clear_name, description), dry_run,
            f"renamed {node}" + (f" -> {new_id}" if new_id else ""))
 
 

@@ -6,4 +6,4 @@ from .base import MODELS, EncoderModel, Model, ModelOutput, autocast, create_mod
 
 __all__ = ["MODELS", "EncoderModel", "Model", "ModelOutput", "autocast", "create_model", "make_config"]
 
-from . import ensemble, flat, global_, local, msml, tfidf  # noqa: E402,F401  (registers the built-in models)
+from . import ensemble, flat, global_, local, msml, tfidf, zeroshot  # noqa: E402,F401  (registers the built-in models)

@@ -11,6 +11,8 @@ A model, whatever it computes, offers
                                   seed)`` call instead of the epoch loop (TF-IDF)
     path_scores(options)          True when its scores are path logits, logit p(c) with
                                   p(c) = P(c | parent) · p(parent) (local, conditional MSML)
+    needs_examples                False when it scores with no training text at all (zeroshot,
+                                  from the taxonomy's names: ``data.shots = 0``)
 
 Checkpoint folders (:mod:`hmtc.checkpoint`) add the taxonomy, label index, config and decoding;
 models are found by name in the registry ``MODELS`` and nowhere else.
@@ -74,6 +76,7 @@ class Model(ABC):
     """The protocol (see the module docstring)."""
 
     one_pass: ClassVar[bool] = False
+    needs_examples: ClassVar[bool] = True
     config_class: ClassVar[type]
 
     @classmethod

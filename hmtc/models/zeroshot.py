@@ -1,0 +1,169 @@
+"""Zero- and few-shot scoring from the taxonomy's own words: the encoder as a text-embedding model.
+
+Node i is written as a passage, its display name (``label_text = "name"``) or the names along
+its path from level 1 (``"path"``), and its description when the ``.tax`` file gives one
+(``> text``)::
+
+    p_i = passage_prefix + name_i [+ ": " + description_i]
+
+and a text x as a query, ``query_prefix + x`` (the prefixes e5 encoders were trained with). Both
+are mean-pooled over their tokens and L2-normalised, e(·). With training texts (``data.shots``)
+a node's prototype mixes its passage with the mean of the texts that carry it (closed under
+ancestors, so a parent pools its children's examples)::
+
+    c_i = normalise((1 - w_i) · e(p_i) + w_i · normalise(mean_{x ∈ S_i} e(x))),
+    w_i = examples when S_i is not empty, else 0
+
+Scores are cosine similarities measured from the best leaf,
+
+    s_ℓ(x) = scale · (cos(e(x), c_ℓ) - max_{leaf j} cos(e(x), c_j)) + margin,
+    s_p(x) = max_{leaf ℓ under p} s_ℓ(x)                  (``parents = "children"``)
+
+so the best leaf and its ancestors score ``margin`` (kept at threshold 0) and every other leaf
+falls below it by ``scale`` times its gap in cosine. A parent is as likely as its likeliest
+leaf: on DuEE the leaves' names place a text's event category better than the categories' own
+names do (experiments/duee-fewshot.md). With ``parents = "own"`` every node is scored against
+its own prototype instead, measured from the best node of its level. Evaluation tunes the threshold on whatever dev
+split exists (none at K = 0: threshold 0, the best consistent path); a lower threshold keeps a
+second node of a level when it is within ``(margin - t) / scale`` of the best. Nothing is
+trained by gradient: ``hmtc train`` fits the prototypes in one pass (``one_pass``), in the time
+it takes to embed the names and the training texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..batching import iterate, length_batches, tokenize
+from ..errors import ConfigError
+from ..taxonomy import TaxonomyIndex
+from .base import MODELS, EncoderModel, ModelOutput, make_config
+from .encoder import TextEncoder
+from .label_init import label_texts
+
+
+@dataclass
+class ZeroShotConfig:
+    query_prefix: str = "query: "       # before every text (e5's convention; "" for other encoders)
+    passage_prefix: str = "passage: "   # before every node's text
+    label_text: str = "name"            # name: the node's own display name; path: the names from level 1 down
+    parents: str = "children"           # children: a parent scores its best leaf; own: its own prototype
+    examples: float = 0.5               # weight w of the training texts' mean in a prototype (0: names only)
+    scale: float = 100.0                # logit units per unit of cosine (e5 trains at temperature 0.01)
+    margin: float = 1.0                 # score of each level's best node
+
+    def __post_init__(self):
+        if self.label_text not in ("path", "name"):
+            raise ConfigError(f"zeroshot label_text {self.label_text!r}: use path or name")
+        if self.parents not in ("children", "own"):
+            raise ConfigError(f"zeroshot parents {self.parents!r}: use children or own")
+        if not 0 <= self.examples <= 1:
+            raise ConfigError(f"zeroshot examples {self.examples!r}: a weight in [0, 1]")
+        if not self.scale > 0:
+            raise ConfigError(f"zeroshot scale {self.scale!r}: must be > 0")
+
+
+def node_passages(index: TaxonomyIndex, config: ZeroShotConfig) -> list[str]:
+    """Each node's passage ``p_i`` (module docstring), in column order."""
+    texts = label_texts(index, config.label_text)
+    descriptions = index.descriptions or ("",) * index.n_nodes
+    return [config.passage_prefix + t + (f": {d}" if d else "") for t, d in zip(texts, descriptions)]
+
+
+def relative_scores(cos: torch.Tensor, index: TaxonomyIndex, scale: float, margin: float,
+                    parents: str = "children") -> torch.Tensor:
+    """Scores (B, N) from cosines (B, N) as the module docstring writes them."""
+    if parents == "own":
+        out = torch.empty_like(cos)
+        for sl in index.level_slices:
+            part = cos[:, sl]
+            out[:, sl] = scale * (part - part.max(1, keepdim=True).values) + margin
+        return out
+    leaf = torch.as_tensor(index.leaf_mask, device=cos.device)
+    best = cos.masked_fill(~leaf, -torch.inf).max(1, keepdim=True).values
+    out = (scale * (cos - best) + margin).masked_fill(~leaf, -torch.inf)
+    ptr, idx, n_par = (torch.as_tensor(a, device=cos.device) for a in
+                       (index.parent_ptr, index.parent_idx, index.n_parents))
+    for sl in reversed(index.level_slices[1:]):         # bottom up: a parent takes its best child
+        kids = torch.arange(sl.start, sl.stop, device=cos.device)
+        child = kids.repeat_interleave(n_par[kids])
+        par = idx[ptr[sl.start]:ptr[sl.stop]]
+        out = out.scatter_reduce(1, par.expand(len(out), -1), out[:, child], "amax", include_self=True)
+    return out
+
+
+@MODELS.register("zeroshot")
+class ZeroShotModel(EncoderModel):
+    """Cosine similarity of a text to each node's prototype (see the module docstring).
+
+    Attributes
+    ----------
+    prototypes : torch.Tensor, shape (N, d)
+        Unit rows ``c_i``, a buffer saved with the weights.
+    """
+
+    config_class = ZeroShotConfig
+    one_pass = True
+    needs_examples = False
+    supports_cache = False
+
+    def __init__(self, encoder: TextEncoder, index: TaxonomyIndex, config: ZeroShotConfig):
+        super().__init__()
+        self.encoder, self.index, self.config = encoder, index, config
+        self.encoder.requires_grad_(False)
+        self.register_buffer("prototypes", torch.zeros(index.n_nodes, encoder.hidden_size))
+
+    @classmethod
+    def create(cls, config: dict, index: TaxonomyIndex) -> "ZeroShotModel":
+        make_config("zeroshot", config["model"]["options"])       # option errors before the encoder loads
+        return super().create(config, index).eval()
+
+    def forward_states(self, states: torch.Tensor, mask: torch.Tensor,
+                       labels: torch.Tensor | None = None) -> ModelOutput:
+        """Relative cosine scores (B, N); there is no loss to train."""
+        cos = pool(states, mask) @ self.prototypes.to(states.dtype).T
+        return ModelOutput(relative_scores(cos.float(), self.index, self.config.scale, self.config.margin,
+                                           self.config.parents))
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], prefix: str = "") -> torch.Tensor:
+        """Unit mean-pooled embeddings (len(texts), d) of ``prefix + text``, in input order."""
+        ids = tokenize(self.tokenizer, [prefix + t for t in texts], self.max_length)
+        out = torch.zeros(len(ids), self.encoder.hidden_size)
+        pad = getattr(self.tokenizer, "pad_token_id", None) or 0
+        device = next(self.parameters()).device
+        for b, x, mask, _ in iterate(ids, length_batches([len(t) for t in ids], self.eval_batch_size, False), pad):
+            states, mask = self.encode(x.to(device), mask.to(device))
+            out[torch.as_tensor(b)] = pool(states, mask).float().cpu()
+        return out
+
+    @torch.no_grad()
+    def fit(self, texts: Sequence[str], labels: np.ndarray, seed: int = 0) -> "ZeroShotModel":
+        """Prototypes from the nodes' passages and, with weight ``examples``, the texts that carry
+        each node (``labels`` (S, N), closed under ancestors)."""
+        names = self.embed(node_passages(self.index, self.config))
+        w = self.config.examples
+        if len(texts) and w > 0:
+            y = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+            sums = y.T @ self.embed(texts, self.config.query_prefix)          # (N, d)
+            has = y.sum(0) > 0
+            means = F.normalize(sums, dim=1)
+            names[has] = (1 - w) * names[has] + w * means[has]
+        self.prototypes.copy_(F.normalize(names, dim=1))
+        return self
+
+    def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
+               progress=None) -> np.ndarray:
+        prefixed = [self.config.query_prefix + t for t in texts]
+        return super().scores(prefixed, batch_size, bf16, progress)
+
+
+def pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unit mean of the token states (B, T, d) over the mask (B, T): e5's text embedding."""
+    m = mask.unsqueeze(-1).to(states.dtype)
+    return F.normalize((states * m).sum(1) / m.sum(1).clamp_min(1), dim=-1)
