@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DEFAULTS, load_config
+from .curves import curve_png, curve_table, curves
 from .errors import HmtcError
 from .io import atomic_write_text
 from .models import MODELS
@@ -595,6 +596,15 @@ def render_results(records_dir: str | Path, out: str | Path = "experiments/RESUL
                           "(what the change does), against flat with the same change (the hierarchy's share) and "
                           "against plain flat (recipe and hierarchy together).", "",
                           markdown_table(h2, other), ""]
+    learning = curves(gs)
+    if learning:
+        parts += ["## Learning curves", "",
+                  "Leaf macro-F1 against the training texts per node (`data.shots = K`, drawn per seed, dev as "
+                  "scarce as train unless the run says otherwise; 'all': every text): one row per method, the "
+                  "same configuration and seeds at every K (hmtc.curves).", ""]
+        for d, methods in learning.items():
+            header, rows = curve_table(methods)
+            parts += [f"### {d}", "", markdown_table(header, rows), "", f"![{d} learning curves](curves-{d}.png)", ""]
     missing = configs_without_record(gs, Path(records_dir).parent)
     if missing:
         parts += ["## Configs not run yet", "",
@@ -615,6 +625,11 @@ def render_results(records_dir: str | Path, out: str | Path = "experiments/RESUL
 
 def write_results(records_dir: str | Path = "experiments/records",
                   out: str | Path = "experiments/RESULTS.md") -> Path:
-    """Regenerate ``out`` from the records, atomically; returns its path."""
-    atomic_write_text(out, render_results(records_dir, out))
+    """Regenerate ``out`` from the records, atomically, with a learning-curve PNG per dataset that
+    has curves (``curves-<dataset>.png`` beside it); returns its path."""
+    from .io import atomic_write_bytes
+    text = render_results(records_dir, out)
+    for d, methods in curves(groups(load_records(records_dir))).items():
+        atomic_write_bytes(Path(out).parent / f"curves-{d}.png", curve_png(methods, f"{d}: leaf macro-F1"))
+    atomic_write_text(out, text)
     return Path(out)

@@ -547,3 +547,36 @@ def test_welch_t_on_known_values():
     # means 0.92 vs 0.90, sample sds 0.01 and 0: t = 0.02 / sqrt(0.01² / 3) = 2 √3
     assert abs(_welch(a[0], b[0], "leaf_micro_f1") - 2 * 3 ** 0.5) < 1e-9
     assert _welch(a[0], b[0], "leaf_macro_f1") == 0.0
+
+
+def test_learning_curves_from_known_records(tmp_path):
+    recs = tmp_path / "records"
+    recs.mkdir()
+
+    def curve(name, model, k, leafs, options=None):
+        out = _seeds(name, "duee", model, leafs, options=options)
+        for r in out:
+            if k is not None:
+                r["config"]["data"]["shots"] = k
+        return out
+    _write(recs,
+           *curve("duee-proto-k2", "zeroshot", 2, [(0.66, 0.60), (0.68, 0.62), (0.70, 0.64)]),
+           *curve("duee-proto-k8", "zeroshot", 8, [(0.76, 0.70)] * 3),
+           *curve("duee-zeroshot", "zeroshot", 0, [(0.56, 0.58)] * 3),
+           *curve("duee-tfidf-k2", "tfidf", 2, [(0.30, 0.20), (0.32, 0.22), (0.34, 0.24)]),
+           *curve("duee-tfidf-all", "tfidf", None, [(0.92, 0.90)] * 3),       # its full point: same settings, every text
+           *curve("duee-flat", "flat", None, [(0.94, 0.93)] * 3))             # no few-shot point: no curve
+    out = tmp_path / "RESULTS.md"
+    invoke(app, "results", "--records", recs, "--out", out)
+    section = out.read_text(encoding="utf-8").split("## Learning curves")[1].split("\n## ")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| ")]
+    assert rows[0] == ["method", "model", "K = 0", "K = 2", "K = 8", "all", "train time (largest K)"]
+    assert rows[1] == ["duee-proto / duee-zeroshot", "zeroshot", "0.5800 ± 0.0000 (3)", "0.6200 ± 0.0200 (3)",
+                       "0.7000 ± 0.0000 (3)", "–", "3725 s"]
+    assert rows[2] == ["duee-tfidf / duee-tfidf-all", "tfidf", "–", "0.2200 ± 0.0200 (3)", "–", "0.9000 ± 0.0000 (3)",
+                       "3725 s"]
+    assert len(rows) == 3 and "![duee learning curves](curves-duee.png)" in section
+    png = (tmp_path / "curves-duee.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    invoke(app, "results", "--records", recs, "--out", out)
+    assert (tmp_path / "curves-duee.png").read_bytes() == png         # the same records draw the same picture
