@@ -147,7 +147,7 @@ def score_with_store(model, texts: list[str], progress: Progress | None = None,
     when the store holds none of a chunk's texts: such texts score bitwise as the uncached model
     scores them (CPU). States stored from other batches (another split, another run, part of a
     chunk) may differ in their last bits (the padding width changes the summation order)."""
-    ids = tokenize(model.tokenizer, list(texts), model.max_length)
+    ids = tokenize(model.tokenizer, [model.text_prefix + t for t in texts], model.max_length)
     pad_id = getattr(model.tokenizer, "pad_token_id", None) or 0
     device = next(model.parameters()).device
     store = FrozenStore(store_root() / frozen_fingerprint(model.encoder, model.bf16, model.windows))

@@ -172,7 +172,9 @@ class Trainer:
         taxonomy = taxonomy_for(cfg)
         model = create_model(cfg, taxonomy.compile())
         tokenizer = model.tokenizer
-        data = prepare(cfg, taxonomy, tokenizer)
+        data = prepare(cfg, taxonomy, tokenizer, text_prefix=model.text_prefix)
+        if not self.resume and hasattr(model, "init_from_data"):     # e.g. prototypes from names and examples
+            model.init_from_data(data.texts["train"], data.labels["train"])
         model.to(device)
         self.train_model_ = model
         if self.dist_.active:

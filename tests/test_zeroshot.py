@@ -140,3 +140,32 @@ def test_bad_options_are_clear(zs_config, options, words):
     cfg = _zs(zs_config, **options)
     with pytest.raises(ConfigError, match=words):
         create_model(cfg, taxonomy_for(cfg).compile())
+
+
+def test_proto_starts_from_the_zero_shot_prototypes_and_learns(zs_config, tmp_path):
+    cfg = _zs(zs_config, examples=0.5)
+    cfg["model"] = cfg["model"] | {"name": "proto"}
+    cfg["data"] = cfg["data"] | {"shots": 6}
+    cfg["train"] = cfg["train"] | {"epochs": 3}
+    trainer = Trainer(cfg, tmp_path / "proto", quiet=True)
+    index = taxonomy_for(cfg).compile()
+    start = create_model(cfg | {"model": cfg["model"] | {"name": "zeroshot"}}, index)
+    data = prepare(cfg, taxonomy_for(cfg))
+    start.fit(data.texts["train"], data.labels["train"])
+    run = trainer.fit()
+    state = json.loads((run / "last" / "train_state.json").read_text())
+    assert len(state["history"]) == 3 and all(np.isfinite(h["train_loss"]) for h in state["history"])
+    trained = load_checkpoint(run / "last").model
+    assert not torch.allclose(trained.prototypes, start.prototypes)      # it learned from there
+    assert trained.text_prefix == "" and trainer.data_.sampling["shots"] == 6
+    # the loss: multi-positive softmax over the leaves at temperature 1/scale
+    states = torch.randn(2, 5, 32)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    y = torch.as_tensor(index.indicator([["animal-cat"], ["animal-dog", "plant-rose"]]), dtype=torch.float32)
+    out = trained.forward_states(states, mask, y)
+    from hmtc.models.zeroshot import pool
+    cos = pool(states, mask) @ F.normalize(trained.prototypes, dim=1).T
+    z = trained.config.scale * cos[:, index.leaf_mask]
+    leaf_y = y[:, index.leaf_mask].bool()
+    want = torch.stack([torch.logsumexp(z[i], 0) - z[i][leaf_y[i]].mean() for i in range(2)]).mean()
+    torch.testing.assert_close(out.loss, want, atol=1e-4, rtol=1e-5)

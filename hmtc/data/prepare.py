@@ -42,8 +42,10 @@ def taxonomy_for(cfg: dict) -> Taxonomy:
     return Taxonomy.load(taxonomy_file(Path(path)))      # a HiAGM .taxonomy file is converted once
 
 
-def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[str] | None = None) -> Prepared:
-    """Load the dataset, carve dev from train if needed, encode labels, tokenise (with a tokenizer).
+def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[str] | None = None,
+            text_prefix: str = "") -> Prepared:
+    """Load the dataset, carve dev from train if needed, encode labels, tokenise (with a tokenizer;
+    ``text_prefix`` before every text, as the model reads them: :attr:`EncoderModel.text_prefix`).
 
     ``single_path``, ``at_least_one`` and ``complete`` (``[decode]``) set to ``"auto"`` are read
     from the training labels: one leaf per sample; a label on every sample; every label set
@@ -87,7 +89,8 @@ def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[s
             raise DataError(f"dataset {dcfg['dataset']!r}: the {name} split is empty{why}")
     labels = {name: train_y if name == "train" else encode_labels(ex, taxonomy) for name, ex in splits.items()}
     texts = {name: list(ex.texts) for name, ex in splits.items()}
-    token_ids = ({name: tokenize(tokenizer, t, dcfg["max_length"]) for name, t in texts.items()}
+    token_ids = ({name: tokenize(tokenizer, [text_prefix + x for x in t], dcfg["max_length"])
+                  for name, t in texts.items()}
                  if tokenizer is not None else {})
     leaves_per_sample = (train_y & index.leaf_mask).sum(1)
     single = cfg["decode"]["single_path"]

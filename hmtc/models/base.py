@@ -164,6 +164,7 @@ class EncoderModel(nn.Module, Model):
     eval_batch_size = 128
     bf16 = False
     supports_cache = True      # False where the input itself changes (label tokens)
+    text_prefix = ""           # read before every text (e5's "query: " for the zero-shot models)
     frozen_store = False       # the run keeps its frozen part's states on disk (train.frozen_store)
 
     # ---- the protocol -------------------------------------------------------------------
@@ -227,7 +228,7 @@ class EncoderModel(nn.Module, Model):
 
     def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
                progress=None) -> np.ndarray:
-        ids = tokenize(self.tokenizer, list(texts), self.max_length)
+        ids = tokenize(self.tokenizer, [self.text_prefix + t for t in texts], self.max_length)
         return self.score_ids(ids, batch_size, bf16, progress=progress)
 
     @torch.inference_mode()

@@ -28,6 +28,17 @@ split exists (none at K = 0: threshold 0, the best consistent path); a lower thr
 second node of a level when it is within ``(margin - t) / scale`` of the best. Nothing is
 trained by gradient: ``hmtc train`` fits the prototypes in one pass (``one_pass``), in the time
 it takes to embed the names and the training texts.
+
+``model.name = "proto"`` starts there and learns from the K examples: the prototypes above are
+its initial classifier rows (and, with ``parents = "own"``, its parents'), and the prototypes
+and the encoder's trainable layers are fine-tuned with the loss e5 itself was trained with, a
+softmax over the candidates at temperature 1/scale, here with every gold leaf of a text a
+positive (the multi-positive cross-entropy of :class:`hmtc.losses.ExclusiveLoss`)::
+
+    L = logsumexp_{ℓ ∈ leaves} scale · cos(e(x), c_ℓ) - mean_{ℓ ∈ gold(x)} scale · cos(e(x), c_ℓ)
+
+(per level over the level's nodes with ``parents = "own"``). Scoring and decoding are those of
+the zero-shot model, so K = 0 and K > 0 differ only in the prototypes and the encoder.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import torch.nn.functional as F
 
 from ..batching import iterate, length_batches, tokenize
 from ..errors import ConfigError
+from ..losses import ExclusiveLoss
 from ..taxonomy import TaxonomyIndex
 from .base import MODELS, EncoderModel, ModelOutput, make_config
 from .encoder import TextEncoder
@@ -157,13 +169,56 @@ class ZeroShotModel(EncoderModel):
         self.prototypes.copy_(F.normalize(names, dim=1))
         return self
 
-    def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
-               progress=None) -> np.ndarray:
-        prefixed = [self.config.query_prefix + t for t in texts]
-        return super().scores(prefixed, batch_size, bf16, progress)
+    @property
+    def text_prefix(self) -> str:
+        return self.config.query_prefix
 
 
 def pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Unit mean of the token states (B, T, d) over the mask (B, T): e5's text embedding."""
     m = mask.unsqueeze(-1).to(states.dtype)
     return F.normalize((states * m).sum(1) / m.sum(1).clamp_min(1), dim=-1)
+
+
+@MODELS.register("proto")
+class ProtoModel(ZeroShotModel):
+    """The zero-shot model's prototypes fine-tuned, with the encoder, on the K examples (see the
+    module docstring): ``prototypes`` is a parameter, set from names and examples before training
+    (:meth:`init_from_data`)."""
+
+    one_pass = False
+    needs_examples = True
+    supports_cache = True
+
+    def __init__(self, encoder: TextEncoder, index: TaxonomyIndex, config: ZeroShotConfig):
+        EncoderModel.__init__(self)
+        self.encoder, self.index, self.config = encoder, index, config
+        self.prototypes = torch.nn.Parameter(torch.zeros(index.n_nodes, encoder.hidden_size))
+        groups = ([np.flatnonzero(index.leaf_mask)] if config.parents == "children"
+                  else [np.arange(sl.start, sl.stop) for sl in index.level_slices])
+        width = max(len(g) for g in groups)
+        padded = np.full((len(groups), width), -1, dtype=np.int64)
+        for i, g in enumerate(groups):
+            padded[i, :len(g)] = g
+        self.loss_fn = ExclusiveLoss(padded)
+
+    @classmethod
+    def create(cls, config: dict, index: TaxonomyIndex) -> "ProtoModel":
+        make_config("proto", config["model"]["options"])
+        return EncoderModel.create.__func__(cls, config, index)
+
+    def init_from_data(self, texts: Sequence[str], labels: np.ndarray) -> None:
+        """Prototypes from the names and the training texts, as the zero-shot model fits them."""
+        was = self.training
+        self.eval()
+        ZeroShotModel.fit(self, texts, labels)
+        self.train(was)
+
+    def forward_states(self, states: torch.Tensor, mask: torch.Tensor,
+                       labels: torch.Tensor | None = None) -> ModelOutput:
+        cos = pool(states, mask).float() @ F.normalize(self.prototypes.float(), dim=1).T
+        logits = relative_scores(cos, self.index, self.config.scale, self.config.margin, self.config.parents)
+        if labels is None:
+            return ModelOutput(logits)
+        loss = self.loss_fn(self.config.scale * cos, labels)
+        return ModelOutput(logits, loss)
