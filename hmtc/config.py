@@ -190,6 +190,11 @@ class DecodeConfig:
                 "best: the consistent set of highest total margin")
     threshold: Literal["tune"] | float = _key("tune", "\"tune\" (on dev) or a logit")
     per_label: bool = _key(False, "tune one threshold per node on dev")
+    per_level: bool = _key(False, "tune one threshold per level on dev (with per_label: the value each node's "
+                                  "threshold falls back or shrinks to)")
+    label_prior: float = _key(0.0, "with per_label: shrink each node's tuned threshold toward the global or level one "
+                                   "by n / (n + label_prior), n its dev positives (0: nodes with fewer than 5 keep it)",
+                              _range(0, finite=True))
     single_path: Auto = _key("auto", "keep one path per text; auto: from the training data")
     at_least_one: Auto = _key("auto", "predict at least one label; auto: when every training sample has a label")
     complete: Auto = _key("auto", "extend predictions down to a leaf; auto: when every training label set "

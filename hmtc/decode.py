@@ -366,17 +366,46 @@ def tune_weights(member_scores: list[np.ndarray], gold: np.ndarray, index: Taxon
     return weights_of(k), best, k
 
 
-def tune_label_thresholds(scores: np.ndarray, gold: np.ndarray, global_threshold: float,
-                          min_support: int = 5, grid: np.ndarray = GRID) -> np.ndarray:
+def tune_label_thresholds(scores: np.ndarray, gold: np.ndarray, global_threshold: float | np.ndarray,
+                          min_support: int = 5, grid: np.ndarray = GRID, prior: float = 0.0) -> np.ndarray:
     """Per-node logit thresholds maximising each node's own F1 on dev.
 
-    Nodes with fewer than ``min_support`` dev positives keep ``global_threshold``, so rare labels
-    do not overfit; all nodes and grid points are scored at once.
+    Without a ``prior``, nodes with fewer than ``min_support`` dev positives keep
+    ``global_threshold`` (a value, or one per node such as :func:`tune_level_thresholds`' result),
+    so rare labels do not overfit. With ``prior = m > 0`` every node's own optimum ``t̂_i`` is
+    shrunk toward that value ``t_0`` by its ``n_i`` dev positives,
+
+        t_i = (n_i · t̂_i + m · t_0) / (n_i + m),
+
+    so a node seen twice on dev moves ``2 / (2 + m)`` of the way to its own optimum (few-shot
+    dev splits, rare labels). All nodes and grid points are scored at once.
     """
     gold = np.asarray(gold, dtype=bool)
+    base = np.broadcast_to(np.asarray(global_threshold, dtype=np.float32), (gold.shape[1],))
     above = scores[None, :, :] > grid[:, None, None]              # (G, S, N)
     tp = (above & gold[None]).sum(1)
     f1 = 2 * tp / (above.sum(1) + gold.sum(0)[None]).clip(min=1)  # (G, N)
     out = grid[np.argmax(f1, axis=0)].astype(np.float32)
-    out[gold.sum(0) < min_support] = global_threshold
+    n = gold.sum(0)
+    if prior > 0:
+        return ((n * out + prior * base) / (n + prior)).astype(np.float32)
+    return np.where(n < min_support, base, out).astype(np.float32)
+
+
+def tune_level_thresholds(scores: np.ndarray, gold: np.ndarray, index: TaxonomyIndex,
+                          global_threshold: float, grid: np.ndarray = GRID) -> np.ndarray:
+    """One logit threshold per level, the grid value maximising the level's micro-F1 of
+    ``scores > t`` on dev (ties: the one closest to ``global_threshold``), as an (N,) array;
+    a level without dev positives keeps ``global_threshold``."""
+    gold = np.asarray(gold, dtype=bool)
+    out = np.full(index.n_nodes, global_threshold, dtype=np.float32)
+    for sl in index.level_slices:
+        g = gold[:, sl]
+        if not g.any():
+            continue
+        above = scores[None, :, sl] > grid[:, None, None]
+        tp = (above & g[None]).sum((1, 2))
+        f1 = 2 * tp / (above.sum((1, 2)) + g.sum()).clip(min=1)
+        best = f1.max()
+        out[sl] = min((abs(t - global_threshold), t) for t, f in zip(grid, f1) if f >= best - 1e-12)[1]
     return out

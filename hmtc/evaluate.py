@@ -18,8 +18,8 @@ from .config import DEFAULTS
 from .data.catalog import dataset_protocol
 from .data.prepare import locate, prepare, taxonomy_for
 from .checkpoint import load_checkpoint
-from .decode import (WEIGHT_STEPS, decode, stops_early, tune_global_threshold, tune_label_thresholds, tune_weights,
-                     tuned_micro_f1)
+from .decode import (WEIGHT_STEPS, decode, stops_early, tune_global_threshold, tune_label_thresholds,
+                     tune_level_thresholds, tune_weights, tuned_micro_f1)
 from .errors import HmtcError
 from .export import load_for_inference
 from .inference import pick_device, progress_bar, reads_store, score_texts, to_device
@@ -93,8 +93,10 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     else:
         threshold = float(d["threshold"])
     thr: float | np.ndarray = threshold
+    if d.get("per_level"):
+        thr = tune_level_thresholds(scores["dev"], data.labels["dev"], index, threshold)
     if d["per_label"]:
-        thr = tune_label_thresholds(scores["dev"], data.labels["dev"], threshold)
+        thr = tune_label_thresholds(scores["dev"], data.labels["dev"], thr, prior=d.get("label_prior", 0.0))
     gold = data.labels[eval_split]
     raw = scores[eval_split] > thr
     decoded = decode(scores[eval_split], index, method, thr, single, one, complete)
@@ -111,7 +113,7 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
                   "complete": complete, "temperatures": temperatures,
                   # share of texts whose decoded set stops at an internal node before any completion
                   "stopped_early": float(stops_early(uncompleted, index).mean()) if len(gold) else 0.0,
-                  "per_label_thresholds": np.asarray(thr).tolist() if d["per_label"] else None}
+                  "per_label_thresholds": np.asarray(thr).tolist() if np.ndim(thr) else None}
     metrics = {"split": eval_split, "test": after, "dev": dev, "decode": decode_cfg, "calibration": calibration,
                **({"sampling": data.sampling} if data.sampling else {}),
                "before_decoding": {k: before[k] for k in SUMMARY_KEYS},

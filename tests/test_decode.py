@@ -224,10 +224,44 @@ def test_every_registry_names_what_it_knows():
     from hmtc.export import ENGINES
     from hmtc.models import MODELS
     from hmtc.train import SCHEDULES
-    for registry, known in ((MODELS, "ensemble, flat, global, local, msml, tfidf"), (SCHEDULES, "constant, cosine, linear"),
+    for registry, known in ((MODELS, "ensemble, flat, global, local, msml, proto, tfidf, zeroshot"), (SCHEDULES, "constant, cosine, linear"),
                             (ENGINES, "onnx, onnx-int8, torch")):
         with pytest.raises(ConfigError, match=f"; known: {known}$"):
             registry.get("nope")
     with pytest.raises(DataError, match=r"unknown dataset 'due' \(did you mean 'duee'\?\); known: 20newsgroups, "
                                         r"duee, goemotions; or give a dataset .toml file"):
         get_spec("due")
+
+
+def test_label_thresholds_shrink_toward_the_base_by_dev_support():
+    from hmtc.decode import tune_label_thresholds
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(40, 3)).astype(np.float32)
+    gold = np.zeros((40, 3), dtype=bool)
+    gold[:2, 0] = True                      # 2 positives
+    gold[:20, 1] = True                     # 20 positives
+    own = tune_label_thresholds(scores, gold, 0.0, min_support=0)
+    base = np.array([0.5, -0.5, 1.0], dtype=np.float32)
+    got = tune_label_thresholds(scores, gold, base, prior=4.0)
+    n = gold.sum(0)
+    np.testing.assert_allclose(got, (n * own + 4.0 * base) / (n + 4.0), rtol=1e-6)
+    assert got[2] == base[2]                 # no positive: the base itself
+    old = tune_label_thresholds(scores, gold, base)          # no prior: under 5 positives keep the base
+    assert old[0] == base[0] and old[1] == own[1]
+
+
+def test_level_thresholds_maximise_each_level_micro_f1():
+    from hmtc.decode import GRID, tune_level_thresholds
+    index = Taxonomy.parse("ROOT\n  a\n    a1\n    a2\n  b\n    b1\n").compile()
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(30, index.n_nodes)).astype(np.float32)
+    gold = rng.random((30, index.n_nodes)) < 0.4
+    got = tune_level_thresholds(scores, gold, index, 0.0)
+    for sl in index.level_slices:
+        assert len(set(got[sl])) == 1
+        f1 = [2 * ((scores[:, sl] > t) & gold[:, sl]).sum() / ((scores[:, sl] > t).sum() + gold[:, sl].sum())
+              for t in GRID]
+        t = got[sl][0]
+        assert np.isclose(f1[list(GRID).index(t)], max(f1))
+    none = tune_level_thresholds(scores, np.zeros_like(gold), index, 0.75)
+    assert (none == 0.75).all()

@@ -30,3 +30,17 @@ def test_api_doc_examples_run(tiny_encoder, monkeypatch, tmp_path, capsys):
     out = capsys.readouterr().out
     for line in ("predicted:", "clone:", "best:"):
         assert line in out
+
+
+def test_fewshot_example_config_trains_and_predicts(tiny_encoder, tmp_path, monkeypatch, invoke):
+    """The README's few-shot first run, on the tiny encoder: 6 texts a leaf to train, 2 as dev."""
+    monkeypatch.chdir(ROOT)
+    run = tmp_path / "fewshot"
+    invoke("train", "examples/fewshot/fewshot.toml", "--quiet", "--out", run,
+           "--set", f"model.encoder={tiny_encoder}", "--set", "train.epochs=1", "--set", "model.freeze_layers=1",
+           "--set", f"train.record_dir={tmp_path / 'records'}")
+    import json
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["sampling"]["train_texts"] == 36 and metrics["sampling"]["dev_texts"] == 12
+    r = invoke("predict", run, "I was charged twice, please give me my money back")
+    assert json.loads(r.output.splitlines()[-1])["labels"][0] in ("billing", "technical")
