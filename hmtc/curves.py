@@ -33,8 +33,8 @@ def shots(g) -> int | str:
 
 
 def _label(names: list[str]) -> str:
-    """The method's name: its groups' config names without a trailing ``-k<K>``."""
-    stems = sorted({re.sub(r"-k\d+$", "", n) for n in names})
+    """The method's name: its groups' names without ``-k<K>`` (before a tag such as ``.level``)."""
+    stems = sorted({re.sub(r"-k\d+(?=$|\.)", "", n.split(" · ")[0]) for n in names})
     return stems[0] if len(stems) == 1 else " / ".join(stems)
 
 
@@ -61,7 +61,7 @@ def curves(gs: list, metric: str = "leaf_macro_f1") -> dict[str, list[tuple[str,
         if not any(isinstance(k, int) for k in points):
             continue
         first = next(iter(points.values()))
-        label = _label([g.config_name for g in points.values()])
+        label = _label([g.name for g in points.values()])
         out.setdefault(first.dataset, []).append((label, points))
     return {d: sorted(ms, key=lambda m: m[0]) for d, ms in sorted(out.items())}
 
@@ -73,7 +73,7 @@ def _order(k) -> tuple:
 def curve_table(methods: list[tuple[str, dict]], metric: str = "leaf_macro_f1") -> tuple[list[str], list[list]]:
     """(header, rows): one row per method, one column per K (full last); cells ``mean ± std (n)``."""
     ks = sorted({k for _, pts in methods for k in pts}, key=_order)
-    header = ["method", "model", *[f"K = {k}" if isinstance(k, int) else str(k) for k in ks], "train time (largest K)"]
+    header = ["method", "model", *[f"K = {k}" if isinstance(k, int) else str(k) for k in ks], "train time (last point)"]
     rows = []
     for label, pts in methods:
         cells = []

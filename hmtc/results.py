@@ -21,7 +21,7 @@ from pathlib import Path
 from .config import DEFAULTS, load_config
 from .curves import curve_png, curve_table, curves
 from .errors import HmtcError
-from .io import atomic_write_text
+from .io import atomic_write_bytes, atomic_write_text
 from .models import MODELS
 from .record import mean_std
 from .report import Code, duration, machine_text, markdown_table
@@ -627,7 +627,6 @@ def write_results(records_dir: str | Path = "experiments/records",
                   out: str | Path = "experiments/RESULTS.md") -> Path:
     """Regenerate ``out`` from the records, atomically, with a learning-curve PNG per dataset that
     has curves (``curves-<dataset>.png`` beside it); returns its path."""
-    from .io import atomic_write_bytes
     text = render_results(records_dir, out)
     for d, methods in curves(groups(load_records(records_dir))).items():
         atomic_write_bytes(Path(out).parent / f"curves-{d}.png", curve_png(methods, f"{d}: leaf macro-F1"))

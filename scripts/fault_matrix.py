@@ -119,11 +119,17 @@ def build_cases(root: Path, cfg: Path, data: Path, run: Path, scratch: Path) -> 
     for section, keys in DEFAULTS.items():
         for key, value in keys.items():
             for label, text in bad_values(key, value):
-                if (section, key, label) in {("train", "seed", "negative"), ("decode", "threshold", "int for string")} \
+                if (section, key, label) in {("train", "seed", "negative"), ("decode", "threshold", "int for string"),
+                                             ("data", "shots", "int for string"), ("data", "dev_shots", "int for string")} \
                         or (key in ("output_dir", "record_dir") and label == "unknown word"):
-                    continue        # any int is a seed, a number a threshold, any name a folder
+                    continue        # any int is a seed, a number a threshold or a shot count, any name a folder
                 cases.append(Case("config", f"{section}.{key}: {label}", train + ["--set", f"{section}.{key}={text}"]))
     cases += [
+        Case("config", "data.shots: negative", train + ["--set", "data.shots=-2"]),
+        Case("config", "data.dev_shots: negative", train + ["--set", "data.dev_shots=-2"]),
+        Case("config", "data.shots = 0 for a model that needs examples", train + ["--set", "data.shots=0"]),
+        Case("config", "data.shots with data.train_fraction", train + ["--set", "data.shots=2",
+                                                                       "--set", "data.train_fraction=0.5"]),
         Case("config", "unknown section", train + ["--set", "nope.key=1"]),
         Case("config", "unknown key", train + ["--set", "train.epoch=3"]),
         Case("config", "override without =", train + ["--set", "train.epochs"]),

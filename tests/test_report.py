@@ -570,7 +570,7 @@ def test_learning_curves_from_known_records(tmp_path):
     invoke(app, "results", "--records", recs, "--out", out)
     section = out.read_text(encoding="utf-8").split("## Learning curves")[1].split("\n## ")[0]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| ")]
-    assert rows[0] == ["method", "model", "K = 0", "K = 2", "K = 8", "all", "train time (largest K)"]
+    assert rows[0] == ["method", "model", "K = 0", "K = 2", "K = 8", "all", "train time (last point)"]
     assert rows[1] == ["duee-proto / duee-zeroshot", "zeroshot", "0.5800 ± 0.0000 (3)", "0.6200 ± 0.0200 (3)",
                        "0.7000 ± 0.0000 (3)", "–", "3725 s"]
     assert rows[2] == ["duee-tfidf / duee-tfidf-all", "tfidf", "–", "0.2200 ± 0.0200 (3)", "–", "0.9000 ± 0.0000 (3)",
