@@ -80,23 +80,6 @@ def test_add_rename_merge_set_descriptions():
     assert changes == ["~ trade: description 'buying # selling' -> 'goods change hands'"]
 
 
-@pytest.mark.parametrize("text, line, words", [
-    ("ROOT\n  a\n  > late\n", 3, "indented one level below its node"),
-    ("ROOT\n  a\n    > one\n    > two\n", 4, "right after its node's line"),
-    ("ROOT\n  a\n  # c\n    > d\n", 4, "right after its node's line"),
-    ("ROOT\n  a\n  b\n    &a\n      > d\n", 5, "right after its node's line"),
-    ("ROOT\n  a\n    >no space\n", 3, "one space after '>'"),
-    ("ROOT\n  a\n    > trailing \n", 3, "no trailing spaces"),
-    ("ROOT\n  a\n    >\n", 3, "one space after '>'"),
-])
-def test_bad_descriptions_name_the_line(tmp_path, text, line, words):
-    p = tmp_path / "bad.tax"
-    p.write_text(text, encoding="utf-8")
-    with pytest.raises(TaxonomyError) as e:
-        Taxonomy.load(p)
-    assert e.value.line == line and words in str(e.value)
-
-
 @pytest.mark.parametrize("edit, words", [
     (lambda t: t.add(">x"), "no leading &, # or >"),
     (lambda t: t.add("x", description="two\nlines"), "invalid description"),

@@ -84,6 +84,14 @@ def test_names_and_structure():
     ("  a\n", 1, "first node line must be the root"),
     ("ROOT\n  a\n    &b \"n\"\n  b\n", 3, "takes no display name"),
     ('ROOT\n  a "x\n', 2, "cannot read node line"),
+    # descriptions (tests/test_descriptions.py has the rest)
+    ("ROOT\n  a\n  > late\n", 3, "indented one level below its node"),
+    ("ROOT\n  a\n    > one\n    > two\n", 4, "right after its node's line"),
+    ("ROOT\n  a\n  # c\n    > d\n", 4, "right after its node's line"),
+    ("ROOT\n  a\n  b\n    &a\n      > d\n", 5, "right after its node's line"),
+    ("ROOT\n  a\n    >no space\n", 3, "one space after '>'"),
+    ("ROOT\n  a\n    > trailing \n", 3, "no trailing spaces"),
+    ("ROOT\n  a\n    >\n", 3, "one space after '>'"),
 ])
 def test_invalid_files_name_file_line_and_node(tmp_path, text, line, words):
     p = write(tmp_path, text)

@@ -54,7 +54,8 @@ from ..batching import iterate, length_batches, tokenize
 from ..errors import ConfigError
 from ..losses import ExclusiveLoss
 from ..taxonomy import TaxonomyIndex
-from .base import MODELS, EncoderModel, ModelOutput, make_config
+from .base import MODELS, EncoderModel, ModelOutput
+from .constraint import constrain, descendant_mask
 from .encoder import TextEncoder
 from .label_init import label_texts
 
@@ -87,36 +88,14 @@ def node_passages(index: TaxonomyIndex, config: ZeroShotConfig) -> list[str]:
     return [config.passage_prefix + t + (f": {d}" if d else "") for t, d in zip(texts, descriptions)]
 
 
-def relative_scores(cos: torch.Tensor, index: TaxonomyIndex, scale: float, margin: float,
-                    parents: str = "children") -> torch.Tensor:
-    """Scores (B, N) from cosines (B, N) as the module docstring writes them."""
-    if parents == "own":
-        out = torch.empty_like(cos)
-        for sl in index.level_slices:
-            part = cos[:, sl]
-            out[:, sl] = scale * (part - part.max(1, keepdim=True).values) + margin
-        return out
-    leaf = torch.as_tensor(index.leaf_mask, device=cos.device)
-    best = cos.masked_fill(~leaf, -torch.inf).max(1, keepdim=True).values
-    out = (scale * (cos - best) + margin).masked_fill(~leaf, -torch.inf)
-    ptr, idx, n_par = (torch.as_tensor(a, device=cos.device) for a in
-                       (index.parent_ptr, index.parent_idx, index.n_parents))
-    for sl in reversed(index.level_slices[1:]):         # bottom up: a parent takes its best child
-        kids = torch.arange(sl.start, sl.stop, device=cos.device)
-        child = kids.repeat_interleave(n_par[kids])
-        par = idx[ptr[sl.start]:ptr[sl.stop]]
-        out = out.scatter_reduce(1, par.expand(len(out), -1), out[:, child], "amax", include_self=True)
-    return out
-
-
 @MODELS.register("zeroshot")
 class ZeroShotModel(EncoderModel):
     """Cosine similarity of a text to each node's prototype (see the module docstring).
 
     Attributes
     ----------
-    prototypes : torch.Tensor, shape (N, d)
-        Unit rows ``c_i``, a buffer saved with the weights.
+    prototypes : torch.nn.Parameter, shape (N, d)
+        Unit rows ``c_i``, saved with the weights; fixed here, trained by :class:`ProtoModel`.
     """
 
     config_class = ZeroShotConfig
@@ -127,31 +106,51 @@ class ZeroShotModel(EncoderModel):
     def __init__(self, encoder: TextEncoder, index: TaxonomyIndex, config: ZeroShotConfig):
         super().__init__()
         self.encoder, self.index, self.config = encoder, index, config
-        self.encoder.requires_grad_(False)
-        self.register_buffer("prototypes", torch.zeros(index.n_nodes, encoder.hidden_size))
-
-    @classmethod
-    def create(cls, config: dict, index: TaxonomyIndex) -> "ZeroShotModel":
-        make_config("zeroshot", config["model"]["options"])       # option errors before the encoder loads
-        return super().create(config, index).eval()
+        self.prototypes = torch.nn.Parameter(torch.zeros(index.n_nodes, encoder.hidden_size), requires_grad=False)
+        self.register_buffer("leaf", torch.as_tensor(index.leaf_mask), persistent=False)
+        self.register_buffer("under", torch.as_tensor(descendant_mask(index)), persistent=False)
+        groups = ([np.flatnonzero(index.leaf_mask)] if config.parents == "children"
+                  else [np.arange(sl.start, sl.stop) for sl in index.level_slices])
+        padded = np.full((len(groups), max(len(g) for g in groups)), -1, dtype=np.int64)
+        for i, g in enumerate(groups):
+            padded[i, :len(g)] = g
+        self.loss_fn = ExclusiveLoss(padded)
+        self.eval()         # fitted, not trained: dropout off from the start (the trainer turns it on for proto)
 
     def forward_states(self, states: torch.Tensor, mask: torch.Tensor,
                        labels: torch.Tensor | None = None) -> ModelOutput:
-        """Relative cosine scores (B, N); there is no loss to train."""
-        cos = pool(states, mask) @ self.prototypes.to(states.dtype).T
-        return ModelOutput(relative_scores(cos.float(), self.index, self.config.scale, self.config.margin,
-                                           self.config.parents))
+        """Relative cosine scores (B, N); with ``labels``, the softmax loss of :class:`ProtoModel`."""
+        cos = pool(states, mask).float() @ F.normalize(self.prototypes.float(), dim=1).T
+        logits = self.relative_scores(cos)
+        return ModelOutput(logits, None if labels is None else self.loss_fn(self.config.scale * cos, labels))
+
+    def relative_scores(self, cos: torch.Tensor) -> torch.Tensor:
+        """Scores (B, N) from cosines (B, N) as the module docstring writes them; a parent's best
+        leaf is the max over its descendants (:func:`hmtc.models.constraint.constrain`)."""
+        scale, margin = self.config.scale, self.config.margin
+        if self.config.parents == "own":
+            out = torch.empty_like(cos)
+            for sl in self.index.level_slices:
+                part = cos[:, sl]
+                out[:, sl] = scale * (part - part.max(1, keepdim=True).values) + margin
+            return out
+        best = cos.masked_fill(~self.leaf, -torch.inf).max(1, keepdim=True).values
+        return constrain((scale * (cos - best) + margin).masked_fill(~self.leaf, -torch.inf), self.under)
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str], prefix: str = "") -> torch.Tensor:
-        """Unit mean-pooled embeddings (len(texts), d) of ``prefix + text``, in input order."""
+        """Unit mean-pooled embeddings (len(texts), d) of ``prefix + text``, in input order, with
+        dropout off."""
         ids = tokenize(self.tokenizer, [prefix + t for t in texts], self.max_length)
         out = torch.zeros(len(ids), self.encoder.hidden_size)
         pad = getattr(self.tokenizer, "pad_token_id", None) or 0
         device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
         for b, x, mask, _ in iterate(ids, length_batches([len(t) for t in ids], self.eval_batch_size, False), pad):
             states, mask = self.encode(x.to(device), mask.to(device))
             out[torch.as_tensor(b)] = pool(states, mask).float().cpu()
+        self.train(was_training)
         return out
 
     @torch.no_grad()
@@ -191,34 +190,9 @@ class ProtoModel(ZeroShotModel):
     supports_cache = True
 
     def __init__(self, encoder: TextEncoder, index: TaxonomyIndex, config: ZeroShotConfig):
-        EncoderModel.__init__(self)
-        self.encoder, self.index, self.config = encoder, index, config
-        self.prototypes = torch.nn.Parameter(torch.zeros(index.n_nodes, encoder.hidden_size))
-        groups = ([np.flatnonzero(index.leaf_mask)] if config.parents == "children"
-                  else [np.arange(sl.start, sl.stop) for sl in index.level_slices])
-        width = max(len(g) for g in groups)
-        padded = np.full((len(groups), width), -1, dtype=np.int64)
-        for i, g in enumerate(groups):
-            padded[i, :len(g)] = g
-        self.loss_fn = ExclusiveLoss(padded)
-
-    @classmethod
-    def create(cls, config: dict, index: TaxonomyIndex) -> "ProtoModel":
-        make_config("proto", config["model"]["options"])
-        return EncoderModel.create.__func__(cls, config, index)
+        super().__init__(encoder, index, config)
+        self.prototypes.requires_grad_(True)
 
     def init_from_data(self, texts: Sequence[str], labels: np.ndarray) -> None:
         """Prototypes from the names and the training texts, as the zero-shot model fits them."""
-        was = self.training
-        self.eval()
-        ZeroShotModel.fit(self, texts, labels)
-        self.train(was)
-
-    def forward_states(self, states: torch.Tensor, mask: torch.Tensor,
-                       labels: torch.Tensor | None = None) -> ModelOutput:
-        cos = pool(states, mask).float() @ F.normalize(self.prototypes.float(), dim=1).T
-        logits = relative_scores(cos, self.index, self.config.scale, self.config.margin, self.config.parents)
-        if labels is None:
-            return ModelOutput(logits)
-        loss = self.loss_fn(self.config.scale * cos, labels)
-        return ModelOutput(logits, loss)
+        self.fit(texts, labels)
