@@ -12,6 +12,16 @@ The expected calibration error over every (text, node) pair, with B equal-width 
 predicted probability:
 
     ECE = Σ_b (n_b / n) · | mean(y in b) - mean(p in b) |
+
+Per-node probabilities can contradict the taxonomy (a child more probable than its parent,
+although every text of the child is one of the parent). ``decode.consistent_scores`` makes them
+agree, level by level over the compiled parent arrays (:func:`consistent`):
+
+    min:  p'(n) = min(p(n), min_{a ∈ parents(n)} p'(a))     top-down: a child never above a parent
+    max:  p'(a) = max(p(a), max_{n ∈ children(a)} p'(n))     bottom-up: a parent at least its children
+
+``evaluate`` reports each choice's ECE and the share of texts where some child exceeds a parent
+by more than 0.1 (:func:`violations`).
 """
 
 from __future__ import annotations
@@ -56,6 +66,46 @@ def calibrated(scores: np.ndarray, temperatures: list[float] | None, index: Taxo
     for sl, temp in zip(index.level_slices, temperatures):
         t[sl] = temp
     return expit(np.asarray(scores, dtype=np.float64) / t)
+
+
+CONSISTENT = ("none", "min", "max")
+
+
+def _edges(index: TaxonomyIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(child, parent) column pairs of every edge below level 1."""
+    return np.repeat(np.arange(index.n_nodes), np.diff(index.parent_ptr)), np.asarray(index.parent_idx)
+
+
+def consistent(probs: np.ndarray, index: TaxonomyIndex, how: str = "none") -> np.ndarray:
+    """Probabilities (S, N) made to agree with the taxonomy: ``min`` caps each node at its
+    parents' (top-down), ``max`` lifts each parent to its children's (bottom-up), ``none``
+    returns them as they are. A parent's level is below its children's, so one pass over the
+    levels settles every path."""
+    if how == "none":
+        return probs
+    if how not in CONSISTENT:
+        raise ValueError(f"consistent_scores must be one of {CONSISTENT}, not {how!r}")
+    p = np.array(probs, dtype=np.float64, copy=True)
+    child, parent = _edges(index)
+    rows = slice(None)
+    order = index.level_slices[1:] if how == "min" else index.level_slices[:0:-1]
+    for sl in order:
+        m = (child >= sl.start) & (child < sl.stop)
+        if how == "min":
+            bound = np.full((len(p), sl.stop - sl.start), np.inf)
+            np.minimum.at(bound, (rows, child[m] - sl.start), p[:, parent[m]])
+            p[:, sl] = np.minimum(p[:, sl], bound)
+        else:
+            np.maximum.at(p, (rows, parent[m]), p[:, child[m]])
+    return p
+
+
+def violations(probs: np.ndarray, index: TaxonomyIndex, margin: float = 0.1) -> float:
+    """Share of texts with some child's probability above a parent's by more than ``margin``."""
+    if not len(probs):
+        return 0.0
+    child, parent = _edges(index)
+    return float((probs[:, child] > probs[:, parent] + margin).any(axis=1).mean())
 
 
 def reliability(probs: np.ndarray, gold: np.ndarray, bins: int = 15) -> list[dict]:

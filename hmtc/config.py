@@ -199,6 +199,9 @@ class DecodeConfig:
     at_least_one: Auto = _key("auto", "predict at least one label; auto: when every training sample has a label")
     complete: Auto = _key("auto", "extend predictions down to a leaf; auto: when every training label set "
                                   "reaches one")
+    consistent_scores: Literal["none", "min", "max"] = _key(
+        "none", "reported probabilities that agree with the taxonomy: min caps a child at its parents', max lifts "
+                "a parent to its children's (hmtc.calibration.consistent)")
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "decode": DecodeConfig}

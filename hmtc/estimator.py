@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from transformers.utils import logging as hf_logging
 
-from .calibration import calibrated
+from .calibration import calibrated, consistent
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import load_config, merge_config
 from .data.prepare import locate
@@ -37,7 +37,7 @@ from .evaluate import evaluate_run
 from .inference import pick_device
 from .io import atomic_write_text
 from .metrics import evaluate, label_classes, with_absent_classes
-from .predict import checkpoint_class_probabilities, predict_texts
+from .predict import checkpoint_class_probabilities, consistent_choice, predict_texts
 from .taxonomy import Taxonomy
 from .train import Trainer
 
@@ -288,9 +288,11 @@ class HierarchicalClassifier(BaseEstimator):
 
     def predict_proba(self, texts) -> np.ndarray:
         """Every node's probability, shape (n_texts, n_nodes), undecoded: σ(logit / T_level) with the
-        temperatures fitted on dev (:mod:`hmtc.calibration`), as ``hmtc predict`` reports them."""
+        temperatures fitted on dev (:mod:`hmtc.calibration`), made to agree with the taxonomy when
+        ``decode.consistent_scores`` asks, as ``hmtc predict`` reports them."""
         ckpt = self._fitted()
-        return calibrated(self.predict_scores(texts), ckpt.decode.get("temperatures"), ckpt.index)
+        return consistent(calibrated(self.predict_scores(texts), ckpt.decode.get("temperatures"), ckpt.index),
+                          ckpt.index, consistent_choice(ckpt))
 
     def predict_classes(self, texts) -> list[dict[str, str]]:
         """Per text each label's class (``{"joy": "weak", ...}``), as ``hmtc predict`` decodes it:

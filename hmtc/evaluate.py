@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from .calibration import calibrated, ece, fit_temperatures, reliability
+from .calibration import CONSISTENT, calibrated, consistent, ece, fit_temperatures, reliability, violations
 from .config import DEFAULTS
 from .data.catalog import dataset_protocol
 from .data.prepare import locate, prepare, taxonomy_for
@@ -108,7 +108,10 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     temperatures = [1.0] * index.depth if no_dev else fit_temperatures(scores["dev"], data.labels["dev"], index)
     before_cal, after_cal = calibrated(scores[eval_split], None, index), calibrated(scores[eval_split], temperatures, index)
     calibration = {"temperatures": temperatures, "ece_before": ece(before_cal, gold), "ece_after": ece(after_cal, gold),
-                   "reliability_before": reliability(before_cal, gold), "reliability_after": reliability(after_cal, gold)}
+                   "reliability_before": reliability(before_cal, gold), "reliability_after": reliability(after_cal, gold),
+                   # each decode.consistent_scores choice on the calibrated probabilities
+                   "consistent": {how: {"ece": ece(c, gold), "violations": violations(c, index)}
+                                  for how in CONSISTENT for c in [consistent(after_cal, index, how)]}}
     decode_cfg = {"method": method, "single_path": single, "at_least_one": one, "threshold": threshold,
                   "complete": complete, "temperatures": temperatures,
                   # share of texts whose decoded set stops at an internal node before any completion

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -12,6 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HmtcError
+
+try:                                  # POSIX (Linux, macOS)
+    import fcntl
+except ImportError:                   # pragma: no cover - Windows
+    fcntl = None
+try:                                  # Windows
+    import msvcrt
+except ImportError:
+    msvcrt = None
+
+_WIN_LOCK_OFFSET = 1 << 30            # msvcrt locks a byte range; one past the pid, so it stays readable
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -72,37 +82,92 @@ class _AtomicDir:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _try_lock(fd: int) -> bool:
+    """Lock an open file for this process without waiting: True when locked, False when another
+    process holds it. The kernel releases the lock when its holder dies (``flock`` on POSIX, a
+    byte-range lock on Windows); where neither exists the caller falls back to a marker file."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+    os.lseek(fd, _WIN_LOCK_OFFSET, os.SEEK_SET)
+    try:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.lseek(fd, 0, os.SEEK_SET)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
 class RunLock:
     """An exclusive lock on a run folder, held while one ``hmtc train`` writes it.
 
-    ``.lock`` in the folder is locked with ``flock``, which the kernel releases when its holder
-    dies, so a lock left by a killed run is simply taken over; the file keeps the holder's pid
-    for the message another writer gets.
+    ``.lock`` in the folder is locked by the operating system (``flock`` on Linux and macOS, a
+    byte-range lock on Windows), which releases it when its holder dies, so a lock left by a
+    killed run is simply taken over; the file keeps the holder's pid for the message another
+    writer gets. Without either (an exotic platform), the lock is ``.lock`` created exclusively
+    with the pid inside, taken over when that process no longer runs.
     """
 
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / ".lock"
         self.fd: int | None = None
+        self.marker = False
+
+    def _refuse(self, holder: str) -> HmtcError:
+        return HmtcError(f"another hmtc train (pid {holder or '?'}) is writing this run folder; wait for it to "
+                         "finish or choose another --out", self.path.parent)
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None and msvcrt is None:
+            return self._enter_marker()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+        if not _try_lock(fd):
+            holder = os.read(fd, 64).decode("ascii", "replace").strip()
             os.close(fd)
-            raise HmtcError(f"another hmtc train (pid {holder}) is writing this run folder; wait for it to "
-                            "finish or choose another --out", self.path.parent) from None
+            raise self._refuse(holder) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self.fd = fd
         return self
 
+    def _enter_marker(self) -> "RunLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self.path.read_text(encoding="ascii", errors="replace").strip()
+                if holder.isdigit() and _pid_alive(int(holder)):
+                    raise self._refuse(holder) from None
+                self.path.unlink(missing_ok=True)          # its holder is gone: stale, taken over
+                continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            self.marker = True
+            return self
+        raise self._refuse("?")
+
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
             os.close(self.fd)           # closing releases the lock; the file may stay
             self.fd = None
+        if self.marker:
+            self.path.unlink(missing_ok=True)
+            self.marker = False
 
 
 # ---- versioned folders: a valid one on disk at every instant ---------------------------------

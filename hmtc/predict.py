@@ -8,15 +8,37 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from .calibration import calibrated
+from .calibration import calibrated, consistent
 from .checkpoint import Checkpoint
 from .decode import decode
-from .errors import DataError
+from .errors import DataError, HmtcError
 from .metrics import LabelClasses, class_indices, label_classes
 from .models import MODELS
+
+
+def decoded_lines(fh: BinaryIO, source: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a byte stream, decoded as UTF-8 without its line end
+    and without a byte-order mark at the start; a line that is not UTF-8 is a DataError naming
+    ``source`` and the line."""
+    for no, raw in enumerate(fh, 1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise DataError(f"not UTF-8 (byte {e.start})", source, no) from None
+        yield no, (line.removeprefix("\ufeff") if no == 1 else line)
+
+
+def count_lines(path: Path) -> int:
+    """Lines in a file as :func:`decoded_lines` reads them (for a progress bar's total)."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            n, last = n + block.count(b"\n"), block[-1:]
+    return n + (last != b"\n")
 
 
 def read_texts(path: Path, text_key: str = "text", keep: Sequence[str] = ("id",)) -> Iterator[dict]:
@@ -25,11 +47,7 @@ def read_texts(path: Path, text_key: str = "text", keep: Sequence[str] = ("id",)
     with an empty text, so outputs stay aligned with inputs line for line."""
     jsonl = path.suffix == ".jsonl"
     with open(path, "rb") as fh:
-        for no, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise DataError(f"not UTF-8 (byte {e.start})", path, no) from None
+        for no, line in decoded_lines(fh, path):
             if not jsonl or not line.strip():
                 yield {"text": line}
                 continue
@@ -74,7 +92,7 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     keep = decode(scores, index, dec.get("method", ckpt.config["decode"]["method"]), thr,
                   bool(dec.get("single_path", False)), leaf or bool(dec.get("at_least_one", False)),
                   leaf or bool(dec.get("complete", False)))
-    p = calibrated(scores, dec.get("temperatures"), index)
+    p = consistent(calibrated(scores, dec.get("temperatures"), index), index, consistent_choice(ckpt))
     cls = class_indices(keep, lc) if len(lc) else None
     assert cls is None or (cls >= 0).all(), "decoding keeps at most one class of a label"
     softmax = checkpoint_class_probabilities(ckpt, scores, lc) if len(lc) else None
@@ -84,6 +102,11 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
             r = next(at)
             rows[i], probs[i] = {**item, **_result(index, keep[r], p[r]), **_classes(lc, cls, softmax, r)}, p[r]
     return rows, probs
+
+
+def consistent_choice(ckpt: Checkpoint) -> str:
+    """The run's ``decode.consistent_scores`` ("none" for checkpoints from before the key)."""
+    return ckpt.config.get("decode", {}).get("consistent_scores", "none")
 
 
 def class_probabilities(scores: np.ndarray, lc: LabelClasses, paths: bool = False) -> np.ndarray:
@@ -162,6 +185,8 @@ def predict_texts(ckpt: Checkpoint, texts: Iterable[str | dict], chunk: int = 20
                   leaf: bool = False) -> Iterator[dict]:
     """One result per text, in order (:func:`predict_rows`), ``chunk`` texts in memory at a time;
     with ``top_k`` / ``all_scores`` also what :func:`ranked` gives."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise HmtcError(f"chunk must be a whole number of texts, at least 1, not {chunk!r}")
     buf: list = []
 
     def flush() -> Iterator[dict]:

@@ -54,6 +54,7 @@ def test_eval_fits_temperatures_and_predict_reports_calibrated_probabilities(run
     cal = metrics["calibration"]
     assert len(cal["temperatures"]) == 2 and all(t > 0 for t in cal["temperatures"])
     assert {"ece_before", "ece_after"} <= set(cal) and len(cal["reliability_after"]) == 15
+    assert cal["consistent"]["none"]["ece"] == pytest.approx(cal["ece_after"])
     ckpt = load_checkpoint(folder / "best")
     assert ckpt.decode["temperatures"] == cal["temperatures"]
     texts = ["meow kitten here", "oak leaf today", "the big"]
@@ -68,3 +69,53 @@ def test_eval_fits_temperatures_and_predict_reports_calibrated_probabilities(run
         assert [lv["level"] for lv in row["top_k"]] == [1, 2] and all(len(lv["nodes"]) == 2 for lv in row["top_k"])
         keep[i, [ckpt.index.id_to_index[n] for n in row["labels"]]] = True
     assert keep.any(1).all() and not stops_early(keep, ckpt.index).any()       # --leaf: every path reaches a leaf
+
+
+def _dag_index():
+    from hmtc.taxonomy import Taxonomy
+    return Taxonomy.parse("ROOT\n  a\n    a1\n    ab\n  b\n    &ab\n    b1\n").compile()
+
+
+def test_consistent_scores_min_caps_children_and_max_lifts_parents():
+    from hmtc.calibration import consistent, violations
+    index = _dag_index()                       # ab has two parents
+    col = {n: i for i, n in enumerate(index.ids)}
+    rng = np.random.default_rng(0)
+    p = rng.random((50, index.n_nodes))
+    assert violations(p, index, 0.0) > 0
+    child, parent = np.repeat(np.arange(index.n_nodes), np.diff(index.parent_ptr)), index.parent_idx
+    lo, hi = consistent(p, index, "min"), consistent(p, index, "max")
+    for q in (lo, hi):
+        assert (q[:, child] <= q[:, parent]).all() and violations(q, index, 0.0) == 0
+    assert (lo <= p).all() and (hi >= p).all()            # each moves only in its direction
+    for r in range(len(p)):                                # by hand: the formulas in the docstring
+        assert lo[r, col["ab"]] == min(p[r, col["ab"]], p[r, col["a"]], p[r, col["b"]])
+        assert lo[r, col["a1"]] == min(p[r, col["a1"]], p[r, col["a"]])
+        assert hi[r, col["a"]] == max(p[r, col["a"]], p[r, col["a1"]], p[r, col["ab"]])
+        assert hi[r, col["b"]] == max(p[r, col["b"]], p[r, col["b1"]], p[r, col["ab"]])
+    assert consistent(p, index, "none") is p
+    with pytest.raises(ValueError, match="consistent_scores"):
+        consistent(p, index, "mean")
+
+
+def test_predict_and_estimator_report_consistent_scores(run_config, tmp_path, invoke):
+    import json
+
+    from hmtc.calibration import consistent, violations
+    from hmtc.checkpoint import load_checkpoint
+    from hmtc.estimator import HierarchicalClassifier
+    invoke("train", run_config, "--quiet", "--set", "train.epochs=1", "--set", "decode.consistent_scores=min")
+    folder = tmp_path / "runs" / "tiny-msml"
+    cal = json.loads((folder / "metrics.json").read_text())["calibration"]
+    assert set(cal["consistent"]) == {"none", "min", "max"}
+    assert cal["consistent"]["none"]["ece"] == pytest.approx(cal["ece_after"])
+    assert cal["consistent"]["min"]["violations"] == cal["consistent"]["max"]["violations"] == 0.0
+    ckpt = load_checkpoint(folder / "best")
+    texts = ["meow kitten here", "oak leaf today", "rose petal thorn and a puppy"]
+    expected = consistent(calibrated(ckpt.scores(texts), ckpt.decode["temperatures"], ckpt.index), ckpt.index, "min")
+    assert violations(expected, ckpt.index, 0.0) == 0
+    rows = [json.loads(line) for line in invoke("predict", folder, *texts, "--all-scores").output.splitlines()
+            if line.startswith("{")]
+    for i, row in enumerate(rows):
+        assert list(row["all_scores"].values()) == pytest.approx(expected[i], abs=1e-4)
+    np.testing.assert_allclose(HierarchicalClassifier.load(folder).predict_proba(texts), expected, rtol=1e-5)

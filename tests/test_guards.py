@@ -248,3 +248,56 @@ def test_debug_shows_the_traceback(tmp_path, invoke):
     assert r.output.startswith("error:") and "Traceback" not in r.output
     with pytest.raises(Exception, match="gone.tax"):
         invoke("taxonomy", "validate", tmp_path / "gone.tax", "--debug")
+
+
+def test_predict_shows_progress_on_input_files_and_reads_stdin_strictly(run_config, tmp_path, invoke, monkeypatch):
+    import io
+    import json
+    import sys
+    run = _tiny_checkpoint(run_config, tmp_path)
+    plain = tmp_path / "in.txt"
+    plain.write_bytes("\ufeffmeow kitten\noak leaf\ndog".encode("utf-8"))      # a BOM, no newline at the end
+    out = tmp_path / "out.jsonl"
+    r = invoke("predict", run, "--input", plain, "--output", out)
+    assert "predicting" in r.output and "3/3" in r.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["text"] for row in rows] == ["meow kitten", "oak leaf", "dog"]
+    assert "predicting" not in invoke("predict", run, "--input", plain, "--output", out, "-q").output
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"cat\n\xff\xfe dog\n")))
+    r = invoke("predict", run, code=2)
+    assert "error: <stdin>:2: not UTF-8 (byte 0)" in r.output and "Traceback" not in r.output
+    for bad in ("0", "-5"):
+        r = invoke("predict", run, "cat", "--chunk", bad, code=2)
+        assert f"chunk must be a whole number of texts, at least 1, not {bad}" in r.output
+
+
+@pytest.mark.parametrize("backend", ["os", "marker"])
+def test_run_lock_excludes_a_second_writer_and_is_taken_over_when_stale(tmp_path, monkeypatch, backend):
+    import os
+    import subprocess
+    import sys
+
+    import hmtc.io
+    from hmtc.errors import HmtcError
+    from hmtc.io import RunLock
+    if backend == "marker":            # a platform with neither flock nor msvcrt
+        monkeypatch.setattr(hmtc.io, "fcntl", None)
+        monkeypatch.setattr(hmtc.io, "msvcrt", None)
+    folder = tmp_path / "run"
+    with RunLock(folder):
+        assert (folder / ".lock").read_text() == str(os.getpid())
+        if backend == "marker":        # the holder is this live process: refused
+            with pytest.raises(HmtcError, match=f"pid {os.getpid()}"):
+                RunLock(folder).__enter__()
+        else:                          # another process cannot take it
+            code = ("import sys; from hmtc.io import RunLock\n"
+                    f"try:\n    RunLock({str(folder)!r}).__enter__()\nexcept Exception as e:\n    sys.exit(str(e))")
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            assert f"another hmtc train (pid {os.getpid()})" in r.stderr
+    if backend == "marker":
+        assert not (folder / ".lock").exists()
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout.strip()
+        (folder / ".lock").write_text(dead)            # a killed holder left its marker
+    with RunLock(folder):                              # taken over
+        assert (folder / ".lock").read_text() == str(os.getpid())

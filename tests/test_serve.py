@@ -27,7 +27,8 @@ from hmtc.calibration import calibrated
 from hmtc.config import load_config
 from hmtc.evaluate import evaluate_run
 from hmtc.predict import predict_texts
-from hmtc.serve import Limits, create_app, load_served, score_texts
+from hmtc.errors import HmtcError
+from hmtc.serve import Limits, check_server, create_app, load_served, score_texts
 from hmtc.train import Trainer
 
 from conftest import tiny_config_text
@@ -83,14 +84,21 @@ def serve(ckpt):
         s.stop()
 
 
-def request(url: str, body=None, raw: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
+def request(url: str, body=None, raw: bytes | None = None, headers: dict | None = None,
+            with_headers: bool = False) -> tuple:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
+            out = r.status, json.loads(r.read()), r.headers
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+        out = e.code, json.loads(e.read() or b"null"), e.headers
+    return out if with_headers else out[:2]
+
+
+def get_text(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.status, r.read().decode()
 
 
 def test_predict_matches_in_process(serve, ckpt):
@@ -112,7 +120,8 @@ def test_predict_matches_in_process(serve, ckpt):
             assert top[0] == max(list(p["all_scores"].values())[sl])
         for node, score in p["scores"].items():
             assert p["all_scores"][node] == score
-    assert request(s.url + "/predict", {"texts": []}) == (200, {"predictions": []})
+    status, out = request(s.url + "/predict", {"texts": []})
+    assert status == 200 and out["predictions"] == []
 
 
 def test_rows_keep_their_scores_around_unscored_texts(ckpt):
@@ -164,7 +173,9 @@ def test_limits(serve):
     b"", b"not json", b"[1, 2]", b"null", b'{"texts": "one"}', b'{"texts": [1, 2]}', b'{"text": ["a"]}',
     b'{"texts": ["a"], "top_k": -1}', b'{"texts": ["a"], "top_k": "many"}', b'{"texts": ["a"], "extra": 1}',
     b'{"texts": ["\\ud800"]}', b'{"texts": [null]}', b'\xff\xfe', b'{"texts": ["a"]',
-    b'{"texts": ["a"], "all_scores": {"path": "/etc/passwd"}}'])
+    b'{"texts": ["a"], "all_scores": {"path": "/etc/passwd"}}', b'{"texts": ["a"], "top_k": NaN}',
+    b'{"texts": ["a"], "top_k": Infinity}', b'{"texts": ["a"], "top_k": 1.5}', b'{"inputs": 1}', b'{}',
+    b'{"texts": ["a"], "inputs": "b"}', b'{"inputs": [null]}', b'{"inputs": ["a"], "top_k": -Infinity}'])
 def test_bad_bodies_are_4xx(serve, raw):
     s = serve()
     status, out = request(s.url + "/predict", raw=raw)
@@ -236,3 +247,105 @@ def test_missing_run_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "hmtc", "serve", str(tmp_path / "nothing")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "neither a run folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_inputs_key_as_in_hf_pipelines(serve, ckpt):
+    s = serve()
+    expected = request(s.url + "/predict", {"texts": ["cat meow", "oak"]})[1]["predictions"]
+    assert request(s.url + "/predict", {"inputs": ["cat meow", "oak"]})[1]["predictions"] == expected
+    assert request(s.url + "/predict", {"inputs": "cat meow"})[1]["predictions"] == expected[:1]
+    status, out = request(s.url + "/predict", {"texts": ["a"], "inputs": "b"})
+    assert status == 422 and "not both" in json.dumps(out)
+
+
+def test_nan_is_a_422_that_says_where(serve):
+    s = serve()
+    status, out = request(s.url + "/predict", raw=b'{"texts": ["a"], "top_k": NaN}')
+    assert status == 422 and out["detail"][0]["loc"] == ["body", "top_k"], out
+
+
+def test_every_response_names_the_model(serve, ckpt, tiny_run):
+    import hashlib
+    s = serve()
+    digest = hashlib.sha256(ckpt.taxonomy.dumps().encode()).hexdigest()
+    commit = json.loads((tiny_run / "run.json").read_text())["git_commit"]
+    status, out, headers = request(s.url + "/predict", {"texts": ["cat"]}, with_headers=True)
+    assert out["model"] == {"run": ckpt.config["name"], "git_commit": commit, "taxonomy_sha256": digest,
+                            "hmtc_version": __import__("hmtc").__version__}
+    assert headers["X-Hmtc-Taxonomy"] == digest and headers["X-Hmtc-Commit"] == commit
+    status, health, headers = request(s.url + "/health", with_headers=True)
+    assert health["served"] == out["model"] and headers["X-Hmtc-Run"] == ckpt.config["name"]
+    assert request(s.url + "/nowhere", with_headers=True)[2]["X-Hmtc-Taxonomy"] == digest
+
+
+def test_ready_after_warm_up_and_metrics(serve):
+    s = serve(max_batch=8)
+    deadline = time.time() + 60
+    while (answer := request(s.url + "/ready"))[0] != 200:
+        assert answer[0] == 503 and answer[1]["status"] == "not ready" and time.time() < deadline, answer
+        time.sleep(0.05)
+    assert answer == (200, {"status": "ready"})
+    assert request(s.url + "/health")[1]["scoring_calls"] == 0          # the warm-up is not counted
+    for _ in range(2):
+        assert request(s.url + "/predict", {"texts": ["cat", "dog", "oak"]})[0] == 200
+    status, text = get_text(s.url + "/metrics")
+    assert status == 200
+    series = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert series['hmtc_requests_total{path="/predict",status="200"}'] == 2
+    assert series["hmtc_texts_scored_total"] == 6 and series["hmtc_batch_texts_count"] == 2
+    assert series['hmtc_batch_texts_bucket{le="2.0"}'] == 0 and series['hmtc_batch_texts_bucket{le="4.0"}'] == 2
+    assert series['hmtc_request_seconds_count{path="/predict"}'] == 2 and series["hmtc_queue_texts"] == 0
+
+
+def test_a_full_queue_answers_429_with_retry_after(serve):
+    s = serve(max_batch=32, max_wait_ms=3000, max_texts=4, max_queue=4)
+    first = threading.Thread(target=request, args=(s.url + "/predict", {"texts": ["cat", "dog", "oak"]}))
+    first.start()
+    deadline = time.time() + 30
+    while request(s.url + "/health")[1]["queued"] < 3:      # the first request waits for company
+        assert time.time() < deadline
+        time.sleep(0.02)
+    status, out, headers = request(s.url + "/predict", {"texts": ["rose", "leaf"]}, with_headers=True)
+    assert status == 429 and out["limit"] == "max_queue" and out["max"] == 4
+    assert int(headers["Retry-After"]) >= 1
+    assert request(s.url + "/predict", {"texts": ["rose"]})[0] == 200     # one more still fits
+    first.join(30)
+
+
+def test_docs_render_from_local_assets(serve):
+    s = serve()
+    for page in ("/docs", "/redoc"):
+        status, html = get_text(s.url + page)
+        assert status == 200 and "cdn" not in html.lower()
+        scripts = [part.split('"')[0] for part in html.split('src="')[1:]]
+        assert scripts and all(src.startswith("/") for src in scripts), scripts
+        for src in scripts:
+            status, body = get_text(s.url + src)
+            assert status == 200 and len(body) > 100_000         # the real bundle, not an error page
+
+
+@pytest.mark.parametrize("limits, message", [
+    ({"max_wait_ms": float("inf")}, "max_wait_ms"), ({"max_wait_ms": float("nan")}, "max_wait_ms"),
+    ({"max_wait_ms": -1}, "max_wait_ms"), ({"max_queue": 10, "max_texts": 20}, "max_queue"),
+    ({"max_batch": 0}, "max_batch"), ({"max_texts": 2.5}, "max_texts")])
+def test_limits_are_checked(limits, message):
+    with pytest.raises(HmtcError, match=message):
+        Limits(**limits)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("127.0.0.1", 70000, 0, "warning"), "port"), (("127.0.0.1", -1, 0, "warning"), "port"),
+    (("127.0.0.1", 8000, -2, "warning"), "threads"), (("127.0.0.1", 8000, 0, "loud"), "log level"),
+    (("", 8000, 0, "warning"), "host")])
+def test_server_options_are_checked(args, message):
+    with pytest.raises(HmtcError, match=message):
+        check_server(*args)
+
+
+@pytest.mark.parametrize("flags", [["--port", "70000"], ["--threads", "-2"], ["--max-wait-ms", "inf"],
+                                   ["--log-level", "loud"]])
+def test_cli_serve_refuses_bad_options_in_one_line(tiny_run, flags):
+    r = subprocess.run([sys.executable, "-m", "hmtc", "serve", str(tiny_run), *flags],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -106,7 +106,8 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
             all_scores: bool = typer.Option(False, "--all-scores", help="Also every node's probability."),
             leaf: bool = typer.Option(False, "--leaf", help="Complete every prediction down to a leaf (the best "
                                       "child at each step)."),
-            threads: int = typer.Option(0, "--threads", help="CPU threads (0: all cores).")) -> None:
+            threads: int = typer.Option(0, "--threads", help="CPU threads (0: all cores)."),
+            quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (shown for --input).")) -> None:
     """Predict consistent label paths with scores; JSONL out, one line per input line (a blank one
     gets an empty result saying so).
 
@@ -119,32 +120,39 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
     from ..data.prepare import locate
     from ..errors import HmtcError
     from ..export import load_for_inference
-    from ..predict import predict_texts, read_texts
+    from ..inference import progress_bar
+    from ..predict import count_lines, decoded_lines, predict_texts, read_texts
     if output is not None and input_ is not None and output.resolve() == input_.resolve():
         raise HmtcError("--output is the --input file; write the predictions elsewhere", output)
     _, ckpt_dir = locate(ckpt)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     model = load_for_inference(ckpt_dir, engine, threads)
+    total = None
     if texts:
         source = iter(texts)
     elif input_ is not None:
         source = read_texts(input_, text_key, [f for f in keep_fields.split(",") if f])
+        total = None if quiet else count_lines(input_)
     else:
-        source = (line.rstrip("\r\n") for line in sys.stdin)
-    lines = (json.dumps(r, ensure_ascii=False) for r in predict_texts(model, source, chunk=chunk, bf16=bf16,
-                                                                    top_k=top_k, all_scores=all_scores, leaf=leaf))
-    if output is None:
-        for line in lines:
-            typer.echo(line)
-        return
-    tmp = output.with_name(f".{output.name}.partial")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:   # streamed aside, renamed when complete
+        source = (line for _, line in decoded_lines(sys.stdin.buffer, "<stdin>"))
+    results = predict_texts(model, source, chunk=chunk, bf16=bf16, top_k=top_k, all_scores=all_scores, leaf=leaf)
+    with progress_bar(err, disable=total is None) as bar:
+        task = bar.add_task("predicting", total=total, info="")
+        lines = (json.dumps(r, ensure_ascii=False) for r in results)
+        if output is None:
             for line in lines:
-                fh.write(line + "\n")
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)                  # a failed run leaves no partial file
+                typer.echo(line)
+                bar.advance(task)
+            return
+        tmp = output.with_name(f".{output.name}.partial")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:   # streamed aside, renamed when complete
+                for line in lines:
+                    fh.write(line + "\n")
+                    bar.advance(task)
+            tmp.replace(output)
+        finally:
+            tmp.unlink(missing_ok=True)                  # a failed run leaves no partial file
     err.print(f"wrote {escape(str(output))}")
 
 
