@@ -154,6 +154,12 @@ class TrainConfig:
                                  "the word embeddings, by finite differences (0: off)", _range(0, finite=True))
     rdrop_alpha: float = _key(0.0, "R-Drop (hmtc.regularizers): α·symmetric KL between two dropout passes (0: off)",
                               _range(0, finite=True))
+    prune_vocab: bool = _key(True, "a finished run's best/ keeps only the vocabulary rows its training and dev texts, "
+                                   "names and single characters use (hmtc.slim)")
+    save_dtype: Literal["float32", "float16", "bfloat16"] = _key(
+        "float16", "how a finished run's best/ stores its weights (loaded back as float32)")
+    keep_last: bool = _key(False, "keep last/'s weights and optimizer state once the run has finished (to continue "
+                                  "it with more epochs); else a finished run keeps one copy of the weights, best/")
     cache_frozen: bool = _key(False, "run the frozen embeddings and model.freeze_layers once (no dropout) and "
                                      "train the layers above on their cached output every epoch")
     frozen_store: bool = _key(False, "with cache_frozen, keep the frozen layers' states on disk under "

@@ -106,6 +106,9 @@ batch_size = 8
 lr = 1e-3
 head_lr = 1e-2
 threads = 1
+keep_last = true
+prune_vocab = false
+save_dtype = "float32"
 output_dir = "{folder / 'runs'}"
 record_dir = "{folder / 'records'}"
 """

@@ -3,7 +3,8 @@ EMA of weights, early stopping on dev, length-bucketed batches, bf16 autocast, r
 that fits in one pass (``one_pass``, e.g. TF-IDF) is fitted once instead.
 
 A run folder holds ``run.json`` and ``config.json``, ``last/`` (checkpoint + optimizer state, for
-resume), ``best/`` (the best dev checkpoint) and, after evaluation, ``metrics.json``.
+resume; once the run has finished only its ``train_state.json``, unless ``train.keep_last``),
+``best/`` (the best dev checkpoint) and, after evaluation, ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from .models import MODELS, autocast, create_model
 from .record import command_line, git_commit, machine_info, now
 from .registry import Registry
 from .regularizers import backward_step, rdrop_loss, word_embeddings
+from .slim import slim_checkpoint
 
 
 def seed_everything(seed: int) -> None:
@@ -147,6 +149,12 @@ class Trainer:
                 last, lambda f: (f / "train_state.json").is_file() and check_manifest(f) is None)
             if self.resume_from_ is None:
                 raise HmtcError("nothing to resume: no whole last/ checkpoint with a train_state.json", self.run_dir)
+            finished = json.loads((self.resume_from_ / "train_state.json").read_text(encoding="utf-8"))
+            if finished.get("finished"):       # its weights and optimizer state are gone: nothing to continue
+                self.console.print(f"{escape(str(self.run_dir))}: the run finished "
+                                   f"({finished['epoch']} epochs); nothing to resume")
+                self.state_, self.data_ = finished, None
+                return self.run_dir
         elif last.exists() or last.is_symlink() or versions(last):
             raise HmtcError("run folder exists; pass --resume to continue it or --out for a new one",
                             self.run_dir)
@@ -265,6 +273,8 @@ class Trainer:
                     if main:
                         self._save_state(last, model, data.taxonomy, optimizer, ema, state)
                     break
+        if main and state["epoch"] >= t["epochs"]:
+            self._finish(last, state, model, data)
         self.dist_.close()
         self.state_ = state
         self.data_ = data
@@ -464,6 +474,23 @@ class Trainer:
                           ensure_ascii=False).encode("utf-8")
         save_checkpoint(folder, model, taxonomy, self.config,
                         extra_files={"train_state.safetensors": blob, "train_state.json": meta})
+
+    def _finish(self, last: Path, state: dict, model, data: Prepared) -> None:
+        """A finished run keeps one small copy of the weights: ``best/`` with its vocabulary
+        pruned to what the training and dev texts and the taxonomy's names use and its tensors
+        stored in ``train.save_dtype`` (:mod:`hmtc.slim`), and ``last/`` reduced to its
+        ``train_state.json``, marked finished (the figures records and reports read): the last
+        epoch's weights and optimizer state go unless ``train.keep_last``."""
+        t = self.config["train"]
+        if t["prune_vocab"] or t["save_dtype"] != "float32":
+            seen = [*data.texts["train"], *data.texts["dev"], *data.index.names,
+                    *(d for d in data.index.descriptions if d)]
+            prefixes = {model.text_prefix, str(self.config["model"]["options"].get("passage_prefix", ""))}
+            state["slim"] = slim_checkpoint(self.run_dir / "best", seen, prefixes, t["prune_vocab"], t["save_dtype"])
+        state["finished"] = True
+        if not t["keep_last"]:
+            with versioned_dir(last) as tmp:
+                atomic_write_json(tmp / "train_state.json", state)
 
     def _load_state(self, folder: Path, model, optimizer, ema) -> dict:
         safetensors.torch.load_model(model, str(folder / "model.safetensors"), strict=False)

@@ -156,7 +156,11 @@ def test_damaged_checkpoints_are_refused_with_the_file_named(run_config, tmp_pat
 
 def test_resume_finds_the_newest_whole_checkpoint(run_config, tmp_path, invoke):
     import os
-    run = _tiny_checkpoint(run_config, tmp_path)
+
+    from hmtc.config import load_config
+    from hmtc.train import Trainer
+    cfg = load_config(run_config, ["train.epochs=2", "train.record_dir=''"])
+    run = Trainer(cfg, tmp_path / "r", quiet=True, stop_after_epochs=1).fit()     # unfinished: can resume
     last = run / "last"
     version = last.parent / os.readlink(last)
     last.unlink()                                   # a crash left no last/ link, only the version
@@ -301,3 +305,25 @@ def test_run_lock_excludes_a_second_writer_and_is_taken_over_when_stale(tmp_path
         (folder / ".lock").write_text(dead)            # a killed holder left its marker
     with RunLock(folder):                              # taken over
         assert (folder / ".lock").read_text() == str(os.getpid())
+
+
+def test_a_finished_run_keeps_one_copy_of_the_weights(run_config, tmp_path, invoke):
+    import json
+    import os
+    run = tmp_path / "runs" / "tiny-msml"
+    unset = ("--set", "train.keep_last=false")             # the default; the tests' tiny config keeps last/
+    invoke("train", run_config, "--quiet", "--no-eval", "--set", "train.epochs=2", "--stop-after", "1", *unset)
+    assert (run / "last" / "train_state.safetensors").is_file()        # can still resume: optimizer kept
+    invoke("train", run_config, "--quiet", "--resume", "--set", "train.epochs=2", "--set", "train.record_dir=''",
+           *unset)
+    assert sorted(p.name for p in (run / "last").iterdir()) == ["manifest.json", "train_state.json"]
+    state = json.loads((run / "last" / "train_state.json").read_text())
+    assert state["finished"] and state["epoch"] == 2 and len(state["history"]) == 2
+    assert [p.name for p in run.iterdir() if p.name.startswith(".last.v")] == [os.readlink(run / "last")]
+    assert json.loads((run / "metrics.json").read_text())["test"]["micro_f1"] >= 0
+    r = invoke("train", run_config, "--quiet", "--resume", "--set", "train.epochs=2", "--set", "train.record_dir=''",
+               "--overwrite", *unset)
+    assert "the run finished (2 epochs); nothing to resume" in r.output
+    kept = tmp_path / "kept"
+    invoke("train", run_config, "--quiet", "--no-eval", "--out", kept, "--set", "train.epochs=1")
+    assert (kept / "last" / "model.safetensors").is_file() and (kept / "last" / "train_state.safetensors").is_file()

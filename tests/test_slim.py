@@ -1,0 +1,70 @@
+"""Small artefacts: a finished run's best/ with its vocabulary pruned and its weights in float16
+(hmtc.slim); texts of the corpus score as before, other texts still score."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from hmtc.checkpoint import load_checkpoint
+from hmtc.config import load_config
+from hmtc.testing import make_texts
+from hmtc.train import Trainer
+
+SEEN = ["meow kitten here", "oak leaf today", "rose petal thorn and a puppy", "dog bark"]
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory, tiny_encoder, tiny_dataset):
+    from hmtc.testing import tiny_config_text
+    folder = tmp_path_factory.mktemp("slim")
+    (folder / "tiny.toml").write_text(tiny_config_text(tiny_dataset, tiny_encoder, folder), encoding="utf-8")
+    cfg = load_config(folder / "tiny.toml", ["train.epochs=1", "train.record_dir=''"])   # neither pruned nor cast
+    return Trainer(cfg, folder / "run", quiet=True).fit()
+
+
+def slimmed(run, tmp_path, texts, **kw):
+    from hmtc.slim import slim_checkpoint
+    copy = tmp_path / "best"
+    shutil.copytree(run / "best", copy)
+    info = slim_checkpoint(copy, texts, **kw)
+    return load_checkpoint(copy), info          # the manifest of the new version checks
+
+
+def test_pruning_keeps_the_scores_of_the_corpus(plain_run, tmp_path):
+    before = load_checkpoint(plain_run / "best")
+    after, info = slimmed(plain_run, tmp_path, SEEN, dtype="float32")
+    assert info["vocab_after"] < info["vocab_before"] and info["bytes_after"] < info["bytes_before"]
+    assert json.loads((tmp_path / "best" / "encoder" / "config.json").read_text())["vocab_size"] == info["vocab_after"]
+    np.testing.assert_allclose(after.scores(SEEN), before.scores(SEEN), rtol=1e-5, atol=1e-6)
+    unseen = ["zebra quokka meow", "kitten"]               # unknown to the corpus: segmented into kept pieces
+    assert np.isfinite(after.scores(unseen)).all()
+    for text in ["puppy thorn", "bark petal oak", "zebra"]:      # pieces outside the corpus: single characters kept
+        unk = [tok(text)["input_ids"].count(tok.unk_token_id) for tok in (before.model.tokenizer, after.model.tokenizer)]
+        assert unk[1] == unk[0], (text, unk)
+
+
+def test_float16_halves_the_weights_and_rounds_only(plain_run, tmp_path):
+    before = load_checkpoint(plain_run / "best")
+    after, info = slimmed(plain_run, tmp_path, SEEN, prune=False, dtype="float16")
+    assert "vocab_after" not in info and info["bytes_after"] < 0.55 * info["bytes_before"]
+    texts = [row["text"] for row in make_texts(20, 3)]
+    np.testing.assert_allclose(after.scores(texts), before.scores(texts), atol=2e-2)
+
+
+def test_a_finished_run_is_slimmed_by_default(run_config, tmp_path, invoke, tiny_encoder):
+    defaults = [f"train.{k}={v}" for k, v in (("keep_last", "false"), ("prune_vocab", "true"), ("save_dtype", "float16"))]
+    invoke("train", run_config, "--quiet", "--set", "train.epochs=1", *[a for d in defaults for a in ("--set", d)])
+    run = tmp_path / "runs" / "tiny-msml"
+    state = json.loads((run / "last" / "train_state.json").read_text())
+    slim = state["slim"]
+    full = json.loads((tiny_encoder / "config.json").read_text())["vocab_size"]
+    assert slim["vocab_before"] == full and slim["vocab_after"] < full and slim["dtype"] == "float16"
+    import safetensors.torch
+    tensors = safetensors.torch.load_file(str(run / "best" / "model.safetensors"))
+    assert {str(v.dtype) for v in tensors.values() if v.is_floating_point()} == {"torch.float16"}
+    assert json.loads((run / "metrics.json").read_text())["test"]["micro_f1"] >= 0     # evaluated on the slim copy
+    assert not [p for p in run.iterdir() if p.name.startswith(".best.v") and p.name != (run / "best").readlink().name]
