@@ -25,22 +25,37 @@ import numpy as np
 
 from . import __version__
 from .errors import HmtcError
-from .io import atomic_write_json, atomic_write_text, check_manifest, versioned_dir
+from .io import MANIFEST, atomic_dir, atomic_write_json, atomic_write_text, check_manifest, versioned_dir, write_manifest
 from .models import MODELS, Model
 from .taxonomy import Taxonomy, TaxonomyIndex
 
 
 def save_checkpoint(folder: str | Path, model: Model, taxonomy: Taxonomy, config: dict,
-                    extra_files: dict[str, bytes] | None = None) -> Path:
+                    extra_files: dict[str, bytes] | None = None, plain: bool = False) -> Path:
     """Write a checkpoint folder: built aside with a manifest of its files' hashes, then switched
-    in as ``folder``'s next version (:func:`hmtc.io.versioned_dir`)."""
+    in as ``folder``'s next version (:func:`hmtc.io.versioned_dir`), or with ``plain`` renamed
+    into place as an ordinary folder (:func:`hmtc.io.atomic_dir`: what a user copies and
+    archives; a crash leaves the old folder or the new one beside a hidden copy)."""
     folder = Path(folder)
-    with versioned_dir(folder) as tmp:
+    with (atomic_dir if plain else versioned_dir)(folder) as tmp:
         model.save(tmp)
         write_checkpoint_meta(tmp, taxonomy, config)
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
+        if plain:
+            write_manifest(tmp)
     return folder
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` is a checkpoint folder and holds nothing but what its manifest lists
+    (so replacing it loses nothing hmtc did not write)."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+    return "checkpoint.json" in files and present <= set(files) | {MANIFEST}
 
 
 def write_checkpoint_meta(folder: Path, taxonomy: Taxonomy, config: dict) -> None:

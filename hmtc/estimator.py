@@ -21,25 +21,22 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from rich.console import Console
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
-from transformers.utils import logging as hf_logging
 
-from .calibration import calibrated, consistent
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import load_config, merge_config
-from .data.prepare import locate
 from .errors import ConfigError, DataError, HmtcError
-from .evaluate import evaluate_run
-from .inference import pick_device
 from .io import atomic_write_text
-from .metrics import evaluate, label_classes, with_absent_classes
-from .predict import checkpoint_class_probabilities, consistent_choice, predict_texts
 from .taxonomy import Taxonomy
-from .train import Trainer
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+
+# The training and inference stack (torch, transformers, the models) is imported where it is used,
+# so that `from hmtc import HierarchicalClassifier` stays under a second (benchmarks/cold_start.py).
 
 # estimator parameter -> (config table, key); None leaves the config's value
 _CONFIG_KEYS = {"model": ("model", "name"), "encoder": ("model", "encoder"),
@@ -214,6 +211,11 @@ class HierarchicalClassifier(BaseEstimator):
                                      "data": {"dataset": str(dataset), "taxonomy": str(dataset.parent / "taxonomy.tax"),
                                               "data_dir": ""},
                                      "train": {"output_dir": str(run_dir.parent), "record_dir": str(self.record_dir or "")}})
+            from rich.console import Console
+
+            from .checkpoint import load_checkpoint
+            from .evaluate import evaluate_run
+            from .train import Trainer
             console = Console(stderr=True, quiet=not self.verbose)
             with _quiet_transformers(not self.verbose):
                 trainer = Trainer(cfg, run_dir, console=console, quiet=not self.verbose)
@@ -261,6 +263,10 @@ class HierarchicalClassifier(BaseEstimator):
 
     def _attach(self, ckpt: Checkpoint, run_dir: Path | None, history: list, metrics: dict | None) -> None:
         """Set the fitted state from a loaded checkpoint."""
+        import torch
+
+        from .inference import pick_device
+        from .metrics import label_classes
         if isinstance(ckpt.model, torch.nn.Module):
             ckpt.model.to(pick_device(ckpt.config["train"].get("device", "auto")))
         self.checkpoint_ = ckpt
@@ -280,6 +286,7 @@ class HierarchicalClassifier(BaseEstimator):
     def predict(self, texts) -> list[list[str]]:
         """Consistent label sets: per text the predicted node ids (ancestors included), decoded
         with the thresholds tuned on dev, as ``hmtc predict`` does."""
+        from .predict import predict_texts
         return [row["labels"] for row in predict_texts(self._fitted(), _texts(self._unlabelled(texts)))]
 
     def predict_scores(self, texts) -> np.ndarray:
@@ -290,6 +297,8 @@ class HierarchicalClassifier(BaseEstimator):
         """Every node's probability, shape (n_texts, n_nodes), undecoded: σ(logit / T_level) with the
         temperatures fitted on dev (:mod:`hmtc.calibration`), made to agree with the taxonomy when
         ``decode.consistent_scores`` asks, as ``hmtc predict`` reports them."""
+        from .calibration import calibrated, consistent
+        from .predict import consistent_choice
         ckpt = self._fitted()
         return consistent(calibrated(self.predict_scores(texts), ckpt.decode.get("temperatures"), ckpt.index),
                           ckpt.index, consistent_choice(ckpt))
@@ -298,6 +307,7 @@ class HierarchicalClassifier(BaseEstimator):
         """Per text each label's class (``{"joy": "weak", ...}``), as ``hmtc predict`` decodes it:
         the class the decoded set keeps, the label's first class where it keeps none; ``{}`` for
         an empty text. For taxonomies with labels with classes (``docs/label-classes.md``)."""
+        from .predict import predict_texts
         self._has_label_classes()
         return [{lab: c["class"] for lab, c in row["classes"].items()}
                 for row in predict_texts(self._fitted(), _texts(self._unlabelled(texts)))]
@@ -307,6 +317,8 @@ class HierarchicalClassifier(BaseEstimator):
         columns in :attr:`label_classes_` order, each row summing to 1
         (:func:`hmtc.predict.class_probabilities`). Every text is scored, an empty one too (as
         :meth:`predict_proba` does), where :meth:`predict_classes` gives ``{}``."""
+        from .metrics import label_classes
+        from .predict import checkpoint_class_probabilities
         self._has_label_classes()
         ckpt = self._fitted()
         lc = label_classes(ckpt.index)
@@ -327,6 +339,7 @@ class HierarchicalClassifier(BaseEstimator):
         For ``GridSearchCV`` pass ``scoring=metric_scorer("micro_f1")``: scikit-learn's
         searches need one number.
         """
+        from .metrics import evaluate, with_absent_classes
         ckpt = self._fitted()
         texts, labels = self._labelled(texts, labels)
         texts = _texts(texts)
@@ -357,12 +370,24 @@ class HierarchicalClassifier(BaseEstimator):
         return self.checkpoint_
 
     # ---- persistence --------------------------------------------------------------------------
-    def save(self, folder: str | Path) -> Path:
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write a checkpoint folder (the format of a run's ``best/``: ``hmtc predict``,
-        ``hmtc eval``, ``hmtc export`` and ``hmtc serve`` take it); returns it."""
-        ckpt = self._fitted()
+        ``hmtc eval``, ``hmtc export`` and ``hmtc serve`` take it), a plain folder that copies and
+        archives like any other; returns it.
+
+        An existing ``folder`` is replaced only when it is a checkpoint holding nothing but its
+        own files (an earlier save) or with ``overwrite``; a run folder, a folder with other
+        files or a file is refused, so a save never deletes what it did not write.
+        """
+        from .checkpoint import is_checkpoint, save_checkpoint
+        ckpt, folder = self._fitted(), Path(folder)
+        if folder.is_symlink() or folder.is_file():
+            raise HmtcError("is a file or a link, not a folder to save a checkpoint in", folder)
+        if folder.is_dir() and any(folder.iterdir()) and not overwrite and not is_checkpoint(folder):
+            raise HmtcError("is not empty and not a checkpoint folder saved before (a run folder, or other "
+                            "files): choose another folder, or save(..., overwrite=True) to replace it", folder)
         decode = json.dumps(ckpt.decode, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
-        return save_checkpoint(folder, ckpt.model, ckpt.taxonomy, ckpt.config,
+        return save_checkpoint(folder, ckpt.model, ckpt.taxonomy, ckpt.config, plain=True,
                                extra_files={"decode.json": decode.encode("utf-8")} if ckpt.decode else None)
 
     @classmethod
@@ -373,6 +398,8 @@ class HierarchicalClassifier(BaseEstimator):
         Its ``config`` parameter is the checkpoint's run config, so a clone retrains the same
         recipe; ``params`` (e.g. ``label_sep``) set the others.
         """
+        from .checkpoint import load_checkpoint
+        from .data.prepare import locate
         run_dir, ckpt_dir = locate(folder)
         with _quiet_transformers(not params.get("verbose", False)):
             ckpt = load_checkpoint(ckpt_dir)
@@ -411,6 +438,7 @@ def _score_metric(estimator: HierarchicalClassifier, texts, labels, metric: str)
 @contextlib.contextmanager
 def _quiet_transformers(quiet: bool):
     """transformers' weight-loading progress bars off while ``quiet``, as they were afterwards."""
+    from transformers.utils import logging as hf_logging
     was = hf_logging.is_progress_bar_enabled()
     if quiet and was:
         hf_logging.disable_progress_bar()

@@ -207,3 +207,25 @@ def test_pandas_series(tmp_path):
     clf = HierarchicalClassifier("tfidf", config={"train": {"threads": 1}}, output_dir=tmp_path)
     clf.fit(pd.Series(texts), pd.Series(paths))
     assert len(clf.predict(pd.Series(texts[:4]))) == 4
+
+
+def test_save_writes_a_plain_folder_and_never_deletes_what_it_did_not_write(fitted, tmp_path):
+    from hmtc.errors import HmtcError
+    folder = fitted.save(tmp_path / "clf")
+    assert folder.is_dir() and not folder.is_symlink() and (folder / "checkpoint.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]          # no hidden version beside it
+    fitted.save(folder)                                                           # an earlier save: replaced
+    assert HierarchicalClassifier.load(folder).predict(["cat"]) == fitted.predict(["cat"])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(HmtcError, match="not empty and not a checkpoint folder"):
+        fitted.save(mine)
+    (folder / "notes.txt").write_text("keep me too")                              # a user's file inside a save
+    with pytest.raises(HmtcError, match="not empty"):
+        fitted.save(folder)
+    with pytest.raises(HmtcError, match="not empty"):
+        fitted.save(fitted.run_dir_)                                              # a run folder
+    assert (mine / "notes.txt").read_text() == "keep me" and (fitted.run_dir_ / "best").exists()
+    fitted.save(mine, overwrite=True)
+    assert not (mine / "notes.txt").exists() and (mine / "checkpoint.json").is_file()
