@@ -250,3 +250,28 @@ def test_conditional_msml_trains_a_dag_node_where_all_its_parents_are_gold():
     assert mask[:, pos["a1"]].tolist() == [True, True, True, False, False]
     assert mask[:, pos["c1"]].tolist() == [False, False, True, False, False]
     assert mask[:, pos["a"]].all() and mask[:, pos["b"]].all()
+
+
+def test_a_baseline_fitted_beside_a_run(run_config, tmp_path, tiny_dataset, invoke):
+    import json
+
+    from hmtc.testing import tiny_tfidf_config_text
+    base = tmp_path / "base.toml"
+    base.write_text(tiny_tfidf_config_text(tiny_dataset, tmp_path / "elsewhere"), encoding="utf-8")
+    r = invoke("train", run_config, "--quiet", "--set", "train.epochs=1", "--set", "train.baseline=/nowhere.toml",
+               code=2)
+    assert "train.baseline: no config file at /nowhere.toml" in r.output
+    assert not (tmp_path / "runs" / "tiny-msml" / "best").exists()                 # refused before training
+    r = invoke("train", run_config, "--quiet", "--set", "train.epochs=1", "--set", f"train.baseline={base}")
+    assert "this run beside the baseline" in r.output and "tfidf" in r.output
+    assert "this run is " in r.output and "the baseline at leaf micro" in r.output
+    run = tmp_path / "runs" / "tiny-msml"
+    metrics = json.loads((run / "metrics.json").read_text())
+    b = metrics["baseline"]
+    assert b["model"] == "tfidf" and b["config"] == str(base) and 0 <= b["test"]["leaf_micro_f1"] <= 1
+    bm = json.loads((run / "baseline" / "metrics.json").read_text())
+    assert bm["test"]["leaf_micro_f1"] == b["test"]["leaf_micro_f1"]
+    # the same split: the baseline read the run's [data] and seed
+    assert json.loads((run / "baseline" / "config.json").read_text())["data"] == \
+        json.loads((run / "config.json").read_text())["data"]
+    assert not (tmp_path / "elsewhere").exists()                                   # no record, no folder of its own

@@ -14,7 +14,9 @@ import networkx as nx
 import hmtc
 
 ROOT = Path(hmtc.__file__).parent
-DEFERRABLE = ("onnx", "onnxruntime", "matplotlib")   # optional extras / heavy plotting
+# optional extras, heavy plotting, and scikit-learn's models, which only the TF-IDF model fits
+# (every command that loads a checkpoint registers it; none but a TF-IDF run needs sklearn)
+DEFERRABLE = ("onnx", "onnxruntime", "matplotlib", "sklearn")
 
 
 def _module(path: Path) -> str:

@@ -51,6 +51,9 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     run_dir = out or Path(cfg["train"]["output_dir"]) / cfg["name"]
     if not no_eval:
         check_record_free(record_path(cfg, run_dir), overwrite)
+    if cfg["train"]["baseline"] and not no_eval:
+        from ..baseline import baseline_config
+        baseline_config(cfg)                 # a bad baseline file fails now, not after training
     trainer = Trainer(cfg, run_dir, resume=resume, stop_after_epochs=stop_after, console=err, quiet=quiet)
     trainer.fit()
     if not trainer.dist_.is_main:
@@ -58,7 +61,12 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     if no_eval or trainer.state_["epoch"] < cfg["train"]["epochs"]:
         err.print(f"run folder: {escape(str(run_dir))}")
         return
-    _show(evaluate_run(run_dir, err, quiet, overwrite=overwrite))
+    metrics = evaluate_run(run_dir, err, quiet, overwrite=overwrite)
+    _show(metrics)
+    if cfg["train"]["baseline"]:
+        from ..baseline import fit_baseline
+        err.print(f"fitting the baseline {escape(cfg['train']['baseline'])} on the same split ...")
+        _show_baseline(metrics, fit_baseline(cfg, run_dir, err, quiet), trainer.state_.get("train_seconds"))
 
 
 def eval_(target: Path = typer.Argument(..., help="Run folder (uses best/) or checkpoint folder."),
@@ -236,6 +244,22 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
             err.print(f"  weights {', '.join(f'{x:.4g}' for x in options['weights'])} (a sum) tuned on "
                       f"{tuned['texts']} dev texts: micro-F1 {tuned['micro_f1']:.4f}, members alone "
                       f"{', '.join(f'{x:.4f}' for x in tuned['members_micro_f1'])}")
+
+
+def _show_baseline(metrics: dict, base: dict, seconds: float | None) -> None:
+    """This run beside the baseline fitted on its split, and where it stands."""
+    t = Table(title=f"{metrics['split']}: this run beside the baseline ({escape(base['model'])}, same split and seed)")
+    for col in ("figure", "this run", "baseline", "difference"):
+        t.add_column(col, justify="right" if col != "figure" else "left")
+    for k in ("leaf_micro_f1", "leaf_macro_f1", "micro_f1", "macro_f1"):
+        ours, theirs = metrics["test"][k], base["test"][k]
+        t.add_row(k, f"{ours:.4f}", f"{theirs:.4f}", f"{100 * (ours - theirs):+.2f} points")
+    t.add_row("training seconds", "–" if seconds is None else f"{seconds:.0f}", f"{base['train_seconds']:.0f}", "")
+    Console(emoji=False).print(t)
+    ahead = [k for k in ("leaf_micro_f1", "leaf_macro_f1") if metrics["test"][k] > base["test"][k]]
+    verdict = ("above the baseline at leaf micro- and macro-F1" if len(ahead) == 2 else
+               "below the baseline at leaf micro- and macro-F1" if not ahead else f"above the baseline only at {ahead[0]}")
+    err.print(f"this run is {verdict} (one seed; experiments/RESULTS.md has seed-averaged comparisons)")
 
 
 def _show_seeds(agg: dict) -> None:

@@ -40,6 +40,11 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+try:            # skips the random initialisation of a model built to be loaded (seconds on a CPU)
+    from transformers.initialization import no_init_weights
+except ImportError:                     # transformers < 5
+    from transformers.modeling_utils import no_init_weights
+
 from ..batching import iterate, iterate_states, length_batches, tokenize
 from ..config import check_fields
 from ..encoders import resolve_encoder
@@ -194,10 +199,11 @@ class EncoderModel(nn.Module, Model):
     def load(cls, folder: Path, config: dict, index: TaxonomyIndex) -> "EncoderModel":
         m = config["model"]
         enc_cfg = AutoConfig.from_pretrained(folder / "encoder")
-        try:
-            backbone = AutoModel.from_config(enc_cfg, add_pooling_layer=False)
-        except TypeError:
-            backbone = AutoModel.from_config(enc_cfg)
+        with no_init_weights():            # every weight is read from model.safetensors just below
+            try:
+                backbone = AutoModel.from_config(enc_cfg, add_pooling_layer=False)
+            except TypeError:
+                backbone = AutoModel.from_config(enc_cfg)
         encoder = TextEncoder(backbone, m["layers"], m["freeze_embeddings"], m["freeze_layers"])
         model = cls(encoder, index, make_config(m["name"], m["options"]))
         weights = folder / "model.safetensors"

@@ -26,9 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import safetensors.numpy
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.svm import LinearSVC
 
 from ..errors import ConfigError
 from ..io import atomic_write_json
@@ -92,6 +89,9 @@ class TfidfModel(Model):
         """Fit the vectorizer on ``texts`` and one binary classifier per column of ``labels`` (S, N)
         (per leaf column only, with ``targets = "leaves"``)."""
         config = self.config
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.svm import LinearSVC
         vec = TfidfVectorizer(analyzer=config.analyzer, ngram_range=tuple(config.ngram_range),
                               min_df=config.min_df, max_features=config.max_features or None,
                               sublinear_tf=config.sublinear_tf, dtype=np.float32)
@@ -144,6 +144,7 @@ class TfidfModel(Model):
         meta = json.loads((folder / "tfidf.json").read_text(encoding="utf-8"))
         arrays = safetensors.numpy.load_file(str(folder / "tfidf.safetensors"))
         params = meta["vectorizer"] | {"ngram_range": tuple(meta["vectorizer"]["ngram_range"])}
+        from sklearn.feature_extraction.text import TfidfVectorizer
         vec = TfidfVectorizer(**params, dtype=np.float32)
         vec.vocabulary_ = json.loads((folder / "vocabulary.json").read_text(encoding="utf-8"))
         vec.idf_ = arrays["idf"]
