@@ -3,6 +3,7 @@ consistency before and after decoding, and record the run."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -23,7 +24,7 @@ from .decode import (WEIGHT_STEPS, decode, stops_early, tune_global_threshold, t
 from .errors import HmtcError
 from .export import load_for_inference
 from .inference import pick_device, progress_bar, reads_store, score_texts, to_device
-from .io import atomic_write_bytes, atomic_write_json
+from .io import RunLock, atomic_write_bytes, atomic_write_json
 from .metrics import evaluate
 from .record import check_record_free, git_commit, machine_info, now, record_path, run_key, write_record
 
@@ -46,7 +47,19 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     ``decode_overrides`` replaces keys of the run's ``[decode]`` table for this evaluation, and
     ``tag`` files it beside the run's own (``metrics.<tag>.json``, record ``<key>.<tag>.json``),
     so another decoding of the same trained model is measured without retraining.
+
+    A run folder is locked meanwhile (:class:`hmtc.io.RunLock`): it is not evaluated while
+    another process trains or evaluates it.
     """
+    run_dir, _ = locate(target)
+    with RunLock(run_dir) if (run_dir / "run.json").is_file() else contextlib.nullcontext():
+        return _evaluate_run(target, console, quiet, command, engine, overwrite, decode_overrides, tag)
+
+
+def _evaluate_run(target: str | Path, console: Console | None = None, quiet: bool = False,
+                  command: str | None = None, engine: str = "torch", overwrite: bool = False,
+                  decode_overrides: dict | None = None, tag: str | None = None) -> dict:
+    """The body of :func:`evaluate_run`, under its lock."""
     console = console or Console(stderr=True, emoji=False)
     run_dir, ckpt_dir = locate(target)
     ckpt = load_for_inference(ckpt_dir, engine)
@@ -230,6 +243,7 @@ def build_record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, s
         "encoder": cfg["model"]["encoder"], "seed": cfg["train"]["seed"],
         "command": run_meta.get("command"), "eval_command": command,
         "git_commit": run_meta.get("git_commit"), "eval_git_commit": git_commit(),
+        **({"resumed_with_changes": run_meta["resumed_with_changes"]} if run_meta.get("resumed_with_changes") else {}),
         "started": run_meta.get("started"), "evaluated": now(),
         "train_seconds": round(train_seconds(run_dir), 1),
         "epochs_run": state.get("epoch"), "best_epoch": state.get("best_epoch"),

@@ -113,7 +113,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 class RunLock:
-    """An exclusive lock on a run folder, held while one ``hmtc train`` writes it.
+    """An exclusive lock on a run folder, held while one ``hmtc train`` or ``hmtc eval`` writes it.
 
     ``.lock`` in the folder is locked by the operating system (``flock`` on Linux and macOS, a
     byte-range lock on Windows), which releases it when its holder dies, so a lock left by a
@@ -128,8 +128,8 @@ class RunLock:
         self.marker = False
 
     def _refuse(self, holder: str) -> HmtcError:
-        return HmtcError(f"another hmtc train (pid {holder or '?'}) is writing this run folder; wait for it to "
-                         "finish or choose another --out", self.path.parent)
+        return HmtcError(f"another hmtc process (pid {holder or '?'}) is training or evaluating this run folder; "
+                         "wait for it to finish or choose another --out", self.path.parent)
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)

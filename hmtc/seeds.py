@@ -53,7 +53,7 @@ def seed_config(cfg: dict, seed: int) -> dict:
 
 def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, resume: bool = False,
                 overwrite: bool = False, stop_after_epochs: int | None = None, no_eval: bool = False,
-                console: Console | None = None, quiet: bool = False) -> dict | None:
+                console: Console | None = None, quiet: bool = False, accept_changes: bool = False) -> dict | None:
     """Train and evaluate every seed, then write the mean record; returns it (None when stopped
     early, when ``no_eval``, or on a non-main rank of a distributed job)."""
     console = console or Console(stderr=True, emoji=False)
@@ -78,7 +78,7 @@ def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, 
             state_file = sdir / "last" / "train_state.json"
             trainer = Trainer(scfg, sdir, resume=resume and state_file.is_file(),
                               stop_after_epochs=stop_after_epochs, console=console, quiet=quiet,
-                              frozen_caches=frozen_caches)
+                              frozen_caches=frozen_caches, accept_changes=accept_changes)
             trainer.fit()
             main = trainer.dist_.is_main
             if not main:

@@ -101,6 +101,29 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
     return f
 
 
+# keys that say where files go or how fast to score, not what is trained
+_NEUTRAL_KEYS = {"name", "data.data_dir", "train.output_dir", "train.record_dir", "train.threads",
+                 "train.eval_batch_size", "train.seeds", "train.baseline", "train.keep_last"}
+
+
+def _flatten(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_changes(stored: dict, new: dict) -> dict[str, tuple]:
+    """``{dotted key: (stored value, new value)}`` for every key whose value differs between two
+    resolved run configs, other than those naming places or scoring speed (``_NEUTRAL_KEYS``)."""
+    a, b = _flatten(stored), _flatten(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k) and k not in _NEUTRAL_KEYS}
+
+
 class Trainer:
     """Train one configured run.
 
@@ -115,6 +138,10 @@ class Trainer:
     stop_after_epochs : int, optional
         Stop (as if interrupted) after this many epochs of this process; for tests and
         time-boxed sessions. ``--resume`` continues.
+    accept_changes : bool
+        Resume although the config differs from the run's stored one (:func:`config_changes`);
+        the changes are kept in ``run.json`` and the run's record. Without it such a resume is
+        refused, naming the keys.
     frozen_caches : dict, optional
         The cached states of ``train.cache_frozen``, by :func:`~hmtc.inference.frozen_fingerprint`
         and then by each text's token ids, shared by the runs handed the same dict (the seeds of
@@ -123,7 +150,7 @@ class Trainer:
 
     def __init__(self, config: dict, run_dir: str | Path | None = None, resume: bool = False,
                  stop_after_epochs: int | None = None, console: Console | None = None,
-                 quiet: bool = False, frozen_caches: dict | None = None):
+                 quiet: bool = False, frozen_caches: dict | None = None, accept_changes: bool = False):
         self.config = config
         self.run_dir = Path(run_dir) if run_dir else Path(config["train"]["output_dir"]) / config["name"]
         self.resume = resume
@@ -131,6 +158,7 @@ class Trainer:
         self.console = console or Console(stderr=True, emoji=False)
         self.quiet = quiet
         self.frozen_caches = frozen_caches
+        self.accept_changes = accept_changes
         self.dist_ = DistContext()
 
     def fit(self) -> Path:
@@ -149,6 +177,7 @@ class Trainer:
                 last, lambda f: (f / "train_state.json").is_file() and check_manifest(f) is None)
             if self.resume_from_ is None:
                 raise HmtcError("nothing to resume: no whole last/ checkpoint with a train_state.json", self.run_dir)
+            self._check_same_run()
             finished = json.loads((self.resume_from_ / "train_state.json").read_text(encoding="utf-8"))
             if finished.get("finished"):       # its weights and optimizer state are gone: nothing to continue
                 self.console.print(f"{escape(str(self.run_dir))}: the run finished "
@@ -474,6 +503,31 @@ class Trainer:
                           ensure_ascii=False).encode("utf-8")
         save_checkpoint(folder, model, taxonomy, self.config,
                         extra_files={"train_state.safetensors": blob, "train_state.json": meta})
+
+    def _check_same_run(self) -> None:
+        """A resumed run is the run it resumes: its stored config must match this one (keys that
+        only say where files go or how fast to score excepted), unless ``accept_changes``, which
+        writes the changes into ``run.json``."""
+        stored_path = self.run_dir / "config.json"
+        try:
+            stored = json.loads(stored_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise HmtcError("cannot resume: the run's config.json is missing or unreadable", stored_path) from None
+        changes = config_changes(stored, self.config)
+        if not changes:
+            return
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(changes.items())[:6])
+        if not self.accept_changes:
+            raise HmtcError(f"--resume with another config than the run's ({len(changes)} key(s) differ: {listed}); "
+                            "resume with the run's own settings, train into a new --out, or pass "
+                            "--accept-changes to continue with these (run.json and the record keep them)",
+                            self.run_dir)
+        meta_path = self.run_dir / "run.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        meta.setdefault("resumed_with_changes", []).append(
+            {"at": now(), "changes": {k: list(v) for k, v in changes.items()}})
+        atomic_write_json(meta_path, meta)
+        self.console.print(f"note: resuming with {len(changes)} changed key(s): {escape(listed)}")
 
     def _finish(self, last: Path, state: dict, model, data: Prepared) -> None:
         """A finished run keeps one small copy of the weights: ``best/`` with its vocabulary

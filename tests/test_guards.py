@@ -63,10 +63,17 @@ def test_one_writer_per_run_folder(run_config, tmp_path, invoke):
     os.write(fd, b"4242")
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)          # a live writer holds the folder
     r = invoke("train", run_config, "--quiet", "--set", "train.epochs=1", code=2)
-    assert "another hmtc train (pid 4242) is writing this run folder" in r.output
+    assert "another hmtc process (pid 4242) is training or evaluating this run folder" in r.output
     assert not (run / "last").exists()
     os.close(fd)                                             # it dies: its lock is stale, taken over
     invoke("train", run_config, "--quiet", "--set", "train.epochs=1")
+    fd = os.open(run / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)          # a trainer or evaluator holds it: no eval meanwhile
+    before = (run / "metrics.json").read_bytes()
+    r = invoke("eval", run, "--quiet", "--overwrite", code=2)
+    assert "is training or evaluating this run folder" in r.output and (run / "metrics.json").read_bytes() == before
+    os.close(fd)
+    invoke("eval", run, "--quiet", "--overwrite")
     assert (run / "best").is_dir() and (run / ".lock").read_text() == str(os.getpid())
 
 
@@ -297,7 +304,7 @@ def test_run_lock_excludes_a_second_writer_and_is_taken_over_when_stale(tmp_path
             code = ("import sys; from hmtc.io import RunLock\n"
                     f"try:\n    RunLock({str(folder)!r}).__enter__()\nexcept Exception as e:\n    sys.exit(str(e))")
             r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-            assert f"another hmtc train (pid {os.getpid()})" in r.stderr
+            assert f"another hmtc process (pid {os.getpid()})" in r.stderr
     if backend == "marker":
         assert not (folder / ".lock").exists()
         dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
@@ -327,3 +334,28 @@ def test_a_finished_run_keeps_one_copy_of_the_weights(run_config, tmp_path, invo
     kept = tmp_path / "kept"
     invoke("train", run_config, "--quiet", "--no-eval", "--out", kept, "--set", "train.epochs=1")
     assert (kept / "last" / "model.safetensors").is_file() and (kept / "last" / "train_state.safetensors").is_file()
+
+
+def test_resume_refuses_another_config_unless_told(run_config, tmp_path, invoke):
+    import json
+    run = tmp_path / "runs" / "tiny-msml"
+    invoke("train", run_config, "--quiet", "--no-eval", "--set", "train.epochs=3", "--stop-after", "1")
+    for flags, key in ((["--set", "train.lr=5e-3"], "train.lr: 0.001 -> 0.005"),
+                       (["--set", "train.epochs=2"], "train.epochs: 3 -> 2"),
+                       (["--set", "model.options.filters=8"], "model.options.filters: 16 -> 8"),
+                       (["--set", "data.max_length=16"], "data.max_length: 32 -> 16")):
+        r = invoke("train", run_config, "--quiet", "--resume", "--no-eval", "--set", "train.epochs=3", *flags, code=2)
+        assert "--resume with another config than the run's" in r.output and key in r.output, r.output
+        assert "Traceback" not in r.output
+    state = json.loads((run / "last" / "train_state.json").read_text())
+    assert state["epoch"] == 1                                       # nothing trained meanwhile
+    # where records go and how many threads score are not the run: accepted as they are
+    invoke("train", run_config, "--quiet", "--resume", "--no-eval", "--set", "train.epochs=3", "--stop-after", "1",
+           "--set", "train.threads=2", "--set", "train.record_dir=''")
+    r = invoke("train", run_config, "--quiet", "--resume", "--set", "train.epochs=3", "--set", "train.lr=5e-3",
+               "--accept-changes")
+    assert "resuming with 1 changed key(s): train.lr" in " ".join(r.output.split())    # record_dir is no change
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["resumed_with_changes"][0]["changes"]["train.lr"] == [0.001, 0.005]
+    record = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
+    assert record["resumed_with_changes"] == meta["resumed_with_changes"]

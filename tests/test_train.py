@@ -127,8 +127,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(run_config, tmp_path):
     done = json.loads(state.read_text())["epoch"]
     assert 1 <= done < 400
     load_checkpoint(run / "last")                     # the checkpoint on disk is whole
-    invoke("train", run_config, "--out", run, "--resume", "--quiet", "--no-eval",
-           "--set", f"train.epochs={done + 1}", "--set", "train.record_dir=''")
+    invoke("train", run_config, "--out", run, "--resume", "--quiet", "--no-eval", "--accept-changes",
+           "--set", f"train.epochs={done + 1}", "--set", "train.record_dir=''")      # shortened on purpose
     assert json.loads(state.read_text())["epoch"] == done + 1
 
 

@@ -27,6 +27,8 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
                                               "into <out>/seed-<n>/, then write the mean ± std record."),
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: <train.output_dir>/<name>)."),
           resume: bool = typer.Option(False, "--resume", help="Continue the run (or the seeds) from the last checkpoint."),
+          accept_changes: bool = typer.Option(False, "--accept-changes", help="With --resume: continue although the "
+                                              "config differs from the run's (run.json and the record keep the changes)."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Replace this run's existing record."),
           stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after N epochs of this process (resume later)."),
           no_eval: bool = typer.Option(False, "--no-eval", help="Skip the evaluation after training."),
@@ -44,7 +46,7 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     seed_list = parse_seeds(seeds) if seeds is not None else parse_seeds(cfg["train"]["seeds"])
     if seed_list:
         agg = train_seeds(cfg, seed_list, out, resume=resume, overwrite=overwrite, stop_after_epochs=stop_after,
-                          no_eval=no_eval, console=err, quiet=quiet)
+                          no_eval=no_eval, console=err, quiet=quiet, accept_changes=accept_changes)
         if agg is not None:
             _show_seeds(agg)
         return
@@ -54,7 +56,8 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     if cfg["train"]["baseline"] and not no_eval:
         from ..baseline import baseline_config
         baseline_config(cfg)                 # a bad baseline file fails now, not after training
-    trainer = Trainer(cfg, run_dir, resume=resume, stop_after_epochs=stop_after, console=err, quiet=quiet)
+    trainer = Trainer(cfg, run_dir, resume=resume, stop_after_epochs=stop_after, console=err, quiet=quiet,
+                      accept_changes=accept_changes)
     trainer.fit()
     if not trainer.dist_.is_main:
         return                           # other ranks of a torchrun job: rank 0 evaluates
