@@ -7,7 +7,8 @@ per scoring call (the micro-batching at work). In-process figures, measured firs
 over all the texts in one call (throughput) and one text at a time (latency).
 
     python benchmarks/load_serve.py runs/duee-msml [--engine onnx-int8] [--clients 1,8,32]
-        [--requests 200] [--time-limit 60] [--input texts.jsonl] [--max-batch 32] [--max-wait-ms 5] [--json]
+        [--requests 200] [--time-limit 60] [--input texts.jsonl] [--max-batch 32] [--max-wait-ms 5]
+        [--max-queue 1024] [--json]
 
 Texts: ``--input`` (a .jsonl with a "text" key, or one text per line), else a few built-in ones.
 """
@@ -93,13 +94,16 @@ def get(port: int, path: str) -> dict:
 def start_server(args, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "hmtc", "serve", args.run, "--host", "127.0.0.1", "--port", str(port),
            "--engine", args.engine, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), "--max-queue", str(args.max_queue)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + args.start_timeout
     while True:
         try:
-            get(port, "/health")
-            return proc
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/ready")                # 200 once the warm-up text is scored
+            if conn.getresponse().status == 200:
+                return proc
+            time.sleep(0.2)
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
@@ -111,7 +115,7 @@ def load(port: int, clients: int, texts: list[str], requests: int, time_limit: f
     """``clients`` threads, each on its own keep-alive connection, until ``requests`` are sent or
     ``time_limit`` passes."""
     source, lock = itertools.cycle(texts), threading.Lock()
-    sent, latencies, errors = [0], [], [0]
+    sent, latencies, errors, rejected = [0], [], [0], [0]
     stop = time.perf_counter() + time_limit
 
     def client():
@@ -128,7 +132,8 @@ def load(port: int, clients: int, texts: list[str], requests: int, time_limit: f
             r.read()
             with lock:
                 latencies.append(time.perf_counter() - t)
-                errors[0] += r.status != 200
+                rejected[0] += r.status == 429          # the queue was full: answered at once, not scored
+                errors[0] += r.status not in (200, 429)
 
     before = get(port, "/health")
     t0 = time.perf_counter()
@@ -140,15 +145,16 @@ def load(port: int, clients: int, texts: list[str], requests: int, time_limit: f
     seconds = time.perf_counter() - t0
     after = get(port, "/health")
     calls = after["scoring_calls"] - before["scoring_calls"]
-    return {"mode": "hmtc serve", "clients": clients, "requests": len(latencies), "texts": len(latencies),
-            "errors": errors[0], "seconds": round(seconds, 2), "texts_per_s": round(len(latencies) / seconds, 1),
+    return {"mode": "hmtc serve", "clients": clients, "requests": len(latencies),
+            "texts": len(latencies) - rejected[0], "rejected_429": rejected[0], "errors": errors[0],
+            "seconds": round(seconds, 2), "texts_per_s": round((len(latencies) - rejected[0]) / seconds, 1),
             **percentiles(latencies),
             "texts_per_scoring_call": round((after["texts_scored"] - before["texts_scored"]) / max(1, calls), 2)}
 
 
 def table(rows: list[dict]) -> str:
     cols = ["mode", "clients", "requests", "texts", "seconds", "texts_per_s", "p50_ms", "p99_ms", "texts_per_scoring_call",
-            "errors"]
+            "rejected_429", "errors"]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(out)
@@ -165,6 +171,7 @@ def main() -> None:
     p.add_argument("--input", type=Path, help="texts: .jsonl with a text key, or one per line")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--max-queue", type=int, default=1024, help="the server's queue cap (more: 429)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads of the server and of in-process predict")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--out", type=Path, help="also record the rows here (JSON) with the command, commit and machine")
@@ -185,6 +192,7 @@ def main() -> None:
         server.terminate()
         server.wait(30)
     meta = {"run": args.run, "engine": args.engine, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
+            "max_queue": args.max_queue,
             "cores": os.cpu_count()}
     print(json.dumps({**meta, "rows": rows}, ensure_ascii=False) if args.json else
           f"{json.dumps(meta)}\n{table(rows)}")
