@@ -119,6 +119,8 @@ def _json(path: Path) -> dict:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise HmtcError(f"not valid JSON: {e}", path) from None
+    except RecursionError:                   # json recurses per level of nesting
+        raise HmtcError("not valid JSON: nested too deeply", path) from None
     if not isinstance(obj, dict):
         raise HmtcError("not a JSON object", path)
     return obj

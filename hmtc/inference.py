@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .batching import iterate, length_batches, tokenize
+from .errors import HmtcError
 from .frozen_store import FrozenStore, store_root, text_key
 from .models import autocast
 from .models.base import EncoderModel
@@ -23,10 +24,19 @@ from .models.ensemble import EnsembleModel
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else the CPU."""
+    """``auto``: CUDA when available, else the CPU; a CUDA device this machine lacks is an error
+    naming what there is."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise HmtcError(f"train.device = {name!r}, but this machine has no CUDA device (torch "
+                            f"{torch.__version__}); use \"auto\" or \"cpu\"")
+        if device.index is not None and device.index >= count:
+            raise HmtcError(f"train.device = {name!r}, but this machine has {count} CUDA device(s)")
+    return device
 
 
 def progress_bar(console: Console | None = None, disable: bool = False) -> Progress:

@@ -197,7 +197,7 @@ def check_manifest(folder: Path) -> None:
         return
     try:
         files = json.loads(path.read_text(encoding="utf-8"))["sha256"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
         raise HmtcError("not a readable manifest", path) from None
     for name, digest in files.items():
         f = folder / name

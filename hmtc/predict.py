@@ -55,6 +55,8 @@ def read_texts(path: Path, text_key: str = "text", keep: Sequence[str] = ("id",)
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"invalid JSON: {e.msg}", path, no) from None
+            except RecursionError:           # json recurses per level of nesting
+                raise DataError("invalid JSON: nested too deeply", path, no) from None
             if not isinstance(obj, dict) or not isinstance(obj.get(text_key), str):
                 raise DataError(f"expected an object with a string {text_key!r}", path, no)
             yield {**{k: obj[k] for k in keep if k in obj}, "text": obj[text_key]}

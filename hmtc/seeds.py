@@ -39,6 +39,8 @@ def parse_seeds(value: str | list | None) -> list[int]:
         seeds = [int(str(s).strip()) for s in items]
     except ValueError:
         raise ConfigError(f"seeds must be integers separated by commas, not {value!r}") from None
+    if any(not 0 <= s < 2**32 for s in seeds):
+        raise ConfigError(f"seeds must be whole numbers from 0 to {2**32 - 1}, not {value!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds repeat: {value!r}")
     return seeds

@@ -154,6 +154,8 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir) if run_dir else Path(config["train"]["output_dir"]) / config["name"]
         self.resume = resume
+        if stop_after_epochs is not None and (isinstance(stop_after_epochs, bool) or stop_after_epochs < 1):
+            raise HmtcError(f"stop after {stop_after_epochs} epochs: give 1 or more (leave it out to train them all)")
         self.stop_after_epochs = stop_after_epochs
         self.console = console or Console(stderr=True, emoji=False)
         self.quiet = quiet

@@ -359,3 +359,38 @@ def test_resume_refuses_another_config_unless_told(run_config, tmp_path, invoke)
     assert meta["resumed_with_changes"][0]["changes"]["train.lr"] == [0.001, 0.005]
     record = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
     assert record["resumed_with_changes"] == meta["resumed_with_changes"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seeds", ""], "--seeds '' names no seed"),
+    (["--seeds=-1,2"], "seeds must be whole numbers from 0 to 4294967295"),
+    (["--stop-after", "0"], "stop after 0 epochs: give 1 or more"),
+    (["--stop-after", "-1"], "stop after -1 epochs: give 1 or more"),
+    (["--set", "train.device='cuda'"], "this machine has no CUDA device")])
+def test_odd_run_options_are_one_line_errors(run_config, tmp_path, invoke, flags, message):
+    import torch
+    if "cuda" in message and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    r = invoke("train", run_config, "--quiet", *flags, code=2)
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in " ".join(r.output.split()) and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "runs" / "tiny-msml" / "best").exists()
+
+
+def test_json_nested_without_end_is_one_line(run_config, tmp_path, invoke):
+    run = _tiny_checkpoint(run_config, tmp_path)
+    deep = "[" * 200_000 + "]" * 200_000
+    meta = run / "best" / "checkpoint.json"
+    saved = meta.read_text()
+    (run / "best" / "manifest.json").write_text('{"sha256": ' + deep + "}")
+    r = invoke("predict", run, "cat", code=2)
+    assert "manifest.json: not a readable manifest" in r.output and "Traceback" not in r.output
+    (run / "best" / "manifest.json").unlink()
+    meta.write_text(deep)
+    r = invoke("predict", run, "cat", code=2)
+    assert "checkpoint.json: not valid JSON: nested too deeply" in r.output and "Traceback" not in r.output
+    meta.write_text(saved)
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "cat"}\n{"text": ' + deep + "}\n", encoding="utf-8")
+    r = invoke("predict", run, "--input", src, "--output", tmp_path / "out.jsonl", code=2)
+    assert "in.jsonl:2: invalid JSON: nested too deeply" in r.output and not (tmp_path / "out.jsonl").exists()

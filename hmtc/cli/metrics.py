@@ -53,6 +53,8 @@ def _read_label_sets(path: Path, index: TaxonomyIndex, root: str) -> tuple[sp.cs
             rec = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"malformed JSON: {e.msg} (column {e.colno})", path, no) from None
+        except RecursionError:               # json recurses per level of nesting
+            raise DataError("malformed JSON: nested too deeply", path, no) from None
         if not isinstance(rec, dict) or "labels" not in rec:
             raise DataError('expected a JSON object with a "labels" list', path, no)
         labels = rec["labels"]

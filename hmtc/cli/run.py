@@ -38,12 +38,15 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     Example: hmtc train experiments/duee-msml.toml --seeds 42,43,44 --set train.epochs=3
     """
     from ..config import load_config
+    from ..errors import ConfigError
     from ..evaluate import evaluate_run
     from ..record import check_record_free, record_path
     from ..seeds import parse_seeds, train_seeds
     from ..train import Trainer
     cfg = load_config(config, set_)
     seed_list = parse_seeds(seeds) if seeds is not None else parse_seeds(cfg["train"]["seeds"])
+    if seeds is not None and not seed_list:
+        raise ConfigError(f"--seeds {seeds!r} names no seed; give one or more, e.g. --seeds 42,43,44")
     if seed_list:
         agg = train_seeds(cfg, seed_list, out, resume=resume, overwrite=overwrite, stop_after_epochs=stop_after,
                           no_eval=no_eval, console=err, quiet=quiet, accept_changes=accept_changes)

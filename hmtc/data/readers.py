@@ -369,6 +369,8 @@ def _json_object(line: str) -> dict:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise _Bad("bad JSON", f"bad JSON: {e.msg} at column {e.colno}") from None
+    except RecursionError:                   # json recurses per level of nesting
+        raise _Bad("bad JSON", "bad JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise _Bad("bad JSON", f"expected a JSON object, got {type(obj).__name__}")
     return obj
