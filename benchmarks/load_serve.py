@@ -8,7 +8,7 @@ over all the texts in one call (throughput) and one text at a time (latency).
 
     python benchmarks/load_serve.py runs/duee-msml [--engine onnx-int8] [--clients 1,8,32]
         [--requests 200] [--time-limit 60] [--input texts.jsonl] [--max-batch 32] [--max-wait-ms 5]
-        [--max-queue 1024] [--json]
+        [--max-queue 1024] [--max-texts 256] [--json]
 
 Texts: ``--input`` (a .jsonl with a "text" key, or one text per line), else a few built-in ones.
 """
@@ -94,7 +94,8 @@ def get(port: int, path: str) -> dict:
 def start_server(args, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "hmtc", "serve", args.run, "--host", "127.0.0.1", "--port", str(port),
            "--engine", args.engine, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-           "--threads", str(args.threads), "--max-queue", str(args.max_queue)]
+           "--threads", str(args.threads), "--max-queue", str(args.max_queue),
+           "--max-texts", str(args.max_texts)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + args.start_timeout
     while True:
@@ -172,6 +173,7 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--max-queue", type=int, default=1024, help="the server's queue cap (more: 429)")
+    p.add_argument("--max-texts", type=int, default=256, help="the server's texts per request (at most max-queue)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads of the server and of in-process predict")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--out", type=Path, help="also record the rows here (JSON) with the command, commit and machine")
@@ -192,7 +194,7 @@ def main() -> None:
         server.terminate()
         server.wait(30)
     meta = {"run": args.run, "engine": args.engine, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
-            "max_queue": args.max_queue,
+            "max_queue": args.max_queue, "max_texts": args.max_texts,
             "cores": os.cpu_count()}
     print(json.dumps({**meta, "rows": rows}, ensure_ascii=False) if args.json else
           f"{json.dumps(meta)}\n{table(rows)}")
