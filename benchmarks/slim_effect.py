@@ -26,7 +26,7 @@ from hmtc.data.prepare import locate, prepare, taxonomy_for
 from hmtc.metrics import evaluate
 from hmtc.predict import predict_rows
 from hmtc.record import git_commit, machine_info
-from hmtc.slim import slim_checkpoint
+from hmtc.slim import KEEP_TOP, slim_checkpoint
 
 
 def decoded(ckpt, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--no-prune", action="store_true")
+    ap.add_argument("--keep-top", type=int, default=None, help="most probable pieces kept (default: hmtc.slim.KEEP_TOP)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     t0 = time.time()
@@ -57,7 +58,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "best"
         shutil.copytree(ckpt_dir, copy, symlinks=False)
-        info = slim_checkpoint(copy, seen, [before.model.text_prefix], prune=not args.no_prune, dtype=args.dtype)
+        info = slim_checkpoint(copy, seen, [before.model.text_prefix], prune=not args.no_prune, dtype=args.dtype,
+                               keep_top=KEEP_TOP if args.keep_top is None else args.keep_top)
         after = load_checkpoint(copy)
         ids_before = before.model.tokenizer(test, add_special_tokens=False)["input_ids"]
         unk = after.model.tokenizer.unk_token_id
@@ -74,7 +76,9 @@ def main() -> None:
            "max_prob_change": float(np.abs(p_a - p_b).max()),
            "texts_resegmented": resegmented, "texts_gaining_unk": with_unk,
            "command": "python benchmarks/slim_effect.py " + " ".join(
-               [str(args.run), "--dtype", args.dtype] + (["--no-prune"] if args.no_prune else [])),
+               [str(args.run), "--dtype", args.dtype] + (["--no-prune"] if args.no_prune else [])
+               + ([f"--keep-top={args.keep_top}"] if args.keep_top is not None else [])),
+           "keep_top": KEEP_TOP if args.keep_top is None else args.keep_top,
            "git_commit": git_commit(), "machine": machine_info(), "seconds": round(time.time() - t0, 1)}
     text = json.dumps(out, indent=2, ensure_ascii=False)
     if args.json:

@@ -4,14 +4,16 @@ weights stored in a compact dtype.
 An encoder's word-embedding matrix is ``V × d``; multilingual-e5-small's ``V`` is 250,037 of its
 119.7 M parameters (96 M, 80%), while one corpus uses a few thousand pieces. Pruning keeps the rows
 of the pieces the training and dev texts use (each after the model's text prefix), the taxonomy's
-names and descriptions, every special token and every one-character piece, and renumbers the
-tokenizer to match (:func:`hmtc.encoders.prune.prune_tokenizer_json`):
+names and descriptions, every special token, every one-character piece and the ``KEEP_TOP`` most
+probable pieces of the tokenizer's own model, and renumbers the tokenizer to match
+(:func:`hmtc.encoders.prune.prune_tokenizer_json`):
 
 * a text of the corpus segments exactly as before, so its scores are unchanged;
-* a text outside it segments into the kept pieces: a piece it would have used that no kept text
-  uses splits into shorter kept pieces, down to single characters, never into ``<unk>`` for a
-  character the original vocabulary holds. Its scores can change; the test split measures by how
-  much (experiments/artefacts.md).
+* a text outside it keeps the pieces of its common words (the most probable pieces: what a
+  few-shot corpus of a few hundred texts could never cover alone); a rarer piece that no kept
+  text uses splits into shorter kept pieces, down to single characters, never into ``<unk>`` for
+  a character the original vocabulary holds. Its scores can change; the test split measures by
+  how much (experiments/artefacts.md).
 
 Stored in ``float16`` (``train.save_dtype``), every floating tensor takes half the bytes; the model
 loads them back into ``float32`` parameters, so only the rounding of the stored values differs
@@ -33,10 +35,11 @@ from .encoders.prune import prune_rows, prune_tokenizer_json, remap_tokenizer_co
 from .io import MANIFEST, atomic_write_json, atomic_write_text, versioned_dir
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+KEEP_TOP = 32_768        # most probable pieces kept whatever the corpus: 12.6 MB of float16 rows at d = 384
 
 
 def slim_checkpoint(folder: str | Path, texts: Iterable[str], prefixes: Iterable[str] = (),
-                    prune: bool = True, dtype: str = "float16") -> dict:
+                    prune: bool = True, dtype: str = "float16", keep_top: int = KEEP_TOP) -> dict:
     """Rewrite the checkpoint ``folder`` (``best/``) as its next version, pruned and cast.
 
     Parameters
@@ -54,6 +57,8 @@ def slim_checkpoint(folder: str | Path, texts: Iterable[str], prefixes: Iterable
         Prune the vocabulary.
     dtype : {"float32", "float16", "bfloat16"}
         How floating tensors are stored.
+    keep_top : int
+        The most probable pieces kept whatever the corpus (0: the corpus and single characters only).
 
     Returns
     -------
@@ -75,7 +80,8 @@ def slim_checkpoint(folder: str | Path, texts: Iterable[str], prefixes: Iterable
                                                                 **({"copy_function": os.link} if item.is_dir() else {}))
         if prune and tok_path.is_file() and enc_path.is_file():
             tj, keep, new_id, old = prune_tokenizer_json(json.loads(tok_path.read_text(encoding="utf-8")), texts,
-                                                         [p for p in prefixes if p], keep_chars=True, path=tok_path)
+                                                         [p for p in prefixes if p], keep_chars=True,
+                                                         keep_top=keep_top, path=tok_path)
             config = json.loads(enc_path.read_text(encoding="utf-8"))
             prune_rows(tensors, config, keep, new_id, path=weights)
             atomic_write_text(tmp / "tokenizer" / "tokenizer.json", json.dumps(tj, ensure_ascii=False))

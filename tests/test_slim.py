@@ -36,7 +36,7 @@ def slimmed(run, tmp_path, texts, **kw):
 
 def test_pruning_keeps_the_scores_of_the_corpus(plain_run, tmp_path):
     before = load_checkpoint(plain_run / "best")
-    after, info = slimmed(plain_run, tmp_path, SEEN, dtype="float32")
+    after, info = slimmed(plain_run, tmp_path, SEEN, dtype="float32", keep_top=0)
     assert info["vocab_after"] < info["vocab_before"] and info["bytes_after"] < info["bytes_before"]
     assert json.loads((tmp_path / "best" / "encoder" / "config.json").read_text())["vocab_size"] == info["vocab_after"]
     np.testing.assert_allclose(after.scores(SEEN), before.scores(SEEN), rtol=1e-5, atol=1e-6)
@@ -45,6 +45,16 @@ def test_pruning_keeps_the_scores_of_the_corpus(plain_run, tmp_path):
     for text in ["puppy thorn", "bark petal oak", "zebra"]:      # pieces outside the corpus: single characters kept
         unk = [tok(text)["input_ids"].count(tok.unk_token_id) for tok in (before.model.tokenizer, after.model.tokenizer)]
         assert unk[1] == unk[0], (text, unk)
+
+
+def test_the_most_probable_pieces_are_kept_whatever_the_corpus(plain_run, tmp_path):
+    import json as _json
+    vocab = _json.loads((plain_run / "best" / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    by_id = {i: piece for piece, i in vocab.items()}
+    after, info = slimmed(plain_run, tmp_path, ["cat"], dtype="float32", keep_top=12)
+    kept = _json.loads((tmp_path / "best" / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert {by_id[i] for i in range(12)} <= set(kept)           # WordPiece: the first ids
+    assert info["vocab_after"] < info["vocab_before"]
 
 
 def test_float16_halves_the_weights_and_rounds_only(plain_run, tmp_path):
@@ -62,7 +72,7 @@ def test_a_finished_run_is_slimmed_by_default(run_config, tmp_path, invoke, tiny
     state = json.loads((run / "last" / "train_state.json").read_text())
     slim = state["slim"]
     full = json.loads((tiny_encoder / "config.json").read_text())["vocab_size"]
-    assert slim["vocab_before"] == full and slim["vocab_after"] < full and slim["dtype"] == "float16"
+    assert slim["vocab_before"] == full and slim["vocab_after"] <= full and slim["dtype"] == "float16"
     import safetensors.torch
     tensors = safetensors.torch.load_file(str(run / "best" / "model.safetensors"))
     assert {str(v.dtype) for v in tensors.values() if v.is_floating_point()} == {"torch.float16"}

@@ -37,14 +37,15 @@ def _remap_post_processor(pp: dict | None, new_id: dict[int, int]) -> None:
 
 
 def prune_tokenizer_json(tj: dict, texts: Iterable[str], prefixes: Iterable[str] = (), keep_special: bool = True,
-                         keep_chars: bool = False, path: str | Path | None = None
+                         keep_chars: bool = False, keep_top: int = 0, path: str | Path | None = None
                          ) -> tuple[dict, list[int], dict[int, int], int]:
     """A tokenizer.json pruned to the pieces ``texts`` (each alone and after each prefix) use.
 
     Returns ``(tokenizer json, kept old ids ascending, old id -> new id, old vocabulary size)``;
     every corpus text segments as before (checked), with renumbered ids. ``keep_chars`` also keeps
     every one-character piece, so a text outside the corpus falls back to single characters
-    instead of ``<unk>``.
+    instead of ``<unk>``; ``keep_top`` keeps that many most probable pieces of a Unigram model
+    (the first ids of a WordPiece vocabulary), so the common words of any text keep their pieces.
     """
     tj = copy.deepcopy(tj)
     model = tj["model"]
@@ -67,11 +68,15 @@ def prune_tokenizer_json(tj: dict, texts: Iterable[str], prefixes: Iterable[str]
         used.add(int(np.argmin([s for _, s in pieces])))
         if keep_chars:
             used |= {i for i, (p, _) in enumerate(pieces) if len(p.lstrip("\u2581")) <= 1}
+        if keep_top:
+            used |= {int(i) for i in np.argsort([-score for _, score in pieces], kind="stable")[:keep_top]}
     else:
         old_size = len(model["vocab"])
         used.add(model["vocab"][model["unk_token"]])
         if keep_chars:
             used |= {i for p, i in model["vocab"].items() if len(p.removeprefix("##")) <= 1}
+        if keep_top:
+            used |= {i for i in model["vocab"].values() if i < keep_top}
     if keep_special:
         used |= {a["id"] for a in tj.get("added_tokens", []) if a.get("special", True)}
     keep = sorted(used)
