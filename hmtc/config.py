@@ -154,8 +154,10 @@ class TrainConfig:
                                  "the word embeddings, by finite differences (0: off)", _range(0, finite=True))
     rdrop_alpha: float = _key(0.0, "R-Drop (hmtc.regularizers): α·symmetric KL between two dropout passes (0: off)",
                               _range(0, finite=True))
-    prune_vocab: bool = _key(True, "a finished run's best/ keeps only the vocabulary rows its training and dev texts, "
-                                   "names and single characters use (hmtc.slim)")
+    prune_vocab: Auto = _key("auto", "a finished run's best/ keeps only the vocabulary rows its training and dev texts, "
+                                     "names, single characters and the most probable pieces use (hmtc.slim); auto: "
+                                     "with the whole training split, not with a few-shot draw (data.shots, "
+                                     "data.train_fraction), whose texts cover too few of the words it will meet")
     save_dtype: Literal["float32", "float16", "bfloat16"] = _key(
         "float16", "how a finished run's best/ stores its weights (loaded back as float32)")
     keep_last: bool = _key(False, "keep last/'s weights and optimizer state once the run has finished (to continue "

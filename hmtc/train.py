@@ -538,11 +538,13 @@ class Trainer:
         ``train_state.json``, marked finished (the figures records and reports read): the last
         epoch's weights and optimizer state go unless ``train.keep_last``."""
         t = self.config["train"]
-        if t["prune_vocab"] or t["save_dtype"] != "float32":
+        prune = t["prune_vocab"] if isinstance(t["prune_vocab"], bool) else \
+            (self.config["data"]["shots"] == "all" and self.config["data"]["train_fraction"] >= 1.0)
+        if prune or t["save_dtype"] != "float32":
             seen = [*data.texts["train"], *data.texts["dev"], *data.index.names,
                     *(d for d in data.index.descriptions if d)]
             prefixes = {model.text_prefix, str(self.config["model"]["options"].get("passage_prefix", ""))}
-            state["slim"] = slim_checkpoint(self.run_dir / "best", seen, prefixes, t["prune_vocab"], t["save_dtype"])
+            state["slim"] = slim_checkpoint(self.run_dir / "best", seen, prefixes, prune, t["save_dtype"])
         state["finished"] = True
         if not t["keep_last"]:
             with versioned_dir(last) as tmp:

@@ -66,7 +66,7 @@ def test_float16_halves_the_weights_and_rounds_only(plain_run, tmp_path):
 
 
 def test_a_finished_run_is_slimmed_by_default(run_config, tmp_path, invoke, tiny_encoder):
-    defaults = [f"train.{k}={v}" for k, v in (("keep_last", "false"), ("prune_vocab", "true"), ("save_dtype", "float16"))]
+    defaults = [f"train.{k}={v}" for k, v in (("keep_last", "false"), ("prune_vocab", "'auto'"), ("save_dtype", "float16"))]
     invoke("train", run_config, "--quiet", "--set", "train.epochs=1", *[a for d in defaults for a in ("--set", d)])
     run = tmp_path / "runs" / "tiny-msml"
     state = json.loads((run / "last" / "train_state.json").read_text())
@@ -78,3 +78,12 @@ def test_a_finished_run_is_slimmed_by_default(run_config, tmp_path, invoke, tiny
     assert {str(v.dtype) for v in tensors.values() if v.is_floating_point()} == {"torch.float16"}
     assert json.loads((run / "metrics.json").read_text())["test"]["micro_f1"] >= 0     # evaluated on the slim copy
     assert not [p for p in run.iterdir() if p.name.startswith(".best.v") and p.name != (run / "best").readlink().name]
+
+
+def test_a_few_shot_draw_keeps_the_whole_vocabulary_by_default(run_config, tmp_path, invoke):
+    """auto: a few-shot draw's texts cover too few words to prune to (GoEmotions K = 8 lost 0.9
+    leaf macro points pruned, experiments/artefacts.md); float16 still applies."""
+    invoke("train", run_config, "--quiet", "--no-eval", "--set", "train.epochs=1", "--set", "data.shots=2",
+           "--set", "train.prune_vocab='auto'", "--set", "train.save_dtype=float16", "--set", "train.keep_last=false")
+    slim = json.loads((tmp_path / "runs" / "tiny-msml" / "last" / "train_state.json").read_text())["slim"]
+    assert "vocab_after" not in slim and slim["dtype"] == "float16"
