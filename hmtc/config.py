@@ -381,10 +381,16 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
+MAX_BASE_DEPTH = 32          # base files over base files; read recursively, so bounded
+
+
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     """The TOML at ``path`` with its ``base`` chain merged under it (``name`` not inherited), each
     file's own keys checked against the schema."""
     key = path.resolve()
+    if len(chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"base chain deeper than {MAX_BASE_DEPTH} files (from {chain[0].name}); "
+                          "fold some of them together", path)
     if key in chain:
         cycle = " -> ".join(p.name for p in (*chain, key))
         raise ConfigError(f"base configs form a cycle: {cycle}", chain[-1])

@@ -394,3 +394,49 @@ def test_json_nested_without_end_is_one_line(run_config, tmp_path, invoke):
     src.write_text('{"text": "cat"}\n{"text": ' + deep + "}\n", encoding="utf-8")
     r = invoke("predict", run, "--input", src, "--output", tmp_path / "out.jsonl", code=2)
     assert "in.jsonl:2: invalid JSON: nested too deeply" in r.output and not (tmp_path / "out.jsonl").exists()
+
+
+def test_predict_output_is_a_regular_file(run_config, tmp_path, invoke):
+    import os
+    run = _tiny_checkpoint(run_config, tmp_path)
+    target = tmp_path / "kept.txt"
+    target.write_text("mine")
+    link = tmp_path / "link.jsonl"
+    os.symlink(target, link)
+    for out in (link, "/dev/null", tmp_path):
+        r = invoke("predict", run, "cat", "--output", out, code=2)
+        assert "is a link, a folder or a device" in r.output
+    assert link.is_symlink() and target.read_text() == "mine"
+
+
+def test_a_base_chain_without_end_is_one_line(tmp_path, invoke):
+    for i in range(40):
+        (tmp_path / f"c{i}.toml").write_text(f'base = "c{i + 1}.toml"\n')
+    (tmp_path / "c40.toml").write_text("[train]\nepochs = 1\n")
+    r = invoke("train", tmp_path / "c0.toml", code=2)
+    assert "base chain deeper than 32 files (from c0.toml)" in r.output and "Traceback" not in r.output
+
+
+def test_window_keys_without_windows_are_refused(run_config, tmp_path, invoke):
+    r = invoke("train", run_config, "--quiet", "--set", "model.window_length=16", code=2)
+    assert "model.window_length and model.window_stride apply only with model.windows = true" in r.output
+
+
+def test_ensemble_refuses_odd_weights_and_a_member_or_trained_run_as_its_folder(run_config, tmp_path, invoke):
+    a = _tiny_checkpoint(run_config, tmp_path)
+    b = tmp_path / "b"
+    import shutil
+    shutil.copytree(a, b, symlinks=True)
+    before = {p: p.read_bytes() for p in a.rglob("*") if p.is_file()}
+    for weights in ("nan,1", "-1,2", "0,0", "inf,1"):
+        r = invoke("ensemble", a, b, "-o", tmp_path / "ens", "--weights", weights, code=2)
+        assert "finite numbers, 0 or more, not all 0" in r.output
+    r = invoke("ensemble", a, b, "-o", a, code=2)
+    assert "-o is one of the members" in r.output
+    other = tmp_path / "other"
+    shutil.copytree(a, other, symlinks=True)
+    r = invoke("ensemble", a, b, "-o", other, code=2)
+    assert "-o holds a trained run, not an ensemble" in r.output
+    assert {p: p.read_bytes() for p in a.rglob("*") if p.is_file()} == before
+    invoke("ensemble", a, b, "-o", tmp_path / "ens")
+    invoke("ensemble", a, b, "-o", tmp_path / "ens")              # its own earlier output: replaced

@@ -7,6 +7,7 @@ The library is imported inside each command (torch and transformers take seconds
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -138,6 +139,9 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
     from ..predict import count_lines, decoded_lines, predict_texts, read_texts
     if output is not None and input_ is not None and output.resolve() == input_.resolve():
         raise HmtcError("--output is the --input file; write the predictions elsewhere", output)
+    if output is not None and (output.is_symlink() or (output.exists() and not output.is_file())):
+        raise HmtcError("--output is a link, a folder or a device, not a file to write predictions to; "
+                        "name a regular file", output)
     _, ckpt_dir = locate(ckpt)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     model = load_for_inference(ckpt_dir, engine, threads)
@@ -215,6 +219,14 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
         raise HmtcError("an ensemble needs at least 2 members")
     if w is not None and len(w) != len(members):
         raise HmtcError(f"--weights: {len(w)} weight(s) for {len(members)} members")
+    if w is not None and (not all(math.isfinite(x) and x >= 0 for x in w) or not any(w)):
+        raise HmtcError(f"--weights {weights!r}: finite numbers, 0 or more, not all 0")
+    for member in members:
+        if Path(member).resolve() == Path(out).resolve():
+            raise HmtcError("-o is one of the members; write the ensemble to a folder of its own", out)
+    if (Path(out) / "run.json").is_file() and "members" not in json.loads((Path(out) / "run.json").read_text(
+            encoding="utf-8")):
+        raise HmtcError("-o holds a trained run, not an ensemble; write the ensemble to a folder of its own", out)
     per_member = [{f.name: f for f in seed_folders(m)} for m in members]
     if all(per_member):
         shared = sorted(set.intersection(*(set(p) for p in per_member)), key=lambda n: int(n[5:]))

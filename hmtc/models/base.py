@@ -123,6 +123,8 @@ def check_fits(backbone: nn.Module, config: dict) -> None:
     """The run config against the loaded encoder: texts fit its positions (or windows, which fit
     them), frozen layers exist."""
     bc, m, max_length = backbone.config, config["model"], config["data"]["max_length"]
+    if not m["windows"] and (m["window_length"] or m["window_stride"]):
+        raise ConfigError("model.window_length and model.window_stride apply only with model.windows = true")
     positions = encoder_positions(bc)
     if positions is not None and not m["windows"] and max_length > positions:
         raise ConfigError(f"data.max_length {max_length} exceeds the encoder's {positions} positions; "
