@@ -17,8 +17,9 @@ import tempfile
 import time
 
 from hmtc.bench import duee_texts
-from hmtc.data.prepare import locate
-from hmtc.export import FILES, ONNX_BATCH, load_for_inference, onnx_session
+from hmtc.checkpoint import locate
+from hmtc.loading import load_for_inference
+from hmtc.runtime import FILES, ONNX_BATCH, onnx_session
 
 MATMUL_OPS = {"DynamicQuantizeMatMul", "QAttention", "MatMul", "MatMulInteger", "Attention", "Gemm",
               "FusedMatMul", "QGemm", "MatMulIntegerToFloat"}

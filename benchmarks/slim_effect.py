@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hmtc.checkpoint import load_checkpoint
-from hmtc.data.prepare import locate, prepare, taxonomy_for
+from hmtc.checkpoint import locate
+from hmtc.data.prepare import prepare, taxonomy_for
+from hmtc.loading import load_checkpoint
 from hmtc.metrics import evaluate
 from hmtc.predict import predict_rows
 from hmtc.record import git_commit, machine_info

@@ -1,11 +1,11 @@
-"""Tokenise once, then length-bucketed batches with dynamic padding (seeded, per epoch)."""
+"""Tokenise once, then length-bucketed batches with dynamic padding (seeded, per epoch), in numpy:
+torch's batches are :mod:`hmtc.models.batches`, ONNX Runtime's (:mod:`hmtc.runtime`) these arrays."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int, chunk: int = 4096) -> list[list[int]]:
@@ -42,34 +42,12 @@ def length_batches(lengths: Sequence[int], batch_size: int, shuffle: bool, seed:
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def collate(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad to the longest sequence of the batch: (input_ids, attention_mask)."""
+def pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad to the longest sequence of the batch: (input_ids, attention_mask), int64 (B, longest)."""
     width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
     for r, x in enumerate(ids):
-        input_ids[r, : len(x)] = torch.as_tensor(x)
+        input_ids[r, : len(x)] = x
         mask[r, : len(x)] = 1
     return input_ids, mask
-
-
-def iterate(token_ids: Sequence[Sequence[int]], batches: Sequence[np.ndarray], pad_id: int,
-            labels: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Yield (indices, input_ids, attention_mask, labels or None) per batch."""
-    for b in batches:
-        input_ids, mask = collate([token_ids[i] for i in b], pad_id)
-        y = None if labels is None else torch.as_tensor(labels[b], dtype=torch.float32)
-        yield b, input_ids, mask, y
-
-
-def iterate_states(states: Sequence[torch.Tensor], batches: Sequence[np.ndarray],
-                   labels: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Like :func:`iterate` over cached per-text token states (T_i, d): yield (indices, states
-    (B, T, d) zero-padded, attention_mask, labels or None)."""
-    for b in batches:
-        rows = [states[i] for i in b]
-        lengths = torch.as_tensor([len(r) for r in rows])
-        x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
-        mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).long()
-        y = None if labels is None else torch.as_tensor(labels[b], dtype=torch.float32)
-        yield b, x, mask, y

@@ -19,19 +19,21 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 from transformers import AutoConfig
 
-from .batching import collate, iterate_states, length_batches, tokenize
-from .checkpoint import save_checkpoint
+from .batching import length_batches, tokenize
+from .checkpoint import locate, save_checkpoint
 from .config import DEFAULTS
 from .data.catalog import load_dataset
-from .data.prepare import locate
 from .decode import decode
 from .encoders import resolve_encoder
 from .errors import DataError
-from .export import ONNX_BATCH, export_onnx, load_for_inference
+from .export import export_onnx
 from .inference import cache_lower_states
+from .loading import load_for_inference
 from .metrics import evaluate
 from .models import autocast, create_model
+from .models.batches import collate, iterate_states
 from .predict import predict_texts, read_texts
+from .runtime import ONNX_BATCH, FastTokenizer
 from .taxonomy import Taxonomy
 from .train import EMA
 
@@ -283,7 +285,9 @@ def time_scores(ckpt, texts: list[str], batch_size: int | None = None, bf16: boo
     t0 = time.perf_counter()
     ckpt.scores(texts, batch_size, bf16)
     dt = time.perf_counter() - t0
-    tokens = sum(map(len, tokenize(ckpt.scorer.tokenizer, texts, ckpt.config["data"]["max_length"])))
+    tok = ckpt.scorer.tokenizer
+    ids = tok.ids(texts) if isinstance(tok, FastTokenizer) else tokenize(tok, texts, ckpt.config["data"]["max_length"])
+    tokens = sum(map(len, ids))
     return {"texts_per_s": round(len(texts) / dt, 1), "texts": len(texts), "seconds": round(dt, 2),
             "tokens_per_text": round(tokens / len(texts), 1), "peak_rss_mib": round(_peak_rss_mib())}
 

@@ -18,16 +18,21 @@ instant, and a damaged file is named when loaded.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import __version__
+from .decode import DECODERS
 from .errors import HmtcError
 from .io import MANIFEST, atomic_dir, atomic_write_json, atomic_write_text, check_manifest, versioned_dir, write_manifest
-from .models import MODELS, Model
 from .taxonomy import Taxonomy, TaxonomyIndex
+
+if TYPE_CHECKING:       # the models import torch; reading a checkpoint's metadata needs none of it
+    from .models import Model
 
 
 def save_checkpoint(folder: str | Path, model: Model, taxonomy: Taxonomy, config: dict,
@@ -72,7 +77,8 @@ class Checkpoint:
     engine scores), taxonomy, config and decoding.
 
     ``scorer`` scores texts: the model itself, or another engine over the same folder
-    (:mod:`hmtc.export`).
+    (:mod:`hmtc.loading`); ``path_scores``: whether its scores are path logits
+    (:meth:`hmtc.models.base.Model.path_scores`). :func:`hmtc.loading.load_checkpoint` loads one.
     """
 
     model: Model | None
@@ -82,6 +88,7 @@ class Checkpoint:
     decode: dict
     path: Path
     scorer: Model | None = None
+    path_scores: bool = False
 
     def __post_init__(self):
         self.scorer = self.scorer or self.model
@@ -110,8 +117,37 @@ def read_meta(folder: str | Path) -> tuple[dict, Taxonomy, TaxonomyIndex, dict]:
         raise HmtcError("taxonomy.tax does not match the label index the model was trained with",
                         folder / "taxonomy.tax")
     dec_path = folder / "decode.json"
-    decode = _json(dec_path) if dec_path.is_file() else {}
+    decode = check_decode(_json(dec_path), index, dec_path) if dec_path.is_file() else {}
     return config, taxonomy, index, decode
+
+
+def check_decode(decode: dict, index: TaxonomyIndex, path: Path) -> dict:
+    """``decode`` (a checkpoint's decode.json, which ``hmtc eval`` rewrites beside the manifest)
+    when every key it uses holds what evaluation writes: a known method, booleans, a finite
+    threshold, one threshold per node, one positive temperature per level; else an error naming
+    the file and key."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+    def bad(key: str, what: str):
+        raise HmtcError(f"{key} must be {what}, not {str(decode[key])[:60]!r}; run hmtc eval again to rewrite it", path)
+
+    if "method" in decode and decode["method"] not in DECODERS:
+        bad("method", f"one of {', '.join(DECODERS.names())}")
+    for key in ("single_path", "at_least_one", "complete"):
+        if key in decode and not isinstance(decode[key], bool):
+            bad(key, "true or false")
+    if "threshold" in decode and not (number(decode["threshold"]) and math.isfinite(decode["threshold"])):
+        bad("threshold", "a finite number")
+    per_label = decode.get("per_label_thresholds")
+    if per_label is not None and not (isinstance(per_label, list) and len(per_label) == index.n_nodes
+                                      and all(number(v) for v in per_label)):
+        bad("per_label_thresholds", f"a list of {index.n_nodes} numbers, one per node")
+    temps = decode.get("temperatures")
+    if temps is not None and not (isinstance(temps, list) and len(temps) == index.depth
+                                  and all(number(v) and 0 < v < math.inf for v in temps)):
+        bad("temperatures", f"a list of {index.depth} positive numbers, one per level")
+    return decode
 
 
 def _json(path: Path) -> dict:
@@ -126,9 +162,11 @@ def _json(path: Path) -> dict:
     return obj
 
 
-def load_checkpoint(folder: str | Path) -> Checkpoint:
-    """The checkpoint in ``folder``, its model loaded by the class its config names."""
-    folder = Path(folder)
-    config, taxonomy, index, decode = read_meta(folder)
-    return Checkpoint(MODELS.get(config["model"]["name"]).load(folder, config, index), taxonomy, index, config,
-                      decode, folder)
+def locate(target: str | Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint folder) for a run folder (uses ``best/``) or a checkpoint."""
+    target = Path(target)
+    if (target / "best" / "checkpoint.json").is_file():
+        return target, target / "best"
+    if (target / "checkpoint.json").is_file():
+        return target.parent, target
+    raise HmtcError("neither a run folder (with best/) nor a checkpoint folder", target)

@@ -213,7 +213,7 @@ class HierarchicalClassifier(BaseEstimator):
                                      "train": {"output_dir": str(run_dir.parent), "record_dir": str(self.record_dir or "")}})
             from rich.console import Console
 
-            from .checkpoint import load_checkpoint
+            from .loading import load_checkpoint
             from .evaluate import evaluate_run
             from .train import Trainer
             console = Console(stderr=True, quiet=not self.verbose)
@@ -283,11 +283,15 @@ class HierarchicalClassifier(BaseEstimator):
         self.run_dir_ = run_dir
 
     # ---- prediction ---------------------------------------------------------------------------
-    def predict(self, texts) -> list[list[str]]:
+    def predict(self, texts, return_unsure: bool = False):
         """Consistent label sets: per text the predicted node ids (ancestors included), decoded
-        with the thresholds tuned on dev, as ``hmtc predict`` does."""
+        with the thresholds tuned on dev, as ``hmtc predict`` does. With ``return_unsure`` (as
+        scikit-learn's ``return_std``), also per text the predicted nodes that are not above their
+        threshold, kept only because decoding forces an answer: ``(labels, unsure)``."""
         from .predict import predict_texts
-        return [row["labels"] for row in predict_texts(self._fitted(), _texts(self._unlabelled(texts)))]
+        rows = list(predict_texts(self._fitted(), _texts(self._unlabelled(texts))))
+        labels = [row["labels"] for row in rows]
+        return (labels, [row["unsure"] for row in rows]) if return_unsure else labels
 
     def predict_scores(self, texts) -> np.ndarray:
         """Every node's logit, shape (n_texts, n_nodes), columns in :attr:`classes_` order."""
@@ -398,8 +402,8 @@ class HierarchicalClassifier(BaseEstimator):
         Its ``config`` parameter is the checkpoint's run config, so a clone retrains the same
         recipe; ``params`` (e.g. ``label_sep``) set the others.
         """
-        from .checkpoint import load_checkpoint
-        from .data.prepare import locate
+        from .loading import load_checkpoint
+        from .checkpoint import locate
         run_dir, ckpt_dir = locate(folder)
         with _quiet_transformers(not params.get("verbose", False)):
             ckpt = load_checkpoint(ckpt_dir)

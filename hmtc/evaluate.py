@@ -15,17 +15,18 @@ import torch
 from rich.console import Console
 
 from .calibration import CONSISTENT, calibrated, consistent, ece, fit_temperatures, reliability, violations
+from .checkpoint import locate
 from .config import DEFAULTS
 from .data.catalog import dataset_protocol
-from .data.prepare import locate, prepare, taxonomy_for
-from .checkpoint import load_checkpoint
+from .data.prepare import prepare, taxonomy_for
 from .decode import (WEIGHT_STEPS, decode, stops_early, tune_global_threshold, tune_label_thresholds,
                      tune_level_thresholds, tune_weights, tuned_micro_f1)
 from .errors import HmtcError
-from .export import load_for_inference
-from .inference import pick_device, progress_bar, reads_store, score_texts, to_device
+from .inference import pick_device, reads_store, score_texts, to_device
 from .io import RunLock, atomic_write_bytes, atomic_write_json
+from .loading import load_checkpoint, load_for_inference
 from .metrics import evaluate
+from .progress import progress_bar
 from .record import check_record_free, git_commit, machine_info, now, record_path, run_key, write_record
 
 SUMMARY_KEYS = ("micro_f1", "macro_f1", "leaf_micro_f1", "leaf_macro_f1", "hier_f1", "c_micro_f1",

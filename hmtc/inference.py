@@ -11,14 +11,14 @@ import hashlib
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
-from .batching import iterate, length_batches, tokenize
+from .batching import length_batches, tokenize
 from .errors import HmtcError
 from .frozen_store import FrozenStore, store_root, text_key
 from .models import autocast
 from .models.base import EncoderModel
+from .models.batches import iterate
 from .models.encoder import Windows
 from .models.ensemble import EnsembleModel
 
@@ -37,14 +37,6 @@ def pick_device(name: str = "auto") -> torch.device:
         if device.index is not None and device.index >= count:
             raise HmtcError(f"train.device = {name!r}, but this machine has {count} CUDA device(s)")
     return device
-
-
-def progress_bar(console: Console | None = None, disable: bool = False) -> Progress:
-    """The progress display of long work: bar, count, a free ``info`` field, elapsed and left."""
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, disable=disable, transient=False)
 
 
 def cache_lower_states(encoder, token_ids: list[list[int]], pad_id: int, batch_size: int, bf16: bool,

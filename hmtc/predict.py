@@ -17,7 +17,6 @@ from .checkpoint import Checkpoint
 from .decode import decode
 from .errors import DataError, HmtcError
 from .metrics import LabelClasses, class_indices, label_classes
-from .models import MODELS
 
 
 def decoded_lines(fh: BinaryIO, source: str | Path) -> Iterator[tuple[int, str]]:
@@ -67,10 +66,12 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     """Results for one chunk of items, and each item's node probabilities (None when not scored).
 
     Each result holds the item's fields (an item may be a dict: ``text`` plus fields to copy, e.g.
-    ``id``), ``labels`` (ids), ``paths`` (root-to-node display names of each deepest predicted node)
-    and ``scores`` (the probability of each predicted node: σ(z / T_level) with the checkpoint's
-    calibration temperatures, :mod:`hmtc.calibration`). An empty or blank text gets an empty
-    result with the reason in ``empty``, without being scored. ``leaf`` forces every prediction
+    ``id``), ``labels`` (ids), ``paths`` (root-to-node display names of each deepest predicted node),
+    ``scores`` (the probability of each predicted node: σ(z / T_level) with the checkpoint's
+    calibration temperatures, :mod:`hmtc.calibration`) and ``unsure``: the predicted nodes whose
+    logit is not above their tuned threshold, kept only because decoding forces an answer
+    (``at_least_one``, ``complete``, ``leaf``): a guess, not a detection. An empty or blank text
+    gets an empty result with the reason in ``empty``, without being scored. ``leaf`` forces every prediction
     down to a leaf, the best child at each step (and a path for a text with none).
 
     A taxonomy with labels that carry classes (``docs/label-classes.md``) adds ``classes``:
@@ -85,7 +86,7 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     items = [item if isinstance(item, dict) else {"text": item} for item in items]
     scored = [item for item in items if item["text"].strip()]
     probs: list[np.ndarray | None] = [None] * len(items)
-    rows = [{**item, "labels": [], "paths": [], "scores": {}, **({"classes": {}} if len(lc) else {}),
+    rows = [{**item, "labels": [], "paths": [], "scores": {}, "unsure": [], **({"classes": {}} if len(lc) else {}),
              "empty": "empty text" if not item["text"] else "blank text"} for item in items]
     if not scored:
         return rows, probs
@@ -94,6 +95,7 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     keep = decode(scores, index, dec.get("method", ckpt.config["decode"]["method"]), thr,
                   bool(dec.get("single_path", False)), leaf or bool(dec.get("at_least_one", False)),
                   leaf or bool(dec.get("complete", False)))
+    below = unsure_nodes(keep, scores, thr, index)
     p = consistent(calibrated(scores, dec.get("temperatures"), index), index, consistent_choice(ckpt))
     cls = class_indices(keep, lc) if len(lc) else None
     assert cls is None or (cls >= 0).all(), "decoding keeps at most one class of a label"
@@ -102,8 +104,21 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     for i, item in enumerate(items):
         if item["text"].strip():
             r = next(at)
-            rows[i], probs[i] = {**item, **_result(index, keep[r], p[r]), **_classes(lc, cls, softmax, r)}, p[r]
+            rows[i], probs[i] = {**item, **_result(index, keep[r], p[r], below[r]), **_classes(lc, cls, softmax, r)}, p[r]
     return rows, probs
+
+
+def unsure_nodes(keep: np.ndarray, scores: np.ndarray, thr, index) -> np.ndarray:
+    """The kept nodes that are guesses (S, N): neither above their threshold nor implied by a kept
+    descendant that is,
+
+        sure = keep ∧ (z > t),    unsure = keep ∧ ¬sure ∧ ¬(∃ i: sure_i ∧ j ancestor of i)
+
+    so a parent that closure or a path decoder keeps for a confident child is not flagged, and a
+    path that ``at_least_one``, ``complete`` or ``leaf`` forced is."""
+    sure = keep & (scores > thr)
+    implied = np.asarray(sure.astype(np.float32) @ index.ancestors_csr) > 0
+    return keep & ~sure & ~implied
 
 
 def consistent_choice(ckpt: Checkpoint) -> str:
@@ -153,8 +168,7 @@ def class_probabilities(scores: np.ndarray, lc: LabelClasses, paths: bool = Fals
 
 def checkpoint_class_probabilities(ckpt: Checkpoint, scores: np.ndarray, lc: LabelClasses) -> np.ndarray:
     """:func:`class_probabilities` of ``ckpt``'s scores, read as path logits where its model scores them."""
-    model = ckpt.config["model"]
-    return class_probabilities(scores, lc, MODELS.get(model["name"]).path_scores(model.get("options") or {}))
+    return class_probabilities(scores, lc, ckpt.path_scores)
 
 
 def _classes(lc: LabelClasses, cls: np.ndarray | None, softmax: np.ndarray | None, r: int) -> dict:
@@ -205,7 +219,7 @@ def predict_texts(ckpt: Checkpoint, texts: Iterable[str | dict], chunk: int = 20
         yield from flush()
 
 
-def _result(index, row: np.ndarray, probs: np.ndarray) -> dict:
+def _result(index, row: np.ndarray, probs: np.ndarray, below: np.ndarray) -> dict:
     nodes = np.flatnonzero(row)
     inner = index.ancestors[nodes].any(0)          # nodes with a kept descendant
     paths = []
@@ -213,4 +227,5 @@ def _result(index, row: np.ndarray, probs: np.ndarray) -> dict:
         chain = np.flatnonzero(index.ancestors[i] & row)
         paths.append([index.names[j] for j in chain[np.argsort(index.levels[chain])]] + [index.names[i]])
     return {"labels": [index.ids[i] for i in nodes], "paths": paths,
-            "scores": {index.ids[i]: round(float(probs[i]), 4) for i in nodes}}
+            "scores": {index.ids[i]: round(float(probs[i]), 4) for i in nodes},
+            "unsure": [index.ids[i] for i in np.flatnonzero(below)]}

@@ -86,10 +86,21 @@ def record_path(cfg: dict, run_dir: str | Path, suffix: str = "") -> Path | None
 
 
 def check_record_free(path: Path | None, overwrite: bool) -> None:
-    """Refuse, before any work, a run whose record exists (unless ``overwrite``)."""
-    if path is not None and path.exists() and not overwrite:
+    """Refuse, before any work, a run whose record exists (unless ``overwrite``) or whose record
+    folder cannot be written (found after training, the record would be lost)."""
+    if path is None:
+        return
+    if path.exists() and not overwrite:
         raise HmtcError("a record of this run exists; pass --overwrite to replace it, or give the run "
                         "another name (--set name=...) or folder (--out)", path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise HmtcError(f"train.record_dir cannot be written ({e.strerror or e}); set another one, or "
+                        "train.record_dir = \"\" for no record", path.parent) from None
 
 
 def write_record(path: Path, record: dict, overwrite: bool = False) -> None:

@@ -485,12 +485,12 @@ class Doc:
         self.blocks.append(("img", name, png, alt))
 
     def markdown(self, image_dir: str) -> str:
-        out = [f"# {self.title}", ""]
+        out = [f"# {md_text(self.title)}", ""]
         for b in self.blocks:
             if b[0] == "h":
-                out += ["#" * b[1] + " " + b[2], ""]
+                out += ["#" * b[1] + " " + md_text(b[2]), ""]
             elif b[0] == "p":
-                out += [b[1], ""]
+                out += [md_text(b[1]), ""]
             elif b[0] == "table":
                 out += [markdown_table(b[1], b[2]), ""]
             else:
@@ -545,11 +545,27 @@ def _numeric(header: list[str], rows: list[list]) -> list[bool]:
             for i in range(len(header))]
 
 
+def md_text(text: str) -> str:
+    """Text as Markdown shows it and never as HTML: ``<``, which every tag starts with, as an
+    entity, so a text holding ``<script>`` reads as such in report.md (report.html escapes with
+    :func:`html.escape`); ``>`` stays readable in paths (``animal > cat``)."""
+    return text.replace("<", "&lt;")
+
+
+def md_code(text: str) -> str:
+    """A Markdown code span around any text: fenced by one backtick more than its longest run of
+    backticks (CommonMark), so a backtick in the text cannot end the span early."""
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
-    """A GitHub Markdown table; floats with four decimals, None as a dash, pipes escaped."""
+    """A GitHub Markdown table; floats with four decimals, None as a dash, pipes escaped, texts
+    never read as HTML (:func:`md_text`, :func:`md_code`)."""
     def cell(v):
         text = _cell_text(v).replace("|", "\\|").replace("\n", " ")
-        return f"`{text}`" if isinstance(v, Code) else text
+        return md_code(text) if isinstance(v, Code) else md_text(text)
 
     lines = ["| " + " | ".join(cell(h) for h in header) + " |",
              "|" + "|".join("---:" if n else "---" for n in _numeric(header, rows)) + "|"]

@@ -49,11 +49,10 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoint import Checkpoint
-from .data.prepare import locate
+from .checkpoint import Checkpoint, locate
 from .errors import HmtcError
-from .export import load_for_inference
 from .inference import pick_device
+from .loading import load_for_inference
 from .predict import predict_rows, ranked
 
 try:
@@ -167,6 +166,8 @@ class Prediction(BaseModel):
     labels: list[str] = Field(description="Predicted node ids, ancestors included, always consistent.")
     paths: list[list[str]] = Field(description="Root-to-node display names of each deepest predicted node.")
     scores: dict[str, float] = Field(description="Probability of each predicted node.")
+    unsure: list[str] = Field([], description="Predicted nodes not above their tuned threshold, kept only because "
+                                              "decoding forces an answer (at_least_one, complete): guesses.")
     empty: str | None = Field(None, description="Why the text was not scored (an empty or blank text).")
     top_k: list[LevelTop] | None = Field(None, description="The k most probable nodes of each level.")
     classes: dict[str, LabelClass] | None = Field(None, description="Each label with classes: its class and the label's softmax.")

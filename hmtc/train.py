@@ -28,18 +28,21 @@ from rich.progress import Progress
 
 from torch.nn.parallel import DistributedDataParallel
 
-from .batching import iterate, iterate_states, length_batches
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data.prepare import Prepared, locate, prepare, taxonomy_for
+from .batching import length_batches
+from .checkpoint import locate, save_checkpoint
+from .data.prepare import Prepared, prepare, taxonomy_for
 from .decode import decode
 from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
 from .frozen_store import FrozenStore, store_root, text_key
-from .inference import cache_lower_states, frozen_fingerprint, pick_device, progress_bar
+from .inference import cache_lower_states, frozen_fingerprint, pick_device
 from .io import RunLock, atomic_write_json, check_manifest, newest_valid, versioned_dir, versions
+from .loading import load_checkpoint
 from .losses import distillation_loss, fit_losses
 from .metrics import evaluate
 from .models import MODELS, autocast, create_model
+from .models.batches import iterate, iterate_states
+from .progress import progress_bar
 from .record import command_line, git_commit, machine_info, now
 from .registry import Registry
 from .regularizers import backward_step, rdrop_loss, word_embeddings

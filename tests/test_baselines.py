@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 from typer.testing import CliRunner
 
-from hmtc.checkpoint import load_checkpoint, save_checkpoint
+from hmtc.checkpoint import save_checkpoint
+from hmtc.loading import load_checkpoint
 from hmtc.cli import app
 from hmtc.config import load_config
 from hmtc.decode import closure, top_down

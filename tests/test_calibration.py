@@ -43,7 +43,7 @@ def test_eval_fits_temperatures_and_predict_reports_calibrated_probabilities(run
 
     from typer.testing import CliRunner
 
-    from hmtc.checkpoint import load_checkpoint
+    from hmtc.loading import load_checkpoint
     from hmtc.cli import app
     from hmtc.decode import stops_early
     run = CliRunner()
@@ -102,7 +102,7 @@ def test_predict_and_estimator_report_consistent_scores(run_config, tmp_path, in
     import json
 
     from hmtc.calibration import consistent, violations
-    from hmtc.checkpoint import load_checkpoint
+    from hmtc.loading import load_checkpoint
     from hmtc.estimator import HierarchicalClassifier
     invoke("train", run_config, "--quiet", "--set", "train.epochs=1", "--set", "decode.consistent_scores=min")
     folder = tmp_path / "runs" / "tiny-msml"

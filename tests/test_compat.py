@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hmtc.checkpoint import load_checkpoint
+from hmtc.loading import load_checkpoint
 from hmtc.predict import predict_texts
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -221,7 +221,7 @@ def test_max_constraint_is_consistent_for_every_input(data, dag):
 def test_every_registry_names_what_it_knows():
     from hmtc.data.catalog import get_spec
     from hmtc.errors import DataError
-    from hmtc.export import ENGINES
+    from hmtc.loading import ENGINES
     from hmtc.models import MODELS
     from hmtc.train import SCHEDULES
     for registry, known in ((MODELS, "ensemble, flat, global, local, msml, proto, tfidf, zeroshot"), (SCHEDULES, "constant, cosine, linear"),
@@ -265,3 +265,18 @@ def test_level_thresholds_maximise_each_level_micro_f1():
         assert np.isclose(f1[list(GRID).index(t)], max(f1))
     none = tune_level_thresholds(scores, np.zeros_like(gold), index, 0.75)
     assert (none == 0.75).all()
+
+
+def test_unsure_marks_forced_guesses_not_parents_of_confident_children():
+    """A path that at_least_one forced is unsure node by node; a parent kept below its threshold
+    for a child above its own is not (closure implies it)."""
+    from hmtc.predict import unsure_nodes
+    index = Taxonomy.parse("ROOT\n  a\n    a1\n    a2\n  b\n    b1\n").compile()
+    col = index.id_to_index
+    s = np.full((3, index.n_nodes), -3.0, dtype=np.float32)
+    s[0, [col["b"], col["b1"]]] = [-0.5, -0.2]              # nothing passes 0: b -> b1 forced
+    s[1, [col["a"], col["a2"]]] = [-0.5, 1.0]               # a2 sure, a below but implied
+    s[2, [col["a"], col["a1"]]] = [2.0, -1.0]               # a sure; a1 added by completion
+    keep = decode(s, index, "closure", 0.0, at_least_one=True, complete=True)
+    assert index.labels_of(keep) == [["b", "b1"], ["a", "a2"], ["a", "a1"]]
+    assert index.labels_of(unsure_nodes(keep, s, 0.0, index)) == [["b", "b1"], [], ["a1"]]

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from hmtc.checkpoint import load_checkpoint
+from hmtc.loading import load_checkpoint
 from hmtc.testing import tiny_tfidf_config_text
 
 

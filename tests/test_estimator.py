@@ -68,7 +68,11 @@ def test_fit_leaves_a_cli_run_folder(fitted):
 def test_predict_matches_the_cli(fitted):
     texts = ["meow kitten here", "oak leaf today", "rose petal thorn and a puppy"]
     pred = fitted.predict(texts)
-    assert pred == [row["labels"] for row in predict_cli(fitted.run_dir_, texts)]
+    cli = predict_cli(fitted.run_dir_, texts)
+    assert pred == [row["labels"] for row in cli]
+    labels, unsure = fitted.predict(texts, return_unsure=True)
+    assert labels == pred and unsure == [row["unsure"] for row in cli]
+    assert all(set(u) <= set(lab) for u, lab in zip(unsure, labels))
     index = fitted.checkpoint_.index
     for labels in pred:        # consistent: every predicted node's parent is predicted
         assert all("/" not in lab or lab.rsplit("/", 1)[0] in labels for lab in labels)

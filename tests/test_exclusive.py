@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 from typer.testing import CliRunner
 
-from hmtc.checkpoint import load_checkpoint
+from hmtc.loading import load_checkpoint
 from hmtc.cli import app
 from hmtc.config import load_config
 from hmtc.decode import decode, keep_one_per_group, stops_early

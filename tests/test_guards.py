@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,8 @@ def test_a_crash_between_any_two_file_operations_of_a_save_keeps_a_checkpoint(ru
     import shutil
 
     import hmtc.io
-    from hmtc.checkpoint import load_checkpoint, save_checkpoint
+    from hmtc.checkpoint import save_checkpoint
+    from hmtc.loading import load_checkpoint
     from hmtc.io import check_manifest, newest_valid
     run = _tiny_checkpoint(run_config, tmp_path)
     ckpt = load_checkpoint(run / "best")
@@ -189,7 +191,7 @@ def test_predict_keeps_one_line_per_input_line(run_config, tmp_path, invoke):
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 4
     assert rows[0]["id"] == 7 and "x" not in rows[0] and rows[0]["labels"]
-    assert rows[1] == {"text": "", "labels": [], "paths": [], "scores": {}, "empty": "empty text"}
+    assert rows[1] == {"text": "", "labels": [], "paths": [], "scores": {}, "unsure": [], "empty": "empty text"}
     assert rows[2]["id"] == "b" and rows[2]["empty"] == "blank text" and rows[2]["labels"] == []
     assert "id" not in rows[3] and rows[3]["labels"]
     plain = tmp_path / "in.txt"
@@ -440,3 +442,55 @@ def test_ensemble_refuses_odd_weights_and_a_member_or_trained_run_as_its_folder(
     assert {p: p.read_bytes() for p in a.rglob("*") if p.is_file()} == before
     invoke("ensemble", a, b, "-o", tmp_path / "ens")
     invoke("ensemble", a, b, "-o", tmp_path / "ens")              # its own earlier output: replaced
+
+
+def test_an_unwritable_record_dir_fails_before_training(run_config, tmp_path, invoke):
+    """A record folder that cannot be made (a file stands in its path) is one error before any
+    training, for a single run and a seeds set, and no run folder is left."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    for extra in ([], ["--seeds", "1,2"]):
+        r = invoke("train", run_config, "--quiet", "--out", tmp_path / "run", "--set",
+                   f"train.record_dir={blocker / 'records'}", *extra, code=2)
+        assert "train.record_dir cannot be written" in r.output and "blocker" in r.output
+        assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("decode, key", [({"method": "sideways"}, "method"), ({"threshold": "abc"}, "threshold"),
+                                         ({"threshold": None}, "threshold"), ({"complete": "yes"}, "complete"),
+                                         ({"per_label_thresholds": [0.1, 0.2]}, "per_label_thresholds"),
+                                         ({"temperatures": [1.0, -2.0]}, "temperatures"),
+                                         ({"temperatures": [1.0]}, "temperatures")])
+def test_a_damaged_decode_json_is_one_line_naming_the_key(run_config, tmp_path, invoke, decode, key):
+    """decode.json sits beside the manifest (hmtc eval rewrites it): what it holds is checked where
+    it is read, not found by a traceback in decoding."""
+    run = _tiny_checkpoint(run_config, tmp_path)
+    path = run / "best" / "decode.json"
+    path.write_text(json.dumps({"method": "best", "threshold": 0.0, "temperatures": [1.0, 1.0]} | decode))
+    r = invoke("predict", run, "cat", code=2)
+    assert "decode.json" in r.output and f"{key} must be" in r.output and "Traceback" not in r.output
+    path.write_text(json.dumps({"method": "best", "threshold": 0.0, "temperatures": [1.0, 1.0]}))
+    invoke("predict", run, "cat")
+
+
+def test_sigterm_during_predict_output_leaves_no_file(run_config, tmp_path):
+    """``kill`` of a predict writing --output: exit 143, no output and no partial file beside it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    run = _tiny_checkpoint(run_config, tmp_path)
+    src = tmp_path / "in.txt"
+    src.write_text("cat meow here and a tree\n" * 400_000, encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "hmtc", "predict", str(run), "--input", str(src), "--output",
+                             str(out), "-q", "--chunk", "64"], stderr=subprocess.PIPE)
+    partial = tmp_path / ".out.jsonl.partial"
+    deadline = time.time() + 120
+    while not (partial.is_file() and partial.stat().st_size) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "predict ended before it could be stopped"
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143, proc.stderr.read().decode()[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []

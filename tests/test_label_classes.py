@@ -17,7 +17,7 @@ from sklearn import metrics as skm
 from typer.testing import CliRunner
 
 import hmtc.metrics as M
-from hmtc.checkpoint import load_checkpoint
+from hmtc.loading import load_checkpoint
 from hmtc.cli import app, main
 from hmtc.data import encode_labels, read_jsonl, read_table
 from hmtc.errors import DataError

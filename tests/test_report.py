@@ -580,3 +580,12 @@ def test_learning_curves_from_known_records(tmp_path):
     assert png.startswith(b"\x89PNG")
     invoke(app, "results", "--records", recs, "--out", out)
     assert (tmp_path / "curves-duee.png").read_bytes() == png         # the same records draw the same picture
+
+
+def test_markdown_never_passes_a_text_through_as_html():
+    """A bad case's text with <script> or backticks stays text in report.md (report.html escapes it)."""
+    from hmtc.report import Code, markdown_table, md_code
+    table = markdown_table(["text", "gold"], [[Code("<script>alert(1)</script> a`b``c"), "<script>x</script>"]])
+    # a code span shows its text literally; a plain cell's brackets are entities
+    assert "| ```<script>alert(1)</script> a`b``c``` | &lt;script>x&lt;/script> |" in table
+    assert md_code("`x`") == "`` `x` ``" and md_code("plain") == "`plain`"

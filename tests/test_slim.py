@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from hmtc.checkpoint import load_checkpoint
+from hmtc.loading import load_checkpoint
 from hmtc.config import load_config
 from hmtc.testing import make_texts
 from hmtc.train import Trainer

@@ -9,11 +9,12 @@ import pytest
 import safetensors.torch
 import torch
 
-from hmtc.batching import collate, tokenize
+from hmtc.batching import tokenize
 from hmtc.config import load_config
-from hmtc.errors import ConfigError
 from hmtc.data.prepare import taxonomy_for
+from hmtc.errors import ConfigError
 from hmtc.models import create_model
+from hmtc.models.batches import collate
 from hmtc.train import Trainer
 
 NO_DROPOUT = "model.encoder_options={ hidden_dropout_prob = 0.0, attention_probs_dropout_prob = 0.0 }"
@@ -84,8 +85,10 @@ def test_cached_run_with_rdrop_and_resume(run_config, tmp_path):
 
 def test_onnx_export_scores_like_torch(run_config, tmp_path):
     pytest.importorskip("onnxruntime")
-    from hmtc.checkpoint import load_checkpoint
-    from hmtc.export import export_onnx, load_for_inference, onnx_session
+    from hmtc.loading import load_checkpoint
+    from hmtc.export import export_onnx
+    from hmtc.loading import load_for_inference
+    from hmtc.runtime import onnx_session
     cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''"])
     Trainer(cfg, tmp_path / "r", quiet=True).fit()
     ckpt = tmp_path / "r" / "best"
@@ -211,7 +214,7 @@ def test_fast_dropout_model_matches_in_eval_and_drops_attention_in_training(run_
 
 
 def test_fast_dropout_run_trains_resumes_and_loads(run_config, tmp_path):
-    from hmtc.checkpoint import load_checkpoint
+    from hmtc.loading import load_checkpoint
     overrides = ["train.epochs=2", "train.record_dir=''", "model.fast_dropout=true", "model.options.dropout=0.1"]
     a, b = straight_and_resumed(run_config, tmp_path, overrides)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -248,7 +251,7 @@ def test_distilled_run_follows_its_teacher(run_config, tmp_path):
     assert all(torch.equal(w["plain"][k], w["alpha0"][k]) for k in w["plain"])   # α = 0: the plain run
     target = runs["alpha1"].teacher_
     assert target.shape == (len(runs["alpha1"].data_.texts["train"]), runs["alpha1"].data_.index.n_nodes)
-    from hmtc.checkpoint import load_checkpoint
+    from hmtc.loading import load_checkpoint
     texts = runs["alpha1"].data_.texts["train"]
     gap = {k: float(np.abs(load_checkpoint(tmp_path / k / "last").scores(texts) - target.numpy()).mean())
            for k in ("plain", "alpha1")}
@@ -430,7 +433,8 @@ def test_path_probability_models_export_to_onnx(run_config, tmp_path, name, opti
     """The local classifier's and conditional MSML's path logits (expm1, per-level joins) export,
     and score a batch of another size than the traced one as torch does."""
     pytest.importorskip("onnxruntime")
-    from hmtc.export import export_onnx, load_for_inference
+    from hmtc.export import export_onnx
+    from hmtc.loading import load_for_inference
     cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''"])
     cfg["model"] = cfg["model"] | {"name": name, "options": (cfg["model"]["options"] if name == "msml" else {}) | options}
     Trainer(cfg, tmp_path / "r", quiet=True).fit()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from hmtc.checkpoint import load_checkpoint
+from hmtc.loading import load_checkpoint
 from hmtc.config import load_config
 from hmtc.errors import ConfigError, HmtcError
 from hmtc.losses import LOSSES, build_loss, fit_losses

@@ -15,7 +15,7 @@ import safetensors.torch
 import torch
 from typer.testing import CliRunner
 
-from hmtc.checkpoint import load_checkpoint
+from hmtc.loading import load_checkpoint
 from hmtc.cli import app
 from hmtc.config import load_config
 from hmtc.errors import ConfigError, HmtcError
@@ -151,7 +151,8 @@ def test_config_errors(run_config):
 
 @pytest.mark.parametrize("model_name", ["msml", "flat"])
 def test_scores_do_not_depend_on_batch_padding(run_config, model_name):
-    from hmtc.batching import collate, tokenize
+    from hmtc.batching import tokenize
+    from hmtc.models.batches import collate
     from hmtc.data.prepare import taxonomy_for
     cfg = load_config(run_config, [f"model.name='{model_name}'"])
     if model_name == "flat":

@@ -9,13 +9,14 @@ import pytest
 import safetensors.torch
 import torch
 
-from hmtc.batching import collate, iterate_states, length_batches, tokenize
-from hmtc.checkpoint import load_checkpoint
+from hmtc.batching import length_batches, tokenize
 from hmtc.config import load_config
 from hmtc.data.prepare import taxonomy_for
 from hmtc.errors import ConfigError
 from hmtc.inference import cache_lower_states
+from hmtc.loading import load_checkpoint
 from hmtc.models import create_model
+from hmtc.models.batches import collate, iterate_states
 from hmtc.models.encoder import Windows
 from hmtc.predict import predict_texts
 from hmtc.testing import FILLER, WORDS
@@ -160,7 +161,8 @@ def test_a_windowed_model_exports_to_onnx_and_scores_like_torch(run_config, tmp_
     """The graph reads windows cut outside it; long texts, short ones and both in one batch;
     every head pools across the joined windows; predict streams through the exported graph."""
     pytest.importorskip("onnxruntime")
-    from hmtc.export import export_onnx, load_for_inference
+    from hmtc.export import export_onnx
+    from hmtc.loading import load_for_inference
     cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", f"model.name={model}", "model.windows=true",
                                    "model.window_length=16", "model.window_stride=4"])
     cfg["model"]["options"] = cfg["model"]["options"] if options is None else options

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hmtc.checkpoint import load_checkpoint
+from hmtc.loading import load_checkpoint
 from hmtc.config import load_config
 from hmtc.data.prepare import prepare, taxonomy_for
 from hmtc.errors import ConfigError

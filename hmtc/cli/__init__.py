@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -52,6 +53,7 @@ def main() -> None:
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
     except (HmtcError, OSError, UnicodeDecodeError) as e:
@@ -59,6 +61,13 @@ def main() -> None:
             raise
         err_console.print(f"[bold red]error:[/] {escape(_one_line(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM (a service manager stopping hmtc, ``kill``) as an exit that unwinds: files written
+    aside are removed and locks released by the code that holds them, as on an error; the exit
+    status is the shell's 128 + 15."""
+    raise SystemExit(128 + signum)
 
 
 def _one_line(e: Exception) -> str:

@@ -63,7 +63,7 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
     with --ceilings, the most this machine's matrix products allow for each."""
     from ..bench import (ceilings, checkpoint_throughputs, decode_metrics_time, duee_texts, infer_throughput,
                          stream_predict_memory, train_throughputs)
-    from ..export import ONNX_BATCH
+    from ..runtime import ONNX_BATCH
     from ..io import atomic_write_json
     from ..record import command_line, git_commit, machine_info, now
     from ..taxonomy import Taxonomy

@@ -128,23 +128,17 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
 
     Example: hmtc predict runs/duee-msml-default --input texts.jsonl --output predictions.jsonl
     """
-    import os
-
-    import torch
-
-    from ..data.prepare import locate
+    from ..checkpoint import locate
     from ..errors import HmtcError
-    from ..export import load_for_inference
-    from ..inference import progress_bar
     from ..predict import count_lines, decoded_lines, predict_texts, read_texts
+    from ..progress import progress_bar
     if output is not None and input_ is not None and output.resolve() == input_.resolve():
         raise HmtcError("--output is the --input file; write the predictions elsewhere", output)
     if output is not None and (output.is_symlink() or (output.exists() and not output.is_file())):
         raise HmtcError("--output is a link, a folder or a device, not a file to write predictions to; "
                         "name a regular file", output)
     _, ckpt_dir = locate(ckpt)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    model = load_for_inference(ckpt_dir, engine, threads)
+    model = _load_for_predict(ckpt_dir, engine, threads)
     total = None
     if texts:
         source = iter(texts)
@@ -172,6 +166,22 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
         finally:
             tmp.unlink(missing_ok=True)                  # a failed run leaves no partial file
     err.print(f"wrote {escape(str(output))}")
+
+
+def _load_for_predict(ckpt_dir: Path, engine: str, threads: int):
+    """The checkpoint scored by ``engine``; an exported graph without windows through
+    :mod:`hmtc.runtime`, so that predict imports neither torch nor transformers (cold start)."""
+    import os
+
+    from ..checkpoint import read_meta
+    if engine in ("onnx", "onnx-int8") and not read_meta(ckpt_dir)[0]["model"].get("windows"):
+        from ..runtime import load_onnx
+        return load_onnx(ckpt_dir, engine, threads)
+    import torch
+
+    from ..loading import load_for_inference
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    return load_for_inference(ckpt_dir, engine, threads)
 
 
 def _show(metrics: dict) -> None:
@@ -202,8 +212,7 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
 
     Example: hmtc ensemble runs/20ng-msml-long runs/20ng-tfidf-seeds --weights tune -o runs/20ng-msml-tfidf
     """
-    from ..checkpoint import read_meta, write_checkpoint_meta
-    from ..data.prepare import locate
+    from ..checkpoint import locate, read_meta, write_checkpoint_meta
     from ..errors import HmtcError
     from ..evaluate import train_seconds, tune_ensemble_weights
     from ..models.base import make_config
@@ -298,7 +307,7 @@ def export(target: Path = typer.Argument(..., help="Run folder (uses best/) or c
            int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write the int8-quantised graph.")) -> None:
     """Export a checkpoint for fast CPU inference: model.onnx (+ model.int8.onnx) in the checkpoint."""
     from ..errors import HmtcError
-    from ..data.prepare import locate
+    from ..checkpoint import locate
     from ..export import export_onnx
     if format_ != "onnx":
         raise HmtcError(f"unknown export format {format_!r}; use onnx")

@@ -146,11 +146,3 @@ def _draw_shots(splits: dict, dcfg: dict, taxonomy: Taxonomy, index: TaxonomyInd
             "train_short": short, "dev_short": dev_short}
 
 
-def locate(target: str | Path) -> tuple[Path, Path]:
-    """(run folder, checkpoint folder) for a run folder (uses ``best/``) or a checkpoint."""
-    target = Path(target)
-    if (target / "best" / "checkpoint.json").is_file():
-        return target, target / "best"
-    if (target / "checkpoint.json").is_file():
-        return target.parent, target
-    raise HmtcError("neither a run folder (with best/) nor a checkpoint folder", target)

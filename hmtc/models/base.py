@@ -45,15 +45,16 @@ try:            # skips the random initialisation of a model built to be loaded 
 except ImportError:                     # transformers < 5
     from transformers.modeling_utils import no_init_weights
 
-from ..batching import iterate, iterate_states, length_batches, tokenize
+from .batches import iterate, iterate_states
+from ..batching import length_batches, tokenize
 from ..config import check_fields
-from ..encoders import resolve_encoder
-from ..errors import ConfigError, HmtcError
-from ..registry import Registry
-from ..taxonomy import TaxonomyIndex
 from .dropout import use_fast_dropout
 from .encoder import TextEncoder, Windows, encoder_positions, load_backbone
+from ..encoders import resolve_encoder
+from ..errors import ConfigError, HmtcError
 from .label_init import init_from_label_names
+from ..registry import Registry
+from ..taxonomy import TaxonomyIndex
 
 MODELS: Registry = Registry("model")
 

@@ -50,14 +50,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..batching import iterate, length_batches, tokenize
-from ..errors import ConfigError
-from ..losses import ExclusiveLoss
-from ..taxonomy import TaxonomyIndex
 from .base import MODELS, EncoderModel, ModelOutput
+from .batches import iterate
+from ..batching import length_batches, tokenize
 from .constraint import constrain, descendant_mask
 from .encoder import TextEncoder
+from ..errors import ConfigError
 from .label_init import label_texts
+from ..losses import ExclusiveLoss
+from ..taxonomy import TaxonomyIndex
 
 
 @dataclass
