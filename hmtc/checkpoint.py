@@ -134,7 +134,7 @@ def check_decode(decode: dict, index: TaxonomyIndex, path: Path) -> dict:
 
     if "method" in decode and decode["method"] not in DECODERS:
         bad("method", f"one of {', '.join(DECODERS.names())}")
-    for key in ("single_path", "at_least_one", "complete"):
+    for key in ("single_path", "at_least_one", "complete", "back_off"):
         if key in decode and not isinstance(decode[key], bool):
             bad(key, "true or false")
     if "threshold" in decode and not (number(decode["threshold"]) and math.isfinite(decode["threshold"])):

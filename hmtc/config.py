@@ -209,6 +209,9 @@ class DecodeConfig:
     at_least_one: Auto = _key("auto", "predict at least one label; auto: when every training sample has a label")
     complete: Auto = _key("auto", "extend predictions down to a leaf; auto: when every training label set "
                                   "reaches one")
+    back_off: bool = _key(False, "drop predicted nodes the model is unsure of (not above their threshold, kept only "
+                                 "because decoding forces an answer): answers stop at their deepest sure node; with "
+                                 "at_least_one a text with no sure node keeps its forced level-1 node")
     consistent_scores: Literal["none", "min", "max"] = _key(
         "none", "reported probabilities that agree with the taxonomy: min caps a child at its parents', max lifts "
                 "a parent to its children's (hmtc.calibration.consistent)")

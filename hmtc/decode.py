@@ -186,6 +186,33 @@ def _children_padded(index: TaxonomyIndex) -> np.ndarray:
     return out
 
 
+def unsure(keep: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray, index: TaxonomyIndex) -> np.ndarray:
+    """The kept nodes that are guesses (S, N): neither above their threshold nor implied by a kept
+    descendant that is,
+
+        sure = keep ∧ (s > t),    unsure_j = keep_j ∧ ¬sure_j ∧ ¬(∃ i: sure_i ∧ j ancestor of i)
+
+    so a parent that closure or a path decoder keeps for a confident child is not flagged, and a
+    path that ``at_least_one``, ``complete`` or ``leaf`` forced is. A kept node below an unsure one
+    is unsure too (were it sure, it would imply its ancestors), so ``keep ∧ ¬unsure`` is consistent.
+    """
+    sure = keep & (scores > threshold)
+    implied = np.asarray(sure.astype(np.float32) @ index.ancestors_csr) > 0
+    return keep & ~sure & ~implied
+
+
+def backed_off(keep: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray, index: TaxonomyIndex,
+               at_least_one: bool = False) -> np.ndarray:
+    """``keep`` without its :func:`unsure` nodes: each answer stops at the deepest node the model
+    is sure of (a parent instead of a guessed child). With ``at_least_one``, a text with no sure
+    node keeps the level-1 node(s) of its forced answer, which stay unsure."""
+    out = keep & ~unsure(keep, scores, threshold, index)
+    if at_least_one:
+        empty = ~out.any(1) & keep.any(1)
+        out[empty] = keep[empty] & (index.levels == 1)
+    return out
+
+
 def stops_early(keep: np.ndarray, index: TaxonomyIndex) -> np.ndarray:
     """(S,) True where a kept internal node has no kept child (the prediction stops above a leaf)."""
     kept_children = (_child_to_parent(index).T @ keep.T.astype(np.float32)).T
@@ -225,7 +252,7 @@ DECODERS.register("best")(best)
 
 def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
            threshold: float | np.ndarray = 0.0, single_path: bool = False,
-           at_least_one: bool = False, complete: bool = False) -> np.ndarray:
+           at_least_one: bool = False, complete: bool = False, back_off: bool = False) -> np.ndarray:
     """Turn scores (S, N) into a consistent indicator matrix (S, N).
 
     Parameters
@@ -246,6 +273,9 @@ def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
         leaf (:func:`complete_to_leaf`), for data whose label sets all reach a leaf. In a tree
         every path then ends at a leaf; in a DAG a completing child that is a second kept child
         of another, exclusive parent can lose to its sibling there, and that path stays short.
+    back_off : bool
+        Drop the kept nodes that are guesses (:func:`backed_off`, after completion): answers stop
+        at their deepest sure node.
 
     Returns
     -------
@@ -264,6 +294,8 @@ def decode(scores: np.ndarray, index: TaxonomyIndex, method: str = "best",
         # completion adds a child only where none is kept; in a DAG that child may be a second
         # kept child of another, exclusive parent, hence the groups once more
         keep = keep_one_per_group(complete_to_leaf(keep, scores, index), scores, index)
+    if back_off:
+        keep = backed_off(keep, scores, threshold, index, at_least_one)
     return keep
 
 

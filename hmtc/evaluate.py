@@ -113,12 +113,13 @@ def _evaluate_run(target: str | Path, console: Console | None = None, quiet: boo
         thr = tune_label_thresholds(scores["dev"], data.labels["dev"], thr, prior=d.get("label_prior", 0.0))
     gold = data.labels[eval_split]
     raw = scores[eval_split] > thr
-    decoded = decode(scores[eval_split], index, method, thr, single, one, complete)
+    back_off = bool(d.get("back_off", False))          # .get: configs from before the key
+    decoded = decode(scores[eval_split], index, method, thr, single, one, complete, back_off)
     uncompleted = decoded if not complete else decode(scores[eval_split], index, method, thr, single, one)
     after = evaluate(gold, decoded, index)
     before = evaluate(gold, raw, index, include_per_label=False)
     dev = None if no_dev else evaluate(data.labels["dev"], decode(scores["dev"], index, method, thr, single, one,
-                                                                  complete), index, include_per_label=False)
+                                                                  complete, back_off), index, include_per_label=False)
     temperatures = [1.0] * index.depth if no_dev else fit_temperatures(scores["dev"], data.labels["dev"], index)
     before_cal, after_cal = calibrated(scores[eval_split], None, index), calibrated(scores[eval_split], temperatures, index)
     calibration = {"temperatures": temperatures, "ece_before": ece(before_cal, gold), "ece_after": ece(after_cal, gold),
@@ -127,7 +128,7 @@ def _evaluate_run(target: str | Path, console: Console | None = None, quiet: boo
                    "consistent": {how: {"ece": ece(c, gold), "violations": violations(c, index)}
                                   for how in CONSISTENT for c in [consistent(after_cal, index, how)]}}
     decode_cfg = {"method": method, "single_path": single, "at_least_one": one, "threshold": threshold,
-                  "complete": complete, "temperatures": temperatures,
+                  "complete": complete, "back_off": back_off, "temperatures": temperatures,
                   # share of texts whose decoded set stops at an internal node before any completion
                   "stopped_early": float(stops_early(uncompleted, index).mean()) if len(gold) else 0.0,
                   "per_label_thresholds": np.asarray(thr).tolist() if np.ndim(thr) else None}

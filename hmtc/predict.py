@@ -14,7 +14,7 @@ import numpy as np
 
 from .calibration import calibrated, consistent
 from .checkpoint import Checkpoint
-from .decode import decode
+from .decode import decode, unsure
 from .errors import DataError, HmtcError
 from .metrics import LabelClasses, class_indices, label_classes
 
@@ -62,7 +62,8 @@ def read_texts(path: Path, text_key: str = "text", keep: Sequence[str] = ("id",)
 
 
 def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | None = None,
-                 bf16: bool | None = None, leaf: bool = False) -> tuple[list[dict], list[np.ndarray | None]]:
+                 bf16: bool | None = None, leaf: bool = False,
+                 back_off: bool | None = None) -> tuple[list[dict], list[np.ndarray | None]]:
     """Results for one chunk of items, and each item's node probabilities (None when not scored).
 
     Each result holds the item's fields (an item may be a dict: ``text`` plus fields to copy, e.g.
@@ -70,7 +71,9 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     ``scores`` (the probability of each predicted node: σ(z / T_level) with the checkpoint's
     calibration temperatures, :mod:`hmtc.calibration`) and ``unsure``: the predicted nodes whose
     logit is not above their tuned threshold, kept only because decoding forces an answer
-    (``at_least_one``, ``complete``, ``leaf``): a guess, not a detection. An empty or blank text
+    (``at_least_one``, ``complete``, ``leaf``): a guess, not a detection. ``back_off`` (None: the
+    run's ``decode.back_off``) drops them, so each answer stops at its deepest sure node
+    (:func:`hmtc.decode.backed_off`); ``leaf`` wins over it. An empty or blank text
     gets an empty result with the reason in ``empty``, without being scored. ``leaf`` forces every prediction
     down to a leaf, the best child at each step (and a path for a text with none).
 
@@ -91,11 +94,8 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     if not scored:
         return rows, probs
     scores = ckpt.scores([item["text"] for item in scored], batch_size, bf16)
-    thr = np.asarray(dec.get("per_label_thresholds") or dec.get("threshold", 0.0), dtype=np.float32)
-    keep = decode(scores, index, dec.get("method", ckpt.config["decode"]["method"]), thr,
-                  bool(dec.get("single_path", False)), leaf or bool(dec.get("at_least_one", False)),
-                  leaf or bool(dec.get("complete", False)))
-    below = unsure_nodes(keep, scores, thr, index)
+    keep, thr = decode_checkpoint(ckpt, scores, leaf, back_off)
+    below = unsure(keep, scores, thr, index)
     p = consistent(calibrated(scores, dec.get("temperatures"), index), index, consistent_choice(ckpt))
     cls = class_indices(keep, lc) if len(lc) else None
     assert cls is None or (cls >= 0).all(), "decoding keeps at most one class of a label"
@@ -108,17 +108,17 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     return rows, probs
 
 
-def unsure_nodes(keep: np.ndarray, scores: np.ndarray, thr, index) -> np.ndarray:
-    """The kept nodes that are guesses (S, N): neither above their threshold nor implied by a kept
-    descendant that is,
-
-        sure = keep ∧ (z > t),    unsure = keep ∧ ¬sure ∧ ¬(∃ i: sure_i ∧ j ancestor of i)
-
-    so a parent that closure or a path decoder keeps for a confident child is not flagged, and a
-    path that ``at_least_one``, ``complete`` or ``leaf`` forced is."""
-    sure = keep & (scores > thr)
-    implied = np.asarray(sure.astype(np.float32) @ index.ancestors_csr) > 0
-    return keep & ~sure & ~implied
+def decode_checkpoint(ckpt: Checkpoint, scores: np.ndarray, leaf: bool = False,
+                      back_off: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(kept nodes (S, N), thresholds) of ``scores`` decoded as the checkpoint's decode.json says,
+    ``leaf`` forcing complete paths and ``back_off`` (None: the run's) dropping guesses."""
+    dec = ckpt.decode
+    thr = np.asarray(dec.get("per_label_thresholds") or dec.get("threshold", 0.0), dtype=np.float32)
+    keep = decode(scores, ckpt.index, dec.get("method", ckpt.config["decode"]["method"]), thr,
+                  bool(dec.get("single_path", False)), leaf or bool(dec.get("at_least_one", False)),
+                  leaf or bool(dec.get("complete", False)),
+                  not leaf and bool(dec.get("back_off", False) if back_off is None else back_off))
+    return keep, thr
 
 
 def consistent_choice(ckpt: Checkpoint) -> str:
@@ -198,7 +198,7 @@ def ranked(index, probs: np.ndarray | None, top_k: int = 0, all_scores: bool = F
 
 def predict_texts(ckpt: Checkpoint, texts: Iterable[str | dict], chunk: int = 2048, batch_size: int | None = None,
                   bf16: bool | None = None, top_k: int = 0, all_scores: bool = False,
-                  leaf: bool = False) -> Iterator[dict]:
+                  leaf: bool = False, back_off: bool | None = None) -> Iterator[dict]:
     """One result per text, in order (:func:`predict_rows`), ``chunk`` texts in memory at a time;
     with ``top_k`` / ``all_scores`` also what :func:`ranked` gives."""
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -206,7 +206,7 @@ def predict_texts(ckpt: Checkpoint, texts: Iterable[str | dict], chunk: int = 20
     buf: list = []
 
     def flush() -> Iterator[dict]:
-        rows, probs = predict_rows(ckpt, buf, batch_size, bf16, leaf)
+        rows, probs = predict_rows(ckpt, buf, batch_size, bf16, leaf, back_off)
         for row, p in zip(rows, probs):
             yield {**row, **ranked(ckpt.index, p, top_k, all_scores)}
 

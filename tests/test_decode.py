@@ -267,10 +267,11 @@ def test_level_thresholds_maximise_each_level_micro_f1():
     assert (none == 0.75).all()
 
 
-def test_unsure_marks_forced_guesses_not_parents_of_confident_children():
+def test_unsure_marks_forced_guesses_and_back_off_stops_at_the_deepest_sure_node():
     """A path that at_least_one forced is unsure node by node; a parent kept below its threshold
-    for a child above its own is not (closure implies it)."""
-    from hmtc.predict import unsure_nodes
+    for a child above its own is not (closure implies it). Backing off drops the guesses, keeping
+    a forced level-1 node where nothing is sure and at_least_one asks for an answer."""
+    from hmtc.decode import unsure
     index = Taxonomy.parse("ROOT\n  a\n    a1\n    a2\n  b\n    b1\n").compile()
     col = index.id_to_index
     s = np.full((3, index.n_nodes), -3.0, dtype=np.float32)
@@ -279,4 +280,48 @@ def test_unsure_marks_forced_guesses_not_parents_of_confident_children():
     s[2, [col["a"], col["a1"]]] = [2.0, -1.0]               # a sure; a1 added by completion
     keep = decode(s, index, "closure", 0.0, at_least_one=True, complete=True)
     assert index.labels_of(keep) == [["b", "b1"], ["a", "a2"], ["a", "a1"]]
-    assert index.labels_of(unsure_nodes(keep, s, 0.0, index)) == [["b", "b1"], [], ["a1"]]
+    assert index.labels_of(unsure(keep, s, 0.0, index)) == [["b", "b1"], [], ["a1"]]
+    backed = decode(s, index, "closure", 0.0, at_least_one=True, complete=True, back_off=True)
+    assert index.labels_of(backed) == [["b"], ["a", "a2"], ["a"]]
+    assert_consistent(backed, index)
+    assert index.labels_of(decode(s, index, "closure", 0.0, complete=True, back_off=True)) == [[], ["a", "a2"], ["a"]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), dag=st.booleans(), method=st.sampled_from(["best", "top-down", "closure"]))
+def test_back_off_is_consistent_and_keeps_every_sure_node(data, dag, method):
+    from hmtc.decode import unsure
+    index = data.draw(taxonomies(dag)).compile()
+    s = np.random.default_rng(data.draw(st.integers(0, 2**16))).normal(0, 3, size=(20, index.n_nodes)).astype(np.float32)
+    keep = decode(s, index, method, 0.0, at_least_one=True, complete=True)
+    backed = decode(s, index, method, 0.0, at_least_one=True, complete=True, back_off=True)
+    assert_consistent(backed, index)
+    assert not (backed & ~keep).any()                            # it only removes
+    sure = keep & ~unsure(keep, s, 0.0, index)
+    assert not (sure & ~backed).any()                            # and never a sure node
+    assert (backed.any(1) == keep.any(1)).all()                  # at_least_one still answers
+
+
+def test_back_off_through_train_eval_and_predict(run_config, tmp_path, invoke):
+    """decode.back_off is evaluated, stored in decode.json, and applied by predict (--no-back-off
+    overrides it): predictions with it are those without it less their unsure nodes."""
+    import json
+    run = tmp_path / "run"
+    invoke("train", run_config, "--quiet", "--out", run, "--set", "train.epochs=1", "--set", "decode.back_off=true",
+           "--set", "decode.at_least_one=true", "--set", "train.record_dir=''")
+    path = run / "best" / "decode.json"
+    dec = json.loads(path.read_text())
+    assert dec["back_off"] is True
+    # a threshold no logit of the tiny model passes: every answer is forced by at_least_one
+    path.write_text(json.dumps(dec | {"per_label_thresholds": None, "threshold": 8.0}))
+    texts = ["cat meow here", "zzz qqq", "oak tree", "the of and"]
+    on = [json.loads(x) for x in invoke("predict", run, *texts, "-q").output.splitlines() if x.startswith("{")]
+    off = [json.loads(x) for x in invoke("predict", run, *texts, "-q", "--no-back-off").output.splitlines()
+           if x.startswith("{")]
+    index = Taxonomy.load(run / "best" / "taxonomy.tax").compile()
+    top = {index.ids[i] for i in np.flatnonzero(index.levels == 1)}
+    assert any(b["unsure"] for b in off)                 # the case is exercised: a guess to back off from
+    for a, b in zip(on, off):
+        kept = [n for n in b["labels"] if n not in b["unsure"]]
+        assert a["labels"] == (kept or [n for n in b["labels"] if n in top])
+        assert set(a["unsure"]) <= top

@@ -121,6 +121,9 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
             all_scores: bool = typer.Option(False, "--all-scores", help="Also every node's probability."),
             leaf: bool = typer.Option(False, "--leaf", help="Complete every prediction down to a leaf (the best "
                                       "child at each step)."),
+            back_off: Optional[bool] = typer.Option(None, "--back-off/--no-back-off", help="Drop predicted nodes "
+                                                    "not above their threshold (guesses), so answers stop at their "
+                                                    "deepest sure node (default: the run's decode.back_off)."),
             threads: int = typer.Option(0, "--threads", help="CPU threads (0: all cores)."),
             quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (shown for --input).")) -> None:
     """Predict consistent label paths with scores; JSONL out, one line per input line (a blank one
@@ -147,7 +150,8 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
         total = None if quiet else count_lines(input_)
     else:
         source = (line for _, line in decoded_lines(sys.stdin.buffer, "<stdin>"))
-    results = predict_texts(model, source, chunk=chunk, bf16=bf16, top_k=top_k, all_scores=all_scores, leaf=leaf)
+    results = predict_texts(model, source, chunk=chunk, bf16=bf16, top_k=top_k, all_scores=all_scores, leaf=leaf,
+                            back_off=back_off)
     with progress_bar(err, disable=total is None) as bar:
         task = bar.add_task("predicting", total=total, info="")
         lines = (json.dumps(r, ensure_ascii=False) for r in results)

@@ -25,11 +25,12 @@ from ..metrics import CLASS_SEP, label_classes, with_absent_classes
 from ..registry import Registry
 from ..taxonomy import Taxonomy, TaxonomyIndex
 from .readers import (Examples, _Bad, check_on_error, check_removals, read_class_folders, read_goemotions,
-                      read_hiagm, read_hiagm_taxonomy, read_jsonl, read_label_text, read_table)
+                      read_hiagm, read_hiagm_taxonomy, read_jsonl, read_label_studio, read_label_text, read_table)
 
 PROJECT_ROOT = Path(hmtc.__file__).resolve().parents[1]
 READERS = {"label_text": read_label_text, "table": read_table, "jsonl": read_jsonl,
-           "class_folders": read_class_folders, "goemotions": read_goemotions, "hiagm": read_hiagm}
+           "class_folders": read_class_folders, "goemotions": read_goemotions, "hiagm": read_hiagm,
+           "label-studio": read_label_studio}
 # Reader options that name files: resolved like split paths.
 PATH_OPTIONS = ("labels_txt", "label_names")
 _TOML_KEYS = {"name", "format", "splits", "taxonomy", "taxonomy_from", "description"}

@@ -327,6 +327,95 @@ def read_jsonl(path: str | Path, text_key: str = "text", labels_key: str = "labe
     return _read_lines(path, parse, on_error)
 
 
+def read_label_studio(path: str | Path, text_key: str = "text", on_error: str = "raise") -> Examples:
+    """Read a Label Studio JSON export (a list of tasks): each task's ``data[text_key]`` with the
+    labels of its latest annotation that was not cancelled. A ``taxonomy`` result gives the last
+    node of each selected path (the choice's alias, which ``hmtc suggest --label-config`` sets to
+    the node id; else its value); a ``choices`` result gives each choice. Errors name the line on
+    which the task starts; a task without an annotation is one (``on_error="skip"`` counts it
+    under "unlabelled").
+
+    Parameters
+    ----------
+    path : str or Path
+    text_key : str
+    on_error : {"raise", "skip"}
+
+    Returns
+    -------
+    Examples
+    """
+    check_on_error(on_error)
+    path = Path(path)
+    raw = _read_bytes(path)
+    try:
+        doc = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 (byte {e.start})", path, raw.count(b"\n", 0, e.start) + 1) from None
+    ex = Examples()
+    for start, task in _json_array_items(doc, path):
+        no = doc.count("\n", 0, start) + 1
+        try:
+            text, labels = _label_studio_task(task, text_key)
+            ex.add(text, labels, f"{path}:{no}")
+        except _Bad as e:
+            if on_error == "raise":
+                raise DataError(e.message, path, no) from None
+            ex.skipped += 1
+            ex.skipped_reasons[e.reason] += 1
+    return ex
+
+
+def _json_array_items(doc: str, path: Path):
+    """(offset, item) of each element of the JSON array ``doc``, decoded one at a time so that a
+    bad element is reported on its own line."""
+    dec = json.JSONDecoder()
+    i = len(doc) - len(doc.lstrip())
+    if not doc.startswith("[", i):
+        raise DataError("a Label Studio export is a JSON list of tasks ([...])", path, doc.count("\n", 0, i) + 1)
+    i += 1
+    while True:
+        while i < len(doc) and doc[i] in " \t\r\n,":
+            i += 1
+        if i >= len(doc):
+            raise DataError("the task list never ends (no closing ])", path, doc.count("\n") + 1)
+        if doc[i] == "]":
+            return
+        try:
+            item, end = dec.raw_decode(doc, i)
+        except json.JSONDecodeError as e:
+            raise DataError(f"bad JSON: {e.msg}", path, e.lineno) from None
+        except RecursionError:
+            raise DataError("bad JSON: nested too deeply", path, doc.count("\n", 0, i) + 1) from None
+        yield i, item
+        i = end
+
+
+def _label_studio_task(task, text_key: str) -> tuple[str, list[str]]:
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        raise _Bad("bad JSON", "a task must be an object with a data object")
+    text = task["data"].get(text_key)
+    if not isinstance(text, str):
+        raise _Bad("missing key", f"the task's data has no string {text_key!r}")
+    done = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    if not done:
+        raise _Bad("unlabelled", "the task has no annotation (export annotated tasks only, or on_error = skip)")
+    labels: list[str] = []
+    for res in done[-1].get("result") or []:
+        value = res.get("value") if isinstance(res, dict) else None
+        if not isinstance(value, dict):
+            raise _Bad("bad JSON", "a result must be an object with a value object")
+        if res.get("type") == "taxonomy":
+            paths = value.get("taxonomy")
+            if not isinstance(paths, list) or not all(isinstance(q, list) and q and all(isinstance(x, str) for x in q)
+                                                      for q in paths):
+                raise _Bad("bad JSON", "a taxonomy result's value.taxonomy must be a list of paths of strings")
+            labels += [q[-1] for q in paths]
+        elif res.get("type") == "choices":
+            labels += _json_labels(value.get("choices"), "value.choices")
+    return _text(text), _json_labels(labels, "annotation result")
+
+
 HIAGM_ROOT = "Root"
 _HIAGM_TEXT_KEYS = ("token", "doc_token")
 _HIAGM_LABEL_KEYS = ("label", "doc_label")
