@@ -103,13 +103,10 @@ class Checkpoint:
 def read_meta(folder: str | Path) -> tuple[dict, Taxonomy, TaxonomyIndex, dict]:
     """(config, taxonomy, index, decode) of a checkpoint folder; the label index must match."""
     folder = Path(folder)
-    meta_path = folder / "checkpoint.json"
-    if not meta_path.is_file():
+    if not (folder / "checkpoint.json").is_file():
         raise HmtcError("not a checkpoint folder (no checkpoint.json)", folder)
     check_manifest(folder)
-    config = _json(meta_path).get("config")
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-        raise HmtcError("no run config inside", meta_path)
+    config = read_config(folder)
     taxonomy = Taxonomy.load(folder / "taxonomy.tax")
     index = taxonomy.compile()
     labels = _json(folder / "labels.json")
@@ -119,6 +116,18 @@ def read_meta(folder: str | Path) -> tuple[dict, Taxonomy, TaxonomyIndex, dict]:
     dec_path = folder / "decode.json"
     decode = check_decode(_json(dec_path), index, dec_path) if dec_path.is_file() else {}
     return config, taxonomy, index, decode
+
+
+def read_config(folder: str | Path) -> dict:
+    """The run config stored in a checkpoint's checkpoint.json, without checking the manifest
+    (:func:`read_meta` checks it; this is the cheap look before choosing how to load)."""
+    meta_path = Path(folder) / "checkpoint.json"
+    if not meta_path.is_file():
+        raise HmtcError("not a checkpoint folder (no checkpoint.json)", Path(folder))
+    config = _json(meta_path).get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise HmtcError("no run config inside", meta_path)
+    return config
 
 
 def check_decode(decode: dict, index: TaxonomyIndex, path: Path) -> dict:

@@ -42,6 +42,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def check_output_file(path: Path, source: Path | None = None, option: str = "--output",
+                      source_option: str = "--input") -> None:
+    """Refuse, before any work, an output that is the ``source`` file or a link, folder or device
+    (an atomic write would replace it with a regular file)."""
+    if source is not None and path.resolve() == Path(source).resolve():
+        raise HmtcError(f"{option} is the {source_option} file; write elsewhere", path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise HmtcError(f"{option} is a link, a folder or a device, not a file to write to; name a regular file", path)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """UTF-8 text variant of :func:`atomic_write_bytes`; newlines are written as given."""
     atomic_write_bytes(path, text.encode("utf-8"))

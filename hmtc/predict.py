@@ -219,13 +219,21 @@ def predict_texts(ckpt: Checkpoint, texts: Iterable[str | dict], chunk: int = 20
         yield from flush()
 
 
-def _result(index, row: np.ndarray, probs: np.ndarray, below: np.ndarray) -> dict:
+def deepest_paths(index, row: np.ndarray) -> list[list[int]]:
+    """The columns of each deepest kept node's path (its kept ancestors by level, then itself)
+    in one decoded row."""
     nodes = np.flatnonzero(row)
     inner = index.ancestors[nodes].any(0)          # nodes with a kept descendant
     paths = []
     for i in nodes[~inner[nodes]]:
         chain = np.flatnonzero(index.ancestors[i] & row)
-        paths.append([index.names[j] for j in chain[np.argsort(index.levels[chain])]] + [index.names[i]])
+        paths.append([*chain[np.argsort(index.levels[chain])].tolist(), int(i)])
+    return paths
+
+
+def _result(index, row: np.ndarray, probs: np.ndarray, below: np.ndarray) -> dict:
+    nodes = np.flatnonzero(row)
+    paths = [[index.names[j] for j in path] for path in deepest_paths(index, row)]
     return {"labels": [index.ids[i] for i in nodes], "paths": paths,
             "scores": {index.ids[i]: round(float(probs[i]), 4) for i in nodes},
             "unsure": [index.ids[i] for i in np.flatnonzero(below)]}

@@ -38,7 +38,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .errors import HmtcError
-from .predict import decode_checkpoint
+from .predict import decode_checkpoint, deepest_paths
 from .taxonomy import Taxonomy, TaxonomyIndex
 
 STRATEGIES = ("uncertain", "random")
@@ -155,15 +155,9 @@ def label_studio_task(item: dict, pick: Pick, index: TaxonomyIndex, model_versio
     """A Label Studio task: ``data`` (the text and the fields kept from its pool line) and one
     prediction whose taxonomy result lists each predicted node's path of ids from level 1
     (the config's aliases); ``score`` is 1 − u."""
-    kept = set(pick.labels)
-    col = index.id_to_index
-    paths = []
-    for node in pick.labels:        # every deepest predicted node, with its predicted ancestors
-        i = col[node]
-        if any(index.ancestors[col[other], i] for other in kept):
-            continue
-        chain = [j for j in np.flatnonzero(index.ancestors[i]) if index.ids[j] in kept]
-        paths.append([index.ids[j] for j in sorted(chain, key=lambda j: index.levels[j])] + [node])
+    row = np.zeros(index.n_nodes, dtype=bool)
+    row[[index.id_to_index[n] for n in pick.labels]] = True
+    paths = [[index.ids[j] for j in path] for path in deepest_paths(index, row)]
     result = [{"from_name": "taxonomy", "to_name": "text", "type": "taxonomy", "value": {"taxonomy": paths}}]
     return {"data": dict(item), "predictions": [{"model_version": model_version, "score": round(1 - pick.uncertainty, 6),
                                                  "result": result if paths else []}]}

@@ -132,14 +132,11 @@ def predict(ckpt: Path = typer.Argument(..., help="Run folder (uses best/) or ch
     Example: hmtc predict runs/duee-msml-default --input texts.jsonl --output predictions.jsonl
     """
     from ..checkpoint import locate
-    from ..errors import HmtcError
+    from ..io import check_output_file
     from ..predict import count_lines, decoded_lines, predict_texts, read_texts
     from ..progress import progress_bar
-    if output is not None and input_ is not None and output.resolve() == input_.resolve():
-        raise HmtcError("--output is the --input file; write the predictions elsewhere", output)
-    if output is not None and (output.is_symlink() or (output.exists() and not output.is_file())):
-        raise HmtcError("--output is a link, a folder or a device, not a file to write predictions to; "
-                        "name a regular file", output)
+    if output is not None:
+        check_output_file(output, input_)
     _, ckpt_dir = locate(ckpt)
     model = _load_for_predict(ckpt_dir, engine, threads)
     total = None
@@ -177,8 +174,8 @@ def _load_for_predict(ckpt_dir: Path, engine: str, threads: int):
     :mod:`hmtc.runtime`, so that predict imports neither torch nor transformers (cold start)."""
     import os
 
-    from ..checkpoint import read_meta
-    if engine in ("onnx", "onnx-int8") and not read_meta(ckpt_dir)[0]["model"].get("windows"):
+    from ..checkpoint import read_config
+    if engine in ("onnx", "onnx-int8") and not read_config(ckpt_dir)["model"].get("windows"):
         from ..runtime import load_onnx
         return load_onnx(ckpt_dir, engine, threads)
     import torch

@@ -36,17 +36,15 @@ def suggest_command(run: Path = typer.Argument(..., help="Trained run folder (us
     """
     from ..checkpoint import locate
     from ..errors import HmtcError
-    from ..io import atomic_write_text
+    from ..io import atomic_write_text, check_output_file
     from ..loading import load_for_inference
     from ..predict import read_texts
     from ..suggest import label_studio_config, label_studio_task, suggest
     if fmt not in ("jsonl", "label-studio"):
         raise HmtcError(f"--format {fmt!r}: use jsonl or label-studio")
-    for target in (output, label_config):
-        if target is not None and target.resolve() == pool.resolve():
-            raise HmtcError("the output is the pool file; write it elsewhere", target)
-        if target is not None and (target.is_symlink() or (target.exists() and not target.is_file())):
-            raise HmtcError("a link, a folder or a device, not a file to write to", target)
+    check_output_file(output, pool, "--output", "pool")
+    if label_config is not None:
+        check_output_file(label_config, pool, "--label-config", "pool")
     _, ckpt_dir = locate(run)
     ckpt = load_for_inference(ckpt_dir, engine)
     items = list(read_texts(pool, text_key, [f for f in keep_fields.split(",") if f]))

@@ -19,6 +19,7 @@ id part of ``id:class``.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 import tarfile
@@ -117,15 +118,23 @@ def _decode(raw: bytes, encoding: str = "utf-8") -> str:
 def _read_lines(path: str | Path, parse: Callable[[str, int], tuple[str, list[str]] | None],
                 on_error: str) -> Examples:
     """Run ``parse(line, no) -> (text, labels)`` (or None to pass over) on each line."""
-    check_on_error(on_error)
+    def sample(raw: bytes, no: int):
+        line = _decode(raw)
+        return parse(line, no) if line.strip() else None
+
     path = Path(path)
+    return _gather(path, ((no, functools.partial(sample, raw, no))
+                          for no, raw in enumerate(_split_lines(_read_bytes(path)), 1)), on_error)
+
+
+def _gather(path: Path, entries, on_error: str) -> Examples:
+    """Examples from ``(line, sample)`` entries, ``sample()`` giving (text, labels) or None to pass
+    over; a :class:`_Bad` sample raises a DataError naming ``path:line``, or is counted when skipping."""
+    check_on_error(on_error)
     ex = Examples()
-    for no, raw in enumerate(_split_lines(_read_bytes(path)), 1):
+    for no, sample in entries:
         try:
-            line = _decode(raw)
-            if not line.strip():
-                continue
-            got = parse(line, no)
+            got = sample()
             if got is not None:
                 ex.add(got[0], got[1], f"{path}:{no}")
         except _Bad as e:
@@ -352,33 +361,25 @@ def read_label_studio(path: str | Path, text_key: str = "text", on_error: str = 
         doc = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"not UTF-8 (byte {e.start})", path, raw.count(b"\n", 0, e.start) + 1) from None
-    ex = Examples()
-    for start, task in _json_array_items(doc, path):
-        no = doc.count("\n", 0, start) + 1
-        try:
-            text, labels = _label_studio_task(task, text_key)
-            ex.add(text, labels, f"{path}:{no}")
-        except _Bad as e:
-            if on_error == "raise":
-                raise DataError(e.message, path, no) from None
-            ex.skipped += 1
-            ex.skipped_reasons[e.reason] += 1
-    return ex
+    return _gather(path, ((no, functools.partial(_label_studio_task, task, text_key))
+                          for no, task in _json_array_items(doc, path)), on_error)
 
 
 def _json_array_items(doc: str, path: Path):
-    """(offset, item) of each element of the JSON array ``doc``, decoded one at a time so that a
-    bad element is reported on its own line."""
+    """(line, item) of each element of the JSON array ``doc``, decoded one at a time so that a
+    bad element is reported on its own line (lines counted as the reading goes, once)."""
     dec = json.JSONDecoder()
     i = len(doc) - len(doc.lstrip())
+    line, seen = 1 + doc.count("\n", 0, i), i
     if not doc.startswith("[", i):
-        raise DataError("a Label Studio export is a JSON list of tasks ([...])", path, doc.count("\n", 0, i) + 1)
+        raise DataError("a Label Studio export is a JSON list of tasks ([...])", path, line)
     i += 1
     while True:
         while i < len(doc) and doc[i] in " \t\r\n,":
             i += 1
+        line, seen = line + doc.count("\n", seen, i), i
         if i >= len(doc):
-            raise DataError("the task list never ends (no closing ])", path, doc.count("\n") + 1)
+            raise DataError("the task list never ends (no closing ])", path, line)
         if doc[i] == "]":
             return
         try:
@@ -386,8 +387,8 @@ def _json_array_items(doc: str, path: Path):
         except json.JSONDecodeError as e:
             raise DataError(f"bad JSON: {e.msg}", path, e.lineno) from None
         except RecursionError:
-            raise DataError("bad JSON: nested too deeply", path, doc.count("\n", 0, i) + 1) from None
-        yield i, item
+            raise DataError("bad JSON: nested too deeply", path, line) from None
+        yield line, item
         i = end
 
 
