@@ -2,7 +2,8 @@
 
     checkpoint.json     run config (model name and options inside), hmtc version
     taxonomy.tax        the taxonomy, canonical text
-    labels.json         the label index: node ids in column order, with levels
+    labels.json         the label index: node ids in column order, with levels, and the
+                        training texts of each node (support; what a migration weighs by)
     decode.json         decoding method and tuned thresholds (written by eval)
     ...                 the model's own files (:meth:`hmtc.models.base.Model.save`): for the
                         neural models model.safetensors, encoder/config.json, tokenizer/;
@@ -36,7 +37,8 @@ if TYPE_CHECKING:       # the models import torch; reading a checkpoint's metada
 
 
 def save_checkpoint(folder: str | Path, model: Model, taxonomy: Taxonomy, config: dict,
-                    extra_files: dict[str, bytes] | None = None, plain: bool = False) -> Path:
+                    extra_files: dict[str, bytes] | None = None, plain: bool = False,
+                    support: np.ndarray | None = None) -> Path:
     """Write a checkpoint folder: built aside with a manifest of its files' hashes, then switched
     in as ``folder``'s next version (:func:`hmtc.io.versioned_dir`), or with ``plain`` renamed
     into place as an ordinary folder (:func:`hmtc.io.atomic_dir`: what a user copies and
@@ -44,7 +46,7 @@ def save_checkpoint(folder: str | Path, model: Model, taxonomy: Taxonomy, config
     folder = Path(folder)
     with (atomic_dir if plain else versioned_dir)(folder) as tmp:
         model.save(tmp)
-        write_checkpoint_meta(tmp, taxonomy, config)
+        write_checkpoint_meta(tmp, taxonomy, config, support)
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
         if plain:
@@ -63,11 +65,15 @@ def is_checkpoint(folder: Path) -> bool:
     return "checkpoint.json" in files and present <= set(files) | {MANIFEST}
 
 
-def write_checkpoint_meta(folder: Path, taxonomy: Taxonomy, config: dict) -> None:
-    """The files every checkpoint holds, whatever the model: taxonomy, label index, config."""
+def write_checkpoint_meta(folder: Path, taxonomy: Taxonomy, config: dict, support: np.ndarray | None = None) -> None:
+    """The files every checkpoint holds, whatever the model: taxonomy, label index (with each
+    node's training support when known), config."""
     index = taxonomy.compile()
     atomic_write_text(folder / "taxonomy.tax", taxonomy.dumps())
-    atomic_write_json(folder / "labels.json", {"ids": list(index.ids), "levels": index.levels.tolist()})
+    labels = {"ids": list(index.ids), "levels": index.levels.tolist()}
+    if support is not None:
+        labels["support"] = [int(v) for v in support]
+    atomic_write_json(folder / "labels.json", labels)
     atomic_write_json(folder / "checkpoint.json", {"hmtc_version": __version__, "config": config})
 
 
@@ -116,6 +122,14 @@ def read_meta(folder: str | Path) -> tuple[dict, Taxonomy, TaxonomyIndex, dict]:
     dec_path = folder / "decode.json"
     decode = check_decode(_json(dec_path), index, dec_path) if dec_path.is_file() else {}
     return config, taxonomy, index, decode
+
+
+def read_support(folder: str | Path) -> np.ndarray | None:
+    """Each node's training texts (labels.json, column order), None for a checkpoint saved without."""
+    support = _json(Path(folder) / "labels.json").get("support")
+    if not isinstance(support, list) or not all(isinstance(v, int) and v >= 0 for v in support):
+        return None
+    return np.asarray(support, dtype=np.int64)
 
 
 def read_config(folder: str | Path) -> dict:

@@ -168,6 +168,9 @@ class TrainConfig:
                                      "$HMTC_HOME/frozen/<fingerprint>: later runs and evaluations that freeze the "
                                      "same part of the same encoder read each text's states instead of computing them")
     teacher: str = _key("", "distil from this run or checkpoint folder with the same taxonomy (\"\": off)")
+    init_from: str = _key("", "start from this trained run's or checkpoint's weights instead of the encoder's: the "
+                              "same model over the same taxonomy (data.taxonomy; `hmtc migrate` carries a run "
+                              "onto an edited one) (\"\": off)")
     baseline: str = _key("", "a config file (e.g. experiments/duee-tfidf.toml) fitted beside a single run on the same "
                              "data, split and seed, its test figures shown beside the run's (\"\": none)")
     distill_alpha: float = _key(0.5, "distillation weight α: (1 - α)·task loss + α·soft-target BCE (hmtc.losses)",

@@ -180,6 +180,61 @@ class HierarchicalClassifier(BaseEstimator):
         -------
         self
         """
+        texts, label_sets, dev_texts, dev_sets = self._training_sets(texts, labels, dev)
+        taxonomy = self.taxonomy if taxonomy is None else taxonomy
+        if taxonomy is None:
+            every = [lab for sets in (label_sets, dev_sets or []) for labs in sets for lab in labs]
+            taxonomy = Taxonomy.from_paths(every, self.label_sep)
+        elif not isinstance(taxonomy, Taxonomy):
+            taxonomy = Taxonomy.load(taxonomy)
+        return self._train(self._base_config(), taxonomy, texts, label_sets, dev_texts, dev_sets)
+
+    def update(self, texts, labels=None, taxonomy: Taxonomy | str | Path | None = None, dev=None,
+               mapping: dict[str, str] | None = None, epochs: int | None = None,
+               config: dict | None = None) -> HierarchicalClassifier:
+        """Follow a taxonomy edit and learn from new texts without training from scratch: carry the
+        fitted model onto ``taxonomy`` (:func:`hmtc.migrate.migrate`: kept nodes keep their rows,
+        new ones start from their names), then fine-tune it on ``texts`` (``train.init_from``)
+        with the fitted run's recipe.
+
+        Parameters
+        ----------
+        texts, labels, dev
+            As for :meth:`fit`: the update's texts (the new nodes' examples, with some of the old
+            nodes' to keep them in mind) and their labels; ``dev`` tunes the thresholds again.
+        taxonomy : Taxonomy, str or Path, optional
+            The edited taxonomy; None keeps the fitted one.
+        mapping : dict, optional
+            Old node id -> new id, for renamed ids and merges (``hmtc migrate --map``).
+        epochs : int, optional
+            Epochs of the update (None: the fitted run's).
+        config : dict, optional
+            Tables merged over the fitted run's config for the update (``{"train": {"ema": 0}}``).
+
+        Returns
+        -------
+        self
+        """
+        from .migrate import migrate, write_migrated
+        ckpt = self._fitted()
+        texts, label_sets, dev_texts, dev_sets = self._training_sets(texts, labels, dev)
+        taxonomy = ckpt.taxonomy if taxonomy is None else taxonomy
+        if not isinstance(taxonomy, Taxonomy):
+            taxonomy = Taxonomy.load(taxonomy)
+        migration = migrate(ckpt, taxonomy, mapping)
+        root = Path(tempfile.mkdtemp(prefix="hmtc-migrated-"))
+        try:
+            start = write_migrated(migration, ckpt, root / "migrated")
+            cfg = merge_config(merge_config(ckpt.config, config or {}),
+                               {"train": {"init_from": str(start), **({"epochs": epochs} if epochs is not None else {})}})
+            self._train(cfg, taxonomy, texts, label_sets, dev_texts, dev_sets)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        self.migration_ = migration.changes
+        return self
+
+    def _training_sets(self, texts, labels, dev) -> tuple:
+        """(texts, label sets, dev texts, dev label sets) from what ``fit`` is handed."""
         texts, labels = self._labelled(texts, labels)
         texts = _texts(texts, "texts", blank=False)
         label_sets = _label_sets(labels, len(texts))
@@ -191,17 +246,14 @@ class HierarchicalClassifier(BaseEstimator):
                 raise DataError("dev must be a (texts, labels) pair or a Dataset")
             dev_texts = _texts(dev[0], "dev texts", blank=False)
             dev_sets = _label_sets(dev[1], len(dev_texts))
-        taxonomy = self.taxonomy if taxonomy is None else taxonomy
-        if taxonomy is None:
-            every = [lab for sets in (label_sets, dev_sets or []) for labs in sets for lab in labs]
-            taxonomy = Taxonomy.from_paths(every, self.label_sep)
-        elif not isinstance(taxonomy, Taxonomy):
-            taxonomy = Taxonomy.load(taxonomy)
+        return texts, label_sets, dev_texts, dev_sets
+
+    def _train(self, cfg: dict, taxonomy: Taxonomy, texts, label_sets, dev_texts, dev_sets) -> HierarchicalClassifier:
+        """Write the sets as a dataset, train ``cfg`` on it, evaluate and attach the best checkpoint."""
         resolve = _resolver(taxonomy, self.label_sep)
         splits = {"train": (texts, [[resolve(lab) for lab in labs] for labs in label_sets])}
-        if dev is not None:
+        if dev_texts is not None:
             splits["dev"] = (dev_texts, [[resolve(lab) for lab in labs] for labs in dev_sets])
-        cfg = self._base_config()
         if cfg["train"]["seeds"]:
             raise ConfigError("train.seeds: the classifier trains one seed; fit one clone per seed instead")
         run_dir, cleanup = self._new_run_dir(cfg["name"])
@@ -383,7 +435,7 @@ class HierarchicalClassifier(BaseEstimator):
         own files (an earlier save) or with ``overwrite``; a run folder, a folder with other
         files or a file is refused, so a save never deletes what it did not write.
         """
-        from .checkpoint import is_checkpoint, save_checkpoint
+        from .checkpoint import is_checkpoint, read_support, save_checkpoint
         ckpt, folder = self._fitted(), Path(folder)
         if folder.is_symlink() or folder.is_file():
             raise HmtcError("is a file or a link, not a folder to save a checkpoint in", folder)
@@ -392,7 +444,8 @@ class HierarchicalClassifier(BaseEstimator):
                             "files): choose another folder, or save(..., overwrite=True) to replace it", folder)
         decode = json.dumps(ckpt.decode, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
         return save_checkpoint(folder, ckpt.model, ckpt.taxonomy, ckpt.config, plain=True,
-                               extra_files={"decode.json": decode.encode("utf-8")} if ckpt.decode else None)
+                               extra_files={"decode.json": decode.encode("utf-8")} if ckpt.decode else None,
+                               support=read_support(ckpt.path))
 
     @classmethod
     def load(cls, folder: str | Path, **params) -> HierarchicalClassifier:

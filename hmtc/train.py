@@ -29,7 +29,7 @@ from rich.progress import Progress
 from torch.nn.parallel import DistributedDataParallel
 
 from .batching import length_batches
-from .checkpoint import locate, save_checkpoint
+from .checkpoint import locate, read_meta, save_checkpoint
 from .data.prepare import Prepared, prepare, taxonomy_for
 from .decode import decode
 from .distributed import DistContext, init_distributed
@@ -127,6 +127,26 @@ def config_changes(stored: dict, new: dict) -> dict[str, tuple]:
             if a.get(k) != b.get(k) and k not in _NEUTRAL_KEYS}
 
 
+def init_weights(model, source: str | Path, index, model_name: str) -> None:
+    """Start ``model`` (``model_name``) from the weights of a trained run or checkpoint
+    (``train.init_from``): one of the same model over the same taxonomy (``hmtc migrate``
+    carries a run onto an edited one)."""
+    _, folder = locate(source)
+    config, _, init_index, _ = read_meta(folder)
+    if list(init_index.ids) != list(index.ids):
+        raise ConfigError(f"train.init_from {source}: its taxonomy is not this run's "
+                          f"({init_index.n_nodes} vs {index.n_nodes} nodes, or another order); "
+                          "set data.taxonomy to the file it was migrated to (hmtc migrate RUN NEW.tax -o RUN2)")
+    if config["model"]["name"] != model_name:
+        raise ConfigError(f"train.init_from {source}: a {config['model']['name']} model; this run trains {model_name}")
+    try:
+        model.load_state_dict(load_checkpoint(folder).model.state_dict())
+    except RuntimeError as e:
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+        raise ConfigError(f"train.init_from {source}: its weights do not fit this run's model "
+                          f"(model.options or the encoder differ): {lines[-1][:200]}") from None
+
+
 class Trainer:
     """Train one configured run.
 
@@ -215,7 +235,9 @@ class Trainer:
         model = create_model(cfg, taxonomy.compile())
         tokenizer = model.tokenizer
         data = prepare(cfg, taxonomy, tokenizer, text_prefix=model.text_prefix)
-        if not self.resume and hasattr(model, "init_from_data"):     # e.g. prototypes from names and examples
+        if t["init_from"] and not self.resume:
+            init_weights(model, t["init_from"], data.index, cfg["model"]["name"])
+        elif not self.resume and hasattr(model, "init_from_data"):     # e.g. prototypes from names and examples
             model.init_from_data(data.texts["train"], data.labels["train"])
         model.to(device)
         self.train_model_ = model
@@ -288,7 +310,8 @@ class Trainer:
                     if improved:
                         state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
                         if main:
-                            save_checkpoint(self.run_dir / "best", model, data.taxonomy, cfg)
+                            save_checkpoint(self.run_dir / "best", model, data.taxonomy, cfg,
+                                            support=data.labels["train"].sum(0))
                     else:
                         state["bad_epochs"] += 1
                 rec = {"epoch": epoch + 1, "train_loss": loss, "seconds": round(time.time() - e0, 1),
@@ -343,7 +366,7 @@ class Trainer:
             dev = evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
             rec |= {"dev_micro_f1": dev["micro_f1"], "dev_macro_f1": dev["macro_f1"]}
         state = {"epoch": 1, "best_epoch": 1, "train_seconds": seconds, "history": [rec]}
-        save_checkpoint(self.run_dir / "best", model, data.taxonomy, cfg)
+        save_checkpoint(self.run_dir / "best", model, data.taxonomy, cfg, support=data.labels["train"].sum(0))
         with versioned_dir(self.run_dir / "last") as tmp:
             # hard links save a second copy of the weights; files are only ever replaced, never edited
             shutil.copytree(self.run_dir / "best", tmp, dirs_exist_ok=True, copy_function=os.link)

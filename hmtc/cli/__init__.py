@@ -17,6 +17,7 @@ from .encoders import app as encoders_app
 from .metrics import metrics_command
 from .report import compare_command, report_command, results_command
 from .serve import serve_command
+from .migrate import migrate_command
 from .suggest import suggest_command
 from .taxonomy import app as taxonomy_app
 
@@ -37,6 +38,7 @@ app.command("export")(run.export)
 app.command("ensemble")(run.ensemble)
 app.command("serve")(serve_command)
 app.command("suggest")(suggest_command)
+app.command("migrate")(migrate_command)
 app.command("metrics")(metrics_command)
 app.command("bench")(bench)
 app.command("report")(report_command)

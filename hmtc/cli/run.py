@@ -28,6 +28,8 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
                                               "into <out>/seed-<n>/, then write the mean ± std record."),
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: <train.output_dir>/<name>)."),
           resume: bool = typer.Option(False, "--resume", help="Continue the run (or the seeds) from the last checkpoint."),
+          init: Optional[Path] = typer.Option(None, "--init", help="Start from this run's weights (train.init_from), "
+                                              "e.g. one hmtc migrate carried onto data.taxonomy."),
           accept_changes: bool = typer.Option(False, "--accept-changes", help="With --resume: continue although the "
                                               "config differs from the run's (run.json and the record keep the changes)."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Replace this run's existing record."),
@@ -37,6 +39,7 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     """Train a model from a config, then evaluate it (metrics.json + a record).
 
     Example: hmtc train experiments/duee-msml.toml --seeds 42,43,44 --set train.epochs=3
+    Fine-tune a migrated run: hmtc train my.toml --init runs/v2 --set data.taxonomy=v2.tax
     """
     from ..config import load_config
     from ..errors import ConfigError
@@ -44,7 +47,7 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     from ..record import check_record_free, record_path
     from ..seeds import parse_seeds, train_seeds
     from ..train import Trainer
-    cfg = load_config(config, set_)
+    cfg = load_config(config, [*(set_ or []), *([f"train.init_from={json.dumps(str(init))}"] if init else [])])
     seed_list = parse_seeds(seeds) if seeds is not None else parse_seeds(cfg["train"]["seeds"])
     if seeds is not None and not seed_list:
         raise ConfigError(f"--seeds {seeds!r} names no seed; give one or more, e.g. --seeds 42,43,44")

@@ -13,6 +13,9 @@ A model, whatever it computes, offers
                                   p(c) = P(c | parent) · p(parent) (local, conditional MSML)
     needs_examples                False when it scores with no training text at all (zeroshot,
                                   from the taxonomy's names: ``data.shots = 0``)
+    node_rows()                   the tensors that hold one slice per node, and name_rows() the
+                                  rows a node starts from its name: what :mod:`hmtc.migrate`
+                                  carries onto an edited taxonomy (models without them cannot)
 
 Checkpoint folders (:mod:`hmtc.checkpoint`) add the taxonomy, label index, config and decoding;
 models are found by name in the registry ``MODELS`` and nowhere else.
@@ -52,7 +55,7 @@ from .dropout import use_fast_dropout
 from .encoder import TextEncoder, Windows, encoder_positions, load_backbone
 from ..encoders import resolve_encoder
 from ..errors import ConfigError, HmtcError
-from .label_init import init_from_label_names
+from .label_init import init_from_label_names, name_directions
 from ..registry import Registry
 from ..taxonomy import TaxonomyIndex
 
@@ -69,6 +72,19 @@ def make_config(model_name: str, options: dict):
                           f"known: {', '.join(sorted(known))}")
     check_fields(cls, options, "model.options")
     return cls(**options)
+
+
+@dataclass(frozen=True)
+class NodeRows:
+    """A tensor of a model that holds one slice per node: the slices of ``param`` along ``axis``
+    belong, in order, to the index columns ``nodes``. Slices of one ``family`` mean the same
+    wherever they lie (every level's classifier rows are one family), so a node whose level
+    changes takes its slice from one tensor to another."""
+
+    family: str
+    param: str
+    axis: int
+    nodes: np.ndarray
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -109,6 +125,17 @@ class Model(ABC):
     def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
                progress=None) -> np.ndarray:
         """Scores (len(texts), N), float32, in the label index's column order."""
+
+    def node_rows(self) -> list[NodeRows]:
+        """The tensors that hold one slice per node (:class:`NodeRows`); a model that cannot follow
+        a taxonomy edit raises."""
+        raise HmtcError(f"a {type(self).__name__} cannot follow taxonomy edits (hmtc migrate); train it again "
+                        "on the new taxonomy")
+
+    def name_rows(self, index: TaxonomyIndex) -> dict:
+        """Unit slices, by parameter name, that the nodes of ``index`` (the model's own) start from
+        their names; parameters left out start a new node at zero (a bias: the mean of the carried)."""
+        return {}
 
     def fit(self, texts: Sequence[str], labels: np.ndarray, seed: int = 0) -> "Model":
         """One-pass models only: fit on ``texts`` and their indicator matrix ``labels`` (S, N)."""
@@ -287,6 +314,13 @@ class EncoderModel(nn.Module, Model):
             out[b] = logits.float().cpu().numpy()
         self.train(was_training)
         return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+    def name_rows(self, index: TaxonomyIndex) -> dict:
+        """Each classifier's rows from the nodes' path names as the model reads them now
+        (:func:`~hmtc.models.label_init.name_directions`), for models with ``label_features``."""
+        if not hasattr(self, "label_features"):
+            return {}
+        return name_directions(self, self.tokenizer, index, "path")
 
     # ---- the network --------------------------------------------------------------------
     def head_parameters(self) -> list[nn.Parameter]:

@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..losses import build_loss, exclusive_loss
 from ..taxonomy import TaxonomyIndex
-from .base import MODELS, EncoderModel, ModelOutput
+from .base import MODELS, EncoderModel, ModelOutput, NodeRows
 from .encoder import TextEncoder
 from .heads import HEADS
 
@@ -124,6 +124,19 @@ class FlatModel(EncoderModel):
             z = self.label_tokens(self.dropout(self.label_tokens.states(self.encoder, input_ids, attention_mask)))
             return self.leaf_output(z, labels)
         return super().forward(input_ids, attention_mask, labels, lower_states=lower_states)
+
+    def node_rows(self) -> list[NodeRows]:
+        """The leaves' classifier rows and biases (with the label_token head, their tokens too)."""
+        leaves = self.leaves.cpu().numpy()
+        if self.config.head == "label_token":
+            return [NodeRows("token", "label_tokens.embed.weight", 0, leaves),
+                    NodeRows("classifier.weight", "label_tokens.out.weight", 0, leaves),
+                    NodeRows("classifier.bias", "label_tokens.out.bias", 0, leaves)]
+        return [NodeRows("classifier.weight", "classifier.weight", 0, leaves),
+                NodeRows("classifier.bias", "classifier.bias", 0, leaves)]
+
+    def name_rows(self, index: TaxonomyIndex) -> dict:
+        return {} if self.config.head == "label_token" else super().name_rows(index)
 
     def label_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list:
         """For label-name initialisation: the classifier and the pooled vectors of the leaves' texts."""

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..losses import build_loss, exclusive_loss
 from ..taxonomy import TaxonomyIndex
-from .base import MODELS, EncoderModel, ModelOutput
+from .base import MODELS, EncoderModel, ModelOutput, NodeRows
 from .encoder import TextEncoder
 from .heads import HEADS
 
@@ -54,6 +54,12 @@ class GlobalModel(EncoderModel):
         self.register_buffer("edge_parent", torch.as_tensor(index.parent_idx.copy()), persistent=False)
         self.loss_fn = build_loss(config.loss, config.loss_options)
         self.group_loss = exclusive_loss(index)
+
+    def node_rows(self) -> list[NodeRows]:
+        """Every node's classifier row and bias."""
+        nodes = np.arange(self.classifier.out_features)
+        return [NodeRows("classifier.weight", "classifier.weight", 0, nodes),
+                NodeRows("classifier.bias", "classifier.bias", 0, nodes)]
 
     def recursive_penalty(self) -> torch.Tensor:
         """``λ/2 Σ_{(p, c)} ||w_p − w_c||²`` over all parent/child edges below the root."""

@@ -44,16 +44,41 @@ def init_from_label_names(model: torch.nn.Module, tokenizer, index: TaxonomyInde
     define ``label_features(input_ids, attention_mask) -> [(linear, node features), ...]``."""
     if not hasattr(model, "label_features"):
         raise ConfigError(f"label_init is not supported by the {type(model).__name__}")
-    enc = tokenizer(label_texts(index, mode), padding=True, truncation=True, max_length=max_length,
-                    return_tensors="pt")
+    enc = _encode(tokenizer, index, mode, max_length)
+    n = len(_features(model, enc))
+    for k in range(n):      # in order: a lower level's features read the rows set above it (gates)
+        linear, feats = _features(model, enc)[k]
+        scale = linear.weight.norm(dim=1).mean()
+        linear.weight.copy_(_directions(feats) * scale)
+        linear.bias.zero_()
+
+
+@torch.no_grad()
+def name_directions(model: torch.nn.Module, tokenizer, index: TaxonomyIndex, mode: str = "path",
+                    max_length: int = 64) -> dict[str, torch.Tensor]:
+    """The unit direction ``(f_i - mean_j f_j) / ||f_i - mean_j f_j||`` of every classifier row of
+    ``model`` as it reads the nodes' texts now, by the weight's parameter name (what
+    :mod:`hmtc.migrate` gives a new node); one pass, so every level reads the rows it has."""
+    names = {id(m): n for n, m in model.named_modules()}
+    return {f"{names[id(linear)]}.weight": _directions(feats)
+            for linear, feats in _features(model, _encode(tokenizer, index, mode, max_length))}
+
+
+def _encode(tokenizer, index: TaxonomyIndex, mode: str, max_length: int) -> dict:
+    return tokenizer(label_texts(index, mode), padding=True, truncation=True, max_length=max_length,
+                     return_tensors="pt")
+
+
+def _features(model: torch.nn.Module, enc: dict) -> list:
+    """``model.label_features`` of the encoded texts, read with dropout off."""
     was_training = model.training
     model.eval()
-    n = len(model.label_features(enc["input_ids"], enc["attention_mask"]))
-    for k in range(n):      # in order: a lower level's features read the rows set above it (gates)
-        linear, feats = model.label_features(enc["input_ids"], enc["attention_mask"])[k]
-        rows = feats.float() - feats.float().mean(0, keepdim=True)
-        rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-6)
-        scale = linear.weight.norm(dim=1).mean()
-        linear.weight.copy_(rows * scale)
-        linear.bias.zero_()
-    model.train(was_training)
+    try:
+        return model.label_features(enc["input_ids"], enc["attention_mask"])
+    finally:
+        model.train(was_training)
+
+
+def _directions(feats: torch.Tensor) -> torch.Tensor:
+    rows = feats.float() - feats.float().mean(0, keepdim=True)
+    return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-6)

@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,7 +57,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..losses import build_loss, exclusive_loss
 from ..taxonomy import TaxonomyIndex
-from .base import MODELS, EncoderModel, ModelOutput
+from .base import MODELS, EncoderModel, ModelOutput, NodeRows
 from .constraint import constrain, descendant_mask
 from .encoder import TextEncoder
 from .label_init import MODES
@@ -219,6 +220,19 @@ class MSMLModel(EncoderModel):
             parents, valid = parent_slots(index)
             self.register_buffer("parent_pad", torch.as_tensor(parents), persistent=False)
             self.register_buffer("valid", torch.as_tensor(valid), persistent=False)
+
+    def node_rows(self) -> list[NodeRows]:
+        """Each level's classifier rows and biases, and with label feedback the columns of E_l."""
+        out = []
+        for level, sl in enumerate(self.slices):
+            nodes = np.arange(sl.start, sl.stop)
+            out += [NodeRows("classifier.weight", f"classifiers.{level}.weight", 0, nodes),
+                    NodeRows("classifier.bias", f"classifiers.{level}.bias", 0, nodes)]
+            if level > 0 and self.gates is not None and self.gates[level - 1].feedback is not None:
+                prev = self.slices[level - 1]
+                out.append(NodeRows("feedback", f"gates.{level - 1}.feedback.weight", 1,
+                                    np.arange(prev.start, prev.stop)))
+        return out
 
     def level_states(self, states: torch.Tensor, attention_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(h_l, z_l) of every level: the state its classifier reads and its logits."""

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import MODELS, EncoderModel, ModelOutput
+from .base import MODELS, EncoderModel, ModelOutput, NodeRows
 from .batches import iterate
 from ..batching import length_batches, tokenize
 from .constraint import constrain, descendant_mask
@@ -117,6 +117,13 @@ class ZeroShotModel(EncoderModel):
             padded[i, :len(g)] = g
         self.loss_fn = ExclusiveLoss(padded)
         self.eval()         # fitted, not trained: dropout off from the start (the trainer turns it on for proto)
+
+    def node_rows(self) -> list[NodeRows]:
+        return [NodeRows("prototype", "prototypes", 0, np.arange(self.index.n_nodes))]
+
+    def name_rows(self, index: TaxonomyIndex) -> dict:
+        """Each node's prototype from its passage alone (the names-only fit)."""
+        return {"prototypes": F.normalize(self.embed(node_passages(index, self.config)), dim=1)}
 
     def forward_states(self, states: torch.Tensor, mask: torch.Tensor,
                        labels: torch.Tensor | None = None) -> ModelOutput:

@@ -1,0 +1,48 @@
+"""``hmtc migrate``: carry a trained run onto an edited taxonomy (see :mod:`hmtc.migrate`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+err = Console(stderr=True, emoji=False)
+
+
+def migrate_command(run: Path = typer.Argument(..., help="Trained run folder (uses best/) or checkpoint folder."),
+                    taxonomy: Path = typer.Argument(..., help="The edited taxonomy (.tax)."),
+                    out: Path = typer.Option(..., "--out", "-o", help="The migrated run folder (must not exist)."),
+                    map_: Optional[list[str]] = typer.Option(None, "--map", help="OLD=NEW: old node OLD's rows go to "
+                                                             "NEW (a renamed id; several OLDs onto one NEW merge "
+                                                             "them, weighted by training texts). Repeatable."),
+                    ) -> None:
+    """Carry a trained run onto an edited taxonomy: kept, moved and renamed nodes keep their rows
+    and thresholds, merged nodes mix theirs, a split node's children start from it and their
+    names, new nodes from their names. Prints one line per changed node; the new run predicts at
+    once, and `hmtc train CONFIG --init OUT --set data.taxonomy=NEW.tax` fine-tunes it.
+
+    Example: hmtc migrate runs/duee runs/duee.tax --map 奖惩-罚款=奖惩-罚 -o runs/duee-v2
+    """
+    from ..checkpoint import locate
+    from ..loading import load_checkpoint
+    from ..migrate import migrate, parse_map, write_migrated
+    from ..taxonomy import Taxonomy
+    mapping = parse_map(map_ or [])
+    new = Taxonomy.load(taxonomy)
+    if out.exists() or out.is_symlink():
+        from ..errors import HmtcError
+        raise HmtcError("exists; give a new folder for the migrated run", out)
+    _, ckpt_dir = locate(run)
+    ckpt = load_checkpoint(ckpt_dir)
+    migration = migrate(ckpt, new, mapping)
+    for line in migration.changes:
+        err.print(escape(line), highlight=False)
+    if not migration.changes:
+        err.print("no node changed")
+    write_migrated(migration, ckpt, out)
+    kinds = [k for k in migration.kinds.values()]
+    err.print(f"migrated run: {escape(str(out))} ({len(kinds)} nodes: " + ", ".join(
+        f"{kinds.count(k)} {k}" for k in ("kept", "moved", "renamed", "merged", "split", "new") if kinds.count(k)) + ")")
