@@ -20,6 +20,7 @@ Command-line ``--set section.key=value`` overrides any key (the value is read as
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import math
 import sys
@@ -299,13 +300,15 @@ def check_config(cfg: dict, path: str | Path | None = None) -> None:
                 raise ConfigError(f"name: expected str, got {table!r}", path)
             continue
         if section not in _SCHEMA:
-            raise ConfigError(f"unknown key {section}; known: {', '.join(sorted([*_SCHEMA, 'name']))}", path)
+            raise ConfigError(f"unknown key {section}{_did_you_mean(section, [*_SCHEMA, 'name'])}; "
+                              f"known: {', '.join(sorted([*_SCHEMA, 'name']))}", path)
         if not isinstance(table, dict):
             raise ConfigError(f"{section}: expected table, got {table!r}", path)
         schema = _SCHEMA[section]
         for key, value in table.items():
             if key not in schema:
-                raise ConfigError(f"unknown key {section}.{key}; known: {', '.join(sorted(schema))}", path)
+                raise ConfigError(f"unknown key {section}.{key}{_did_you_mean(key, schema, section + '.')}; "
+                                  f"known: {', '.join(sorted(schema))}", path)
             tp, bound = schema[key]
             if not _has_type(value, tp):
                 raise ConfigError(f"{section}.{key}: expected {_type_name(tp)}, got {value!r}", path)
@@ -492,3 +495,9 @@ def check_run_name(name: str) -> None:
     p = Path(name)
     if not name or p.is_absolute() or ".." in p.parts or "\\" in name:
         raise ConfigError(f"run name {name!r} must be a relative name without '..'")
+
+
+def _did_you_mean(key: str, known, prefix: str = "") -> str:
+    """``"; did you mean <prefix><closest>?"`` when a known key is close to ``key``, else ``""``."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""

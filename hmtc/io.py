@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +23,8 @@ except ImportError:
     msvcrt = None
 
 _WIN_LOCK_OFFSET = 1 << 30            # msvcrt locks a byte range; one past the pid, so it stays readable
+_UMASK = os.umask(0o022)              # read once (setting it is the only way to read it) and put back
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -36,6 +39,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         if path.exists():
             shutil.copymode(path, tmp)
+        else:                          # mkstemp makes it 0600; a new file gets what open() would give
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -136,12 +141,14 @@ class RunLock:
         self.path = Path(folder) / ".lock"
         self.fd: int | None = None
         self.marker = False
+        self.created = False
 
     def _refuse(self, holder: str) -> HmtcError:
         return HmtcError(f"another hmtc process (pid {holder or '?'}) is training or evaluating this run folder; "
                          "wait for it to finish or choose another --out", self.path.parent)
 
     def __enter__(self) -> "RunLock":
+        self.created = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if fcntl is None and msvcrt is None:
             return self._enter_marker()
@@ -171,13 +178,21 @@ class RunLock:
             return self
         raise self._refuse("?")
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        folder = self.path.parent
+        # a run that failed in the folder it created leaves no folder holding only the lock
+        empty = exc_type is not None and self.created and [p.name for p in folder.iterdir()] == [".lock"]
+        if empty:
+            self.path.unlink(missing_ok=True)
         if self.fd is not None:
             os.close(self.fd)           # closing releases the lock; the file may stay
             self.fd = None
         if self.marker:
             self.path.unlink(missing_ok=True)
             self.marker = False
+        if empty:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 # ---- versioned folders: a valid one on disk at every instant ---------------------------------

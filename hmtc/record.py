@@ -21,7 +21,9 @@ from .io import atomic_write_json
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
-    """``HEAD`` of the repository holding ``cwd``, with ``-dirty`` when tracked files changed."""
+    """``HEAD`` of the repository holding ``cwd`` (default: the hmtc package that runs, wherever
+    the command is started), with ``-dirty`` when tracked files changed; "unknown" outside one."""
+    cwd = Path(__file__).parent if cwd is None else cwd
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                               check=True).stdout.strip()

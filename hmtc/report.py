@@ -64,6 +64,8 @@ class Run:
 def load_run(path: str | Path, arrays: bool = False) -> Run:
     """Read a run folder; ``arrays`` also loads ``test_scores.npz`` (scores, gold, pred)."""
     path = Path(path)
+    if not path.is_dir():
+        raise HmtcError("no such run folder", path)
     metrics = _json(path / "metrics.json")
     if not metrics:
         raise HmtcError("no metrics.json: evaluate the run first (hmtc eval RUN)", path)

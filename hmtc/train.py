@@ -42,6 +42,7 @@ from .losses import distillation_loss, fit_losses
 from .metrics import evaluate
 from .models import MODELS, autocast, create_model
 from .models.batches import iterate, iterate_states
+from .models.dropout import use_fast_dropout
 from .progress import progress_bar
 from .record import command_line, git_commit, machine_info, now
 from .registry import Registry
@@ -127,24 +128,31 @@ def config_changes(stored: dict, new: dict) -> dict[str, tuple]:
             if a.get(k) != b.get(k) and k not in _NEUTRAL_KEYS}
 
 
-def init_weights(model, source: str | Path, index, model_name: str) -> None:
-    """Start ``model`` (``model_name``) from the weights of a trained run or checkpoint
-    (``train.init_from``): one of the same model over the same taxonomy (``hmtc migrate``
-    carries a run onto an edited one)."""
+# what a run started from another's weights must share with it: these build the same network
+_SAME_MODEL = ("name", "options", "layers", "freeze_embeddings", "freeze_layers", "windows", "window_length",
+               "window_stride")
+
+
+def start_from(source: str | Path, cfg: dict, index) -> "torch.nn.Module":
+    """The model a run with ``train.init_from = source`` trains: the trained run's or checkpoint's
+    own, its encoder and tokenizer included (a finished run keeps only the vocabulary it uses:
+    hmtc.slim), set up for this run. It must be the same model over the same taxonomy
+    (``hmtc migrate`` carries a run onto an edited one)."""
     _, folder = locate(source)
     config, _, init_index, _ = read_meta(folder)
     if list(init_index.ids) != list(index.ids):
         raise ConfigError(f"train.init_from {source}: its taxonomy is not this run's "
                           f"({init_index.n_nodes} vs {index.n_nodes} nodes, or another order); "
                           "set data.taxonomy to the file it was migrated to (hmtc migrate RUN NEW.tax -o RUN2)")
-    if config["model"]["name"] != model_name:
-        raise ConfigError(f"train.init_from {source}: a {config['model']['name']} model; this run trains {model_name}")
-    try:
-        model.load_state_dict(load_checkpoint(folder).model.state_dict())
-    except RuntimeError as e:
-        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
-        raise ConfigError(f"train.init_from {source}: its weights do not fit this run's model "
-                          f"(model.options or the encoder differ): {lines[-1][:200]}") from None
+    differ = [k for k in _SAME_MODEL if config["model"].get(k) != cfg["model"].get(k)]
+    if differ:
+        raise ConfigError(f"train.init_from {source}: its model differs from this run's in "
+                          f"{', '.join('model.' + k for k in differ)}; start from a run of the same model")
+    model = load_checkpoint(folder).model
+    model.set_run_config(cfg)
+    if cfg["model"].get("fast_dropout"):
+        use_fast_dropout(model)
+    return model.train()
 
 
 class Trainer:
@@ -232,12 +240,11 @@ class Trainer:
             self.quiet = True
         t0 = time.time()
         taxonomy = taxonomy_for(cfg)
-        model = create_model(cfg, taxonomy.compile())
+        model = (start_from(t["init_from"], cfg, taxonomy.compile()) if t["init_from"]
+                 else create_model(cfg, taxonomy.compile()))
         tokenizer = model.tokenizer
         data = prepare(cfg, taxonomy, tokenizer, text_prefix=model.text_prefix)
-        if t["init_from"] and not self.resume:
-            init_weights(model, t["init_from"], data.index, cfg["model"]["name"])
-        elif not self.resume and hasattr(model, "init_from_data"):     # e.g. prototypes from names and examples
+        if not self.resume and not t["init_from"] and hasattr(model, "init_from_data"):     # e.g. prototypes from names and examples
             model.init_from_data(data.texts["train"], data.labels["train"])
         model.to(device)
         self.train_model_ = model

@@ -494,3 +494,59 @@ def test_sigterm_during_predict_output_leaves_no_file(run_config, tmp_path):
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) == 143, proc.stderr.read().decode()[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []
+
+
+# ---- small frictions a new user met (issue 33, item 8) ----------------------------------------
+def test_a_misspelt_key_offers_the_close_one(run_config):
+    from hmtc.config import load_config
+    from hmtc.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"unknown key train\.epoch \(did you mean train\.epochs\?\)"):
+        load_config(run_config, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match=r"did you mean decode\?"):
+        load_config(run_config, ["decod.method='best'"])
+
+
+def test_no_data_folder_names_what_train_can_use(monkeypatch):
+    from hmtc.data.catalog import data_dir
+    from hmtc.errors import DataError
+    monkeypatch.delenv("HMTC_DATA", raising=False)
+    with pytest.raises(DataError, match=r"HMTC_DATA.*data\.data_dir in the run config"):
+        data_dir()
+
+
+def test_report_of_a_missing_folder_says_so(invoke, tmp_path):
+    r = invoke("report", tmp_path / "nope", code=2)
+    assert "no such run folder" in r.output and "evaluate" not in r.output
+
+
+def test_git_commit_is_the_packages_wherever_the_command_starts(tmp_path, monkeypatch):
+    import hmtc
+    from hmtc.record import git_commit
+    here = git_commit(Path(hmtc.__file__).parent)
+    monkeypatch.chdir(tmp_path)
+    assert git_commit() == here
+
+
+def test_new_files_get_the_umask_mode_not_0600(tmp_path):
+    import stat
+
+    from hmtc.io import _UMASK, atomic_write_text
+    atomic_write_text(tmp_path / "report.md", "x")
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o666 & ~_UMASK
+    (tmp_path / "report.md").chmod(0o600)               # an existing file keeps its own mode
+    atomic_write_text(tmp_path / "report.md", "y")
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o600
+
+
+def test_a_run_that_fails_leaves_no_folder_holding_only_its_lock(run_config, tmp_path):
+    from hmtc.config import load_config
+    from hmtc.errors import ConfigError
+    from hmtc.train import Trainer
+    cfg = load_config(run_config, ["data.shots=0", "train.record_dir=''"])
+    with pytest.raises(ConfigError, match="data.shots = 0"):
+        Trainer(cfg, tmp_path / "failed", quiet=True).fit()
+    assert not (tmp_path / "failed").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(ConfigError):
+        Trainer(cfg, tmp_path / "kept", quiet=True).fit()
+    assert (tmp_path / "kept").is_dir()                   # a folder it did not create stays

@@ -154,8 +154,9 @@ def data_dir(explicit: str | Path | None = None) -> Path:
     raw, origin = (explicit, "--data-dir") if explicit is not None else \
         (os.environ.get("HMTC_DATA"), "HMTC_DATA")
     if not raw:
-        raise DataError("no data folder: pass --data-dir DIR or set HMTC_DATA to the folder "
-                        "holding the datasets, e.g. `export HMTC_DATA=../shared/datasets`")
+        raise DataError("no data folder: set HMTC_DATA to the folder holding the datasets (e.g. "
+                        "`export HMTC_DATA=../shared/datasets`), or data.data_dir in the run config "
+                        "(--data-dir on the commands that have it)")
     path = Path(raw).expanduser()
     if not path.is_dir():
         raise DataError(f"data folder (from {origin}) does not exist or is not a folder", path)
