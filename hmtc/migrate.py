@@ -260,7 +260,8 @@ def _changes(old: Taxonomy, new: Taxonomy, sources, kinds, split_parent, mapping
             moved = sorted(mapping.get(p, p) for p in old.parents(src[0])) != sorted(new.parents(j))
             lines.append(f"~ {j}  renamed from {src[0]}" + (f", now under {where}" if moved else ""))
         elif k == "moved":
-            lines.append(f"~ {j}  moved: under {', '.join(old.parents(j)) or old.root} -> {where}")
+            lines.append(f"~ {j}  moved: under {', '.join(old.parents(j)) or old.root} -> {where} "
+                         "(its new parent has not learnt its texts: fine-tune with --init)")
         if k in ("kept", "moved") and old.name(j) != new.name(j):
             lines.append(f"~ {j}  name {old.name(j)!r} -> {new.name(j)!r}")
     mapped = set(mapping)

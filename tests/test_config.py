@@ -62,7 +62,7 @@ def test_a_bad_value_in_a_file_names_that_file(tmp_path):
     assert e.value.path == str(tmp_path / "base.toml")
     assert e.value.message == 'train.schedule: expected "linear" | "cosine" | "constant", got \'step\''
     for text, message in (('[data]\nmax_length = "long"\n', "data.max_length: expected int, got 'long'"),
-                          ('[data]\nmax_len = 64\n', "unknown key data.max_len; known: data_dir, dataset, "
+                          ('[data]\nmax_len = 64\n', "unknown key data.max_len (did you mean data.max_length?); known: data_dir, dataset, "
                                                      "dev_fraction, dev_shots, max_length, options, shots, taxonomy, "
                                                      "train_fraction, train_limit"),
                           ('train = 3\n', "train: expected table, got 3"),
