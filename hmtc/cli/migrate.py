@@ -24,7 +24,7 @@ def migrate_command(run: Path = typer.Argument(..., help="Trained run folder (us
     names, new nodes from their names. Prints one line per changed node; the new run predicts at
     once, and `hmtc train CONFIG --init OUT --set data.taxonomy=NEW.tax` fine-tunes it.
 
-    Example: hmtc migrate runs/duee runs/duee.tax --map 奖惩-罚款=奖惩-罚 -o runs/duee-v2
+    Example: hmtc migrate runs/duee-msml-default v2.tax --map 竞赛行为-夺冠=竞赛行为-冠军 -o runs/duee-v2
     """
     from ..checkpoint import locate
     from ..loading import load_checkpoint
