@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,9 +28,10 @@ import numpy as np
 from hmtc import HierarchicalClassifier
 from hmtc.data.catalog import load_dataset
 from hmtc.io import atomic_write_json
-from hmtc.migrate import migrate
-from hmtc.record import machine_info
+from hmtc.migrate import migrate, write_migrated
+from hmtc.record import git_commit, machine_info
 from hmtc.taxonomy import Taxonomy
+from taxonomy_update import leaf_f1      # benchmarks/ is on the path of a script run from it
 
 RENAME = ("竞赛行为-夺冠", "竞赛行为-冠军", "冠军")
 MERGE = (("财经/交易-加息", "财经/交易-降息"), "财经/交易-利率", "利率")
@@ -46,17 +46,6 @@ def edited(tax: Taxonomy) -> tuple[Taxonomy, dict[str, str]]:
     t = t.add(merged, parent, name=merged_name).remove(a).remove(b)
     t = t.move(*MOVE)
     return t, {RENAME[0]: RENAME[1], a: merged, b: merged}
-
-
-def leaf_f1(gold, pred, leaves) -> np.ndarray:
-    col = {leaf: i for i, leaf in enumerate(leaves)}
-    y = np.zeros((len(gold), len(leaves)), bool)
-    p = np.zeros_like(y)
-    for r, (g, q) in enumerate(zip(gold, pred)):
-        y[r, [col[x] for x in g if x in col]] = True
-        p[r, [col[x] for x in q if x in col]] = True
-    tp, denom = (y & p).sum(0), y.sum(0) + p.sum(0)
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
 
 
 def main() -> None:
@@ -82,7 +71,6 @@ def main() -> None:
         pred0 = clf.predict(te_texts)
         folder = Path(args.work) / f"edited-seed-{seed}"
         if not folder.exists():
-            from hmtc.migrate import write_migrated
             write_migrated(m, old, folder)
         clf1 = HierarchicalClassifier.load(folder / "best")
         s1 = clf1.predict_scores(te_texts)
@@ -91,11 +79,14 @@ def main() -> None:
         old_leaves = [x for x in old.taxonomy.nodes if not old.taxonomy.children(x)]
         touched = set(mapping) | {MOVE[0]}
         untouched = [x for x in old_leaves if x not in touched]
-        same = all(np.array_equal(s0[:, old.index.id_to_index[n]], s1[:, m.taxonomy.compile().id_to_index[n]])
+        new_index = m.taxonomy.compile()
+        same = all(np.array_equal(s0[:, old.index.id_to_index[n]], s1[:, new_index.id_to_index[n]])
                    for n in old.index.ids if n not in touched)
-        f0 = dict(zip(old_leaves, leaf_f1(te_labels, pred0, old_leaves)))
+        gold0 = [[x for x in labs if x in old.taxonomy] for labs in te_labels]    # the held-out leaves: none
+        f0 = dict(zip(old_leaves, leaf_f1(old.index, gold0, pred0, old_leaves)))
         new_leaves = [x for x in m.taxonomy.nodes if not m.taxonomy.children(x)]
-        f1 = dict(zip(new_leaves, leaf_f1(gold1, pred1, new_leaves)))
+        gold1 = [[x for x in labs if x in m.taxonomy] for labs in gold1]
+        f1 = dict(zip(new_leaves, leaf_f1(new_index, gold1, pred1, new_leaves)))
         (a, b), merged, _ = MERGE
         row = {"seed": seed, "migrate_seconds": seconds, "changes": m.changes,
                "renamed_f1_before_after": [round(f0[RENAME[0]], 4), round(f1[RENAME[1]], 4)],
@@ -107,10 +98,7 @@ def main() -> None:
                "untouched_scores_bit_identical": bool(same)}
         print(json.dumps(row, ensure_ascii=False), flush=True)
         per_seed.append(row)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                text=True).stdout.strip())
-    atomic_write_json(out, {"command": " ".join(["python", *sys.argv]), "git_commit": commit + ("-dirty" if dirty else ""),
+    atomic_write_json(out, {"command": " ".join(["python", *sys.argv]), "git_commit": git_commit(),
                             "machine": machine_info(), "rename": RENAME, "merge": MERGE, "move": MOVE,
                             "per_seed": per_seed})
 

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,21 +31,16 @@ from hmtc import HierarchicalClassifier
 from hmtc.config import load_config
 from hmtc.data.catalog import load_dataset
 from hmtc.io import atomic_write_json
-from hmtc.record import machine_info
+from hmtc.metrics import precision_recall_f1
+from hmtc.record import git_commit, machine_info
 from hmtc.taxonomy import Taxonomy
 
 
-def leaf_f1(gold: list[list[str]], pred: list[list[str]], leaves: list[str]) -> np.ndarray:
-    """Per-leaf F1 (0 where a leaf has neither gold nor predicted texts)."""
-    col = {leaf: i for i, leaf in enumerate(leaves)}
-    y = np.zeros((len(gold), len(leaves)), bool)
-    p = np.zeros_like(y)
-    for r, (g, q) in enumerate(zip(gold, pred)):
-        y[r, [col[x] for x in g if x in col]] = True
-        p[r, [col[x] for x in q if x in col]] = True
-    tp = (y & p).sum(0)
-    denom = y.sum(0) + p.sum(0)
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+def leaf_f1(index, gold: list[list[str]], pred: list[list[str]], leaves: list[str]) -> np.ndarray:
+    """Per-leaf F1 of label sets over the compiled taxonomy ``index`` (0 where a leaf has neither
+    gold nor predicted texts)."""
+    y, p = index.indicator(gold, close=False), index.indicator(pred, close=False)
+    return precision_recall_f1(y, p, average=None, labels=[index.id_to_index[x] for x in leaves])[2]
 
 
 def pick_leaves(train_labels: list[list[str]], taxonomy: Taxonomy, n: int) -> list[str]:
@@ -110,6 +104,7 @@ def main() -> None:
         reduced = reduced.remove(leaf)
     leaves_all = [x for x in full.nodes if not full.children(x)]
     old_leaves = [x for x in leaves_all if x not in new]
+    index = full.compile()
     print(f"new leaves: {', '.join(new)}", flush=True)
     work = Path(args.work)
     per_seed = []
@@ -128,7 +123,7 @@ def main() -> None:
             clf.save(base_dir)
             atomic_write_json(work / f"base-seed-{seed}.json", {"seconds": base_seconds, "config": args.config})
         pred0 = clf.predict(te_texts)
-        f_old0 = leaf_f1(te_labels, pred0, old_leaves)
+        f_old0 = leaf_f1(index, te_labels, pred0, old_leaves)
         upd = draw(tr_labels, {x: args.shots for x in new} | {x: args.replay for x in old_leaves}, rng, set())
         dev = draw(tr_labels, {x: args.dev for x in leaves_all}, rng, set(upd))
         t0 = time.time()
@@ -137,8 +132,8 @@ def main() -> None:
                    config=json.loads(args.update))
         update_seconds = round(time.time() - t0, 1)
         pred1 = clf.predict(te_texts)
-        f_new = leaf_f1(te_labels, pred1, new)
-        f_old1 = leaf_f1(te_labels, pred1, old_leaves)
+        f_new = leaf_f1(index, te_labels, pred1, new)
+        f_old1 = leaf_f1(index, te_labels, pred1, old_leaves)
         row = {"seed": seed, "base_train_seconds": base_seconds, "update_seconds": update_seconds,
                "update_texts": len(upd), "update_dev_texts": len(dev),
                "new_leaf_f1": dict(zip(new, np.round(f_new, 4).tolist())), "new_leaves_mean_f1": round(float(f_new.mean()), 4),
@@ -149,10 +144,7 @@ def main() -> None:
     keys = ["new_leaves_mean_f1", "old_leaf_macro_f1_before", "old_leaf_macro_f1_after", "update_seconds"]
     mean = {k: round(float(np.mean([r[k] for r in per_seed])), 4) for k in keys}
     std = {k: round(float(np.std([r[k] for r in per_seed])), 4) for k in keys}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                text=True).stdout.strip())
-    record = {"command": " ".join(["python", *sys.argv]), "git_commit": commit + ("-dirty" if dirty else ""),
+    record = {"command": " ".join(["python", *sys.argv]), "git_commit": git_commit(),
               "machine": machine_info(), "python": platform.python_version(), "config": args.config,
               "new_leaves": new, "shots": args.shots, "replay": args.replay, "dev_per_leaf": args.dev,
               "update_config": json.loads(args.update), "seeds": seeds, "mean": mean, "std": std, "per_seed": per_seed}

@@ -269,14 +269,20 @@ def _changes(old: Taxonomy, new: Taxonomy, sources, kinds, split_parent, mapping
     return lines
 
 
+def check_new_folder(out: str | Path) -> Path:
+    """``out`` when nothing is there yet (a migrated run is written only into a new folder)."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        raise HmtcError("exists; give a new folder for the migrated run", out)
+    return out
+
+
 def write_migrated(migration: Migration, ckpt: Checkpoint, out: str | Path) -> Path:
     """A run folder ``out`` holding the migrated checkpoint in ``best/`` (it predicts at once),
     the new taxonomy as ``taxonomy.tax`` (its config's ``data.taxonomy``, for ``hmtc eval`` and for
     ``train.init_from``), ``config.json`` and ``run.json`` (what it was migrated from). Written
     aside and renamed into place: ``out`` must not exist."""
-    out = Path(out)
-    if out.exists() or out.is_symlink():
-        raise HmtcError("exists; give a new folder for the migrated run", out)
+    out = check_new_folder(out)
     config = json.loads(json.dumps(ckpt.config))
     config["name"] = out.name
     config["data"]["taxonomy"] = str((out / "taxonomy.tax").resolve())

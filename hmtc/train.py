@@ -29,7 +29,7 @@ from rich.progress import Progress
 from torch.nn.parallel import DistributedDataParallel
 
 from .batching import length_batches
-from .checkpoint import locate, read_meta, save_checkpoint
+from .checkpoint import locate, save_checkpoint
 from .data.prepare import Prepared, prepare, taxonomy_for
 from .decode import decode
 from .distributed import DistContext, init_distributed
@@ -138,8 +138,8 @@ def start_from(source: str | Path, cfg: dict, index) -> "torch.nn.Module":
     own, its encoder and tokenizer included (a finished run keeps only the vocabulary it uses:
     hmtc.slim), set up for this run. It must be the same model over the same taxonomy
     (``hmtc migrate`` carries a run onto an edited one)."""
-    _, folder = locate(source)
-    config, _, init_index, _ = read_meta(folder)
+    ckpt = load_checkpoint(locate(source)[1])
+    config, init_index = ckpt.config, ckpt.index
     if list(init_index.ids) != list(index.ids):
         raise ConfigError(f"train.init_from {source}: its taxonomy is not this run's "
                           f"({init_index.n_nodes} vs {index.n_nodes} nodes, or another order); "
@@ -148,7 +148,7 @@ def start_from(source: str | Path, cfg: dict, index) -> "torch.nn.Module":
     if differ:
         raise ConfigError(f"train.init_from {source}: its model differs from this run's in "
                           f"{', '.join('model.' + k for k in differ)}; start from a run of the same model")
-    model = load_checkpoint(folder).model
+    model = ckpt.model
     model.set_run_config(cfg)
     if cfg["model"].get("fast_dropout"):
         use_fast_dropout(model)

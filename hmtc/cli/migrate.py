@@ -28,13 +28,11 @@ def migrate_command(run: Path = typer.Argument(..., help="Trained run folder (us
     """
     from ..checkpoint import locate
     from ..loading import load_checkpoint
-    from ..migrate import migrate, parse_map, write_migrated
+    from ..migrate import check_new_folder, migrate, parse_map, write_migrated
     from ..taxonomy import Taxonomy
     mapping = parse_map(map_ or [])
     new = Taxonomy.load(taxonomy)
-    if out.exists() or out.is_symlink():
-        from ..errors import HmtcError
-        raise HmtcError("exists; give a new folder for the migrated run", out)
+    check_new_folder(out)                # before the weights load, which takes seconds
     _, ckpt_dir = locate(run)
     ckpt = load_checkpoint(ckpt_dir)
     migration = migrate(ckpt, new, mapping)
