@@ -161,6 +161,9 @@ class TrainConfig:
                                      "data.train_fraction), whose texts cover too few of the words it will meet")
     save_dtype: Literal["float32", "float16", "bfloat16"] = _key(
         "float16", "how a finished run's best/ stores its weights (loaded back as float32)")
+    save_every: int = _key(1, "write last/ (weights and optimizer state, what --resume continues from) every N "
+                              "epochs; 0: never while training (a short fit whose states are cached spends most of "
+                              "its time writing them), so an interrupted run starts again", _range(0))
     keep_last: bool = _key(False, "keep last/'s weights and optimizer state once the run has finished (to continue "
                                   "it with more epochs); else a finished run keeps one copy of the weights, best/")
     cache_frozen: bool = _key(False, "run the frozen embeddings and model.freeze_layers once (no dropout) and "

@@ -1,4 +1,5 @@
-"""Learning curves from run records: a figure against the number of training texts per node.
+"""Learning curves from run records: a figure against the number of training texts per node; and
+the curves of simulated labelling loops (a figure against the texts labelled, per strategy).
 
 A *method* is a configuration with the scarce-data keys left out (``data.shots``,
 ``data.dev_shots``, ``data.train_fraction``): the groups of one method (:class:`hmtc.results.Group`,
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
+from .errors import HmtcError
 from .report import _figure, _png
 
 SHOT_KEYS = ("data.shots", "data.dev_shots", "data.train_fraction")
@@ -113,6 +116,54 @@ def curve_png(methods: list[tuple[str, dict]], title: str, metric: str = "leaf_m
         ax.set_xlabel("training texts per node (K)")
         ax.set_ylabel(metric.replace("_", " "))
         ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        return _png(fig)
+
+
+# ---- labelling loops ------------------------------------------------------------------------
+def load_loops(folder) -> list[dict]:
+    """The labelling-loop records (``benchmarks/labelling_loop.py``) in ``folder``, by dataset and name;
+    none when it does not exist."""
+    out = []
+    for path in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise HmtcError(f"not a readable record: {e}", path) from None
+        if not isinstance(rec, dict) or rec.get("kind") != "labelling-loop" or not isinstance(rec.get("mean"), dict):
+            raise HmtcError("not a labelling-loop record (kind, mean)", path)
+        out.append({**rec, "file": path.name})
+    return sorted(out, key=lambda r: (r["dataset"], r["file"]))
+
+
+def loop_table(rec: dict, metric: str = "leaf_macro_f1") -> tuple[list[str], list[list]]:
+    """(header, rows) of one loop: a row per strategy, a column per round (mean labelled texts),
+    cells ``mean ± std``; a last row with each round's difference of the first strategy minus the
+    second."""
+    strategies = rec["strategies"]
+    labelled = rec["mean"][strategies[0]]["labelled"]
+    header = ["strategy", *[f"round {r} ({n:.0f} texts)" for r, n in enumerate(labelled)]]
+    rows = [[s, *[f"{m:.4f} ± {sd:.4f}" for m, sd in zip(rec["mean"][s][metric], rec["std"][s][metric])]]
+            for s in strategies]
+    if len(strategies) == 2:
+        a, b = (rec["mean"][s][metric] for s in strategies)
+        rows.append([f"{strategies[0]} − {strategies[1]}", *[f"{100 * (x - y):+.2f} points" for x, y in zip(a, b)]])
+    return header, rows
+
+
+def loop_png(rec: dict, metric: str = "leaf_macro_f1") -> bytes:
+    """One loop as a PNG: ``metric`` against the labelled texts, a line per strategy with a ± std band."""
+    with _figure(7.0, 4.2) as fig:
+        ax = fig.add_subplot()
+        for s in rec["strategies"]:
+            xs, mean, std = rec["mean"][s]["labelled"], rec["mean"][s][metric], rec["std"][s][metric]
+            line, = ax.plot(xs, mean, marker="o", label=s)
+            ax.fill_between(xs, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel("labelled training texts")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_title(f"{rec['dataset']}: labelling loop, {len(rec['seeds'])} seeds")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         return _png(fig)

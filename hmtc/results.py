@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DEFAULTS, load_config
-from .curves import curve_png, curve_table, curves
+from .config import DEFAULTS, load_config, tomllib
+from .curves import curve_png, curve_table, curves, load_loops, loop_png, loop_table
 from .errors import HmtcError
 from .io import atomic_write_bytes, atomic_write_text
 from .models import MODELS
@@ -30,44 +30,13 @@ from .taxonomy import Taxonomy
 MET, MISSED, NOT_RUN = "met", "missed", "not yet run"
 MIN_SEEDS = 3
 
-DUEE_SOURCE = ("percent4/keras_bert_multi_label_cls README, as cited in "
-               "datasets/duee/README.md; test = DuEE 1.0 dev, 1,498 texts, 65 event types")
-# Published figures comparable with ours: (model, figures in the order of REFERENCE_COLUMNS, source).
-REFERENCES: dict[str, list[tuple[str, tuple[float, ...], str]]] = {
-    "duee": [
-        ("RoFormer-v2-base", (0.9627, 0.9522), "percent4 repositories, as cited in the roadmap "
-                                               "(not in datasets/duee/README.md; not re-checked)"),
-        ("BERT-wwm-ext + FGM", (0.9580, 0.9463), DUEE_SOURCE),
-        ("BERT-base", (0.9458, 0.9370), DUEE_SOURCE),
-    ],
-    "goemotions": [
-        ("BERT-base-cased", (0.5030, 0.6238, 0.7006), "monologg/GoEmotions-pytorch README (test split)"),
-        ("BERT-base", (0.46, 0.64, 0.69), "Demszky et al. 2020, GoEmotions (ACL), test split"),
-    ],
-}
-REFERENCE_COLUMNS = {
-    "duee": ("leaf micro-F1", "leaf macro-F1"),
-    "goemotions": ("macro-F1, 28 emotions (level 3)", "macro-F1, Ekman (level 2)", "macro-F1, sentiment (level 1)"),
-}
-GOEMOTIONS_BERT = dict(zip((3, 2, 1), REFERENCES["goemotions"][0][1]))
-DUEE_MARGIN = 0.005                 # the default MSML ≥ flat + 0.5 points leaf micro-F1
-DUEE_TARGET = (0.955, 0.945, 45 * 60)
-DUEE_AIM = (0.965, 0.955)
-GOEMOTIONS_TARGET = 0.56
-NEWSGROUPS_ACCURACY = 0.895         # RoBERTaGCN's 20-class accuracy (transductive), the best BERT-family figure known
-# single-path data: the default on a taxonomy marked !exclusive beside the unmarked default
-EXCLUSIVE_KEYS = ("exact_match", "leaf_micro_f1", "leaf_macro_f1")
-RAISE_T = 2.0                       # Welch t a raise must reach (about two standard errors)
-EXCLUSIVE_GOAL = ("exclusive sibling groups raise single-path data: the default MSML on the taxonomy with "
-                  "its groups marked !exclusive above the default on the unmarked one by at least Welch "
-                  f"t = {RAISE_T:.0f} (20-class accuracy, leaf micro- and macro-F1; same seeds, {MIN_SEEDS}-seed means)")
-DATASET_PREFIX = {"duee": "duee", "goemotions": "goemotions", "20newsgroups": "20ng"}
+EXCLUSIVE_KEYS = ("exact_match", "leaf_micro_f1", "leaf_macro_f1")   # what an exclusive_raise goal reads
 
 # keys that name a run or place its files, not what it trains (the frozen store holds the states
 # the in-memory cache would compute: bitwise in bf16 on a CPU, to the last bits otherwise;
 # hmtc.inference.cache_lower_states, tests/test_frozen_store.py)
 IGNORED = {"name", "train.seed", "train.seeds", "train.output_dir", "train.record_dir", "train.threads",
-           "train.device", "train.eval_batch_size", "train.frozen_store"}
+           "train.device", "train.eval_batch_size", "train.frozen_store", "train.save_every"}
 # defaults a record written before the key existed ran with
 LEGACY = {"decode.complete": False}
 BUDGET = ("model.encoder", "train.epochs", "data.max_length", "model.freeze_layers", "train.cache_frozen",
@@ -219,19 +188,67 @@ def _leaf(g: Group) -> tuple[float, float]:
     return g.stat("leaf_micro_f1")[0], g.stat("leaf_macro_f1")[0]
 
 
-def mark_defaults(gs: list[Group], configs_dir: Path) -> None:
-    """Mark the groups that ran a dataset's current default, ``configs_dir/<dataset>-msml.toml``:
-    the same resolved settings, whatever the run was named (an ablation that became the default
-    keeps its records). Without that file, a group whose config was named ``<dataset>-msml``."""
-    for dataset, prefix in DATASET_PREFIX.items():
-        path = configs_dir / f"{prefix}-msml.toml"
+# ---- goals ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Goals:
+    """A goals file (``hmtc results --goals``): each dataset's default config, the goals in the
+    order they are shown, and published figures per dataset (see ``experiments/goals.toml``)."""
+
+    min_seeds: int
+    defaults: dict
+    goals: tuple
+    references: dict
+
+
+GOAL_KINDS = {"above_flat": ("margin",), "bar": ("leaf_micro_f1", "leaf_macro_f1"),
+              "best_of": ("rivals", "level", "level_name", "at_least"), "above_reference": ("reference", "name"),
+              "above_svm": (), "accuracy": ("name", "at_least"), "exclusive_raise": ("name", "t")}
+NO_GOALS = Goals(MIN_SEEDS, {}, (), {})
+
+
+def load_goals(path: str | Path | None) -> Goals:
+    """The goals file at ``path`` (None: no goals, no published figures)."""
+    if path is None:
+        return NO_GOALS
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise HmtcError("goals file not found", path) from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise HmtcError(f"not a readable goals file: {e}", path) from None
+    goals = raw.get("goals", [])
+    for i, goal in enumerate(goals, 1):
+        kind = goal.get("kind") if isinstance(goal, dict) else None
+        if kind not in GOAL_KINDS:
+            raise HmtcError(f"goal {i}: kind {kind!r} is none of {', '.join(GOAL_KINDS)}", path)
+        missing = [k for k in ("dataset", *GOAL_KINDS[kind]) if k not in goal]
+        if missing:
+            raise HmtcError(f"goal {i} ({kind}): missing {', '.join(missing)}", path)
+    refs = raw.get("references", {})
+    for d, ref in refs.items():
+        if not all(k in ref for k in ("columns", "ours", "rows")) or len(ref["ours"]) != len(ref["columns"]):
+            raise HmtcError(f"references.{d}: columns, ours (one per column) and rows are needed", path)
+    for goal in goals:
+        if goal["kind"] == "above_reference" and _reference(Goals(0, {}, (), refs), goal) is None:
+            raise HmtcError(f"goal above_reference: no row {goal['reference']!r} in references.{goal['dataset']}", path)
+    return Goals(int(raw.get("min_seeds", MIN_SEEDS)), dict(raw.get("defaults", {})), tuple(goals), refs)
+
+
+def mark_defaults(gs: list[Group], configs_dir: Path, spec: Goals) -> None:
+    """Mark the groups that ran a dataset's current default, the goals file's ``defaults`` config
+    in ``configs_dir``: the same resolved settings, whatever the run was named (an ablation that
+    became the default keeps its records). Without that file, a group whose config was named
+    after it (``duee-msml.toml``: ``duee-msml``)."""
+    for dataset, file in spec.defaults.items():
+        path = configs_dir / file
         try:
             key = _key(settings({"config": load_config(path)})) if path.is_file() else None
         except HmtcError as e:
             raise HmtcError(f"not a readable config: {e.message}", path) from None
         for g in gs:
             if g.dataset == dataset and g.model == "msml":
-                g.default = _key(g.settings) == key if key else g.config_name == f"{prefix}-msml"
+                g.default = _key(g.settings) == key if key else g.config_name == Path(file).stem
 
 
 def _the_default(gs: list[Group], min_n: int = 1) -> list[Group]:
@@ -251,51 +268,57 @@ def _flat_for(g: Group, gs: list[Group]) -> Group | None:
     return min(cands, key=lambda f: (len(f.name), f.name)) if cands else None
 
 
-def _base_flat(g: Group, gs: list[Group]) -> Group | None:
-    cands = [f for f in gs if f.model == "flat" and f.budget == g.budget and _plain(f)]
-    return min(cands, key=lambda f: (len(f.name), f.name)) if cands else None
-
-
-# ---- goals ------------------------------------------------------------------------------------
-def goals(gs: list[Group]) -> list[list[str]]:
-    """Rows (dataset, goal, status, measured) for the goals; means of n ≥ 3 seeds where they say so."""
-    by = {d: [g for g in gs if g.dataset == d] for d in ("duee", "goemotions", "20newsgroups")}
-    return [*_duee_goals(by["duee"]), *_goemotions_goals(by["goemotions"]), *_newsgroups_goals(by["20newsgroups"])]
+def goals(gs: list[Group], spec: Goals = NO_GOALS) -> list[list[str]]:
+    """Rows (dataset, goal, status, measured), one or more per goal of ``spec`` in its order."""
+    rows = []
+    for goal in spec.goals:
+        mine = [g for g in gs if g.dataset == goal["dataset"]]
+        rows += [[goal["dataset"], *r] for r in GOAL_RULES[goal["kind"]](goal, mine, spec)]
+    return rows
 
 
 def _delta(a: float, b: float) -> str:
     return f"{100 * (a - b):+.2f}"
 
 
-def _duee_goals(gs: list[Group]) -> list[list[str]]:
-    goal = (f"the default MSML ≥ flat + {100 * DUEE_MARGIN:.1f} points leaf micro-F1 and ≥ flat "
-            f"leaf macro-F1, {MIN_SEEDS}-seed means, same recipe and seeds")
-    defaults = _the_default(gs, MIN_SEEDS)
+def _above_flat(goal: dict, gs: list[Group], spec: Goals) -> list[list[str]]:
+    n_min, margin = spec.min_seeds, goal["margin"]
+    text = (f"the default MSML ≥ flat + {100 * margin:.1f} points leaf micro-F1 and ≥ flat "
+            f"leaf macro-F1, {n_min}-seed means, same recipe and seeds")
     lines, status = [], NOT_RUN
-    for m in defaults:
+    for m in _the_default(gs, n_min):
         f = _flat_for(m, gs)
         if f is None:
             lines.append(f"{m.name}: no flat on its recipe and seeds")
             continue
         (mi, ma), (fi, fa) = _leaf(m), _leaf(f)
-        ok = mi >= fi + DUEE_MARGIN and ma >= fa
+        ok = mi >= fi + margin and ma >= fa
         status = MET if ok or status == MET else MISSED
         lines.append(f"{m.name} {mi:.4f} / {ma:.4f} vs {f.name} {fi:.4f} / {fa:.4f} "
                      f"({_delta(mi, fi)} / {_delta(ma, fa)} points, n = {m.n}; Welch t = "
                      f"{_welch(m, f, 'leaf_micro_f1'):.1f} / {_welch(m, f, 'leaf_macro_f1'):.1f})")
-    others = [g for g in gs if g.model == "msml" and not g.default and g.n >= MIN_SEEDS and _flat_for(g, gs)]
+    others = [g for g in gs if g.model == "msml" and not g.default and g.n >= n_min and _flat_for(g, gs)]
     for m in others:
         f = _flat_for(m, gs)
         (mi, ma), (fi, fa) = _leaf(m), _leaf(f)
         lines.append(f"not the default: {m.name} {_delta(mi, fi)} / {_delta(ma, fa)} vs {f.name}")
-    rows = [["duee", goal, status, "; ".join(lines) or f"no default MSML with {MIN_SEEDS} seeds"]]
+    return [[text, status, "; ".join(lines) or f"no default MSML with {n_min} seeds"]]
 
-    goal = (f"the default MSML leaf micro-F1 ≥ {DUEE_TARGET[0]} and macro-F1 ≥ {DUEE_TARGET[1]} within "
-            f"{DUEE_TARGET[2] // 60} minutes of training per seed ({MIN_SEEDS}-seed means)")
-    rows.append(["duee", goal, *_bar(defaults, DUEE_TARGET[:2], DUEE_TARGET[2])])
-    goal = f"moonshot: the default MSML leaf micro-F1 ≥ {DUEE_AIM[0]} and macro-F1 ≥ {DUEE_AIM[1]}"
-    rows.append(["duee", goal, *_bar(defaults, DUEE_AIM)])
-    return rows
+
+def _bar(goal: dict, gs: list[Group], spec: Goals) -> list[list[str]]:
+    bar, minutes = (goal["leaf_micro_f1"], goal["leaf_macro_f1"]), goal.get("minutes")
+    text = f"{goal['label']}: " if goal.get("label") else ""
+    text += f"the default MSML leaf micro-F1 ≥ {bar[0]} and macro-F1 ≥ {bar[1]}"
+    if minutes is not None:
+        text += f" within {minutes} minutes of training per seed ({spec.min_seeds}-seed means)"
+    defaults = _the_default(gs, spec.min_seeds)
+    if not defaults:
+        return [[text, NOT_RUN, f"no default MSML with {spec.min_seeds} seeds"]]
+    seconds = float("inf") if minutes is None else 60 * minutes
+    ok = [g for g in defaults if _leaf(g)[0] >= bar[0] and _leaf(g)[1] >= bar[1] and (g.train_seconds or 0) <= seconds]
+    measured = "; ".join(f"{g.name}: {_leaf(g)[0]:.4f} / {_leaf(g)[1]:.4f} in {duration(g.train_seconds)} per seed"
+                         for g in defaults)
+    return [[text, MET if ok else MISSED, measured]]
 
 
 def _welch(a: Group, b: Group, key: str) -> float:
@@ -306,50 +329,55 @@ def _welch(a: Group, b: Group, key: str) -> float:
     return (ma - mb) / se if se > 0 else float("inf") if ma != mb else 0.0
 
 
-def _bar(gs: list[Group], bar: tuple[float, float], seconds: float = float("inf")) -> list[str]:
-    if not gs:
-        return [NOT_RUN, f"no default MSML with {MIN_SEEDS} seeds"]
-    ok = [g for g in gs if _leaf(g)[0] >= bar[0] and _leaf(g)[1] >= bar[1] and (g.train_seconds or 0) <= seconds]
-    text = "; ".join(f"{g.name}: {_leaf(g)[0]:.4f} / {_leaf(g)[1]:.4f} in {duration(g.train_seconds)} per seed"
-                     for g in gs)
-    return [MET if ok else MISSED, text]
-
-
-def _goemotions_goals(gs: list[Group]) -> list[list[str]]:
-    rows = []
-    goal = (f"the default MSML is the best of msml / flat / global / local on 28-emotion macro-F1 and "
-            f"≥ {GOEMOTIONS_TARGET} ({MIN_SEEDS}-seed means, same recipe and seeds)")
-    defaults = [g for g in _the_default(gs, MIN_SEEDS) if g.depth >= 3]
+def _best_of(goal: dict, gs: list[Group], spec: Goals) -> list[list[str]]:
+    level, rivals, target = goal["level"], goal["rivals"], goal["at_least"]
+    text = (f"the default MSML is the best of {' / '.join(['msml', *rivals])} on {goal['level_name']} macro-F1 and "
+            f"≥ {target} ({spec.min_seeds}-seed means, same recipe and seeds)")
     status, lines = NOT_RUN, []
-    for m in defaults:
-        rivals = [g for g in gs if g.model in ("flat", "global", "local") and g.recipe == m.recipe]
-        mine = m.level(3)[0]
-        best_rival = max((g.level(3)[0] for g in rivals), default=None)
-        ok = mine >= GOEMOTIONS_TARGET and best_rival is not None and mine >= best_rival
+    for m in [g for g in _the_default(gs, spec.min_seeds) if g.depth >= level]:
+        others = [g for g in gs if g.model in rivals and g.recipe == m.recipe]
+        mine = m.level(level)[0]
+        best_rival = max((g.level(level)[0] for g in others), default=None)
+        ok = mine >= target and best_rival is not None and mine >= best_rival
         status = MET if ok or status == MET else MISSED
-        lines.append(f"{m.name} {mine:.4f} vs " + (", ".join(f"{g.model} ({g.name}) {g.level(3)[0]:.4f}" for g in rivals)
-                                                    or "no rival on its recipe"))
-    rows.append(["goemotions", goal, status, "; ".join(lines) or f"no default MSML with {MIN_SEEDS} seeds"])
-    goal = ("the default MSML's macro-F1 above BERT-base (monologg) at all three levels: " +
-            ", ".join(f"L{k} > {v:.4f}" for k, v in sorted(GOEMOTIONS_BERT.items())))
-    cands = [g for g in _the_default(gs) if g.depth >= 3]
+        lines.append(f"{m.name} {mine:.4f} vs " + (", ".join(f"{g.model} ({g.name}) {g.level(level)[0]:.4f}"
+                                                             for g in others) or "no rival on its recipe"))
+    return [[text, status, "; ".join(lines) or f"no default MSML with {spec.min_seeds} seeds"]]
+
+
+NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+def _reference(spec: Goals, goal: dict) -> dict | None:
+    """The published row a goal names, as {level: figure} over its ``levelK_macro`` columns."""
+    ref = spec.references.get(goal["dataset"], {})
+    row = next((r for r in ref.get("rows", []) if r.get("model") == goal["reference"]), None)
+    if row is None:
+        return None
+    return {int(o[len("level"):-len("_macro")]): v for o, v in zip(ref["ours"], row["figures"])
+            if o.startswith("level") and o.endswith("_macro")}
+
+
+def _above_reference(goal: dict, gs: list[Group], spec: Goals) -> list[list[str]]:
+    bars = _reference(spec, goal)
+    text = (f"the default MSML's macro-F1 above {goal['name']} at all {NUMBERS.get(len(bars), len(bars))} levels: " +
+            ", ".join(f"L{k} > {v:.4f}" for k, v in sorted(bars.items())))
+    cands = [g for g in _the_default(gs) if g.depth >= max(bars)]
     if not cands:
-        rows.append(["goemotions", goal, NOT_RUN, "no default MSML run"])
-        return rows
+        return [[text, NOT_RUN, "no default MSML run"]]
     g = cands[0]
-    margin = min(g.level(k)[0] - v for k, v in GOEMOTIONS_BERT.items())
-    figures = ", ".join(f"L{k} {g.level(k)[0]:.4f}" for k in (1, 2, 3))
-    rows.append(["goemotions", goal, _seeded(g, margin > 0), f"{g.name} (n = {g.n}{_few(g)}): {figures}"])
-    return rows
+    margin = min(g.level(k)[0] - v for k, v in bars.items())
+    figures = ", ".join(f"L{k} {g.level(k)[0]:.4f}" for k in sorted(bars))
+    return [[text, _seeded(g, margin > 0, spec), f"{g.name} (n = {g.n}{_few(g, spec)}): {figures}"]]
 
 
-def _seeded(g: Group, ok: bool) -> str:
-    """A goal's status from ``g``: met or missed only on a mean of at least MIN_SEEDS seeds."""
-    return NOT_RUN if g.n < MIN_SEEDS else MET if ok else MISSED
+def _seeded(g: Group, ok: bool, spec: Goals) -> str:
+    """A goal's status from ``g``: met or missed only on a mean of at least ``min_seeds`` seeds."""
+    return NOT_RUN if g.n < spec.min_seeds else MET if ok else MISSED
 
 
-def _few(g: Group) -> str:
-    return f", fewer than {MIN_SEEDS} seeds: no claim" if g.n < MIN_SEEDS else ""
+def _few(g: Group, spec: Goals) -> str:
+    return f", fewer than {spec.min_seeds} seeds: no claim" if g.n < spec.min_seeds else ""
 
 
 def protocol(g: Group) -> str:
@@ -358,9 +386,9 @@ def protocol(g: Group) -> str:
     return g.source.get("dataset_protocol") or g.records[0].get("dataset_protocol") or "raw"
 
 
-def _with_protocol(g: Group) -> str:
-    """``name (protocol, n = 3)``: how a 20NG goal names the runs it reads."""
-    return f"{g.name} ({protocol(g)}, n = {g.n}{_few(g)})"
+def _with_protocol(g: Group, spec: Goals) -> str:
+    """``name (protocol, n = 3)``: how a goal on protocols names the runs it reads."""
+    return f"{g.name} ({protocol(g)}, n = {g.n}{_few(g, spec)})"
 
 
 def _reference_svm(g: Group) -> bool:
@@ -369,32 +397,22 @@ def _reference_svm(g: Group) -> bool:
         g.settings.get("model.options.classifier", "svm") == "svm"
 
 
-def _newsgroups_goals(gs: list[Group]) -> list[list[str]]:
-    """MSML above TF-IDF + LinearSVC of its own protocol at every level; 20-class accuracy.
+def _above_svm(goal: dict, gs: list[Group], spec: Goals) -> list[list[str]]:
+    """The default above TF-IDF + LinearSVC of its own protocol at every level, micro- and macro-F1.
 
     The default config fixes the protocol (its ``data.options``), so there is one default to judge;
     the default's config run under another protocol (``data.options`` alone changed) is judged
-    beside TF-IDF of that protocol in a row of its own. The 0.895 bar is a raw-protocol figure, so
-    the accuracy goal reads the default alone."""
-    goal = "the default MSML above TF-IDF + LinearSVC of the same protocol at every level (micro- and macro-F1, means)"
-    goal_acc = (f"the default MSML's 20-class accuracy ≥ {NEWSGROUPS_ACCURACY} (exact match of the whole path, "
-                f"{MIN_SEEDS}-seed means)")
+    beside TF-IDF of that protocol in a row of its own."""
+    text = "the default MSML above TF-IDF + LinearSVC of the same protocol at every level (micro- and macro-F1, means)"
     mine = _the_default(gs)
     if not mine:
-        return [["20newsgroups", g, NOT_RUN, "no default MSML run"] for g in (goal, goal_acc, EXCLUSIVE_GOAL)]
-    m = mine[0]
-    name = _with_protocol(m)
-    acc = m.stat("exact_match")
-    return [*[["20newsgroups", goal, *_above_svm(g, gs)] for g in [m, *_other_protocols(m, gs)]],
-            ["20newsgroups", goal_acc, _seeded(m, acc[0] >= NEWSGROUPS_ACCURACY) if acc else NOT_RUN,
-             f"{name}: {acc[0]:.4f}" if acc else f"{name}: no exact match recorded"],
-            ["20newsgroups", *_exclusive_goal(m, gs)]]
+        return [[text, NOT_RUN, "no default MSML run"]]
+    return [[text, *_above_svm_row(m, gs, spec)] for m in [mine[0], *_other_protocols(mine[0], gs)]]
 
 
-def _above_svm(m: Group, gs: list[Group]) -> list[str]:
-    """(status, measured): ``m``'s means against TF-IDF + LinearSVC of ``m``'s protocol at every
-    level, micro- and macro-F1."""
-    name = _with_protocol(m)
+def _above_svm_row(m: Group, gs: list[Group], spec: Goals) -> list[str]:
+    """(status, measured): ``m``'s means against TF-IDF + LinearSVC of ``m``'s protocol."""
+    name = _with_protocol(m, spec)
     base = [g for g in gs if _reference_svm(g) and protocol(g) == protocol(m)]
     if not base:
         return [NOT_RUN, f"{name}: no TF-IDF + LinearSVC run of its protocol"]
@@ -407,7 +425,21 @@ def _above_svm(m: Group, gs: list[Group]) -> list[str]:
     margin = min(m.level(k, a)[0] - b.level(k, a)[0] for k in levels for a in ("micro", "macro"))
     figures = "; ".join(f"L{k} {m.level(k, 'micro')[0]:.4f} / {m.level(k)[0]:.4f} vs "
                         f"{b.level(k, 'micro')[0]:.4f} / {b.level(k)[0]:.4f}" for k in levels)
-    return [_seeded(m, margin > 0), f"{name} vs {b.name}: {figures}"]
+    return [_seeded(m, margin > 0, spec), f"{name} vs {b.name}: {figures}"]
+
+
+def _accuracy(goal: dict, gs: list[Group], spec: Goals) -> list[list[str]]:
+    """The default's exact match against a bar. A published bar is a figure of one protocol, so
+    the default alone is judged, not its config under another protocol."""
+    text = (f"the default MSML's {goal['name']} ≥ {goal['at_least']} (exact match of the whole path, "
+            f"{spec.min_seeds}-seed means)")
+    mine = _the_default(gs)
+    if not mine:
+        return [[text, NOT_RUN, "no default MSML run"]]
+    m = mine[0]
+    name, acc = _with_protocol(m, spec), m.stat("exact_match")
+    return [[text, _seeded(m, acc[0] >= goal["at_least"], spec) if acc else NOT_RUN,
+             f"{name}: {acc[0]:.4f}" if acc else f"{name}: no exact match recorded"]]
 
 
 def _other_protocols(m: Group, gs: list[Group]) -> list[Group]:
@@ -421,24 +453,36 @@ def _other_protocols(m: Group, gs: list[Group]) -> list[Group]:
     return [found[p] for p in sorted(found)]
 
 
-def _exclusive_goal(m: Group, gs: list[Group]) -> list[str]:
-    """(goal, status, measured): the default on a taxonomy with ``!exclusive`` groups against the
-    default itself, every other setting equal, on single-path data (20NG: every post one leaf)."""
+def _exclusive_raise(goal: dict, gs: list[Group], spec: Goals) -> list[list[str]]:
+    """The default on a taxonomy with ``!exclusive`` groups against the default itself, every other
+    setting equal, on single-path data (20NG: every post one leaf)."""
+    t = goal["t"]
+    text = ("exclusive sibling groups raise single-path data: the default MSML on the taxonomy with "
+            "its groups marked !exclusive above the default on the unmarked one by at least Welch "
+            f"t = {t:.0f} ({goal['name']}, leaf micro- and macro-F1; same seeds, {spec.min_seeds}-seed means)")
+    mine = _the_default(gs)
+    if not mine:
+        return [[text, NOT_RUN, "no default MSML run"]]
+    m = mine[0]
     variants = [g for g in gs if g.model == "msml" and g is not m and _only_taxonomy(g, m)
                 and _marks_exclusive(g.settings.get("data.taxonomy"))]
     if not variants:
-        return [EXCLUSIVE_GOAL, NOT_RUN, f"no run of {m.name}'s config on an exclusive taxonomy"]
+        return [[text, NOT_RUN, f"no run of {m.name}'s config on an exclusive taxonomy"]]
     g = max(variants, key=lambda v: (v.seeds == m.seeds, v.n, v.name))
     if g.seeds != m.seeds:
-        return [EXCLUSIVE_GOAL, NOT_RUN, f"{g.name} ran seeds {list(g.seeds)}, {m.name} {list(m.seeds)}: no same-seed means"]
+        return [[text, NOT_RUN, f"{g.name} ran seeds {list(g.seeds)}, {m.name} {list(m.seeds)}: no same-seed means"]]
     deltas = [(key, g.stat(key), m.stat(key)) for key in EXCLUSIVE_KEYS]
     if any(a is None or b is None for _, a, b in deltas):
-        return [EXCLUSIVE_GOAL, NOT_RUN, f"{g.name} or {m.name} lacks one of {', '.join(EXCLUSIVE_KEYS)}"]
+        return [[text, NOT_RUN, f"{g.name} or {m.name} lacks one of {', '.join(EXCLUSIVE_KEYS)}"]]
     figures = "; ".join(f"{key} {a[0]:.4f} vs {b[0]:.4f} ({_delta(a[0], b[0])} points, Welch t = "
                         f"{_welch(g, m, key):.1f})" for key, a, b in deltas)
     # a raise is a difference beyond seed noise on every figure, not a mean that happens to be higher
-    ok = all(a[0] > b[0] and _welch(g, m, key) >= RAISE_T for key, a, b in deltas)
-    return [EXCLUSIVE_GOAL, _seeded(g, ok), f"{g.name} (n = {g.n}{_few(g)}) vs {m.name}: {figures}"]
+    ok = all(a[0] > b[0] and _welch(g, m, key) >= t for key, a, b in deltas)
+    return [[text, _seeded(g, ok, spec), f"{g.name} (n = {g.n}{_few(g, spec)}) vs {m.name}: {figures}"]]
+
+
+GOAL_RULES = {"above_flat": _above_flat, "bar": _bar, "best_of": _best_of, "above_reference": _above_reference,
+              "above_svm": _above_svm, "accuracy": _accuracy, "exclusive_raise": _exclusive_raise}
 
 
 def _changed(g: Group, m: Group) -> set[str]:
@@ -457,6 +501,26 @@ def _marks_exclusive(path: str | None) -> bool:
     if not path or not Path(path).is_file():
         return False
     return bool(Taxonomy.load(path).exclusive_groups())
+
+
+def published_rows(spec: Goals, gs: list[Group], records_dir) -> list[tuple[str, list[str], list[list]]]:
+    """Per dataset of the goals file's references: (dataset, header, rows): the published figures
+    with their sources, then ours (means) in the same convention."""
+    out = []
+    for d, ref in sorted(spec.references.items()):
+        rows = [[r["model"], *r["figures"], r["source"]] for r in ref["rows"]]
+        for g in sorted((g for g in gs if g.dataset == d), key=lambda g: g.name):
+            rows.append([f"{g.name} (ours, n = {g.n})", *[_figure(g, o) for o in ref["ours"]],
+                         "records in " + str(records_dir)])
+        out.append((d, ["model", *ref["columns"], "source"], rows))
+    return out
+
+
+def _figure(g: Group, what: str) -> float | None:
+    """A group's mean of a record metric, or of ``levelK_macro`` (level K's macro-F1)."""
+    if what.startswith("level") and what.endswith("_macro"):
+        return (g.level(int(what[len("level"):-len("_macro")])) or (None,))[0]
+    return (g.stat(what) or (None,))[0]
 
 
 # ---- same-budget tables -----------------------------------------------------------------------
@@ -521,14 +585,17 @@ def budget_tables(gs: list[Group]) -> list[tuple[str, list[str], list[list], lis
     return out
 
 
-def configs_without_record(gs: list[Group], configs_dir: Path) -> list[list]:
+def configs_without_record(gs: list[Group], configs_dir: Path, skip: Path | None = None) -> list[list]:
     """Rows (config, dataset, model, command) for the ``*.toml`` experiment configs in
-    ``configs_dir`` that no record comes from (engine and tag variants count as their run's)."""
+    ``configs_dir`` that no record comes from (engine and tag variants count as their run's); the
+    file ``skip`` (the goals file) is no config."""
     names = {_strip_seed(r.get("config_name") or (r.get("name") or "").split(".")[0].split("/")[0])
              for g in gs for r in g.records}
     ran = {_key(g.settings) for g in gs}
     rows = []
     for path in sorted(configs_dir.glob("*.toml")):
+        if skip is not None and path.resolve() == skip.resolve():
+            continue
         try:
             cfg = load_config(path)
         except HmtcError as e:
@@ -546,11 +613,17 @@ def _commits(g: Group) -> str:
     return ", ".join(commits)
 
 
-def render_results(records_dir: str | Path, out: str | Path = "experiments/RESULTS.md") -> str:
-    """The Markdown of RESULTS.md for the records in ``records_dir``."""
-    gs = groups(load_records(records_dir))
-    mark_defaults(gs, Path(records_dir).parent)
-    command = f"hmtc results --records {records_dir} --out {out}"
+def render_results(records_dir: str | Path, out: str | Path = "experiments/RESULTS.md",
+                   goals_file: str | Path | None = None) -> str:
+    """The Markdown of RESULTS.md for the records in ``records_dir``, judged against the goals and
+    beside the published figures of ``goals_file`` (None: neither section)."""
+    records = load_records(records_dir)
+    if not records:
+        raise HmtcError("no run records (*.json) to tabulate", records_dir)
+    spec = load_goals(goals_file)
+    gs = groups(records)
+    mark_defaults(gs, Path(records_dir).parent, spec)
+    command = f"hmtc results --records {records_dir} --out {out}" + (f" --goals {goals_file}" if goals_file else "")
     parts = ["# Results", "",
              f"Generated by `{command}` from the run records in `{records_dir}/` (one per evaluated run or "
              "set of seeds, written by `hmtc train` / `hmtc eval`); edit the records or the code, never this file.",
@@ -560,13 +633,14 @@ def render_results(records_dir: str | Path, out: str | Path = "experiments/RESUL
              "configuration that differ only by seed count as one row. Micro pools the labels of all levels, "
              "macro averages every label; per-level cells are micro / macro-F1 means; hier F1 adds ancestors "
              "to both sets; 'inconsistent' is the share of samples with a predicted node whose parent is not "
-             "predicted (docs/metrics.md).", "",
-             "## Goals", "",
-             f"Means of at least {MIN_SEEDS} seeds, compared only with means of the same budget and seeds; the "
-             "'default' is a set of runs whose resolved config is the dataset's current "
-             "`experiments/<dataset>-msml.toml`, whatever the runs were named (where several sets are, the one "
-             "with the most seeds).", "",
-             markdown_table(["dataset", "goal", "status", "measured"], goals(gs)), ""]
+             "predicted (docs/metrics.md).", ""]
+    if spec.goals:
+        parts += ["## Goals", "",
+                  f"From `{goals_file}`. Means of at least {spec.min_seeds} seeds, compared only with means of the "
+                  "same budget and seeds; the 'default' is a set of runs whose resolved config is the dataset's "
+                  "default config named there, whatever the runs were named (where several sets are, the one "
+                  "with the most seeds).", "",
+                  markdown_table(["dataset", "goal", "status", "measured"], goals(gs, spec)), ""]
     for d in sorted({g.dataset for g in gs}):
         dg = sorted((g for g in gs if g.dataset == d),
                     key=lambda g: (-(g.stat("micro_f1") or (0.0, 0))[0], g.name))
@@ -605,30 +679,44 @@ def render_results(records_dir: str | Path, out: str | Path = "experiments/RESUL
         for d, methods in learning.items():
             header, rows = curve_table(methods)
             parts += [f"### {d}", "", markdown_table(header, rows), "", f"![{d} learning curves](curves-{d}.png)", ""]
-    missing = configs_without_record(gs, Path(records_dir).parent)
+    loops = load_loops(Path(records_dir).parent / "loops")
+    if loops:
+        parts += ["## Labelling loops", "",
+                  "What to label next, simulated (`benchmarks/labelling_loop.py`): K texts per node to start, then "
+                  "rounds that each label the texts a strategy picks from the rest of the training split (gold "
+                  "revealed) and retrain; test leaf macro-F1 after each round, mean ± sample std over the seeds.", ""]
+        for rec in loops:
+            header, rows = loop_table(rec)
+            stem = rec["file"][:-len(".json")]
+            parts += [f"### {rec['dataset']}: {stem}", "",
+                      f"{rec['start_shots']} texts per node to start, {rec['rounds']} rounds of {rec['batch']}; "
+                      f"seeds {', '.join(map(str, rec['seeds']))}; commit `{str(rec.get('git_commit'))[:12]}`, "
+                      f"{machine_text(rec.get('machine'))}; `{rec['command']}`", "",
+                      markdown_table(header, rows), "", f"![{stem}](loop-{stem}.png)", ""]
+    missing = configs_without_record(gs, Path(records_dir).parent, Path(goals_file) if goals_file else None)
     if missing:
         parts += ["## Configs not run yet", "",
                   "Experiment configs beside the records folder that no record comes from; "
                   "each runs with its command.", "",
                   markdown_table(["config", "dataset", "model", "command"], missing), ""]
-    parts += ["## Published reference figures", "",
-              "Published figures with their sources, and ours (means) in the same convention beside them.", ""]
-    for d, refs in sorted(REFERENCES.items()):
-        ours = sorted((g for g in gs if g.dataset == d), key=lambda g: g.name)
-        rows = [[model, *vals, source] for model, vals, source in refs]
-        for g in ours:
-            figs = _leaf(g) if d == "duee" else tuple((g.level(k) or (None,))[0] for k in (3, 2, 1))
-            rows.append([f"{g.name} (ours, n = {g.n})", *figs, "records in " + str(records_dir)])
-        parts += [f"### {d}", "", markdown_table(["model", *REFERENCE_COLUMNS[d], "source"], rows), ""]
+    published = published_rows(spec, gs, records_dir)
+    if published:
+        parts += ["## Published reference figures", "",
+                  "Published figures with their sources, and ours (means) in the same convention beside them.", ""]
+    for d, header, rows in published:
+        parts += [f"### {d}", "", markdown_table(header, rows), ""]
     return "\n".join(parts)
 
 
 def write_results(records_dir: str | Path = "experiments/records",
-                  out: str | Path = "experiments/RESULTS.md") -> Path:
+                  out: str | Path = "experiments/RESULTS.md", goals_file: str | Path | None = None) -> Path:
     """Regenerate ``out`` from the records, atomically, with a learning-curve PNG per dataset that
-    has curves (``curves-<dataset>.png`` beside it); returns its path."""
-    text = render_results(records_dir, out)
+    has curves (``curves-<dataset>.png`` beside it) and one per labelling loop in the ``loops``
+    folder beside the records (``loop-<name>.png``); returns its path."""
+    text = render_results(records_dir, out, goals_file)
     for d, methods in curves(groups(load_records(records_dir))).items():
         atomic_write_bytes(Path(out).parent / f"curves-{d}.png", curve_png(methods, f"{d}: leaf macro-F1"))
+    for rec in load_loops(Path(records_dir).parent / "loops"):
+        atomic_write_bytes(Path(out).parent / f"loop-{rec['file'][:-len('.json')]}.png", loop_png(rec))
     atomic_write_text(out, text)
     return Path(out)

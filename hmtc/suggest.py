@@ -91,7 +91,7 @@ def k_center(u: np.ndarray, reps: np.ndarray, k: int) -> list[int]:
 
 
 def suggest(ckpt: Checkpoint, texts: Sequence[str], k: int, strategy: str = "uncertain", seed: int = 0,
-            candidates: int = 10_000) -> list[Pick]:
+            candidates: int = 10_000, scores: np.ndarray | None = None) -> list[Pick]:
     """The ``k`` texts to label next (fewer when the pool has fewer distinct non-blank texts), most
     useful first.
 
@@ -108,6 +108,9 @@ def suggest(ckpt: Checkpoint, texts: Sequence[str], k: int, strategy: str = "unc
         The draw of ``random``.
     candidates : int
         The most uncertain texts the diversity step chooses among.
+    scores : ndarray of shape (len(texts), n_nodes), optional
+        The run's scores of the pool where the caller has them (``hmtc suggest`` reads a run's
+        frozen layers from its store, :func:`hmtc.inference.score_texts`); None: ``ckpt.scores``.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise HmtcError(f"-k must be a whole number of texts, at least 1, not {k!r}")
@@ -120,7 +123,12 @@ def suggest(ckpt: Checkpoint, texts: Sequence[str], k: int, strategy: str = "unc
     lines = sorted(first.values())
     if not lines:
         raise HmtcError("the pool holds no text to label (every line is blank)")
-    scores = ckpt.scores([texts[i] for i in lines])
+    if scores is None:
+        scores = ckpt.scores([texts[i] for i in lines])
+    elif np.shape(scores) != (len(texts), len(ckpt.index.ids)):
+        raise HmtcError(f"scores of shape {np.shape(scores)} for {len(texts)} texts and {len(ckpt.index.ids)} nodes")
+    else:
+        scores = np.asarray(scores, dtype=np.float32)[lines]
     keep, thr = decode_checkpoint(ckpt, scores)
     u, node, prob = uncertainty(scores, keep, thr, ckpt.decode.get("temperatures"), ckpt.index)
     if strategy == "random":

@@ -107,7 +107,7 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
 
 # keys that say where files go or how fast to score, not what is trained
 _NEUTRAL_KEYS = {"name", "data.data_dir", "train.output_dir", "train.record_dir", "train.threads",
-                 "train.eval_batch_size", "train.seeds", "train.baseline", "train.keep_last"}
+                 "train.eval_batch_size", "train.seeds", "train.baseline", "train.keep_last", "train.save_every"}
 
 
 def _flatten(cfg: dict, prefix: str = "") -> dict:
@@ -325,7 +325,8 @@ class Trainer:
                        "samples_per_s": round(n_train / (time.time() - e0), 2),
                        **{f"dev_{k}": dev_metrics[k] for k in ("micro_f1", "macro_f1")}}
                 state["history"].append(rec)
-                if main:
+                every = t["save_every"]
+                if main and ((every and (epoch + 1) % every == 0) or (epoch + 1 == t["epochs"] and t["keep_last"])):
                     self._save_state(last, model, data.taxonomy, optimizer, ema, state)
                 say(f"epoch {epoch + 1}: loss {loss:.4f}, dev micro-F1 {dev_metrics['micro_f1']:.4f} "
                     f"macro-F1 {dev_metrics['macro_f1']:.4f}{' (best)' if improved else ''}, "
@@ -334,7 +335,7 @@ class Trainer:
                 if t["patience"] and state["bad_epochs"] >= t["patience"]:
                     say(f"early stop: no dev gain for {t['patience']} epochs")
                     state["epoch"] = t["epochs"]
-                    if main:
+                    if main and (t["save_every"] or t["keep_last"]):
                         self._save_state(last, model, data.taxonomy, optimizer, ema, state)
                     break
         if main and state["epoch"] >= t["epochs"]:

@@ -87,3 +87,21 @@ def test_a_few_shot_draw_keeps_the_whole_vocabulary_by_default(run_config, tmp_p
            "--set", "train.prune_vocab='auto'", "--set", "train.save_dtype=float16", "--set", "train.keep_last=false")
     slim = json.loads((tmp_path / "runs" / "tiny-msml" / "last" / "train_state.json").read_text())["slim"]
     assert "vocab_after" not in slim and slim["dtype"] == "float16"
+
+
+def test_save_every_zero_writes_no_resume_state_and_trains_the_same(run_config, tmp_path, invoke, monkeypatch):
+    """train.save_every = 0: no last/ weights while training (only the finished run's
+    train_state.json), and the same best weights as saving every epoch."""
+    from hmtc.train import Trainer
+    saves = []
+    real = Trainer._save_state
+    monkeypatch.setattr(Trainer, "_save_state", lambda self, folder, *a: saves.append(folder) or real(self, folder, *a))
+    best = {}
+    for every in (1, 0):
+        name = f"every-{every}"
+        invoke("train", run_config, "--quiet", "--no-eval", "--set", "train.epochs=2", "--set", f"name='{name}'",
+               "--set", f"train.save_every={every}", "--set", "train.keep_last=false")
+        run = tmp_path / "runs" / name
+        assert "model.safetensors" not in {p.name for p in (run / "last").iterdir()}
+        best[every] = (run / "best" / "model.safetensors").read_bytes()
+    assert len(saves) == 2 and best[0] == best[1]          # two epochs saved with 1, none with 0

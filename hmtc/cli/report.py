@@ -61,7 +61,14 @@ def compare_command(runs: list[Path] = typer.Argument(..., help="Evaluated run f
 def results_command(records_dir: Path = typer.Option(Path("experiments/records"), "--records",
                                                      help="Folder of run records (JSON)."),
                     out: Path = typer.Option(Path("experiments/RESULTS.md"), "--out", "-o",
-                                             help="The Markdown file to regenerate.")) -> None:
-    """Regenerate RESULTS.md from the run records: tables per dataset, published figures, goals."""
+                                             help="The Markdown file to regenerate."),
+                    goals: Optional[Path] = typer.Option(None, "--goals", help="A goals file (TOML): goals to judge "
+                                                         "the records against and published figures to set "
+                                                         "beside them; none: tables only.")) -> None:
+    """Regenerate RESULTS.md from the run records: tables per dataset, same-budget comparisons,
+    learning curves, labelling loops; goals and published figures from --goals.
+
+    Example: hmtc results --records experiments/records --out experiments/RESULTS.md --goals experiments/goals.toml
+    """
     from ..results import write_results
-    err.print(f"wrote {escape(str(write_results(records_dir, out)))}", highlight=False)
+    err.print(f"wrote {escape(str(write_results(records_dir, out, goals)))}", highlight=False)

@@ -48,7 +48,13 @@ def suggest_command(run: Path = typer.Argument(..., help="Trained run folder (us
     _, ckpt_dir = locate(run)
     ckpt = load_for_inference(ckpt_dir, engine)
     items = list(read_texts(pool, text_key, [f for f in keep_fields.split(",") if f]))
-    picks = suggest(ckpt, [item["text"] for item in items], k, strategy, seed)
+    texts = [item["text"] for item in items]
+    scores = None
+    if engine == "torch":
+        from ..inference import reads_store, score_texts
+        if reads_store(ckpt.model):     # a pool suggested from round after round: its frozen states are read
+            scores = score_texts(ckpt.model, texts)[0]
+    picks = suggest(ckpt, texts, k, strategy, seed, scores=scores)
     if fmt == "jsonl":
         text = "".join(json.dumps({**items[p.line], "line": p.line + 1, "uncertainty": p.uncertainty, "node": p.node,
                                    "level": p.level, "prediction": p.labels}, ensure_ascii=False) + "\n"

@@ -2,7 +2,8 @@
 
 Data files are never part of the repository: a built-in dataset lives in
 ``<data_dir>/<name>/`` where the data folder comes from ``--data-dir`` or ``HMTC_DATA``.
-Taxonomies of the built-ins live in the repository as ``taxonomies/<name>.tax``; a TOML dataset
+Taxonomies of the built-ins ship inside the package as ``hmtc/taxonomies/<name>.tax`` (package data,
+so an installed wheel has them; ``taxonomies/`` at the repository root links there); a TOML dataset
 may name a HiAGM ``.taxonomy`` file instead, converted to ``.tax`` when the dataset is loaded.
 """
 
@@ -27,7 +28,7 @@ from ..taxonomy import Taxonomy, TaxonomyIndex
 from .readers import (Examples, _Bad, check_on_error, check_removals, read_class_folders, read_goemotions,
                       read_hiagm, read_hiagm_taxonomy, read_jsonl, read_label_studio, read_label_text, read_table)
 
-PROJECT_ROOT = Path(hmtc.__file__).resolve().parents[1]
+TAXONOMIES = Path(hmtc.__file__).resolve().parent / "taxonomies"
 READERS = {"label_text": read_label_text, "table": read_table, "jsonl": read_jsonl,
            "class_folders": read_class_folders, "goemotions": read_goemotions, "hiagm": read_hiagm,
            "label-studio": read_label_studio}
@@ -101,18 +102,18 @@ for _spec in [
     DatasetSpec("duee", "label_text", {"label_sep": "|", "field_sep": " "},
                 {"train": SplitSpec("multi-classification-train.txt"),
                  "test": SplitSpec("multi-classification-test.txt")},
-                PROJECT_ROOT / "taxonomies" / "duee.tax",
+                TAXONOMIES / "duee.tax",
                 {"kind": "paths", "sep": "-", "maxsplit": 1},
                 "DuEE 1.0 event types (Chinese), 9 categories / 65 subtypes, multi-label"),
     DatasetSpec("goemotions", "goemotions", {"labels_txt": "labels.txt"},
                 {s: SplitSpec(f"{s}.tsv") for s in ("train", "dev", "test")},
-                PROJECT_ROOT / "taxonomies" / "goemotions.tax",
+                TAXONOMIES / "goemotions.tax",
                 {"kind": "goemotions", "labels_txt": "labels.txt",
                  "ekman": "ekman_mapping.json", "sentiment": "sentiment_dict.json"},
                 "GoEmotions Reddit comments (English), sentiment / Ekman / 28 emotions, multi-label"),
     DatasetSpec("20newsgroups", "class_folders", {"encoding": "utf-8"},
                 {s: SplitSpec("20news-bydate.tar.gz", {"split": s}) for s in ("train", "test")},
-                PROJECT_ROOT / "taxonomies" / "20newsgroups.tax",
+                TAXONOMIES / "20newsgroups.tax",
                 {"kind": "paths", "sep": "."},
                 "20 Newsgroups bydate (English), hierarchy from group names, single-label"),
 ]:
