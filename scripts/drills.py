@@ -7,7 +7,8 @@ purpose to the tiny test model, each drill's outcome written to a record.
 2. ``serve-folder``: 32 clients post to ``hmtc serve RUN`` while the run folder is renamed away
    and replaced by another run, then has its weights truncated: every request is answered 200
    with the answer it got before the folder changed (the server holds what it loaded), and
-   ``/ready``, ``/health`` and ``/taxonomy`` keep answering.
+   ``/ready``, ``/health`` and ``/taxonomy`` keep answering. The folder is replaced once a third
+   of the requests are answered and damaged at two thirds, the rest in flight.
 3. ``predict-sigterm``: ``hmtc predict RUN --input BIG --output OUT`` sent SIGTERM mid-stream: OUT
    is either absent or whole (never a partial file), and no temporary file is left beside it.
 
@@ -139,12 +140,18 @@ def serve_folder(work: Path, cfg: Path, clients: int = 32, rounds: int = 6) -> d
         for t in threads:
             t.start()
         run_dir = work / "runs" / "whole" / "seed-0"
-        time.sleep(0.2)
+        total = clients * rounds
+
+        def wait_for(share: float) -> None:      # a share of the requests answered, the rest in flight
+            while len(results) < share * total and any(t.is_alive() for t in threads):
+                time.sleep(0.01)
+
+        wait_for(1 / 3)
         phase["now"] = "replaced"
         run_dir.rename(work / "runs" / "whole" / "seed-0.moved")
         (work / "runs" / "other").rename(run_dir)
         probes = {p: get(port, p) for p in ("/ready", "/health", "/taxonomy")}
-        time.sleep(0.2)
+        wait_for(2 / 3)
         phase["now"] = "damaged"
         weights = run_dir / "best" / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:100])
