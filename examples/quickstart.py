@@ -40,7 +40,10 @@ def main(encoder: str, epochs: int) -> None:
     print("predicted:", clf.predict(NEW))           # every label's parent is predicted too
     proba = clf.predict_proba(NEW)                  # (texts, nodes), columns in clf.classes_ order
     print("probabilities:", {node: round(float(p), 2) for node, p in zip(clf.classes_, proba[0])})
-    print("micro-F1 on the training texts:", round(clf.score(TEXTS, LABELS)["micro_f1"], 4))
+    print("one text:", clf.predict("a puppy would bark"))       # its labels, not a list of one
+    print("top 2 per level:", clf.predict_top_k("meow", k=2))   # [[(id, probability), ...] per level]
+    print("leaf micro-F1 on the training texts:", round(clf.score(TEXTS, LABELS), 4))
+    print("micro-F1:", round(clf.evaluate(TEXTS, LABELS)["micro_f1"], 4))   # every figure of hmtc eval
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = clf.save(f"{tmp}/classifier")      # `hmtc predict` and `hmtc serve` take it too

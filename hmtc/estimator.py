@@ -17,6 +17,7 @@ import functools
 import json
 import shutil
 import tempfile
+import warnings
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 
 # The training and inference stack (torch, transformers, the models) is imported where it is used,
 # so that `from hmtc import HierarchicalClassifier` stays under a second (benchmarks/cold_start.py).
+
+# texts per chunk of prediction: the progress bar's step (decoding is per text, so any size gives the same labels)
+_PROGRESS_CHUNK = 256
 
 # estimator parameter -> (config table, key); None leaves the config's value
 _CONFIG_KEYS = {"model": ("model", "name"), "encoder": ("model", "encoder"),
@@ -95,12 +99,17 @@ class HierarchicalClassifier(BaseEstimator):
     record_dir : str, default ""
         Where to write the run's record (``""``: none).
     verbose : bool, default False
-        Print the training log and progress bars to stderr.
+        Print the training log and progress bars (training, evaluation, prediction) to stderr;
+        rich draws them in a notebook's output cell too.
     text_column, label_column : str, default "text", "labels"
         The columns read when ``fit``, ``predict`` or ``score`` get a Hugging Face
         ``datasets.Dataset`` (or any object with ``column_names`` and ``data[column]``) instead
         of texts. A label column of ``ClassLabel`` integers (or lists of them) is read as the
         class names.
+    scoring : str, default "leaf_micro_f1"
+        The figure :meth:`score` returns: a key of :func:`hmtc.metrics.evaluate` that holds a
+        number (``micro_f1``, ``macro_f1``, ``hier_f1``, ``c_micro_f1``, ``exact_match``, ...;
+        ``docs/metrics.md``). ``GridSearchCV`` with no ``scoring`` of its own ranks by it.
 
     Attributes
     ----------
@@ -131,7 +140,8 @@ class HierarchicalClassifier(BaseEstimator):
                  taxonomy: Taxonomy | str | Path | None = None, label_sep: str = "/",
                  output_dir: str | Path | None = None, dev_fraction: float | None = None,
                  device: str | None = None, threads: int | None = None, record_dir: str = "",
-                 verbose: bool = False, text_column: str = "text", label_column: str = "labels"):
+                 verbose: bool = False, text_column: str = "text", label_column: str = "labels",
+                 scoring: str = "leaf_micro_f1"):
         self.model = model
         self.encoder = encoder
         self.epochs = epochs
@@ -153,6 +163,7 @@ class HierarchicalClassifier(BaseEstimator):
         self.verbose = verbose
         self.text_column = text_column
         self.label_column = label_column
+        self.scoring = scoring
 
     # ---- fitting ------------------------------------------------------------------------------
     def fit(self, texts, labels=None, dev=None,
@@ -165,10 +176,15 @@ class HierarchicalClassifier(BaseEstimator):
             A list, tuple, numpy array or pandas Series; or a ``datasets.Dataset`` whose
             ``text_column`` holds the texts (and ``label_column`` the labels, unless ``labels``
             is given).
-        labels : sequence, optional
-            Per text a path string (``"animal/cat"``) or a list of them; a node id of
-            ``taxonomy`` is a label too. At least one label per text; ancestors are implied.
-            Needed unless ``texts`` is a Dataset.
+        labels : sequence or 2-D array, optional
+            Per text a path string (``"animal/cat"``), a node id of ``taxonomy``, or a list (or
+            set) of them; at least one per text; ancestors are implied. A 2-D ``labels``, one
+            column per level as HiClass takes it (a 2-D array, a DataFrame, or rows that are all
+            lists or tuples of one length, at least 2: ``[["animal", "cat"], ["plant", "rose"]]``),
+            is read as one path per text: its cells from level 1 down (ids or display names),
+            the deepest non-empty one the label; a shorter path ends in empty cells (``""`` or
+            None), and a cell after an empty one is an error. Label sets that all have the same
+            size are given as sets, which are never paths. Needed unless ``texts`` is a Dataset.
         dev : (texts, labels) or Dataset, optional
             The dev set that picks the best epoch and tunes thresholds; None carves
             ``dev_fraction`` of ``texts`` out, as ``hmtc train`` does.
@@ -179,11 +195,18 @@ class HierarchicalClassifier(BaseEstimator):
         Returns
         -------
         self
+
+        Raises
+        ------
+        DataError
+            A label the given taxonomy lacks (the error names it and the text), malformed texts
+            or labels.
         """
         texts, label_sets, dev_texts, dev_sets = self._training_sets(texts, labels, dev)
         taxonomy = self.taxonomy if taxonomy is None else taxonomy
         if taxonomy is None:
-            every = [lab for sets in (label_sets, dev_sets or []) for labs in sets for lab in labs]
+            every = [_path_text(lab, self.label_sep) for sets in (label_sets, dev_sets or [])
+                     for labs in sets for lab in labs]
             taxonomy = Taxonomy.from_paths(every, self.label_sep)
         elif not isinstance(taxonomy, Taxonomy):
             taxonomy = Taxonomy.load(taxonomy)
@@ -251,9 +274,9 @@ class HierarchicalClassifier(BaseEstimator):
     def _train(self, cfg: dict, taxonomy: Taxonomy, texts, label_sets, dev_texts, dev_sets) -> HierarchicalClassifier:
         """Write the sets as a dataset, train ``cfg`` on it, evaluate and attach the best checkpoint."""
         resolve = _resolver(taxonomy, self.label_sep)
-        splits = {"train": (texts, [[resolve(lab) for lab in labs] for labs in label_sets])}
+        splits = {"train": (texts, _node_sets(resolve, label_sets, "labels"))}
         if dev_texts is not None:
-            splits["dev"] = (dev_texts, [[resolve(lab) for lab in labs] for labs in dev_sets])
+            splits["dev"] = (dev_texts, _node_sets(resolve, dev_sets, "dev labels"))
         if cfg["train"]["seeds"]:
             raise ConfigError("train.seeds: the classifier trains one seed; fit one clone per seed instead")
         run_dir, cleanup = self._new_run_dir(cfg["name"])
@@ -336,14 +359,70 @@ class HierarchicalClassifier(BaseEstimator):
 
     # ---- prediction ---------------------------------------------------------------------------
     def predict(self, texts, return_unsure: bool = False):
-        """Consistent label sets: per text the predicted node ids (ancestors included), decoded
-        with the thresholds tuned on dev, as ``hmtc predict`` does. With ``return_unsure`` (as
-        scikit-learn's ``return_std``), also per text the predicted nodes that are not above their
-        threshold, kept only because decoding forces an answer: ``(labels, unsure)``."""
+        """Consistent label sets, decoded with the thresholds tuned on dev, as ``hmtc predict`` does.
+
+        Parameters
+        ----------
+        texts : sequence of str, str, or Dataset
+            The texts; one string is one text (scikit-learn's estimators take only sequences:
+            this one answers a single text with its own labels, not a list of one).
+        return_unsure : bool, default False
+            Also return, per text, the predicted nodes that are not above their threshold, kept
+            only because decoding forces an answer (as scikit-learn's ``return_std``).
+
+        Returns
+        -------
+        labels : list of list of str
+            Per text the predicted node ids, ancestors included; for one string, its list.
+        unsure : list of list of str
+            With ``return_unsure``: ``(labels, unsure)``, shaped alike.
+        """
+        single = isinstance(texts, str)
+        rows = self._predicted([texts] if single else _texts(self._unlabelled(texts)))
+        labels, unsure = [row["labels"] for row in rows], [row["unsure"] for row in rows]
+        if single:
+            labels, unsure = labels[0], unsure[0]
+        return (labels, unsure) if return_unsure else labels
+
+    def predict_top_k(self, texts, k: int = 5):
+        """The ``k`` most probable nodes of each level, decoded or not, as ``hmtc predict --top-k``
+        ranks them (:func:`hmtc.predict.ranked`): for browsing alternatives, or a labelling UI.
+
+        Parameters
+        ----------
+        texts : sequence of str, str, or Dataset
+            One string is one text, as for :meth:`predict`.
+        k : int, default 5
+
+        Returns
+        -------
+        list
+            Per text one list per level (level 1 first) of ``(node id, probability)`` pairs, most
+            probable first, probabilities as :meth:`predict_proba` gives them rounded to 4
+            places; ``[]`` for an empty text, which is not scored. For one string, its list.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"k must be a whole number of nodes, at least 1, not {k!r}")
+        single = isinstance(texts, str)
+        rows = self._predicted([texts] if single else _texts(self._unlabelled(texts)), top_k=int(k))
+        ranks = [[[(node["id"], node["score"]) for node in level["nodes"]] for level in row["top_k"]]
+                 for row in rows]
+        return ranks[0] if single else ranks
+
+    def _predicted(self, texts: list[str], top_k: int = 0) -> list[dict]:
+        """``hmtc predict``'s result of each text (:func:`hmtc.predict.predict_texts`), with a
+        progress bar on stderr when ``verbose``."""
+        from rich.console import Console
+
         from .predict import predict_texts
-        rows = list(predict_texts(self._fitted(), _texts(self._unlabelled(texts))))
-        labels = [row["labels"] for row in rows]
-        return (labels, [row["unsure"] for row in rows]) if return_unsure else labels
+        from .progress import progress_bar
+        ckpt, rows = self._fitted(), []
+        with progress_bar(Console(stderr=True), disable=not self.verbose) as progress:
+            task = progress.add_task("predict", total=len(texts), info="")
+            for row in predict_texts(ckpt, texts, chunk=_PROGRESS_CHUNK, top_k=top_k):
+                rows.append(row)
+                progress.advance(task)
+        return rows
 
     def predict_scores(self, texts) -> np.ndarray:
         """Every node's logit, shape (n_texts, n_nodes), columns in :attr:`classes_` order."""
@@ -363,10 +442,9 @@ class HierarchicalClassifier(BaseEstimator):
         """Per text each label's class (``{"joy": "weak", ...}``), as ``hmtc predict`` decodes it:
         the class the decoded set keeps, the label's first class where it keeps none; ``{}`` for
         an empty text. For taxonomies with labels with classes (``docs/label-classes.md``)."""
-        from .predict import predict_texts
         self._has_label_classes()
         return [{lab: c["class"] for lab, c in row["classes"].items()}
-                for row in predict_texts(self._fitted(), _texts(self._unlabelled(texts)))]
+                for row in self._predicted(_texts(self._unlabelled(texts)))]
 
     def predict_class_proba(self, texts) -> dict[str, np.ndarray]:
         """Each label's softmax over its classes, undecoded: ``{label: ndarray (n_texts, K_l)}``,
@@ -387,23 +465,50 @@ class HierarchicalClassifier(BaseEstimator):
             raise HmtcError("this taxonomy has no labels with classes (docs/label-classes.md); "
                             "use predict or predict_proba")
 
-    def score(self, texts, labels=None) -> dict:
-        """hmtc's metrics (:func:`hmtc.metrics.evaluate`) of the decoded predictions on ``texts``:
-        ``micro_f1``, ``macro_f1``, ``per_level``, ``hier_f1``, ... (see ``docs/metrics.md``).
-        ``texts`` and ``labels`` are as for :meth:`fit`.
+    def score(self, texts, labels=None) -> float:
+        """One figure of the decoded predictions on ``texts``: the ``scoring`` parameter's key of
+        :meth:`evaluate` (leaf micro-F1 by default), the number scikit-learn's searches rank by.
 
-        For ``GridSearchCV`` pass ``scoring=metric_scorer("micro_f1")``: scikit-learn's
-        searches need one number.
+        Parameters
+        ----------
+        texts, labels
+            As for :meth:`fit`. Gold labels the fitted model does not know count as misses,
+            with a warning (:meth:`evaluate`).
+
+        Returns
+        -------
+        float
+            NaN where the figure is undefined (``zero_division``).
+        """
+        return _figure(self.evaluate(texts, labels), self.scoring)
+
+    def evaluate(self, texts, labels=None) -> dict:
+        """hmtc's metrics (:func:`hmtc.metrics.evaluate`) of the decoded predictions on ``texts``:
+        every figure ``hmtc eval`` reports, for when one number (:meth:`score`) is not enough.
+
+        Parameters
+        ----------
+        texts, labels
+            As for :meth:`fit`.
+
+        Returns
+        -------
+        dict
+            ``micro_f1``, ``macro_f1``, ``leaf_micro_f1``, ``per_level``, ``hier_f1``,
+            ``per_label``, ... (``docs/metrics.md``). A gold label the fitted taxonomy lacks
+            (e.g. a cross-validation fold's label that the training folds never had) is scored
+            as a node of its own, never predicted: a miss in every figure and a row of
+            ``per_label``; a ``UserWarning`` names the first and how many.
         """
         from .metrics import evaluate, with_absent_classes
         ckpt = self._fitted()
         texts, labels = self._labelled(texts, labels)
         texts = _texts(texts)
-        resolve = _resolver(self.taxonomy_, self.label_sep)
-        gold = ckpt.index.indicator([[resolve(lab) for lab in labs] for labs in _label_sets(labels, len(texts))])
-        gold = with_absent_classes(gold, ckpt.index)       # an unmentioned label is in its first class
-        pred = ckpt.index.indicator(self.predict(texts))
-        return evaluate(gold, pred, ckpt.index)
+        label_sets = _label_sets(labels, len(texts))
+        taxonomy, gold = _scoring_taxonomy(self.taxonomy_, label_sets, self.label_sep)
+        index = ckpt.index if taxonomy is self.taxonomy_ else taxonomy.compile()
+        gold = with_absent_classes(index.indicator(gold), index)       # an unmentioned label is in its first class
+        return evaluate(gold, index.indicator(self.predict(texts)), index)
 
     def _labelled(self, texts, labels) -> tuple:
         """(texts, labels): the columns of a Dataset (``labels`` given wins over its label
@@ -479,7 +584,8 @@ class HierarchicalClassifier(BaseEstimator):
 
 
 def metric_scorer(metric: str = "micro_f1"):
-    """A scikit-learn ``scoring`` callable: one figure of :meth:`HierarchicalClassifier.score`.
+    """A scikit-learn ``scoring`` callable: one figure of :meth:`HierarchicalClassifier.evaluate`,
+    whatever the estimator's own ``scoring``; several of them score one search several ways.
 
     Examples
     --------
@@ -489,7 +595,16 @@ def metric_scorer(metric: str = "micro_f1"):
 
 
 def _score_metric(estimator: HierarchicalClassifier, texts, labels, metric: str) -> float:
-    return estimator.score(texts, labels)[metric]
+    return _figure(estimator.evaluate(texts, labels), metric)
+
+
+def _figure(figures: dict, key: str) -> float:
+    """One number of :func:`hmtc.metrics.evaluate`'s result (NaN for None: undefined)."""
+    value = figures.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float, type(None))) or key not in figures:
+        numbers = sorted(k for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise ConfigError(f"scoring={key!r} is no figure of hmtc.metrics.evaluate; one of: {', '.join(numbers)}")
+    return float("nan") if value is None else float(value)
 
 
 @contextlib.contextmanager
@@ -554,37 +669,152 @@ def _texts(texts, what: str = "texts", blank: bool = True) -> list[str]:
     return out
 
 
-def _label_sets(labels, n: int) -> list[list[str]]:
-    """Per text a list of label strings, from a string or a sequence of strings per text."""
-    rows = _sequence(labels, "labels")
+class _Path(tuple):
+    """One row of a 2-D ``labels`` (HiClass's form): the cells of one path from level 1 down,
+    each a node id or a display name; it names the deepest, its ancestors implied."""
+
+
+def _label_sets(labels, n: int) -> list[list[str | _Path]]:
+    """Per text its labels: strings (node ids or ``label_sep``-paths), or one :class:`_Path` per
+    text when ``labels`` is 2-D (:func:`_is_table`)."""
+    rows = _sequence(labels.to_numpy() if getattr(labels, "ndim", 1) == 2 and hasattr(labels, "to_numpy")
+                     else labels, "labels")
     if len(rows) != n:
         raise DataError(f"{len(rows)} label entries for {n} texts")
-    out = []
-    for i, row in enumerate(rows):
-        labs = [row] if isinstance(row, str) else _sequence(row, f"labels of text {i}")
-        if not labs:
-            raise DataError(f"text {i} has no label; every text needs at least one")
-        if not all(isinstance(lab, str) and lab.strip() for lab in labs):
-            raise DataError(f"labels of text {i} must be non-empty strings, got {labs!r}")
-        out.append([lab.strip() for lab in labs])
-    return out
+    if _is_table(labels, rows):
+        return [[_path(row, i)] for i, row in enumerate(rows)]
+    return [_row_labels(row, i) for i, row in enumerate(rows)]
+
+
+def _is_table(labels, rows: list) -> bool:
+    """Whether ``labels`` is 2-D, one column per level: a 2-D array or DataFrame, or rows that
+    are all lists or tuples of one length of at least 2 (sets never: they are label sets)."""
+    if getattr(labels, "ndim", 1) == 2:
+        return True
+    return bool(rows) and all(isinstance(r, (list, tuple)) for r in rows) and \
+        len({len(r) for r in rows}) == 1 and len(rows[0]) >= 2
+
+
+def _row_labels(row, i: int) -> list[str]:
+    """The labels of text ``i``: one string, or a list, tuple, array or set of them."""
+    labs = [row] if isinstance(row, str) else sorted(row, key=str) if isinstance(row, (set, frozenset)) \
+        else _sequence(row, f"labels of text {i}")
+    if not labs:
+        raise DataError(f"text {i} has no label; every text needs at least one")
+    if not all(isinstance(lab, str) and lab.strip() for lab in labs):
+        raise DataError(f"labels of text {i} must be non-empty strings, got {labs!r}")
+    return [lab.strip() for lab in labs]
+
+
+def _path(row, i: int) -> str | _Path:
+    """The path of text ``i`` from its row of a 2-D ``labels``: the cells up to the first empty
+    one (``""``, None or NaN); one cell is a plain label."""
+    cells = [_cell(c, i) for c in row]
+    depth = next((k for k, c in enumerate(cells) if not c), len(cells))
+    if not depth:
+        raise DataError(f"text {i} has no label; every text needs at least one")
+    if any(cells[depth:]):
+        raise DataError(f"labels of text {i} ({list(row)!r}) are read as one path, a cell per level "
+                        "(labels is 2-D): a cell follows an empty one; end a shorter path in empty cells")
+    return cells[0] if depth == 1 else _Path(cells[:depth])
+
+
+def _cell(value, i: int) -> str:
+    """A cell of a 2-D ``labels`` row, stripped; ``""`` for an empty one."""
+    if value is None or (isinstance(value, float) and value != value):       # None / NaN: pandas' gaps
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"labels of text {i} must be strings, got {value!r}")
+    return value.strip()
+
+
+def _path_text(label: str | _Path, sep: str) -> str:
+    """A label as a ``sep``-path string, for :meth:`Taxonomy.from_paths`."""
+    if isinstance(label, str):
+        return label
+    for cell in label:
+        if sep in cell:
+            raise DataError(f"the path {list(label)!r} has a cell holding label_sep {sep!r}: a row of a 2-D "
+                            "labels is one path, a node per level (give label sets of one size as sets, and "
+                            "the taxonomy for node ids that hold label_sep)")
+    return sep.join(label)
+
+
+def _show(label: str | _Path) -> str:
+    return repr(list(label) if isinstance(label, _Path) else label)
 
 
 def _resolver(taxonomy: Taxonomy, sep: str):
-    """label -> node id: a node id as it is, else a ``sep``-path of ids or display names from
-    the root down."""
+    """label -> node id, None where the taxonomy has no such node: a node id as it is, else a
+    path of ids or display names from the root down (a ``sep``-path string or a :class:`_Path`)."""
     @functools.cache
-    def resolve(label: str) -> str:
-        if label in taxonomy and label != taxonomy.root:
+    def resolve(label: str | _Path) -> str | None:
+        if isinstance(label, str) and label in taxonomy and label != taxonomy.root:
             return label
-        node = taxonomy.root
-        for part in label.split(sep):
-            match = [c for c in taxonomy.children(node) if part in (c, taxonomy.name(c))]
-            if len(match) != 1:
-                raise DataError(f"label {label!r} is neither a node id nor a {sep!r}-path of the taxonomy")
-            node = match[0]
-        return node
+        node, rest = _walk(taxonomy, _parts(label, sep))
+        return None if rest else node
     return resolve
+
+
+def _parts(label: str | _Path, sep: str) -> list[str]:
+    return list(label) if isinstance(label, _Path) else label.split(sep)
+
+
+def _walk(taxonomy: Taxonomy, parts: list[str]) -> tuple[str, list[str]]:
+    """The deepest node reached from the root by ``parts`` (each a child's id or display name,
+    one match), and the parts left over."""
+    node = taxonomy.root
+    for k, part in enumerate(parts):
+        match = [c for c in taxonomy.children(node) if part in (c, taxonomy.name(c))]
+        if len(match) != 1:
+            return node, parts[k:]
+        node = match[0]
+    return node, []
+
+
+def _node_sets(resolve, label_sets: list[list], what: str) -> list[list[str]]:
+    """Node ids of each text's labels; a label the taxonomy lacks is one error saying what to do."""
+    out = []
+    for i, labs in enumerate(label_sets):
+        ids = [resolve(lab) for lab in labs]
+        if None in ids:
+            raise DataError(f"{what} of text {i}: {_show(labs[ids.index(None)])} is not in the taxonomy "
+                            "(neither a node id nor a path of ids or names from the root): add it to the "
+                            "taxonomy given as taxonomy=, or give none to build it from the labels")
+        out.append(ids)
+    return out
+
+
+def _scoring_taxonomy(taxonomy: Taxonomy, label_sets: list[list], sep: str) -> tuple[Taxonomy, list[list[str]]]:
+    """The taxonomy to score gold labels against, and their node ids: ``taxonomy`` itself, or a
+    copy with a node for each path part it lacks (under the deepest node it has), so that an
+    unknown label counts as a miss (never predicted) instead of failing; a warning says so."""
+    resolve = _resolver(taxonomy, sep)
+    ids = [[resolve(lab) for lab in labs] for labs in label_sets]
+    unknown = [lab for labs, got in zip(label_sets, ids) for lab, i in zip(labs, got) if i is None]
+    if not unknown:
+        return taxonomy, ids
+    warnings.warn(f"{len(unknown)} gold label(s) unknown to the fitted model, e.g. {_show(unknown[0])}, "
+                  "count as misses; fit with taxonomy= holding every label (e.g. in cross-validation) "
+                  "to score them as the model's own", UserWarning, stacklevel=3)
+    extended = taxonomy.copy()
+    for labs, got in zip(label_sets, ids):
+        got[:] = [i if i is not None else _add_path(extended, _parts(lab, sep), sep) for lab, i in zip(labs, got)]
+    return extended, ids
+
+
+def _add_path(taxonomy: Taxonomy, parts: list[str], sep: str) -> str:
+    """Add the parts of a path ``taxonomy`` lacks below the deepest node it has; the last node's id."""
+    node, rest = _walk(taxonomy, parts)
+    g = taxonomy.graph
+    for part in rest:
+        child = part if node == taxonomy.root else f"{node}{sep}{part}"
+        while child in g:                   # an id taken elsewhere in the taxonomy
+            child += "?"
+        g.add_node(child, name=part)
+        g.add_edge(node, child, lead=[])
+        node = child
+    return node
 
 
 def _write_dataset(folder: Path, taxonomy: Taxonomy, splits: dict[str, tuple[list[str], list[list[str]]]]) -> Path:

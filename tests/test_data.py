@@ -13,6 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from hmtc.cli import app as hmtc_app
 from hmtc.cli.data import app as data_app
 from hmtc.data import (dev_split, encode_labels, load_dataset, read_class_folders,
                        read_goemotions, read_jsonl, read_label_text, read_table)
@@ -212,6 +213,17 @@ def test_toml_dataset(tmp_path):
     write(tmp_path / "bad.toml", 'name = "b"\nformat = "jsonl"\ncolour = 1\n[splits]\ntrain = "t"\n')
     with pytest.raises(DataError, match="unknown option 'colour'"):
         load_dataset(tmp_path / "bad.toml")
+
+
+def test_taxonomy_from_labels_reads_every_split(tmp_path):
+    toml = _toml_dataset(tmp_path)
+    write(tmp_path / "shared/test.jsonl", json.dumps({"body": "d", "tags": ["z/9"]}) + "\n")   # test only
+    tax = taxonomy_from_dataset(toml, data_dir=tmp_path / "shared")
+    assert tax.nodes == ["x", "x/1", "x/2", "y", "y/1", "z", "z/9"]
+    r = CliRunner().invoke(hmtc_app, ["taxonomy", "from-labels", str(toml), "--data-dir", str(tmp_path / "shared")])
+    assert r.exit_code == 0, r.output
+    assert "labels of 5 samples read from every split: train, test" in " ".join(r.stderr.split())
+    assert Taxonomy.parse(r.stdout).nodes == tax.nodes
 
 
 def test_dev_split_deterministic(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import pickle
+import re
 import tempfile
 
 import numpy as np
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from hmtc import HierarchicalClassifier
 from hmtc.cli import app
-from hmtc.errors import DataError, HmtcError
+from hmtc.errors import ConfigError, DataError, HmtcError
 from hmtc.estimator import NotFitted, metric_scorer
 from hmtc.taxonomy import Taxonomy
 
@@ -88,13 +89,44 @@ def test_predict_matches_the_cli(fitted):
         fitted.predict_classes(texts)
 
 
-def test_score_is_hmtc_metrics(fitted):
+def test_evaluate_is_hmtc_metrics_and_score_one_figure_of_them(fitted):
     texts, labels = corpus(24, 2)
-    m = fitted.score(texts, labels)
+    m = fitted.evaluate(texts, labels)
     for key in ("micro_f1", "macro_f1", "hier_f1", "per_level", "exact_match"):
         assert key in m
     assert m["inconsistent_samples"] == 0 and m["n_samples"] == 24
+    score = fitted.score(texts, labels)
+    assert type(score) is float and score == m["leaf_micro_f1"] and fitted.get_params()["scoring"] == "leaf_micro_f1"
+    macro = clone(fitted).set_params(scoring="macro_f1")
+    assert macro.get_params()["scoring"] == "macro_f1"
     assert metric_scorer("macro_f1")(fitted, texts, labels) == m["macro_f1"]
+    assert metric_scorer("hier_f1")(fitted, texts, labels) == m["hier_f1"]
+    with pytest.raises(ConfigError, match=r"scoring='per_level' is no figure .*one of: .*leaf_micro_f1"):
+        fitted.set_params(scoring="per_level").score(texts, labels)
+    fitted.set_params(scoring="macro_f1")
+    try:
+        assert fitted.score(texts, labels) == m["macro_f1"]
+    finally:
+        fitted.set_params(scoring="leaf_micro_f1")
+
+
+def test_predict_one_text_and_the_top_k(fitted):
+    texts = ["meow kitten here", "oak leaf today", ""]
+    assert fitted.predict(texts[0]) == fitted.predict(texts)[0]
+    assert fitted.predict(texts[0], return_unsure=True) == tuple(x[0] for x in fitted.predict(texts, return_unsure=True))
+    top = fitted.predict_top_k(texts, k=2)
+    r = runner.invoke(app, ["predict", str(fitted.run_dir_), "--top-k", "2", *texts[:2]], catch_exceptions=False)
+    cli = [json.loads(line) for line in r.stdout.splitlines()]
+    assert top[:2] == [[[(n["id"], n["score"]) for n in lv["nodes"]] for lv in row["top_k"]] for row in cli]
+    assert [len(levels) for levels in top] == [2, 2, 0]           # an empty text is not scored
+    assert all(len(lv) == 2 and lv[0][1] >= lv[1][1] for lv in top[0])
+    proba = fitted.predict_proba(texts[:1])[0]
+    best = int(np.argmax(proba[2:])) + 2                           # level 2: the leaves' columns
+    assert top[0][1][0] == (fitted.classes_[best], round(float(proba[best]), 4))
+    assert fitted.predict_top_k(texts[0], k=1) == [lv[:1] for lv in top[0]]
+    for k in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="k must be a whole number"):
+            fitted.predict_top_k(texts, k=k)
 
 
 def test_save_load_both_ways(fitted, tmp_path, tiny_encoder, run_config):
@@ -114,7 +146,7 @@ def test_save_load_both_ways(fitted, tmp_path, tiny_encoder, run_config):
     clf = HierarchicalClassifier.load(run, label_sep="-")
     assert clf.run_dir_ == run and len(clf.history_) == 1 and clf.metrics_["split"] == "test"
     assert clf.predict(texts) == [r["labels"] for r in predict_cli(run, texts)]
-    assert clf.score(texts, [["animal-dog"], ["plant-tree"], ["animal-cat", "plant-rose"]])["n_samples"] == 3
+    assert clf.evaluate(texts, [["animal-dog"], ["plant-tree"], ["animal-cat", "plant-rose"]])["n_samples"] == 3
 
 
 def test_clone_and_params(fitted):
@@ -185,7 +217,7 @@ def test_label_forms_and_errors(tmp_path):
     b = HierarchicalClassifier(**base, taxonomy=taxonomy).fit(texts, single)
     assert b.classes_.tolist() == a.classes_.tolist()
     assert b.predict(texts[:5]) == HierarchicalClassifier.load(b.run_dir_).predict(texts[:5])
-    assert b.score(texts, single)["n_samples"] == 40
+    assert b.evaluate(texts, single)["n_samples"] == 40
     # built from paths with another separator
     c = HierarchicalClassifier(**base, label_sep="-").fit(texts, ids)
     assert c.classes_.tolist() == ["animal", "plant", "animal-cat", "animal-dog", "plant-rose", "plant-tree"]
@@ -233,3 +265,103 @@ def test_save_writes_a_plain_folder_and_never_deletes_what_it_did_not_write(fitt
     assert (mine / "notes.txt").read_text() == "keep me" and (fitted.run_dir_ / "best").exists()
     fitted.save(mine, overwrite=True)
     assert not (mine / "notes.txt").exists() and (mine / "checkpoint.json").is_file()
+
+
+TFIDF = dict(model="tfidf", config={"train": {"threads": 1}})
+
+
+def test_two_d_labels_are_paths_one_per_text(tmp_path):
+    texts, paths = corpus(40, 7)
+    rows = [labs[0].split("/") for labs in paths]                  # HiClass: one column per level
+    by_path = HierarchicalClassifier(**TFIDF, output_dir=tmp_path).fit(texts, [labs[0] for labs in paths])
+    for y in (rows, [tuple(r) for r in rows], np.array(rows, dtype=object)):
+        clf = HierarchicalClassifier(**TFIDF, output_dir=tmp_path).fit(texts, y)
+        assert clf.classes_.tolist() == by_path.classes_.tolist()   # "cat" is no top-level label
+        assert clf.evaluate(texts, y) == by_path.evaluate(texts, [labs[0] for labs in paths])
+    # cells name nodes by id or display name; a shorter path ends in empty cells
+    taxonomy = Taxonomy.parse(TAXONOMY)
+    clf = HierarchicalClassifier(**TFIDF, output_dir=tmp_path, taxonomy=taxonomy)
+    ids = [["animal", "animal-cat"], ["plant", "rose"], ["animal", ""], ["plant", None]] * 10
+    clf.fit(texts, ids)
+    gold = [json.loads(line)["labels"] for line in (clf.run_dir_ / "data" / "train.jsonl").read_text().splitlines()]
+    dev = [json.loads(line)["labels"] for line in (clf.run_dir_ / "data" / "dev.jsonl").read_text().splitlines()] \
+        if (clf.run_dir_ / "data" / "dev.jsonl").exists() else []
+    assert {tuple(g) for g in gold + dev} == {("animal-cat",), ("plant-rose",), ("animal",), ("plant",)}
+    # label sets of one size stay label sets when given as sets
+    pairs = [{"animal/cat", "plant/rose"}, {"animal/dog", "plant/tree"}] * 20
+    two = HierarchicalClassifier(**TFIDF, output_dir=tmp_path).fit(texts, pairs)
+    assert two.classes_.tolist() == by_path.classes_.tolist()
+    for bad, words in [([["animal", "", "cat"]] * 40, "a cell follows an empty one"),
+                       ([["animal/cat", "plant/rose"]] * 40, "a cell holding label_sep '/'.*as sets"),
+                       ([["", ""]] * 40, "no label"),
+                       ([["animal", 3]] * 40, "must be strings")]:
+        with pytest.raises(DataError, match=words):
+            HierarchicalClassifier(**TFIDF, output_dir=tmp_path).fit(texts, bad)
+
+
+class StandInFrame:
+    """What the estimator reads of a pandas DataFrame, for when pandas is missing."""
+    ndim = 2
+
+    def __init__(self, rows: list[list]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_numpy(self) -> np.ndarray:
+        return np.array(self.rows, dtype=object)
+
+
+def test_two_d_labels_from_a_dataframe(tmp_path):
+    texts, paths = corpus(30, 8)
+    rows = [labs[0].split("/") for labs in paths]
+    rows[0][1] = None                                               # a path that stops at level 1
+    try:
+        import pandas
+        frame = pandas.DataFrame(rows, columns=["level1", "level2"])
+    except ImportError:
+        frame = StandInFrame(rows)
+    clf = HierarchicalClassifier(**TFIDF, output_dir=tmp_path).fit(texts, frame)
+    assert clf.classes_.tolist() == ["animal", "plant", "animal/cat", "animal/dog", "plant/rose", "plant/tree"]
+    assert clf.evaluate(texts, frame)["n_samples"] == 30
+
+
+def test_labels_the_model_lacks(tmp_path):
+    texts, paths = corpus(40, 9)
+    taxonomy = Taxonomy.parse(TAXONOMY)
+    with pytest.raises(DataError, match=r"labels of text 0: 'animal/cow' is not in the taxonomy .*taxonomy="):
+        HierarchicalClassifier(**TFIDF, output_dir=tmp_path, taxonomy=taxonomy).fit(texts, ["animal/cow"] + paths[1:])
+    clf = HierarchicalClassifier(**TFIDF, output_dir=tmp_path).fit(texts, paths)
+    known = clf.evaluate(texts[:4], paths[:4])
+    gold = [paths[0] + ["animal/cow"], *paths[1:3], paths[3] + ["bird"]]
+    with pytest.warns(UserWarning, match=r"2 gold label\(s\) unknown to the fitted model, e\.g\. 'animal/cow', "
+                                         r"count as misses; fit with taxonomy="):
+        m = clf.evaluate(texts[:4], gold)
+    rows = {r["id"]: r for r in m["per_label"]}
+    assert rows["animal/cow"]["support"] == rows["bird"]["support"] == 1
+    assert rows["animal/cow"]["predicted"] == rows["bird"]["predicted"] == 0
+    assert m["n_labels"] == known["n_labels"] + 2
+    assert m["micro_precision"] == known["micro_precision"] and m["micro_recall"] < known["micro_recall"]
+    with pytest.warns(UserWarning, match="count as misses"):
+        assert clf.score(texts[:4], gold) == m["leaf_micro_f1"]
+    assert clf.classes_.tolist() == list(clf.checkpoint_.index.ids)   # the model itself is untouched
+
+
+def test_grid_search_ranks_by_score_without_a_scorer(tmp_path):
+    texts, paths = corpus(40, 10)
+    search = GridSearchCV(HierarchicalClassifier(**TFIDF, output_dir=tmp_path, taxonomy=Taxonomy.parse(TAXONOMY)),
+                          {"scoring": ["leaf_micro_f1", "micro_f1"]}, cv=2)
+    search.fit(texts, [[lab.replace("/", "-") for lab in labs] for labs in paths])
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_verbose_shows_progress(tmp_path, capsys):
+    texts, paths = corpus(30, 11)
+    quiet = HierarchicalClassifier(**TFIDF, output_dir=tmp_path).fit(texts, paths)
+    quiet.predict(texts)
+    assert capsys.readouterr().err == ""
+    loud = HierarchicalClassifier(**TFIDF, output_dir=tmp_path, verbose=True).fit(texts, paths)
+    assert "dev micro-F1" in capsys.readouterr().err
+    loud.predict(texts)
+    assert re.search(r"predict .* 30/30", capsys.readouterr().err)

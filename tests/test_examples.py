@@ -14,7 +14,8 @@ def test_quickstart_runs(tiny_encoder, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["quickstart.py", "--encoder", str(tiny_encoder), "--epochs", "1"])
     runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="__main__")
     out = capsys.readouterr().out
-    for line in ("nodes:", "predicted:", "probabilities:", "micro-F1", "clone:"):
+    for line in ("nodes:", "predicted:", "probabilities:", "one text:", "top 2 per level:", "leaf micro-F1",
+                 "micro-F1:", "clone:"):
         assert line in out
 
 
@@ -28,7 +29,7 @@ def test_api_doc_examples_run(tiny_encoder, monkeypatch, tmp_path, capsys):
     for block in blocks:
         exec(compile(block, str(ROOT / "docs" / "api.md"), "exec"), namespace)
     out = capsys.readouterr().out
-    for line in ("predicted:", "clone:", "best:"):
+    for line in ("predicted:", "one text:", "top 2 per level:", "leaf micro-F1", "clone:", "best:"):
         assert line in out
 
 

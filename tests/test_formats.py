@@ -25,12 +25,13 @@ from conftest import make_texts
 
 runner = CliRunner()
 
-# "Deep learning" sits under CS and under Medical: a DAG, as the .tax format writes with &ID
+# "Deep learning" sits under CS and under Medical, as WOS lists Depression under Medical and
+# Psychology: two distinct nodes CS/Deep learning and Medical/Deep learning (a DAG with --merge-repeated)
 TAXONOMY = "Root\tCS\tMedical\nCS\tMachine learning\tDeep learning\nMedical\tAlzheimer's Disease\tDeep learning\n"
 TRAIN = [
     {"doc_token": ["kernel", "trick"], "doc_label": ["CS", "Machine learning"], "doc_topic": []},
     {"doc_token": "plaque and tau", "doc_label": ["Medical", "Alzheimer's Disease"]},
-    {"doc_token": ["deep", "nets", "for", "scans"], "doc_label": ["Deep learning"]},
+    {"doc_token": ["deep", "nets", "for", "scans"], "doc_label": ["Medical", "Deep learning"]},
 ]
 
 
@@ -89,13 +90,31 @@ def test_read_hiagm_bad_rows_name_file_and_line(tmp_path, row, words):
     assert read_hiagm(f, on_error="skip").texts == ["ok"]
 
 
-def test_hiagm_taxonomy_is_a_dag_in_file_order(tmp_path):
-    tax = read_hiagm_taxonomy(write(tmp_path / "wos.taxonomy", TAXONOMY.replace("\n", " \r\n", 1)))
+def test_hiagm_taxonomy_keeps_repeated_names_apart_in_file_order(tmp_path):
+    src = write(tmp_path / "wos.taxonomy", TAXONOMY.replace("\n", " \r\n", 1))
+    tax = read_hiagm_taxonomy(src)
     assert tax.root == "Root" and tax.path is None        # never saved over the .taxonomy by mistake
     assert tax.children("Root") == ["CS", "Medical"]
-    assert tax.children("CS") == ["Machine learning", "Deep learning"]
-    assert tax.parents("Deep learning") == ["CS", "Medical"] and not tax.is_tree
-    assert tax.stats()["per_level"] == [2, 3]
+    assert tax.children("CS") == ["Machine learning", "CS/Deep learning"]
+    assert tax.children("Medical") == ["Alzheimer's Disease", "Medical/Deep learning"]
+    assert tax.name("CS/Deep learning") == tax.name("Medical/Deep learning") == "Deep learning"
+    assert "Deep learning" not in tax and tax.is_tree and tax.stats()["per_level"] == [2, 4]
+    merged = read_hiagm_taxonomy(src, merge_repeated=True)  # the earlier reading: one node, two parents
+    assert merged.children("CS") == ["Machine learning", "Deep learning"]
+    assert merged.parents("Deep learning") == ["CS", "Medical"] and not merged.is_tree
+    assert merged.stats()["per_level"] == [2, 3]
+
+
+@pytest.mark.parametrize("content, line, words", [
+    ("Root\tCS\tMedical\nCS\tDL\nMedical\tDL\nDL\tCNN\n", 4, "'DL' is listed under 2 parents and heads a line"),
+    ("Root\tCS\tMedical\tCS/DL\nCS\tDL\nMedical\tDL\n", None, "would become the node 'CS/DL'"),
+])
+def test_repeated_names_that_cannot_be_kept_apart(tmp_path, content, line, words):
+    src = write(tmp_path / "bad.taxonomy", content)
+    with pytest.raises(TaxonomyError, match=words) as e:
+        read_hiagm_taxonomy(src)
+    assert str(e.value).startswith(f"{src}:{line}: " if line else f"{src}: ")
+    assert read_hiagm_taxonomy(src, merge_repeated=True).parents("DL") == ["CS", "Medical"]
 
 
 # ---- hmtc taxonomy import --------------------------------------------------------------------
@@ -104,14 +123,19 @@ def test_cli_import_round_trip(tmp_path):
     out = tmp_path / "wos.tax"
     r = runner.invoke(app, ["taxonomy", "import", str(src), "-o", str(out)])
     assert r.exit_code == 0, r.output
-    assert "imported 5 nodes" in r.stdout and "DAG, 1 nodes with several parents" in r.stdout
+    assert "imported 6 nodes (tree; 2 nodes for names listed under several parents, ids PARENT/NAME)" \
+        in " ".join(r.stdout.split())
     tax = Taxonomy.load(out)
     tax.validate()
     assert tax.dumps() == out.read_text(encoding="utf-8")             # canonical form
-    assert "    &Deep learning\n" in out.read_text(encoding="utf-8")  # the second parent, as a reference
+    assert '    CS/Deep learning "Deep learning"\n' in out.read_text(encoding="utf-8")   # the name kept
     assert {n: tax.parents(n) for n in tax.nodes} == {
-        "CS": [], "Medical": [], "Machine learning": ["CS"], "Deep learning": ["CS", "Medical"],
-        "Alzheimer's Disease": ["Medical"]}
+        "CS": [], "Medical": [], "Machine learning": ["CS"], "CS/Deep learning": ["CS"],
+        "Alzheimer's Disease": ["Medical"], "Medical/Deep learning": ["Medical"]}
+    merged = tmp_path / "merged.tax"
+    r = runner.invoke(app, ["taxonomy", "import", str(src), "-o", str(merged), "--merge-repeated"])
+    assert r.exit_code == 0 and "imported 5 nodes (DAG, 1 nodes with several parents)" in " ".join(r.stdout.split())
+    assert "    &Deep learning\n" in merged.read_text(encoding="utf-8")  # the second parent, as a reference
     assert runner.invoke(app, ["taxonomy", "validate", str(out)]).exit_code == 0
     first = out.read_bytes()
     with pytest.raises(TaxonomyError, match="exists; pass --force") as e:
@@ -168,11 +192,12 @@ def test_card_loads_with_the_taxonomy_converted(tmp_path, home):
     assert load_dataset(toml, splits=[]).taxonomy_path == ds.taxonomy_path     # converted once
     tax = Taxonomy.load(ds.taxonomy_path)
     ix = tax.compile()
-    assert ix.ids == ("CS", "Medical", "Machine learning", "Deep learning", "Alzheimer's Disease")
+    assert ix.ids == ("CS", "Medical", "Machine learning", "CS/Deep learning", "Alzheimer's Disease",
+                      "Medical/Deep learning")
     y = encode_labels(ds.splits["train"], tax)
-    # closed under ancestors: "Deep learning" alone brings both its parents
-    assert y.astype(int).tolist() == [[1, 0, 1, 0, 0], [0, 1, 0, 0, 1], [1, 1, 0, 1, 0]]
-    assert encode_labels(ds.splits["test"], tax).astype(int).tolist() == [[0, 1, 0, 0, 0]]
+    # "Deep learning" listed with Medical is Medical's: closing the set under ancestors adds no CS
+    assert y.astype(int).tolist() == [[1, 0, 1, 0, 0, 0], [0, 1, 0, 0, 1, 0], [0, 1, 0, 0, 0, 1]]
+    assert encode_labels(ds.splits["test"], tax).astype(int).tolist() == [[0, 1, 0, 0, 0, 0]]
     assert ds.splits["train"].texts[2] == "deep nets for scans"
     # the training path loads it the same way
     cfg = {"data": {"taxonomy": "", "dataset": str(toml), "data_dir": ""}}
@@ -194,6 +219,11 @@ def test_card_errors_name_file_and_line(tmp_path, home):
     with pytest.raises(DataError, match="label 'Machine learnin' is not a taxonomy node; did you mean "
                                         "'Machine learning'") as e:
         encode_labels(ds.splits["train"], Taxonomy.load(ds.taxonomy_path))
+    assert str(e.value).startswith(f"{train}:4: ")
+    write(train, jsonl(TRAIN + [{"doc_token": ["x"], "doc_label": ["Deep learning"]}]))   # which parent's?
+    with pytest.raises(DataError, match="label 'Deep learning' is not a taxonomy node; did you mean "
+                                        "'(CS|Medical)/Deep learning', '(Medical|CS)/Deep learning'") as e:
+        encode_labels(load_dataset(toml).splits["train"], Taxonomy.load(ds.taxonomy_path))
     assert str(e.value).startswith(f"{train}:4: ")
     tax_file = write(tmp_path / "wos/wos.taxonomy", "Root\tCS\nCS\n")
     with pytest.raises(TaxonomyError, match="'CS' has no child") as e:
@@ -292,11 +322,11 @@ def test_estimator_on_a_dataset(tiny_encoder, tmp_path):
     texts = [r["text"] for r in rows[:5]]
     assert clf.predict(hf_dataset({"body": texts})) == clf.predict(texts)
     assert np.allclose(clf.predict_proba(hf_dataset({"body": texts})), clf.predict_proba(texts))
-    assert clf.score(ds)["micro_f1"] == clf.score([r["text"] for r in rows], paths)["micro_f1"]
+    assert clf.score(ds) == clf.score([r["text"] for r in rows], paths)
     # a label column of ClassLabel ids reads as the class names
     names = ["animal/cat", "animal/dog", "plant/rose", "plant/tree"]
     ids = hf_dataset({"body": texts, "tags": [[names.index(p) for p in ps] for ps in paths[:5]]}, names)
-    assert clf.score(ids) == clf.score(texts, paths[:5])
+    assert clf.evaluate(ids) == clf.evaluate(texts, paths[:5])
     bad = hf_dataset({"body": texts[:1], "tags": [[7]]}, names)
     with pytest.raises(DataError, match=r"column 'tags': 7 is not a class id 0\.\.3"):
         clf.score(bad)

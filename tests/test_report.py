@@ -242,6 +242,23 @@ def test_compare_writes_both_runs(tiny_runs, tmp_path):
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["tiny-a", "tiny-b"]
 
 
+def test_compare_fits_a_100_column_terminal(tiny_runs, tmp_path):
+    out = tmp_path / "compare.md"
+    r = runner.invoke(app, ["compare", *map(str, tiny_runs), "--out", str(out)], env={"COLUMNS": "100"},
+                      catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert max(map(len, lines)) <= 100
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in out.read_text(encoding="utf-8").splitlines()]
+    blocks = r.stdout.count("┃ run ")
+    assert blocks >= 2 and r.stdout.count("tiny-a") == blocks     # each block names its rows
+    for row in table[2:]:
+        for cell in row:
+            assert cell in r.stdout, cell                        # every figure whole, none cut to "0.…"
+    wide = runner.invoke(app, ["compare", *map(str, tiny_runs)], env={"COLUMNS": "400"}, catch_exceptions=False)
+    assert wide.stdout.count("┃ run ") == 1                      # a wide terminal: one table
+
+
 def test_compare_shows_a_seeds_folder_as_mean_and_std(tiny_runs, tmp_path):
     seeds = tmp_path / "set"
     for i, run in enumerate(tiny_runs):

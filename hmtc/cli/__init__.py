@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperOption
 
 from ..errors import HmtcError
 from . import run
@@ -20,6 +22,19 @@ from .serve import serve_command
 from .migrate import migrate_command
 from .suggest import suggest_command
 from .taxonomy import app as taxonomy_app
+
+
+def _no_flag_type(display_type_rich):
+    """typer's rich help (0.2x) gives every option a type column, so a flag, which takes no
+    value, reads ``--force <bool>`` as if it wanted one: flags show none."""
+    @functools.wraps(display_type_rich)
+    def display(self, ctx):
+        return None if self.is_flag and self.metavar is None else display_type_rich(self, ctx)
+    return display
+
+
+if hasattr(TyperOption, "display_type_rich"):          # typer's that draw the column (older ones: no patch needed)
+    TyperOption.display_type_rich = _no_flag_type(TyperOption.display_type_rich)
 
 app = typer.Typer(
     name="hmtc",

@@ -43,19 +43,43 @@ def compare_command(runs: list[Path] = typer.Argument(..., help="Evaluated run f
     if level is not None and not per_label:
         raise typer.BadParameter("--level goes with --per-label")
     header, rows = per_label_table(runs, level) if per_label else compare_table(runs)
-    table = Table(title="Runs compared (test split, after decoding)" + (", per label" if per_label else ""),
-                  title_justify="left")
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i < (3 if per_label else 2) else "right")
-    for r in rows:
-        table.add_row(*(escape(f"{v:.4f}" if isinstance(v, float) else str(v)) for v in r))
-    console = Console(emoji=False)
-    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
-    console.width = max(console.width, natural)          # never squeeze the figures to "0.…"
-    console.print(table)
+    cells = [[escape(f"{v:.4f}" if isinstance(v, float) else str(v)) for v in r] for r in rows]
+    _print_in_blocks("Runs compared (test split, after decoding)" + (", per label" if per_label else ""),
+                     header, cells, left=3 if per_label else 2, keys=2 if per_label else 1)
     if out is not None:
         atomic_write_text(out, markdown_table(header, rows) + "\n")
         err.print(f"wrote {escape(str(out))}", highlight=False)
+
+
+def _print_in_blocks(title: str, header: list[str], cells: list[list[str]], left: int, keys: int) -> None:
+    """Print the table in column blocks that each fit the terminal, every block repeating the
+    first ``keys`` columns (the row's name), as pandas prints a wide frame: a compare table is
+    some 200 columns wide, and squeezing its cells would cut the figures to "0.…". The first
+    ``left`` columns are text, the rest figures."""
+    console = Console(emoji=False)
+
+    def table(cols: list[int], first: bool) -> Table:
+        t = Table(title=title if first else None, title_justify="left")
+        for i in cols:
+            t.add_column(header[i], justify="left" if i < left else "right", no_wrap=i >= left)
+        for row in cells:
+            t.add_row(*(row[i] for i in cols))
+        return t
+
+    def width(t: Table) -> int:
+        return Measurement.get(console, console.options.update_width(10_000), t).maximum
+
+    blocks, block = [], list(range(keys))
+    for i in range(keys, len(header)):
+        if len(block) > keys and width(table(block + [i], not blocks)) > console.width:
+            blocks.append(block)
+            block = list(range(keys))
+        block.append(i)
+    fits = console.width
+    for n, cols in enumerate([*blocks, block]):
+        t = table(cols, n == 0)
+        console.width = max(fits, width(t))         # a block too wide alone is widened, never squeezed
+        console.print(t)
 
 
 def results_command(records_dir: Path = typer.Option(Path("experiments/records"), "--records",

@@ -112,7 +112,7 @@ def validate(path: Path = FileArg) -> None:
 @app.command()
 def stats(path: Path = FileArg,
           as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Node, leaf and per-level counts (``per_level[k]`` counts level k+1)."""
+    """Node and leaf counts, depth, and the nodes on each level (per_level: level 1 first)."""
     st = Taxonomy.load(path).stats()
     if as_json:
         typer.echo(json.dumps(st, ensure_ascii=False))
@@ -248,7 +248,11 @@ def from_labels(source: str = typer.Argument(..., help="Built-in dataset (duee, 
                                                     "(for single-path data)."),
                 dry_run: bool = DryRun) -> None:
     """Derive a taxonomy from the labels of a dataset (children sorted by id), and say whether the
-    data is single-path: every sample's labels on one path from the root."""
+    data is single-path: every sample's labels on one path from the root.
+
+    A dataset's labels are read from every split it lists, so that a label only dev or test has
+    is a node too.
+    """
     src = Path(source)
     if src.is_file() and src.suffix != ".toml":
         if sep is None:
@@ -261,9 +265,11 @@ def from_labels(source: str = typer.Argument(..., help="Built-in dataset (duee, 
         from ..data.builders import dataset_label_sets, taxonomy_from_dataset
         from ..data.catalog import get_spec
         # a dataset that says nothing on its taxonomy is refused before its data is read
-        label_sets = dataset_label_sets(source, data_dir=data_dir) if get_spec(source).taxonomy_from else None
+        spec = get_spec(source)
+        label_sets = dataset_label_sets(source, data_dir=data_dir) if spec.taxonomy_from else None
         tax = taxonomy_from_dataset(source, data_dir=data_dir, label_sets=label_sets)
         samples = True
+        notes.print(f"labels of {len(label_sets)} samples read from every split: {', '.join(spec.splits)}")
     if samples:
         _say_single_path(tax, label_sets, exclusive)
     elif exclusive:
@@ -283,10 +289,19 @@ def from_labels(source: str = typer.Argument(..., help="Built-in dataset (duee, 
 def import_(source: Path = typer.Argument(..., show_default=False,
                                          help="HiAGM / HGCLR .taxonomy file: parent<TAB>child... lines under Root."),
             out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here (default: stdout)."),
-            force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists.")) -> None:
-    """Convert a .taxonomy file (WOS, RCV1-V2, NYT as HiAGM and HGCLR ship them) to .tax."""
+            force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
+            merge_repeated: bool = typer.Option(False, "--merge-repeated",
+                                                help="Read a name listed under several parents as one node "
+                                                     "with those parents (a DAG), not one node per parent.")) -> None:
+    """Convert a .taxonomy file (WOS, RCV1-V2, NYT as HiAGM and HGCLR ship them) to .tax.
+
+    A leaf name listed under two parents (WOS: Depression under Medical and Psychology) becomes
+    one node per parent, id PARENT/NAME with the name kept for display, so that closing a gold set
+    under ancestors adds no parent the papers' gold sets lack; the dataset readers map the name to
+    the node under the parent its gold set lists.
+    """
     from ..data.readers import read_hiagm_taxonomy
-    tax = read_hiagm_taxonomy(source)
+    tax = read_hiagm_taxonomy(source, merge_repeated)
     if out is None:
         typer.echo(tax.dumps(), nl=False)
         return
@@ -297,7 +312,10 @@ def import_(source: Path = typer.Argument(..., show_default=False,
     tax.save(out)
     st = tax.stats()
     shape = "tree" if st["is_tree"] else f"DAG, {st['multi_parent_nodes']} nodes with several parents"
-    console.print(f"[green]imported {st['nodes']} nodes[/] ({shape}) -> {escape(str(out))}")
+    split = sum(1 for n in tax.nodes if tax.name(n) != n)
+    console.print(f"[green]imported {st['nodes']} nodes[/] ({shape}"
+                  + (f"; {split} nodes for names listed under several parents, ids PARENT/NAME" if split else "")
+                  + f") -> {escape(str(out))}")
 
 
 def _say_single_path(tax: Taxonomy, label_sets: list[list[str]], exclusive: bool) -> None:

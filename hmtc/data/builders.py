@@ -24,10 +24,10 @@ def taxonomy_from_labels(labels: Iterable[str], sep: str, maxsplit: int = -1) ->
 
 def dataset_label_sets(name_or_toml: str | Path, data_dir: str | Path | None = None,
                        on_error: str = "raise") -> list[list[str]]:
-    """Each sample's labels in the split a taxonomy is derived from: train, else every split."""
-    spec = get_spec(name_or_toml)
-    splits = ["train"] if "train" in spec.splits else None
-    ds = load_dataset(name_or_toml, data_dir, splits=splits, on_error=on_error)
+    """Each sample's labels in every split of the dataset, the splits a taxonomy is derived from:
+    a label that only dev or test holds is a node too, where the train split alone would leave it
+    out and stop the run's evaluation at it."""
+    ds = load_dataset(name_or_toml, data_dir, on_error=on_error)
     return [list(labs) for ex in ds.splits.values() for labs in ex.labels]
 
 
@@ -49,18 +49,18 @@ def taxonomy_from_dataset(name_or_toml: str | Path, data_dir: str | Path | None 
                           label_sets: Sequence[Sequence[str]] | None = None) -> Taxonomy:
     """Derive the taxonomy of a dataset by its spec's ``taxonomy_from`` rule.
 
-    ``duee``: train labels split on the first ``-`` (9 categories / 65 subtypes);
+    ``duee``: the labels of every split split on the first ``-`` (9 categories / 65 subtypes);
     ``20newsgroups``: group names split on ``.`` (ragged depth 2..5);
     ``goemotions``: sentiment -> Ekman group -> emotion from the mapping files
     (see :func:`goemotions_taxonomy`); a TOML dataset with ``[taxonomy_from] sep = ...``:
-    its train labels (all splits' when it has no train split) split on ``sep``.
+    the labels of every split (:func:`dataset_label_sets`) split on ``sep``.
 
     Parameters
     ----------
     name_or_toml : str or Path
     data_dir : str or Path, optional
     on_error : {"raise", "skip"}
-        For bad lines in the split read for its labels.
+        For bad lines in the splits read for their labels.
     label_sets : sequence of sequences of str, optional
         Those labels, when already read (:func:`dataset_label_sets`).
 

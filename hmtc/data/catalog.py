@@ -321,6 +321,11 @@ def load_dataset(name_or_toml: str | Path, data_dir: str | Path | None = None,
     return Dataset(spec.name, out, taxonomy_file(resolve(spec.taxonomy, folders)), spec)
 
 
+# the rule of read_hiagm_taxonomy, hashed into the name of a conversion: repeated leaf names as
+# distinct nodes (conversions from before it merged them, and stay in the cache under other names)
+_HIAGM_RULE = b"repeated names distinct\n"
+
+
 def taxonomy_file(path: Path) -> Path:
     """The ``.tax`` file for a dataset's taxonomy file ``path``.
 
@@ -328,8 +333,9 @@ def taxonomy_file(path: Path) -> Path:
     itself. A HiAGM ``.taxonomy`` file is converted by
     :func:`~hmtc.data.readers.read_hiagm_taxonomy` and saved once under
     ``$HMTC_HOME/taxonomies/`` (``HMTC_HOME`` defaults to ``~/.cache/hmtc``, as for encoders),
-    named by a hash of its bytes: every consumer reads a ``.tax`` file, the dataset folder may
-    be read-only, and an edited ``.taxonomy`` gets a new conversion.
+    named by a hash of its bytes and of the conversion's rule: every consumer reads a ``.tax``
+    file, the dataset folder may be read-only, and an edited ``.taxonomy`` (or a conversion
+    made under the earlier rule, which merged repeated names) gets a new conversion.
 
     Raises
     ------
@@ -338,7 +344,7 @@ def taxonomy_file(path: Path) -> Path:
     """
     if path.suffix != ".taxonomy" or not path.is_file():
         return path
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(_HIAGM_RULE + path.read_bytes()).hexdigest()[:16]
     home = Path(os.environ.get("HMTC_HOME") or "~/.cache/hmtc").expanduser()
     out = home / "taxonomies" / f"{path.stem}-{digest}.tax"
     if not out.is_file():
@@ -355,7 +361,10 @@ def encode_labels(examples: Examples, taxonomy: Taxonomy | TaxonomyIndex,
                   on_error: str = "raise") -> np.ndarray:
     """Indicator matrix (samples x taxonomy nodes), closed under ancestors.
 
-    A raw label must equal a node id. An unknown label raises :class:`DataError` naming
+    A raw label must equal a node id, or name a leaf that :func:`~hmtc.data.readers.read_hiagm_taxonomy`
+    imports once per parent as ``parent/name`` (WOS's Depression under Medical and Psychology)
+    with the one such parent the sample lists too (``["Medical", "Depression"]`` is
+    ``Medical/Depression``): the gold set as the papers score it. An unknown label raises :class:`DataError` naming
     the sample's ``file:line`` and the closest ids; with ``on_error="skip"`` it is dropped
     and counted in ``examples.skipped_reasons["unknown label"]`` (a sample left without
     labels gets an all-zero row, or only the first classes below, so rows stay aligned with
@@ -389,6 +398,7 @@ def encode_labels(examples: Examples, taxonomy: Taxonomy | TaxonomyIndex,
     for labels, source in zip(examples.labels, examples.sources):
         row, seen = [], {}                   # seen: label with classes -> its class in this sample
         for lab in labels:
+            lab = _under_listed_parent(lab, labels, known)
             try:
                 if lab not in known:
                     raise _unknown(lab, index, classes)
@@ -408,6 +418,15 @@ def encode_labels(examples: Examples, taxonomy: Taxonomy | TaxonomyIndex,
             row.append(lab)
         kept.append(row)
     return with_absent_classes(index.indicator(kept), index, lc)
+
+
+def _under_listed_parent(lab: str, labels: list[str], known: dict[str, int]) -> str:
+    """``lab``, or the node ``parent/lab`` for the one ``parent`` among ``labels`` that has it (a
+    leaf name a HiAGM taxonomy repeats under several parents, imported as one node per parent)."""
+    if lab in known:
+        return lab
+    hits = [f"{parent}/{lab}" for parent in labels if f"{parent}/{lab}" in known]
+    return hits[0] if len(hits) == 1 else lab
 
 
 def _unknown(lab: str, index: TaxonomyIndex, classes: dict[str, tuple[str, ...]]) -> _Bad:

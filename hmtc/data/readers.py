@@ -488,18 +488,27 @@ def _json_labels(labels, key: str) -> list[str]:
     return [x.strip() for x in labels]
 
 
-def read_hiagm_taxonomy(path: str | Path) -> Taxonomy:
+def read_hiagm_taxonomy(path: str | Path, merge_repeated: bool = False) -> Taxonomy:
     """Read a HiAGM / HGCLR ``.taxonomy`` file into a validated :class:`Taxonomy`.
 
     Each line is ``parent<TAB>child<TAB>child...``; the root is ``Root`` and its line lists the
     top-level labels. Node ids are the names as written (trailing whitespace dropped, as
     HiAGM's own reader does), so the labels of :func:`read_hiagm` files are node ids as they
-    stand; children keep the file's order. A name listed under two parents is one node with two
-    parents: a DAG, which the ``.tax`` format writes with ``&ID``.
+    stand; children keep the file's order.
+
+    A leaf name listed under two or more parents (WOS lists Depression and Schizophrenia under
+    both Medical and Psychology) is one distinct node per parent, id ``parent/name``, display
+    name ``name``: the papers' gold sets hold such a leaf with one parent, and one node with two
+    parents would add the other parent to every such sample once labels are closed under
+    ancestors. :func:`hmtc.data.catalog.encode_labels` maps the leaf name of a gold set to the
+    node under the parent the set lists. ``merge_repeated`` reads such a name as one node with
+    two parents instead (a DAG, which the ``.tax`` format writes with ``&ID``): hmtc's reading
+    before this rule.
 
     Parameters
     ----------
     path : str or Path
+    merge_repeated : bool, default False
 
     Returns
     -------
@@ -512,7 +521,9 @@ def read_hiagm_taxonomy(path: str | Path) -> Taxonomy:
     TaxonomyError
         Naming the file and line: a line with no child, an empty name, a parent heading a
         second line, a child listed twice under one parent, ``Root`` as a child, a cycle, a
-        parent listed under no node, an invalid id, or no ``Root`` line at all.
+        parent listed under no node, an invalid id, or no ``Root`` line at all; without
+        ``merge_repeated``, a repeated name that heads a line of its own (which copy would
+        take its children?) or whose ``parent/name`` is a name of the file already.
     """
     path = Path(path)
     try:
@@ -570,11 +581,39 @@ def read_hiagm_taxonomy(path: str | Path) -> Taxonomy:
         if node != HIAGM_ROOT and g.in_degree(node) == 0:
             raise TaxonomyError(f"{node!r} heads a line but is listed under no node; list it after "
                                 f"{HIAGM_ROOT!r} or another parent", path, heads[node], node)
+    if not merge_repeated:
+        tax = Taxonomy(_repeated_apart(g, path, heads))
     try:
         tax.validate(path)
     except TaxonomyError as e:      # an invalid id: point at the line that names it
         raise TaxonomyError(e.message, path, first_line.get(e.item), e.item) from None
     return tax
+
+
+def _repeated_apart(g: nx.DiGraph, path: Path, heads: dict[str, int]) -> nx.DiGraph:
+    """``g`` with each name listed under several parents made one node per parent, id
+    ``parent/name`` named ``name``, in the place the file lists it (see :func:`read_hiagm_taxonomy`)."""
+    repeated = {n for n in g if g.in_degree(n) > 1}
+    if not repeated:
+        return g
+    out = nx.DiGraph()
+    out.graph.update(g.graph)
+    out.add_nodes_from((n, attrs) for n, attrs in g.nodes(data=True) if n not in repeated)
+    for parent in g:
+        for child in g.successors(parent):
+            node = f"{parent}/{child}" if child in repeated else child
+            if child in heads and child in repeated:
+                raise TaxonomyError(f"{child!r} is listed under {g.in_degree(child)} parents and heads a line "
+                                    "of its own: which copy takes its children is unclear (hmtc taxonomy "
+                                    "import --merge-repeated reads it as one node with several parents)",
+                                    path, heads[child], child)
+            if node != child and node in g:
+                raise TaxonomyError(f"{child!r} under {parent!r} would become the node {node!r}, a name the "
+                                    "file already has", path, item=node)
+            if node != child:
+                out.add_node(node, name=child)
+            out.add_edge(parent, node, **g.edges[parent, child])
+    return out
 
 
 def strip_newsgroup_header(text: str) -> str:
