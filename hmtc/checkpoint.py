@@ -120,7 +120,7 @@ def read_meta(folder: str | Path) -> tuple[dict, Taxonomy, TaxonomyIndex, dict]:
         raise HmtcError("taxonomy.tax does not match the label index the model was trained with",
                         folder / "taxonomy.tax")
     dec_path = folder / "decode.json"
-    decode = check_decode(_json(dec_path), index, dec_path) if dec_path.is_file() else {}
+    decode = check_decode(_json(dec_path), index, dec_path) if dec_path.exists() else {}
     return config, taxonomy, index, decode
 
 
@@ -155,7 +155,7 @@ def check_decode(decode: dict, index: TaxonomyIndex, path: Path) -> dict:
     def bad(key: str, what: str):
         raise HmtcError(f"{key} must be {what}, not {str(decode[key])[:60]!r}; run hmtc eval again to rewrite it", path)
 
-    if "method" in decode and decode["method"] not in DECODERS:
+    if "method" in decode and not (isinstance(decode["method"], str) and decode["method"] in DECODERS):
         bad("method", f"one of {', '.join(DECODERS.names())}")
     for key in ("single_path", "at_least_one", "complete", "back_off"):
         if key in decode and not isinstance(decode[key], bool):

@@ -23,6 +23,7 @@ import copy
 import difflib
 import json
 import math
+import re
 import sys
 import types
 from dataclasses import asdict, dataclass, field, fields
@@ -189,8 +190,8 @@ class TrainConfig:
     seeds: list[int] = _key([], "several seeds: one run each under `<out>/seed-<n>`, plus a mean record",
                             Bound(lambda v: len(set(v)) == len(v), "without repeats"))
     threads: int = _key(0, "torch threads (0: all cores)", _range(0))
-    device: str = _key("auto", "where to train", Bound(lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
-                                                       "(auto, cpu, cuda or cuda:<n>)"))
+    device: str = _key("auto", "where to train", Bound(lambda v: v in ("auto", "cpu", "cuda") or bool(
+        re.fullmatch(r"cuda:[0-9]+", v)), "(auto, cpu, cuda or cuda:<n>)"))
     eval_batch_size: int = _key(128, "texts per batch when predicting", _range(1))
     bucket_size: int = _key(50, "batches per length bucket", _range(1))
     output_dir: str = _key("runs", "folder of the run folders (`<output_dir>/<name>`)")
@@ -494,10 +495,11 @@ def parse_overrides(items: list[str], only: str | None = None) -> dict:
 
 
 def check_run_name(name: str) -> None:
-    """A run name becomes a folder and a record file: it may not escape them."""
+    """A run name becomes a folder and a record file: it may not escape them, nor name the
+    output folder itself (``.``: the run would be written among the other runs)."""
     p = Path(name)
-    if not name or p.is_absolute() or ".." in p.parts or "\\" in name:
-        raise ConfigError(f"run name {name!r} must be a relative name without '..'")
+    if not name or p.is_absolute() or ".." in p.parts or "\\" in name or not p.parts:
+        raise ConfigError(f"run name {name!r} must be a relative name without '..', not '.'")
 
 
 def _did_you_mean(key: str, known, prefix: str = "") -> str:

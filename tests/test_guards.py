@@ -460,7 +460,8 @@ def test_an_unwritable_record_dir_fails_before_training(run_config, tmp_path, in
                                          ({"threshold": None}, "threshold"), ({"complete": "yes"}, "complete"),
                                          ({"per_label_thresholds": [0.1, 0.2]}, "per_label_thresholds"),
                                          ({"temperatures": [1.0, -2.0]}, "temperatures"),
-                                         ({"temperatures": [1.0]}, "temperatures")])
+                                         ({"temperatures": [1.0]}, "temperatures"),
+                                         ({"method": [1]}, "method"), ({"method": {"a": 1}}, "method")])
 def test_a_damaged_decode_json_is_one_line_naming_the_key(run_config, tmp_path, invoke, decode, key):
     """decode.json sits beside the manifest (hmtc eval rewrites it): what it holds is checked where
     it is read, not found by a traceback in decoding."""
@@ -550,3 +551,53 @@ def test_a_run_that_fails_leaves_no_folder_holding_only_its_lock(run_config, tmp
     with pytest.raises(ConfigError):
         Trainer(cfg, tmp_path / "kept", quiet=True).fit()
     assert (tmp_path / "kept").is_dir()                   # a folder it did not create stays
+
+
+def test_a_decode_json_that_is_no_file_is_one_line(run_config, tmp_path, invoke):
+    """A folder in decode.json's place is named, not passed over as 'no decoding tuned'."""
+    run = _tiny_checkpoint(run_config, tmp_path)
+    path = run / "best" / "decode.json"        # written by hmtc eval; this run has none yet
+    path.mkdir()
+    r = invoke("predict", run, "cat", code=2)
+    assert "decode.json: Is a directory" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("name", [".", "./", ""])
+def test_a_run_name_that_is_the_output_folder_itself_is_refused(run_config, name):
+    from hmtc.config import load_config
+    from hmtc.errors import ConfigError
+    with pytest.raises(ConfigError, match="run name"):
+        load_config(run_config, [f"name={json.dumps(name)}"])
+
+
+@pytest.mark.parametrize("device", ["cuda:x", "cuda:", "cuda:-1", "cuda:0 "])
+def test_a_device_that_names_no_cuda_index_is_refused_on_load(run_config, device):
+    from hmtc.config import load_config
+    from hmtc.errors import ConfigError
+    with pytest.raises(ConfigError, match="train.device: expected"):
+        load_config(run_config, [f"train.device={json.dumps(device)}"])
+
+
+def test_an_encoder_folder_without_its_weights_is_refused(run_config, tiny_encoder, tmp_path, invoke):
+    """A weights file that holds another model's tensors (or a pickle of anything) would leave
+    transformers to start every weight from random values: one line instead, before training."""
+    import shutil
+
+    import safetensors.torch
+    import torch
+    folder = tmp_path / "foreign"
+    shutil.copytree(tiny_encoder, folder)
+    safetensors.torch.save_file({"other.weight": torch.zeros(2)}, str(folder / "model.safetensors"))
+    r = invoke("train", run_config, "--quiet", "--set", f"model.encoder={json.dumps(str(folder))}", code=2)
+    assert "the encoder's weights file lacks" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "runs" / "tiny-msml").exists()
+
+
+def test_a_checkpoint_without_its_tokenizer_folder_names_it(run_config, tmp_path, invoke):
+    import shutil
+    run = _tiny_checkpoint(run_config, tmp_path)
+    best = (run / "best").resolve()
+    shutil.rmtree(best / "tokenizer")
+    (best / "manifest.json").unlink()
+    r = invoke("predict", run, "cat", code=2)
+    assert "tokenizer: missing: the checkpoint is incomplete" in r.output and "Repo id" not in r.output

@@ -249,6 +249,8 @@ class EncoderModel(nn.Module, Model):
                    None)
         if bad is not None:
             raise HmtcError(f"weights hold NaN or inf ({bad})", weights)
+        if not (folder / "tokenizer").is_dir():     # else transformers reads the path as a hub id
+            raise HmtcError("missing: the checkpoint is incomplete", folder / "tokenizer")
         model.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
         model.set_run_config(config)
         return model.eval()

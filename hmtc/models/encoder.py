@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoModel
 from transformers.utils import logging as hf_logging
 
-from ..encoders import resolve_encoder
+from ..encoders import EncoderError, resolve_encoder
 from ..errors import ConfigError
 
 try:
@@ -322,6 +322,19 @@ def load_backbone(name_or_path: str, **options) -> nn.Module:
     hf_logging.set_verbosity_error()   # the unused pooler's load report is noise here
     path = resolve_encoder(name_or_path)
     try:  # the pooler is unused; not every architecture takes the flag
-        return AutoModel.from_pretrained(path, add_pooling_layer=False, **options)
+        backbone, info = AutoModel.from_pretrained(path, add_pooling_layer=False, output_loading_info=True,
+                                                   **options)
     except TypeError:
-        return AutoModel.from_pretrained(path, **options)
+        backbone, info = AutoModel.from_pretrained(path, output_loading_info=True, **options)
+    check_loaded(backbone, info["missing_keys"], path)
+    return backbone
+
+
+def check_loaded(backbone: nn.Module, missing, path: str) -> None:
+    """Refuse an encoder whose weights file lacks some of its parameters: transformers would start
+    them from random values (a folder holding another model's weights trains from noise)."""
+    params = {name for name, _ in backbone.named_parameters()}
+    lacking = sorted(k for k in missing if k in params)
+    if lacking:
+        raise EncoderError(f"the encoder's weights file lacks {len(lacking)} of its {len(params)} weights "
+                           f"({', '.join(lacking[:2])}, ...): not this encoder's weights", path=path)
