@@ -217,8 +217,8 @@ class HierarchicalClassifier(BaseEstimator):
                config: dict | None = None) -> HierarchicalClassifier:
         """Follow a taxonomy edit and learn from new texts without training from scratch: carry the
         fitted model onto ``taxonomy`` (:func:`hmtc.migrate.migrate`: kept nodes keep their rows,
-        new ones start from their names), then fine-tune it on ``texts`` (``train.init_from``)
-        with the fitted run's recipe.
+        new ones start from their examples among ``texts``, or their names), then fine-tune it on
+        ``texts`` (``train.init_from``) with the fitted run's recipe.
 
         Parameters
         ----------
@@ -244,7 +244,10 @@ class HierarchicalClassifier(BaseEstimator):
         taxonomy = ckpt.taxonomy if taxonomy is None else taxonomy
         if not isinstance(taxonomy, Taxonomy):
             taxonomy = Taxonomy.load(taxonomy)
-        migration = migrate(ckpt, taxonomy, mapping)
+        resolve = _resolver(taxonomy, self.label_sep)
+        # labels the taxonomy lacks are left out here: training them below is the clear error
+        ids = [[x for x in map(resolve, labs) if x is not None] for labs in label_sets]
+        migration = migrate(ckpt, taxonomy, mapping, examples=(texts, ids))
         root = Path(tempfile.mkdtemp(prefix="hmtc-migrated-"))
         try:
             start = write_migrated(migration, ckpt, root / "migrated")

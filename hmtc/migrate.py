@@ -9,12 +9,14 @@ towers, gates) is carried unchanged. For node ``j`` of the new taxonomy, with so
                                                       old id --map names), merged (several)
     r_j = (r_p + σ a_j) / 2                          a split node's child: the old leaf p it now
                                                       sits under, and its own name
-    r_j = σ a_j                                      a new node: its name
+    r_j = σ a_j                                      a new node: its name, or its examples
 
 A level the old taxonomy did not have takes the deepest old level's tower and gate where their
 shapes agree (else they start untrained, and the migration says so). Here ``a_j`` is the model's row for node j's path name as the carried model reads it (unit length:
 :meth:`~hmtc.models.base.Model.name_rows`) and ``σ`` the mean norm of the carried rows of the
-same tensor. A slice with no name row starts at 0 (a label-feedback column: the new node feeds
+same tensor; a new node given example texts starts from them instead (``a_j`` the centred mean
+of the features its classifier sees for them: :func:`~hmtc.models.label_init.example_directions`,
+centred over every example text given). A slice with no name row starts at 0 (a label-feedback column: the new node feeds
 nothing down until trained), a bias at the mean of its tensor's carried biases. Equal weights
 stand in for ``n_s`` when the checkpoint predates stored support or every source had none.
 
@@ -36,6 +38,7 @@ import torch
 from .checkpoint import Checkpoint, read_support, save_checkpoint
 from .errors import HmtcError
 from .io import atomic_dir, atomic_write_json, atomic_write_text
+from .models.label_init import example_directions
 from .record import command_line, git_commit, machine_info, now
 from .taxonomy import Taxonomy
 
@@ -88,9 +91,11 @@ def _sources(old: Taxonomy, new: Taxonomy, mapping: dict[str, str]) -> dict[str,
 
 
 @torch.no_grad()
-def migrate(ckpt: Checkpoint, taxonomy: Taxonomy, mapping: dict[str, str] | None = None) -> Migration:
+def migrate(ckpt: Checkpoint, taxonomy: Taxonomy, mapping: dict[str, str] | None = None,
+            examples: tuple[list[str], list[list[str]]] | None = None) -> Migration:
     """Carry the loaded checkpoint ``ckpt`` (torch engine) onto ``taxonomy`` (see the module
-    docstring); ``mapping``: old id -> new id for renamed ids and merges."""
+    docstring); ``mapping``: old id -> new id for renamed ids and merges; ``examples``: texts and
+    their label sets (ids of ``taxonomy``), from which the new nodes they carry start."""
     old_model, old_tax, old_index = ckpt.model, ckpt.taxonomy, ckpt.index
     if old_model is None or not isinstance(old_model, torch.nn.Module):
         raise HmtcError("migrate needs the torch weights of a neural model", ckpt.path)
@@ -150,6 +155,7 @@ def migrate(ckpt: Checkpoint, taxonomy: Taxonomy, mapping: dict[str, str] | None
             if v is None:
                 todo.append((r, k, j))
     names = model.name_rows(index) if todo else {}
+    imprinted = _imprinted(model, index, examples, {j for _, _, j in todo if kinds[j] == "new"}) if todo else {}
     for r, k, j in todo:
         t, here = new_sd[r.param], carried[r.param]
         slot = t.select(r.axis, k)
@@ -157,7 +163,8 @@ def migrate(ckpt: Checkpoint, taxonomy: Taxonomy, mapping: dict[str, str] | None
             rows = t if r.axis == 0 else t.transpose(0, r.axis)
             norms = rows[torch.as_tensor(here)].float().norm(dim=-1) if here.any() else None
             scale = float(norms.mean()) if norms is not None and len(norms) else 1.0
-            value = scale * names[r.param][k].to(t.dtype)
+            direction = imprinted.get(r.param, {}).get(k, names[r.param][k])
+            value = scale * direction.to(t.dtype)
             parent = split_parent.get(j)
             if parent is not None and (r.family, parent) in old_slice:
                 value = (old_slice[(r.family, parent)] + value) / 2
@@ -173,7 +180,8 @@ def migrate(ckpt: Checkpoint, taxonomy: Taxonomy, mapping: dict[str, str] | None
     support = np.array([sum(int(support_old[old_index.id_to_index[s]]) for s in sources[j])
                         if support_old is not None else 0 for j in index.ids], dtype=np.int64)
     decode = _migrate_decode(ckpt.decode, old_index, index, sources, split_parent, weight)
-    changes = _changes(old_tax, taxonomy, sources, kinds, split_parent, mapping or {}, weight, support_old is not None)
+    changes = _changes(old_tax, taxonomy, sources, kinds, split_parent, mapping or {}, weight, support_old is not None,
+                       _example_counts(index, examples, imprinted))
     if fresh:
         changes.append(f"! {len(fresh)} tensor(s) start untrained, nothing of their shape to carry "
                        f"({', '.join(fresh[:3])}{', ...' if len(fresh) > 3 else ''})")
@@ -244,13 +252,33 @@ def _migrate_decode(decode: dict, old_index, index, sources, split_parent, weigh
     return out
 
 
-def _changes(old: Taxonomy, new: Taxonomy, sources, kinds, split_parent, mapping, weight, has_support) -> list[str]:
+def _imprinted(model, index, examples, new: set[str]) -> dict:
+    """The example directions of the ``new`` nodes that ``examples`` carry ({} without examples,
+    or for a model that reads no features of texts)."""
+    if not examples or not new or not hasattr(model, "text_features"):
+        return {}
+    texts, label_sets = examples
+    return example_directions(model, list(texts), index.indicator(label_sets),
+                              {index.id_to_index[j] for j in new})
+
+
+def _example_counts(index, examples, imprinted: dict) -> dict[str, int]:
+    """How many example texts each node that started from them had."""
+    if not imprinted:
+        return {}
+    y = index.indicator(examples[1])
+    return {index.ids[i]: int(y[:, i].sum()) for i in range(index.n_nodes) if y[:, i].any()}
+
+
+def _changes(old: Taxonomy, new: Taxonomy, sources, kinds, split_parent, mapping, weight, has_support,
+             examples: dict[str, int]) -> list[str]:
     lines = []
     for j in new.nodes:
         k, src = kinds[j], sources[j]
         where = ", ".join(new.parents(j)) or new.root
         if k == "new":
-            lines.append(f"+ {j}  new under {where}: from its name")
+            lines.append(f"+ {j}  new under {where}: " + (f"from its {examples[j]} examples" if j in examples
+                                                           else "from its name"))
         elif k == "split":
             lines.append(f"+ {j}  split from {split_parent[j]}: its row and the name")
         elif k == "merged":

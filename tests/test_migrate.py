@@ -110,6 +110,33 @@ def test_every_edit_kind_lands_where_the_ids_say(run, tmp_path):
     assert any(line.startswith("~ plant-tree  moved") for line in m.changes)
 
 
+def test_a_new_node_with_examples_starts_from_them(run):
+    """Imprinting: the new node's row points along the centred mean of the features its classifier
+    sees for its examples (every example text centring), at the carried rows' mean norm; a new
+    node without examples keeps its name; the migration says which."""
+    from hmtc.models.label_init import example_directions
+    old = load_checkpoint(run / "best")
+    tax = Taxonomy.parse(EDITED)
+    ni = tax.compile()
+    texts = ["an oak in the park", "oak leaves and acorns", "a cat on the mat", "a tall tree"]
+    labels = [["plant-oak"], ["plant-oak"], ["animal-cat"], ["plant-tree"]]
+    m = migrate(old, tax, {"plant-rose": "plant-flower"}, examples=(texts, labels))
+    plain = migrate(old, tax, {"plant-rose": "plant-flower"})
+    oak, col = "plant-oak", ni.id_to_index["plant-oak"]
+    row = next(r for r in m.model.node_rows() if r.family == "classifier.weight" and col in r.nodes)
+    k = list(row.nodes).index(col)
+    want = example_directions(plain.model, texts, ni.indicator(labels), {col})[row.param][k]
+    got = _slices(m.model, ni, "classifier.weight")[oak]
+    assert torch.allclose(got / got.norm(), want, atol=1e-5)
+    assert not torch.allclose(got, _slices(plain.model, ni, "classifier.weight")[oak], atol=1e-3)
+    # everything else is as without examples: kept rows and the split children
+    for node in ("animal", "animal-cat", "plant-tree", "dog-puppy"):
+        assert torch.equal(_slices(m.model, ni, "classifier.weight")[node],
+                           _slices(plain.model, ni, "classifier.weight")[node]), node
+    assert any(line.startswith("+ plant-oak  new under plant: from its 2 examples") for line in m.changes)
+    assert any(line.startswith("+ plant-oak  new under plant: from its name") for line in plain.changes)
+
+
 def test_merge_mixes_by_training_support(run):
     old = load_checkpoint(run / "best")
     tax = old.taxonomy.merge("plant-rose", "plant-tree")
@@ -199,7 +226,7 @@ def test_estimator_update_learns_a_new_leaf(tiny_encoder, tmp_path):
     assert "plant-rose" not in clf.classes_
     before = clf.predict_scores(["cat meow kitten"])
     clf.update([r["text"] for r in rows[:60]], [r["labels"] for r in rows[:60]], taxonomy=full, epochs=3)
-    assert "plant-rose" in clf.classes_ and clf.migration_ == ["+ plant-rose  new under plant: from its name"]
+    assert "plant-rose" in clf.classes_ and clf.migration_ == ["+ plant-rose  new under plant: from its 23 examples"]
     assert clf.config_["train"]["init_from"]
     assert not np.array_equal(before, clf.predict_scores(["cat meow kitten"])[:, :before.shape[1]])
     got = clf.predict(["rose petal thorn rose", "cat meow kitten"])

@@ -138,12 +138,16 @@ class FlatModel(EncoderModel):
     def name_rows(self, index: TaxonomyIndex) -> dict:
         return {} if self.config.head == "label_token" else super().name_rows(index)
 
-    def label_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list:
-        """For label-name initialisation: the classifier and the pooled vectors of the leaves' texts."""
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list:
+        """The classifier and the pooled vector it sees for every text (label and example
+        initialisation, :mod:`hmtc.models.label_init`)."""
         if self.config.head == "label_token":
             raise ConfigError("label_init does not apply to the label_token head (it learns label tokens)")
-        v = self.head(*self.encode(input_ids, attention_mask))
-        return [(self.classifier, v[self.leaves])]
+        return [(self.classifier, self.head(*self.encode(input_ids, attention_mask)))]
+
+    def label_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list:
+        """For label-name initialisation: the classifier and the pooled vectors of the leaves' texts."""
+        return [(clf, v[self.leaves]) for clf, v in self.text_features(input_ids, attention_mask)]
 
     def forward_states(self, states, attention_mask, labels=None) -> ModelOutput:
         return self.leaf_output(self.classifier(self.dropout(self.head(states, attention_mask))), labels)

@@ -9,11 +9,19 @@ that row, centred over the classifier's nodes and scaled to the rows' mean defau
 
 so at the start a text scores highest on the labels whose names it resembles through the
 encoder (and, for MSML, the same random towers and gates that the text passes), not at random.
+
+A node that has a few labelled texts ``E_i`` can start from them instead (weight imprinting, Qi,
+Brown & Lowe 2018, used by :mod:`hmtc.migrate` for nodes a taxonomy edit adds): with ``f(x)`` the
+features its classifier sees for text ``x`` and ``E`` every example text given,
+
+    a_i = (m_i - m) / ||m_i - m||,    m_i = mean_{x ∈ E_i} f(x),    m = mean_{x ∈ E} f(x)
 """
 
 from __future__ import annotations
 
 import torch
+
+import numpy as np
 
 from ..errors import ConfigError
 from ..taxonomy import TaxonomyIndex
@@ -82,3 +90,38 @@ def _features(model: torch.nn.Module, enc: dict) -> list:
 def _directions(feats: torch.Tensor) -> torch.Tensor:
     rows = feats.float() - feats.float().mean(0, keepdim=True)
     return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-6)
+
+
+@torch.no_grad()
+def example_directions(model: torch.nn.Module, texts: list[str], y: np.ndarray, nodes: set[int],
+                       batch_size: int = 32) -> dict[str, dict[int, torch.Tensor]]:
+    """``{weight name: {row: a_i}}`` for the rows of ``model.node_rows()`` whose node is in
+    ``nodes`` and carries some of ``texts`` (``y``: (S, N) bool, closed labels): the imprinted
+    directions of the module docstring, the features read through ``model.text_features`` with
+    dropout off, in batches of ``batch_size``."""
+    names = {id(m): n for n, m in model.named_modules()}
+    was_training = model.training
+    model.eval()
+    try:
+        parts = []
+        for i in range(0, len(texts), batch_size):
+            enc = model.tokenizer([model.text_prefix + t for t in texts[i:i + batch_size]], padding=True,
+                                  truncation=True, max_length=model.max_length, return_tensors="pt")
+            parts.append(model.text_features(enc["input_ids"], enc["attention_mask"]))
+    finally:
+        model.train(was_training)
+    rows = {r.param: r.nodes for r in model.node_rows()}
+    y = torch.as_tensor(np.asarray(y, dtype=bool))
+    out = {}
+    for k, (linear, _) in enumerate(parts[0] if parts else []):
+        feats = torch.cat([p[k][1] for p in parts]).float()
+        centre = feats.mean(0)
+        name = f"{names[id(linear)]}.weight"
+        dirs = {}
+        for row, col in enumerate(rows.get(name, [])):
+            have = y[:, int(col)]
+            if int(col) in nodes and have.any():
+                m = feats[have].mean(0) - centre
+                dirs[row] = m / m.norm().clamp_min(1e-6)
+        out[name] = dirs
+    return out

@@ -245,10 +245,15 @@ class MSMLModel(EncoderModel):
             out.append((h, z))
         return out
 
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list:
+        """Each level's classifier and the h_l it sees for every text (label and example
+        initialisation, :mod:`hmtc.models.label_init`)."""
+        levels = self.level_states(*self.encode(input_ids, attention_mask))
+        return [(clf, h) for clf, (h, _) in zip(self.classifiers, levels)]
+
     def label_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list:
         """For label-name initialisation: each level's classifier and h_l of its own nodes' texts."""
-        levels = self.level_states(*self.encode(input_ids, attention_mask))
-        return [(clf, h[sl]) for clf, (h, _), sl in zip(self.classifiers, levels, self.slices)]
+        return [(clf, h[sl]) for (clf, h), sl in zip(self.text_features(input_ids, attention_mask), self.slices)]
 
     def forward_states(self, states: torch.Tensor, attention_mask: torch.Tensor,
                        labels: torch.Tensor | None = None) -> ModelOutput:
