@@ -194,6 +194,22 @@ def test_migrate_refuses_an_existing_folder_and_a_model_that_cannot_follow(run, 
     assert "exists" in r.output and (tmp_path / "taken" / "keep.txt").read_text(encoding="utf-8") == "x"
 
 
+def test_migrate_examples_from_a_file(run, tmp_path, invoke):
+    """--examples: new nodes start from the file's texts; a label the new taxonomy lacks is one
+    error naming the line, with nothing written."""
+    tax = tmp_path / "e.tax"
+    tax.write_text(EDITED, encoding="utf-8")
+    ex = tmp_path / "ex.jsonl"
+    ex.write_text('{"text": "an oak", "labels": ["plant-oak"]}\n{"text": "oak acorn", "labels": ["plant-oak"]}\n'
+                  '{"text": "a cat", "labels": ["animal-cat"]}\n', encoding="utf-8")
+    r = invoke("migrate", run, tax, "--map", "plant-rose=plant-flower", "--examples", ex, "-o", tmp_path / "m")
+    assert "+ plant-oak  new under plant: from its 2 examples" in r.output and (tmp_path / "m").is_dir()
+    ex.write_text('{"text": "an oak", "labels": ["plant-oak"]}\n{"text": "x", "labels": ["plant-elm"]}\n',
+                  encoding="utf-8")
+    r = invoke("migrate", run, tax, "--map", "plant-rose=plant-flower", "--examples", ex, "-o", tmp_path / "m2", code=2)
+    assert "ex.jsonl:2" in r.output and "plant-elm" in r.output and not (tmp_path / "m2").exists()
+
+
 def test_init_from_starts_from_the_migrated_weights(run, tmp_path, invoke):
     edited = tmp_path / "e.tax"           # every label of the tiny dataset, one node more
     edited.write_text(TAXONOMY + "    plant-oak \"oak\"\n", encoding="utf-8")

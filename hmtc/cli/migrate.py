@@ -18,24 +18,36 @@ def migrate_command(run: Path = typer.Argument(..., help="Trained run folder (us
                     map_: Optional[list[str]] = typer.Option(None, "--map", help="OLD=NEW: old node OLD's rows go to "
                                                              "NEW (a renamed id; several OLDs onto one NEW merge "
                                                              "them, weighted by training texts). Repeatable."),
+                    examples: Optional[Path] = typer.Option(None, "--examples", help="JSONL of labelled texts "
+                                                            "({\"text\": ..., \"labels\": [...]}, ids of the new "
+                                                            "taxonomy): new nodes start from the mean of their "
+                                                            "examples instead of their names."),
                     ) -> None:
     """Carry a trained run onto an edited taxonomy: kept, moved and renamed nodes keep their rows
     and thresholds, merged nodes mix theirs, a split node's children start from it and their
-    names, new nodes from their names. Prints one line per changed node; the new run predicts at
+    names, new nodes from their examples (--examples) or names. Prints one line per changed node; the new run predicts at
     once, and `hmtc train CONFIG --init OUT --set data.taxonomy=NEW.tax` fine-tunes it.
 
     Example: hmtc migrate runs/duee-msml-default v2.tax --map 竞赛行为-夺冠=竞赛行为-冠军 -o runs/duee-v2
     """
     from ..checkpoint import locate
+    from ..data.catalog import encode_labels
+    from ..data.readers import read_jsonl
     from ..loading import load_checkpoint
     from ..migrate import check_new_folder, migrate, parse_map, write_migrated
     from ..taxonomy import Taxonomy
     mapping = parse_map(map_ or [])
     new = Taxonomy.load(taxonomy)
+    pairs = None
+    if examples is not None:             # checked against the new taxonomy before anything loads
+        read = read_jsonl(examples)
+        y = encode_labels(read, new)
+        ids = new.compile().ids
+        pairs = (list(read.texts), [[ids[j] for j in row.nonzero()[0]] for row in y])
     check_new_folder(out)                # before the weights load, which takes seconds
     _, ckpt_dir = locate(run)
     ckpt = load_checkpoint(ckpt_dir)
-    migration = migrate(ckpt, new, mapping)
+    migration = migrate(ckpt, new, mapping, examples=pairs)
     for line in migration.changes:
         err.print(escape(line), highlight=False)
     if not migration.changes:
