@@ -38,8 +38,9 @@ def fit_baseline(cfg: dict, run_dir: Path, console: Console | None = None, quiet
     folder = run_dir / "baseline"
     Trainer(bcfg, folder, console=console, quiet=True).fit()
     metrics = evaluate_run(folder, console, quiet=True, overwrite=True)
-    out = {"config": cfg["train"]["baseline"], "model": bcfg["model"]["name"], "split": metrics["split"],
-           "test": {k: metrics["test"][k] for k in SUMMARY_KEYS}, "train_seconds": round(train_seconds(folder), 1)}
+    split = metrics["split"]
+    out = {"config": cfg["train"]["baseline"], "model": bcfg["model"]["name"], "split": split,
+           split: {k: metrics[split][k] for k in SUMMARY_KEYS}, "train_seconds": round(train_seconds(folder), 1)}
     path = run_dir / "metrics.json"
     atomic_write_json(path, json.loads(path.read_text(encoding="utf-8")) | {"baseline": out})
     return out

@@ -27,7 +27,7 @@ from .io import RunLock, atomic_write_bytes, atomic_write_json
 from .loading import load_checkpoint, load_for_inference
 from .metrics import evaluate
 from .progress import progress_bar
-from .record import check_record_free, git_commit, machine_info, now, record_path, run_key, write_record
+from .record import check_record_free, evaluated, git_commit, machine_info, now, record_path, run_key, write_record
 
 SUMMARY_KEYS = ("micro_f1", "macro_f1", "leaf_micro_f1", "leaf_macro_f1", "hier_f1", "c_micro_f1",
                 "c_macro_f1", "exact_match", "samples_f1", "inconsistent_samples", "orphan_nodes")
@@ -132,7 +132,9 @@ def _evaluate_run(target: str | Path, console: Console | None = None, quiet: boo
                   # share of texts whose decoded set stops at an internal node before any completion
                   "stopped_early": float(stops_early(uncompleted, index).mean()) if len(gold) else 0.0,
                   "per_label_thresholds": np.asarray(thr).tolist() if np.ndim(thr) else None}
-    metrics = {"split": eval_split, "test": after, "dev": dev, "decode": decode_cfg, "calibration": calibration,
+    # figures keyed by their split: a dataset without a test split is evaluated on dev, and says so
+    figures = {"dev": after} if eval_split == "dev" else {"test": after, "dev": dev}
+    metrics = {"split": eval_split, **figures, "decode": decode_cfg, "calibration": calibration,
                **({"sampling": data.sampling} if data.sampling else {}),
                "before_decoding": {k: before[k] for k in SUMMARY_KEYS},
                "consistency": {"before": {k: before[k] for k in ("inconsistent_samples", "orphan_nodes")},
@@ -232,15 +234,16 @@ def _record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, suffix
 
 
 def build_record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, suffix: str = "") -> dict:
-    """One run's record: config, command, commit, seed, time, machine and the test metrics."""
+    """One run's record: config, command, commit, seed, time, machine and the figures of the
+    evaluated split (``split``: test, or dev for a dataset without one)."""
     run_meta_path = run_dir / "run.json"
     run_meta = json.loads(run_meta_path.read_text(encoding="utf-8")) if run_meta_path.is_file() else {}
     state_path = run_dir / "last" / "train_state.json"
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
-    test = metrics["test"]
+    test = evaluated(metrics)
     return {
         "name": run_key(run_dir, cfg["train"]["output_dir"]) + suffix, "config_name": cfg["name"],
-        "dataset": cfg["data"]["dataset"], "model": cfg["model"]["name"],
+        "dataset": cfg["data"]["dataset"], "split": metrics["split"], "model": cfg["model"]["name"],
         "dataset_protocol": dataset_protocol(cfg["data"]["dataset"], cfg["data"].get("options") or None),
         "encoder": cfg["model"]["encoder"], "seed": cfg["train"]["seed"],
         "command": run_meta.get("command"), "eval_command": command,

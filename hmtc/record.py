@@ -20,6 +20,16 @@ from .errors import HmtcError
 from .io import atomic_write_json
 
 
+
+def evaluated(metrics: dict) -> dict:
+    """The figures of the split a ``metrics.json`` evaluated: figures are keyed by their split's
+    name (``metrics["split"]``: test, or dev where a dataset has no test split); a file written
+    before that held them under "test" whatever the split was."""
+    split = metrics.get("split", "test")
+    if split != "test" and "test" in metrics:
+        return metrics["test"]
+    return metrics[split]
+
 def git_commit(cwd: str | Path | None = None) -> str:
     """``HEAD`` of the repository holding ``cwd`` (default: the hmtc package that runs, wherever
     the command is started), with ``-dirty`` when tracked files changed; "unknown" outside one."""
@@ -163,6 +173,7 @@ def aggregate_records(records: list[dict]) -> dict:
     return {
         "aggregate": True, "n": len(records), "seeds": [r.get("seed") for r in records],
         "dataset": first.get("dataset"), "dataset_protocol": first.get("dataset_protocol"),
+        **({"split": first["split"]} if "split" in first else {}),
         "model": first.get("model"), "encoder": first.get("encoder"), "metrics": mean, "metrics_std": std, "per_seed": per_seed,
         "train_seconds": round(float(np.mean(train_seconds)), 1),
         "git_commits": sorted({r.get("git_commit") or "unknown" for r in records}),

@@ -31,6 +31,7 @@ from scipy.special import expit
 from .data.prepare import prepare
 from .errors import HmtcError
 from .io import atomic_write_bytes, atomic_write_text
+from .record import evaluated
 from .taxonomy import Taxonomy, TaxonomyIndex
 
 SUMMARY_ROWS = (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"), ("leaf_micro_f1", "leaf micro-F1"),
@@ -632,7 +633,7 @@ def write_report(run_dir: str | Path, top_bad: int = 50, top_pairs: int = 20) ->
     train_freq = data.labels["train"].sum(0)
     thr = thresholds(m)
     global_thr = float(m["decode"]["threshold"])
-    test = m["test"]
+    test = evaluated(m)
     per_label = test["per_label"]
 
     doc = Doc(f"Run report: {run.name}")
@@ -721,7 +722,7 @@ def _decoding_text(d: dict) -> str:
 
 
 def _scores(doc: Doc, m: dict) -> None:
-    test, before = m["test"], m["before_decoding"]
+    test, before = evaluated(m), m["before_decoding"]
     doc.heading(f"Scores on {m['split']}")
     doc.para("Micro pools the labels of all levels, macro averages every label (F1 = 0 without "
              "gold support); hierarchical F1 adds ancestors to both sets; C-F1 counts a node only "
@@ -764,11 +765,12 @@ def _per_label(doc: Doc, per_label: list[dict], train_freq: np.ndarray, label_th
 
 # ---- comparison -------------------------------------------------------------------------------
 def compare_table(runs: list[str | Path]) -> tuple[list[str], list[list]]:
-    """Header and rows comparing evaluated runs side by side (one row per run). A folder of
-    seeds (``hmtc train --seeds``) is one row of ``mean ± std (n)`` over its seeds."""
+    """Header and rows comparing evaluated runs side by side (one row per run): each run's dataset
+    and the split it was evaluated on (test, or dev where its dataset has none) beside its figures.
+    A folder of seeds (``hmtc train --seeds``) is one row of ``mean ± std (n)`` over its seeds."""
     groups = [_seed_runs(r) for r in runs]
-    depth = max(len(r.metrics["test"]["per_level"]) for g in groups for r in g)
-    header = (["run", "model", "micro F1", "macro F1"] + [f"L{k} mi / ma F1" for k in range(1, depth + 1)] +
+    depth = max(len(evaluated(r.metrics)["per_level"]) for g in groups for r in g)
+    header = (["run", "model", "dataset", "split", "micro F1", "macro F1"] + [f"L{k} mi / ma F1" for k in range(1, depth + 1)] +
               ["leaf mi / ma F1", "hier F1", "C-micro F1", "inconsistent before → after",
                "train time", "train samples/s", "infer texts/s"])
     rows = []
@@ -784,19 +786,20 @@ def compare_table(runs: list[str | Path]) -> tuple[list[str], list[list]]:
             return " / ".join(p if isinstance(p, str) else f"{p:.4f}" for p in parts)
 
         def level(k):
-            return lambda avg: (lambda r: r.metrics["test"]["per_level"][k][f"{avg}_f1"])
+            return lambda avg: (lambda r: evaluated(r.metrics)["per_level"][k][f"{avg}_f1"])
 
-        n_levels = min(len(r.metrics["test"]["per_level"]) for r in g)
+        n_levels = min(len(evaluated(r.metrics)["per_level"]) for r in g)
         levels = [cell(level(k)("micro"), level(k)("macro")) for k in range(n_levels)]
         t0 = g[0].metrics["consistency"]
         sps = [h["samples_per_s"] for r in g for h in r.state.get("history", []) if h.get("samples_per_s")]
         secs = [r.state.get("train_seconds") for r in g if r.state.get("train_seconds") is not None]
         name = g[0].name if len(g) == 1 else f"{Path(path).name} (n = {len(g)})"
-        rows.append([name, g[0].config.get("model", {}).get("name", "?"),
-                     cell(lambda r: r.metrics["test"]["micro_f1"]), cell(lambda r: r.metrics["test"]["macro_f1"]),
+        rows.append([name, g[0].config.get("model", {}).get("name", "?"), g[0].config.get("data", {}).get("dataset", "?"),
+                     "/".join(sorted({r.metrics.get("split", "test") for r in g})),
+                     cell(lambda r: evaluated(r.metrics)["micro_f1"]), cell(lambda r: evaluated(r.metrics)["macro_f1"]),
                      *levels, *["–"] * (depth - n_levels),
-                     cell(lambda r: r.metrics["test"]["leaf_micro_f1"], lambda r: r.metrics["test"]["leaf_macro_f1"]),
-                     cell(lambda r: r.metrics["test"]["hier_f1"]), cell(lambda r: r.metrics["test"]["c_micro_f1"]),
+                     cell(lambda r: evaluated(r.metrics)["leaf_micro_f1"], lambda r: evaluated(r.metrics)["leaf_macro_f1"]),
+                     cell(lambda r: evaluated(r.metrics)["hier_f1"]), cell(lambda r: evaluated(r.metrics)["c_micro_f1"]),
                      f"{_pct(t0['before']['inconsistent_samples'])} → {_pct(t0['after']['inconsistent_samples'])}"
                      if len(g) == 1 else
                      f"{_pct(np.mean([r.metrics['consistency']['before']['inconsistent_samples'] for r in g]))} → "
@@ -829,13 +832,13 @@ def per_label_table(runs: list[str | Path], level: int | None = None) -> tuple[l
     rows : list of list
     """
     groups = [_seed_runs(r) for r in runs]
-    ids = [[x["id"] for x in r.metrics["test"]["per_label"]] for g in groups for r in g]
+    ids = [[x["id"] for x in evaluated(r.metrics)["per_label"]] for g in groups for r in g]
     if any(i != ids[0] for i in ids):
         raise HmtcError("per-label comparison needs runs of one taxonomy; these runs label different nodes")
-    labels = groups[0][0].metrics["test"]["per_label"]
+    labels = evaluated(groups[0][0].metrics)["per_label"]
     if level is not None and not any(x["level"] == level for x in labels):
         raise HmtcError(f"no labels at level {level}; levels are {sorted({x['level'] for x in labels})}")
-    f1 = np.array([np.mean([[x["f1"] for x in r.metrics["test"]["per_label"]] for r in g], axis=0) for g in groups])
+    f1 = np.array([np.mean([[x["f1"] for x in evaluated(r.metrics)["per_label"]] for r in g], axis=0) for g in groups])
     names = [g[0].name if len(g) == 1 else Path(p).name for p, g in zip(runs, groups)]
     pair = len(groups) == 2
     per_level = {lv: sum(x["level"] == lv for x in labels) for lv in {x["level"] for x in labels}}

@@ -238,8 +238,29 @@ def test_compare_writes_both_runs(tiny_runs, tmp_path):
     r = invoke(app, "compare", *tiny_runs, "--out", out)
     assert "tiny-a" in r.stdout and "tiny-b" in r.stdout
     lines = out.read_text(encoding="utf-8").splitlines()
-    assert lines[0].startswith("| run | model | micro F1 |") and "L2 mi / ma F1" in lines[0]
+    assert lines[0].startswith("| run | model | dataset | split | micro F1 |") and "L2 mi / ma F1" in lines[0]
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["tiny-a", "tiny-b"]
+    assert all(line.split("|")[4].strip() == "test" for line in lines[2:]) and "do not compare" not in r.output
+
+
+def test_compare_names_each_runs_split_and_warns_across_them(tiny_runs, tmp_path):
+    """A run evaluated on dev (its dataset has no test split) is shown as dev, never as test, and
+    setting it beside a test-split run says the figures do not compare; metrics.json written
+    before figures were keyed by split still reads."""
+    dev_run = tmp_path / "dev-run"
+    shutil.copytree(tiny_runs[0], dev_run, symlinks=True)
+    m = json.loads((dev_run / "metrics.json").read_text(encoding="utf-8"))
+    m = {k: v for k, v in m.items() if k != "test"} | {"split": "dev", "dev": m["test"]}
+    (dev_run / "metrics.json").write_text(json.dumps(m), encoding="utf-8")
+    r = invoke(app, "compare", tiny_runs[1], dev_run, "--out", tmp_path / "c.md")
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in (tmp_path / "c.md").read_text(encoding="utf-8").splitlines()[2:]]
+    assert [row[3] for row in rows] == ["test", "dev"]
+    assert "do not compare" in r.output and "dev" in r.output
+    old = m | {"test": m["dev"]}                     # the old layout: dev figures under "test"
+    del old["dev"]
+    (dev_run / "metrics.json").write_text(json.dumps(old), encoding="utf-8")
+    invoke(app, "compare", dev_run, "--out", tmp_path / "c2.md")
+    assert (tmp_path / "c2.md").read_text(encoding="utf-8").splitlines()[2].split("|")[4].strip() == "dev"
 
 
 def test_compare_fits_a_100_column_terminal(tiny_runs, tmp_path):

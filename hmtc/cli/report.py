@@ -44,8 +44,12 @@ def compare_command(runs: list[Path] = typer.Argument(..., help="Evaluated run f
         raise typer.BadParameter("--level goes with --per-label")
     header, rows = per_label_table(runs, level) if per_label else compare_table(runs)
     cells = [[escape(f"{v:.4f}" if isinstance(v, float) else str(v)) for v in r] for r in rows]
-    _print_in_blocks("Runs compared (test split, after decoding)" + (", per label" if per_label else ""),
-                     header, cells, left=3 if per_label else 2, keys=2 if per_label else 1)
+    _print_in_blocks("Runs compared (after decoding" + (", per label)" if per_label else "; each on the split named)"),
+                     header, cells, left=3 if per_label else 4, keys=2 if per_label else 1)
+    if not per_label and len({(r[2], r[3]) for r in rows}) > 1:
+        err.print("note: these runs are scored on different datasets or splits (" + escape(
+                  ", ".join(sorted({f"{r[2]} {r[3]}" for r in rows}))) + "): their figures do not compare",
+                  soft_wrap=True, highlight=False)
     if out is not None:
         atomic_write_text(out, markdown_table(header, rows) + "\n")
         err.print(f"wrote {escape(str(out))}", highlight=False)

@@ -189,7 +189,8 @@ def _load_for_predict(ckpt_dir: Path, engine: str, threads: int):
 
 
 def _show(metrics: dict) -> None:
-    test = metrics["test"]
+    from ..record import evaluated
+    test = evaluated(metrics)
     t = Table(title=f"{metrics['split']} (decoding: {metrics['decode']['method']}, threshold {metrics['decode']['threshold']})")
     for col in ("figure", "value", "before decoding"):
         t.add_column(col, justify="right" if col != "figure" else "left")
@@ -279,15 +280,16 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
 
 def _show_baseline(metrics: dict, base: dict, seconds: float | None) -> None:
     """This run beside the baseline fitted on its split, and where it stands."""
+    from ..record import evaluated
     t = Table(title=f"{metrics['split']}: this run beside the baseline ({escape(base['model'])}, same split and seed)")
     for col in ("figure", "this run", "baseline", "difference"):
         t.add_column(col, justify="right" if col != "figure" else "left")
     for k in ("leaf_micro_f1", "leaf_macro_f1", "micro_f1", "macro_f1"):
-        ours, theirs = metrics["test"][k], base["test"][k]
+        ours, theirs = evaluated(metrics)[k], evaluated(base)[k]
         t.add_row(k, f"{ours:.4f}", f"{theirs:.4f}", f"{100 * (ours - theirs):+.2f} points")
     t.add_row("training seconds", "–" if seconds is None else f"{seconds:.0f}", f"{base['train_seconds']:.0f}", "")
     Console(emoji=False).print(t)
-    ahead = [k for k in ("leaf_micro_f1", "leaf_macro_f1") if metrics["test"][k] > base["test"][k]]
+    ahead = [k for k in ("leaf_micro_f1", "leaf_macro_f1") if evaluated(metrics)[k] > evaluated(base)[k]]
     verdict = ("above the baseline at leaf micro- and macro-F1" if len(ahead) == 2 else
                "below the baseline at leaf micro- and macro-F1" if not ahead else f"above the baseline only at {ahead[0]}")
     err.print(f"this run is {verdict} (one seed; experiments/RESULTS.md has seed-averaged comparisons)")
@@ -295,7 +297,8 @@ def _show_baseline(metrics: dict, base: dict, seconds: float | None) -> None:
 
 def _show_seeds(agg: dict) -> None:
     m, s = agg["metrics"], agg["metrics_std"]
-    t = Table(title=f"{escape(agg['name'])}: mean ± std over seeds {', '.join(map(str, agg['seeds']))} (test, after decoding)")
+    t = Table(title=f"{escape(agg['name'])}: mean ± std over seeds {', '.join(map(str, agg['seeds']))} "
+              f"({agg.get('split', 'test')}, after decoding)")
     for col in ("figure", "mean ± std (n)", "per seed"):
         t.add_column(col, justify="right" if col != "figure" else "left")
     for k in ("micro_f1", "macro_f1", "leaf_micro_f1", "leaf_macro_f1", "hier_f1", "exact_match"):
