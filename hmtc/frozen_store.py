@@ -31,10 +31,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .home import home
+
 
 def store_root() -> Path:
     """``$HMTC_HOME/frozen`` (``HMTC_HOME`` defaults to ``~/.cache/hmtc``, as for encoders)."""
-    return Path(os.environ.get("HMTC_HOME") or "~/.cache/hmtc").expanduser() / "frozen"
+    return home() / "frozen"
 
 
 def text_key(token_ids) -> bytes:

@@ -24,6 +24,7 @@ from rich.markup import escape
 
 from .errors import ConfigError, HmtcError
 from .evaluate import build_record, evaluate_run
+from .home import run_folder
 from .io import atomic_write_json
 from .record import aggregate_records, check_record_free, command_line, git_commit, now, record_path, run_key
 from .record import write_record
@@ -59,7 +60,7 @@ def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, 
     """Train and evaluate every seed, then write the mean record; returns it (None when stopped
     early, when ``no_eval``, or on a non-main rank of a distributed job)."""
     console = console or Console(stderr=True, emoji=False)
-    run_dir = Path(run_dir) if run_dir else Path(cfg["train"]["output_dir"]) / cfg["name"]
+    run_dir = run_folder(cfg, run_dir)
     mean_path = record_path(cfg, run_dir)
     check_record_free(mean_path, overwrite)
     plans = []

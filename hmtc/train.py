@@ -35,6 +35,7 @@ from .decode import decode
 from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
 from .frozen_store import FrozenStore, store_root, text_key
+from .home import run_folder
 from .inference import cache_lower_states, frozen_fingerprint, pick_device
 from .io import RunLock, atomic_write_json, check_manifest, newest_valid, versioned_dir, versions
 from .loading import load_checkpoint
@@ -183,7 +184,7 @@ class Trainer:
                  stop_after_epochs: int | None = None, console: Console | None = None,
                  quiet: bool = False, frozen_caches: dict | None = None, accept_changes: bool = False):
         self.config = config
-        self.run_dir = Path(run_dir) if run_dir else Path(config["train"]["output_dir"]) / config["name"]
+        self.run_dir = run_folder(config, run_dir)
         self.resume = resume
         if stop_after_epochs is not None and (isinstance(stop_after_epochs, bool) or stop_after_epochs < 1):
             raise HmtcError(f"stop after {stop_after_epochs} epochs: give 1 or more (leave it out to train them all)")

