@@ -7,9 +7,7 @@ The library is imported inside each command (torch and transformers take seconds
 from __future__ import annotations
 
 import json
-import math
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -218,63 +216,11 @@ def ensemble(members: list[Path] = typer.Argument(..., help="Trained run, checkp
 
     Example: hmtc ensemble runs/20ng-msml-long runs/20ng-tfidf-seeds --weights tune -o runs/20ng-msml-tfidf
     """
-    from ..checkpoint import locate, read_meta, write_checkpoint_meta
-    from ..errors import HmtcError
-    from ..evaluate import train_seconds, tune_ensemble_weights
-    from ..models.base import make_config
-    from ..io import atomic_write_json, versioned_dir
-    from ..record import command_line, git_commit, machine_info, now
-    from ..seeds import seed_folders
-    tune = weights == "tune"
-    try:
-        w = [float(x) for x in weights.split(",")] if weights and not tune else None
-    except ValueError:
-        raise HmtcError(f"--weights {weights!r}: comma-separated numbers, or 'tune'") from None
-    if len(members) < 2:
-        raise HmtcError("an ensemble needs at least 2 members")
-    if w is not None and len(w) != len(members):
-        raise HmtcError(f"--weights: {len(w)} weight(s) for {len(members)} members")
-    if w is not None and (not all(math.isfinite(x) and x >= 0 for x in w) or not any(w)):
-        raise HmtcError(f"--weights {weights!r}: finite numbers, 0 or more, not all 0")
-    for member in members:
-        if Path(member).resolve() == Path(out).resolve():
-            raise HmtcError("-o is one of the members; write the ensemble to a folder of its own", out)
-    if (Path(out) / "run.json").is_file() and "members" not in json.loads((Path(out) / "run.json").read_text(
-            encoding="utf-8")):
-        raise HmtcError("-o holds a trained run, not an ensemble; write the ensemble to a folder of its own", out)
-    per_member = [{f.name: f for f in seed_folders(m)} for m in members]
-    if all(per_member):
-        shared = sorted(set.intersection(*(set(p) for p in per_member)), key=lambda n: int(n[5:]))
-        if not shared:
-            raise HmtcError("the members' seeds folders share no seed")
-        targets = [(out / name, [p[name] for p in per_member]) for name in shared]
-    elif any(per_member):
-        raise HmtcError("mix of seeds folders and single runs: give all of one kind")
-    else:
-        targets = [(out, members)]
-    for folder, runs in targets:
-        ckpts = [locate(r)[1].resolve() for r in runs]
-        config, taxonomy, index, _ = read_meta(ckpts[0])
-        for c in ckpts[1:]:
-            if list(read_meta(c)[2].ids) != list(index.ids):
-                raise HmtcError("this member's label index differs from the first member's", c)
-        options, tuned = {"members": [str(c) for c in ckpts], "weights": w}, {}
-        if tune:
-            started = time.time()
-            options["weights"], tuned = tune_ensemble_weights(ckpts, err)
-            options["mean"], tuned["seconds"] = False, round(time.time() - started, 1)
-        make_config("ensemble", options)          # refused here, not when it is first loaded
-        config = config | {"name": folder.name, "model": config["model"] | {"name": "ensemble", "options": options}}
-        with versioned_dir(folder / "best") as tmp:
-            write_checkpoint_meta(tmp, taxonomy, config)
-        # what its record needs: how it was made, and the training time of all its members
-        atomic_write_json(folder / "run.json", {
-            "command": command_line(), "git_commit": git_commit(), "machine": machine_info(), "started": now(),
-            "members": [str(r) for r in runs], "train_seconds": sum(train_seconds(locate(r)[0]) for r in runs)}
-            | ({"weights_tuned": tuned} if tuned else {}))
-        err.print(f"wrote {escape(str(folder / 'best'))}: {len(ckpts)} members")
+    from ..ensemble import build_ensemble, parse_weights
+    for folder, tuned in build_ensemble(members, out, parse_weights(weights), err):
+        err.print(f"wrote {escape(str(folder / 'best'))}: {len(members)} members")
         if tuned:
-            err.print(f"  weights {', '.join(f'{x:.4g}' for x in options['weights'])} (a sum) tuned on "
+            err.print(f"  weights {', '.join(f'{x:.4g}' for x in tuned['weights'])} (a sum) tuned on "
                       f"{tuned['texts']} dev texts: micro-F1 {tuned['micro_f1']:.4f}, members alone "
                       f"{', '.join(f'{x:.4f}' for x in tuned['members_micro_f1'])}")
 
