@@ -22,7 +22,7 @@ from transformers import AutoConfig
 from .batching import length_batches, tokenize
 from .checkpoint import locate, save_checkpoint
 from .config import DEFAULTS
-from .data.catalog import load_dataset
+from .data.catalog import get_spec, load_dataset
 from .decode import decode
 from .encoders import resolve_encoder
 from .errors import DataError
@@ -93,16 +93,25 @@ def infer_gflops_per_text(model_name: str, encoder: str, texts: list[str], taxon
     return fc.get_total_flops() / 1e9 / len(texts), sum(map(len, ids)) / len(texts)
 
 
-def duee_texts(n: int = 0) -> list[str]:
-    """The first ``n`` (0: all) DuEE training texts when $HMTC_DATA has them; else as many texts
-    of a similar length profile (11,958 for all, the size of DuEE's training split)."""
+def bench_inputs(dataset: str = "duee", n: int = 0) -> tuple[list[str], Taxonomy]:
+    """The first ``n`` (0: all) training texts of ``dataset`` (a built-in name or a dataset
+    ``.toml``) and its taxonomy. Without a data folder, DuEE (the default) is stood in for by
+    texts of its length profile (11,958 for all, the size of its training split)."""
     try:
-        texts = load_dataset("duee", splits=["train"]).splits["train"].texts
-    except DataError:                                   # no data folder: synthetic stand-ins
-        rng = np.random.default_rng(0)
-        base = "据报道今日某公司宣布裁员并发布新产品同时股价大幅下跌引发市场关注"
-        texts = [(base * 4)[: int(rng.integers(15, 140))] for _ in range(n or 11_958)]
-    return list(texts[:n or None])
+        ds = load_dataset(dataset, splits=["train"])
+        return list(ds.splits["train"].texts[:n or None]), Taxonomy.load(ds.taxonomy_path)
+    except DataError:
+        if dataset != "duee":
+            raise
+    rng = np.random.default_rng(0)                      # no data folder: synthetic stand-ins
+    base = "据报道今日某公司宣布裁员并发布新产品同时股价大幅下跌引发市场关注"
+    texts = [(base * 4)[: int(rng.integers(15, 140))] for _ in range(n or 11_958)]
+    return texts, Taxonomy.load(get_spec("duee").taxonomy)
+
+
+def duee_texts(n: int = 0) -> list[str]:
+    """The first ``n`` (0: all) DuEE training texts, or stand-ins (:func:`bench_inputs`)."""
+    return bench_inputs("duee", n)[0]
 
 
 def representative_batches(lengths, batch_size: int, steps: int, warmup: int = 3,

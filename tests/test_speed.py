@@ -317,6 +317,19 @@ def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     assert stream["settings"]["jsonl_lines"] == 300
 
 
+def test_bench_reads_the_dataset_it_is_given(tiny_dataset, monkeypatch):
+    """hmtc bench times any dataset's texts under its taxonomy; only DuEE has stand-ins."""
+    from hmtc.bench import bench_inputs
+    from hmtc.errors import DataError
+    texts, tax = bench_inputs(str(tiny_dataset), 10)
+    assert len(texts) == 10 and "plant-rose" in tax
+    monkeypatch.setenv("HMTC_DATA", "/nonexistent")
+    texts, tax = bench_inputs("duee", 50)
+    assert len(texts) == 50 and len(tax.nodes) == 74                # DuEE's taxonomy, stand-in texts
+    with pytest.raises(DataError):
+        bench_inputs("goemotions", 10)
+
+
 def test_bench_batches_follow_the_length_profile():
     import numpy as np
 

@@ -41,6 +41,9 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
           batch_size: int = typer.Option(32, "--batch-size"),
           epochs: int = typer.Option(6, "--epochs", help="Run length that a cache's one-off cost is spread over."),
           ema: float = typer.Option(0.998, "--ema", help="EMA decay updated each step, as in the DuEE recipe (0: off)."),
+          dataset: str = typer.Option("duee", "--dataset", help="Dataset whose training texts and taxonomy are "
+                                      "timed (a built-in name or a dataset .toml); DuEE without a data folder: "
+                                      "stand-ins of its length profile."),
           train_texts: int = typer.Option(0, "--train-texts",
                                           help="Training texts whose length profile the timed steps follow (0: all)."),
           infer_texts: int = typer.Option(2048, "--infer-texts", help="Texts timed for inference."),
@@ -59,19 +62,21 @@ def bench(models: str = typer.Option("flat,msml", "--models", help="Comma-separa
                                                   "(whether or not those are timed)."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON."),
           out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON here.")) -> None:
-    """Training samples/s, inference texts/s, streaming memory on DuEE-length texts; decode + metrics time;
-    with --ceilings, the most this machine's matrix products allow for each."""
-    from ..bench import (ceilings, checkpoint_throughputs, decode_metrics_time, duee_texts, infer_throughput,
+    """Training samples/s, inference texts/s, streaming memory on a dataset's texts (DuEE's by
+    default); decode + metrics time; with --ceilings, the most this machine's matrix products allow
+    for each.
+
+    Example: hmtc bench --dataset goemotions --skip-infer --json
+    """
+    from ..bench import (bench_inputs, ceilings, checkpoint_throughputs, decode_metrics_time, infer_throughput,
                          stream_predict_memory, train_throughputs)
     from ..runtime import ONNX_BATCH
     from ..io import atomic_write_json
     from ..record import command_line, git_commit, machine_info, now
-    from ..taxonomy import Taxonomy
 
-    taxonomy = Taxonomy.load(Path(__file__).resolve().parents[2] / "taxonomies" / "duee.tax")
-    texts = duee_texts(train_texts)
+    texts, taxonomy = bench_inputs(dataset, train_texts)
     if len(texts) < infer_texts:
-        texts = duee_texts(infer_texts)
+        texts, _ = bench_inputs(dataset, infer_texts)
     infer = texts[:: max(1, len(texts) // infer_texts)][:infer_texts]     # spread over the set
     model_names, precs = _items(models), _items(precisions)
     by_engine = {"torch": precs, "onnx": ["fp32"], "onnx-int8": ["int8"]}     # precisions each engine runs
