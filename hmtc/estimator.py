@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from .config import load_config, merge_config
+from .config import _did_you_mean, load_config, merge_config
 from .errors import ConfigError, DataError, HmtcError
 from .io import atomic_write_text
 from .taxonomy import Taxonomy
@@ -205,9 +205,7 @@ class HierarchicalClassifier(BaseEstimator):
         texts, label_sets, dev_texts, dev_sets = self._training_sets(texts, labels, dev)
         taxonomy = self.taxonomy if taxonomy is None else taxonomy
         if taxonomy is None:
-            every = [_path_text(lab, self.label_sep) for sets in (label_sets, dev_sets or [])
-                     for labs in sets for lab in labs]
-            taxonomy = Taxonomy.from_paths(every, self.label_sep)
+            taxonomy = _taxonomy_of_paths({"labels": label_sets, "dev labels": dev_sets or []}, self._label_sep())
         elif not isinstance(taxonomy, Taxonomy):
             taxonomy = Taxonomy.load(taxonomy)
         return self._train(self._base_config(), taxonomy, texts, label_sets, dev_texts, dev_sets)
@@ -259,6 +257,23 @@ class HierarchicalClassifier(BaseEstimator):
         self.migration_ = migration.changes
         return self
 
+    def set_params(self, **params) -> HierarchicalClassifier:
+        """scikit-learn's ``set_params``; an unknown name is one :class:`ConfigError` naming the
+        valid ones (scikit-learn's ValueError repeats the whole estimator and suggests nothing)."""
+        valid = self.get_params(deep=False)
+        for key in params:
+            if key not in valid:
+                raise ConfigError(f"set_params: unknown parameter {key!r}{_did_you_mean(key, valid)}; "
+                                  f"the parameters: {', '.join(sorted(valid))}")
+        return super().set_params(**params)
+
+    def _label_sep(self) -> str:
+        """``label_sep``, checked where labels are split by it: an empty one splits nothing."""
+        if not isinstance(self.label_sep, str) or not self.label_sep:
+            raise ConfigError(f"label_sep must be a non-empty string, the separator of a label path "
+                              f"(e.g. '/'), not {self.label_sep!r}")
+        return self.label_sep
+
     def _training_sets(self, texts, labels, dev) -> tuple:
         """(texts, label sets, dev texts, dev label sets) from what ``fit`` is handed."""
         texts, labels = self._labelled(texts, labels)
@@ -276,7 +291,7 @@ class HierarchicalClassifier(BaseEstimator):
 
     def _train(self, cfg: dict, taxonomy: Taxonomy, texts, label_sets, dev_texts, dev_sets) -> HierarchicalClassifier:
         """Write the sets as a dataset, train ``cfg`` on it, evaluate and attach the best checkpoint."""
-        resolve = _resolver(taxonomy, self.label_sep)
+        resolve = _resolver(taxonomy, self._label_sep())
         splits = {"train": (texts, _node_sets(resolve, label_sets, "labels"))}
         if dev_texts is not None:
             splits["dev"] = (dev_texts, _node_sets(resolve, dev_sets, "dev labels"))
@@ -508,7 +523,7 @@ class HierarchicalClassifier(BaseEstimator):
         texts, labels = self._labelled(texts, labels)
         texts = _texts(texts)
         label_sets = _label_sets(labels, len(texts))
-        taxonomy, gold = _scoring_taxonomy(self.taxonomy_, label_sets, self.label_sep)
+        taxonomy, gold = _scoring_taxonomy(self.taxonomy_, label_sets, self._label_sep())
         index = ckpt.index if taxonomy is self.taxonomy_ else taxonomy.compile()
         gold = with_absent_classes(index.indicator(gold), index)       # an unmentioned label is in its first class
         return evaluate(gold, index.indicator(self.predict(texts)), index)
@@ -706,7 +721,9 @@ def _row_labels(row, i: int) -> list[str]:
         raise DataError(f"text {i} has no label; every text needs at least one")
     if not all(isinstance(lab, str) and lab.strip() for lab in labs):
         raise DataError(f"labels of text {i} must be non-empty strings, got {labs!r}")
-    return [lab.strip() for lab in labs]
+    for lab in labs:
+        _unpadded(lab, i)
+    return labs
 
 
 def _path(row, i: int) -> str | _Path:
@@ -728,7 +745,15 @@ def _cell(value, i: int) -> str:
         return ""
     if not isinstance(value, str):
         raise DataError(f"labels of text {i} must be strings, got {value!r}")
-    return value.strip()
+    return _unpadded(value, i)
+
+
+def _unpadded(label: str, i: int) -> str:
+    """``label`` of text ``i``, refused when spaces surround it: no node id has them, so it would
+    name no node (or, stripped in silence, another label than the one written)."""
+    if label != label.strip():
+        raise DataError(f"labels of text {i}: {label!r} has a leading or trailing space; strip the labels")
+    return label
 
 
 def _path_text(label: str | _Path, sep: str) -> str:
@@ -741,6 +766,22 @@ def _path_text(label: str | _Path, sep: str) -> str:
                             "labels is one path, a node per level (give label sets of one size as sets, and "
                             "the taxonomy for node ids that hold label_sep)")
     return sep.join(label)
+
+
+def _taxonomy_of_paths(sets: dict[str, list[list]], sep: str) -> Taxonomy:
+    """The taxonomy the label paths of ``sets`` (what -> label sets) spell out. A path with an
+    empty segment (``sep`` at its start or end, or twice in a row) is refused naming the label
+    and its text: it would make a node of an empty id, or one whose id ends in ``sep``."""
+    paths = []
+    for what, label_sets in sets.items():
+        for i, labs in enumerate(label_sets):
+            for lab in labs:
+                path = _path_text(lab, sep)
+                if "" in path.split(sep):
+                    raise DataError(f"{what} of text {i}: {_show(lab)} has an empty path segment (label_sep "
+                                    f"{sep!r} at its start or end, or twice in a row)")
+                paths.append(path)
+    return Taxonomy.from_paths(paths, sep)
 
 
 def _show(label: str | _Path) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,9 +24,19 @@ try:                                  # Windows
 except ImportError:
     msvcrt = None
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
 _WIN_LOCK_OFFSET = 1 << 30            # msvcrt locks a byte range; one past the pid, so it stays readable
 _UMASK = os.umask(0o022)              # read once (setting it is the only way to read it) and put back
 os.umask(_UMASK)
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets inside strings aside),
+    counted in one pass without recursion: ``json.loads`` recurses once per level, and so do the
+    walks over what it returns, so a reader checks this first and refuses what nests absurdly."""
+    steps = (1 if b in "[{" else -1 for b in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)))
+    return max(itertools.accumulate(steps, initial=0))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

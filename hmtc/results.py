@@ -21,7 +21,7 @@ from pathlib import Path
 from .config import DEFAULTS, load_config, tomllib
 from .curves import curve_png, curve_table, curves, load_loops, loop_png, loop_table
 from .errors import HmtcError
-from .io import atomic_write_bytes, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_text, json_depth
 from .models import MODELS
 from .record import mean_std
 from .report import Code, duration, machine_text, markdown_table
@@ -29,6 +29,9 @@ from .taxonomy import Taxonomy
 
 MET, MISSED, NOT_RUN = "met", "missed", "not yet run"
 MIN_SEEDS = 3
+# a record nests a few levels (config tables, per-label figures); deeper is no record, and json
+# and the walks over a record recurse per level
+MAX_RECORD_DEPTH = 64
 
 EXCLUSIVE_KEYS = ("exact_match", "leaf_micro_f1", "leaf_macro_f1")   # what an exclusive_raise goal reads
 
@@ -50,7 +53,10 @@ def load_records(records_dir: str | Path) -> list[dict]:
     records = []
     for path in sorted(Path(records_dir).glob("*.json")):
         try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            if json_depth(text) > MAX_RECORD_DEPTH:
+                raise HmtcError(f"not a run record: nested over {MAX_RECORD_DEPTH} levels deep", path)
+            rec = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise HmtcError(f"not a readable record: {e}", path) from None
         if not isinstance(rec, dict) or "dataset" not in rec or "metrics" not in rec:

@@ -27,8 +27,10 @@ File format (``.tax``), one node per line, made to be edited by hand and to diff
 * ``ID !exclusive`` or ``ID "display name" !exclusive`` (the mark last, after one or more
   spaces) says that the node's children are mutually exclusive: a text belongs to at most one
   of them. On the root's line it makes the level-1 nodes one such group. A reference takes no
-  mark (mark the node where it is defined), and an id cannot end in whitespace followed by
-  ``!exclusive``: such a line is read as the mark, so that one string stays unambiguous.
+  mark (mark the node where it is defined). A last word starting with ``!`` is read as a mark
+  and only ``!exclusive`` is one (``!Exclusive``, ``!only``: errors), so no word of an id starts
+  with ``!`` and no id ends glued to ``!exclusive``: one string stays unambiguous. An id holds
+  no tab or other control character.
 
 Exclusive sibling groups: the mark is the node attribute ``exclusive=True`` in the graph (absent
 when unmarked), so every edit carries it with the node: ``rename`` keeps it on the renamed
@@ -72,8 +74,10 @@ DEFAULT_ROOT = "ROOT"
 HEADER = ('# hmtc taxonomy: one node per line, two spaces of indent per level; '
           'ID or ID "display name"; &ID adds a second parent (DAG).')
 EXCLUSIVE = "!exclusive"
-_NODE_RE = re.compile(r'^(?P<ref>&)?(?P<id>[^"]*?)(?:\s+"(?P<name>[^"]*)")?(?P<mark>\s+!exclusive)?$')
-_ENDS_IN_MARK = re.compile(r"\s!exclusive$")     # an id that would read back as id + mark
+_NODE_RE = re.compile(r'^(?P<ref>&)?(?P<id>[^"]*?)(?:\s+"(?P<name>[^"]*)")?(?:\s+(?P<mark>!\S*))?$')
+# an id that would read back as a mark: a word of it starting with '!', or one glued to !exclusive
+_MARK_IN_ID = re.compile(r"(?:^|\s)!\S*|!exclusive$", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")        # tabs and other control characters: no id holds one
 
 
 @dataclass(frozen=True)
@@ -229,8 +233,8 @@ class Taxonomy:
         return cls(g)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Taxonomy":
-        """Read and validate a ``.tax`` file."""
+    def load(cls, path: str | Path, strict: bool = False) -> "Taxonomy":
+        """Read and validate a ``.tax`` file (``strict``: see :meth:`parse`)."""
         path = Path(path)
         try:
             text = path.read_bytes().decode("utf-8")
@@ -238,11 +242,17 @@ class Taxonomy:
             raise TaxonomyError("file not found", path) from None
         except UnicodeDecodeError as e:
             raise TaxonomyError(f"not UTF-8 (byte {e.start})", path) from None
-        return cls.parse(text, path)
+        return cls.parse(text, path, strict)
 
     @classmethod
-    def parse(cls, text: str, path: str | Path | None = None) -> "Taxonomy":
-        """Parse the text format; raises :class:`TaxonomyError` naming file, line and node."""
+    def parse(cls, text: str, path: str | Path | None = None, strict: bool = False) -> "Taxonomy":
+        """Parse the text format; raises :class:`TaxonomyError` naming file, line and node.
+
+        ``strict`` (``hmtc taxonomy validate``) also refuses an ``!exclusive`` mark on a leaf:
+        it claims nothing, so it is most likely meant for the line above. Loading for use or
+        edits takes it, since ``hmtc taxonomy add NODE --exclusive`` marks a node before its
+        children are added.
+        """
         g = nx.DiGraph(root=None, lead=[], trailer=[])
         defined: dict[str, int] = {}          # id -> line of its definition
         refs: list[tuple[str, str, int, list[str]]] = []   # parent, child, line, lead
@@ -288,9 +298,7 @@ class Taxonomy:
             node = m.group("id").strip() if m else ""
             if not m or not node or node.startswith(("&", "#")):
                 raise err(f"cannot read node line {stripped!r}; expected ID or ID \"name\"", no)
-            if _ENDS_IN_MARK.search(node):
-                raise err(f"misplaced {EXCLUSIVE}: it comes once, last on the line (after any display "
-                          "name)", no, node)
+            _check_line(node, m.group("mark"), lambda msg: err(msg, no, node))
             is_ref, name, mark = bool(m.group("ref")), m.group("name"), bool(m.group("mark"))
             attrs = {**({"name": name} if name is not None else {}), **({"exclusive": True} if mark else {})}
             if depth == 0:
@@ -357,6 +365,11 @@ class Taxonomy:
             no = max(edge_line[e[:2]] for e in cycle)
             nodes = [e[0] for e in cycle] + [cycle[0][0]]
             raise err("cycle: " + " -> ".join(nodes), no, cycle[0][0])
+        leaf = next((n for n in defined if g.nodes[n].get("exclusive") and not g.out_degree(n)), None) \
+            if strict else None
+        if leaf is not None:
+            raise err(f"{EXCLUSIVE} on a leaf: the mark says a node's children exclude each other, and "
+                      f"{leaf!r} has none (mark its parent?)", defined[leaf], leaf)
         return cls(g, path)
 
     # ---- writing ------------------------------------------------------------------------
@@ -488,9 +501,10 @@ class Taxonomy:
             if '"' in n or n != n.strip() or not n or n.startswith(("&", "#", ">")) or "\n" in n:
                 raise TaxonomyError(f"invalid id {n!r}: no quotes or newlines, no leading &, # or >, "
                                     "no surrounding spaces", path, item=n)
-            if _ENDS_IN_MARK.search(n):
-                raise TaxonomyError(f"invalid id {n!r}: it would read back as the {EXCLUSIVE} mark",
-                                    path, item=n)
+            if _MARK_IN_ID.search(n) or _CONTROL.search(n):
+                raise TaxonomyError(f"invalid id {n!r}: it would read back as the {EXCLUSIVE} mark or "
+                                    "another (no word of an id starts with '!'), or holds a tab or control "
+                                    "character", path, item=n)
             name = g.nodes[n].get("name")
             if name is not None and ('"' in name or "\n" in name):
                 raise TaxonomyError(f"invalid display name {name!r}", path, item=n)
@@ -777,6 +791,23 @@ class Taxonomy:
                 raise TaxonomyError(f"unknown parent {p!r} of {c!r}", item=c)
             g.add_edge(p, c, lead=[])
         return t._checked()
+
+
+def _check_line(node: str, mark: str | None, err) -> None:
+    """Refuse a node line whose id or mark is not what it looks like (``err(message)`` makes the
+    error naming the line): a mark other than ``!exclusive`` (misspelt, wrong case), a word of
+    the id starting with ``!`` (a mark misplaced before the name, or on a line of its own), an
+    id glued to the mark, and a tab or control character inside the id (a tab from a
+    spreadsheet would make an id no one can type)."""
+    if mark is not None and mark != EXCLUSIVE:
+        raise err(f"unknown mark {mark!r}: the one mark is {EXCLUSIVE}, lowercase, last on its node's line")
+    glued = _MARK_IN_ID.search(node)
+    if glued:
+        raise err(f"misplaced {glued.group().strip()}: a mark comes once, last on its node's line after "
+                  "a space (after any display name); no word of an id starts with '!'")
+    if _CONTROL.search(node):
+        raise err(f"a tab or control character in id {node!r}; ids are one line of printable text "
+                  "(indent with spaces, two per level)")
 
 
 def _on(flag: bool) -> str:

@@ -56,6 +56,7 @@ from unittest import mock
 import safetensors.torch
 import torch
 import uvicorn
+from sklearn.base import BaseEstimator
 
 from hmtc import testing
 from hmtc.cli import _one_line, main
@@ -656,22 +657,21 @@ def estimator_cases(root: Path, run: Path, scratch: Path) -> list[Case]:
         return go
 
     other_run = folder / "other-run"
-    estimator = "hmtc/estimator.py: labels and parameters enter in fit and set_params"
     bad = {
-        "set_params of an unknown parameter": (lambda: clf().set_params(bogus=1), "bogus", estimator),
+        "set_params of an unknown parameter": (lambda: clf().set_params(bogus=1), "unknown parameter 'bogus'"),
         "epochs 0": (lambda: clf().set_params(epochs=0).fit(texts, paths), "train.epochs: expected"),
         "epochs -1": (lambda: clf(epochs=-1).fit(texts, paths), "train.epochs: expected"),
         "lr nan": (lambda: clf(lr=float("nan")).fit(texts, paths), "train.lr: expected"),
         "batch_size a string": (lambda: clf(batch_size="8").fit(texts, paths), "train.batch_size: expected"),
-        "an empty path segment": (lambda: clf().fit(texts, with_label("animal//cat")), "animal//cat", estimator),
-        "a trailing space in a label": (lambda: clf().fit(texts, with_label("animal/cat ")), "animal/cat ", estimator),
-        "a leading separator": (lambda: clf().fit(texts, with_label("/animal/cat")), "/animal/cat", estimator),
+        "an empty path segment": (lambda: clf().fit(texts, with_label("animal//cat")), "'animal//cat' has an empty"),
+        "a trailing space in a label": (lambda: clf().fit(texts, with_label("animal/cat ")), "'animal/cat ' has a"),
+        "a leading separator": (lambda: clf().fit(texts, with_label("/animal/cat")), "'/animal/cat' has an empty"),
         "an empty label": (lambda: clf().fit(texts, with_label("")), "empty"),
         "fewer labels than texts": (lambda: clf().fit(texts, paths[:-1]), "39 label entries for 40 texts"),
         "a text not a string": (lambda: clf().fit([3] + texts[1:], paths), "text"),
         "an empty text": (lambda: clf().fit([""] + texts[1:], paths), "texts[0] is empty"),
         "no texts": (lambda: clf().fit([], []), "cannot carve a dev set from 0"),
-        "label_sep empty": (lambda: clf(label_sep="").fit(texts, paths), "label_sep", estimator),
+        "label_sep empty": (lambda: clf(label_sep="").fit(texts, paths), "label_sep must be a non-empty string"),
         "predict before fit": (lambda: clf().predict(["a cat"]), "fit"),
         "load a missing folder": (lambda: HierarchicalClassifier.load(folder / "gone"), "neither a run folder"),
         "save into a folder with a user's file": (saved_over(folder / "user-folder"), "is not empty"),
@@ -679,9 +679,11 @@ def estimator_cases(root: Path, run: Path, scratch: Path) -> list[Case]:
                                                     fitted().save(other_run)), "is not empty"),
         "save onto a file": (lambda: fitted().save(Path(_put(folder, "a-file", "x"))), "is a file or a link"),
     }
+    guards = {"save into a folder with a user's file": "estimator save", "a trailing space in a label": "label spaces",
+              "set_params of an unknown parameter": "estimator params"}
     cases = [Case("estimator", name, ["HierarchicalClassifier", name], expect, call=call, around=(folder / "x",),
-                  guard="estimator save" if "user's file" in name else None, pending=pending[0] if pending else "")
-             for name, (call, expect, *pending) in bad.items()]
+                  guard=guards.get(name))
+             for name, (call, expect) in bad.items()]
     return cases + [
         Case("estimator", "control: fit, predict, save into a new folder", ["HierarchicalClassifier"], ACCEPT,
              call=lambda: fitted().save(folder / "new-save"), around=(folder / "x",)),
@@ -1015,16 +1017,15 @@ def exclusive_cases(root: Path, cfg: Path, scratch: Path) -> list[Case]:
     """``!exclusive`` marks: misspelt, misplaced, on a leaf, and training data that breaks one."""
     folder = _folder(scratch, "exclusive")
     bad = {
-        "!Exclusive": ("ROOT\n  a !Exclusive\n    b\n    c\n", "!Exclusive"),
-        "a mark without a space": ("ROOT\n  animal!exclusive\n    b\n    c\n", "!exclusive"),
-        "a mark on a line of its own": ("ROOT\n  a\n    !exclusive\n    c\n", "!exclusive"),
-        "an unknown mark": ("ROOT\n  a !only\n    b\n", "!only"),
-        "a mark on a leaf": ("ROOT\n  a\n    b !exclusive\n", "exclusive"),
-        "a tab in an id": ("ROOT\n  a\tb\n", "tab"),
+        "!Exclusive": ("ROOT\n  a !Exclusive\n    b\n    c\n", "0.tax:2: unknown mark '!Exclusive'"),
+        "a mark without a space": ("ROOT\n  animal!exclusive\n    b\n    c\n", "1.tax:2: misplaced !exclusive"),
+        "a mark on a line of its own": ("ROOT\n  a\n    !exclusive\n    c\n", "2.tax:3: misplaced !exclusive"),
+        "an unknown mark": ("ROOT\n  a !only\n    b\n", "3.tax:2: unknown mark '!only'"),
+        "a mark on a leaf": ("ROOT\n  a\n    b !exclusive\n", "4.tax:3: !exclusive on a leaf"),
+        "a tab in an id": ("ROOT\n  a\tb\n", "5.tax:2: a tab or control character in id"),
     }
-    pend = "hmtc/taxonomy.py: marks and ids are read by the taxonomy parser"
     cases = [Case("exclusive", f"validate: {name}", ["taxonomy", "validate", _put(folder, f"{i}.tax", text)], expect,
-                  pending=pend)
+                  guard=None if "leaf" in name else "taxonomy line")
              for i, (name, (text, expect)) in enumerate(bad.items())]
     data = _folder(scratch, "exclusive-data")
     shutil.copytree(root / "data", data, dirs_exist_ok=True)
@@ -1034,8 +1035,8 @@ def exclusive_cases(root: Path, cfg: Path, scratch: Path) -> list[Case]:
                                       encoding="utf-8")
     cases += [
         Case("exclusive", "training data with two children of an exclusive group",
-             ["train", str(cfg), "--quiet", "--set", f"data.dataset='{data / 'tiny.toml'}'"], "exclusive",
-             pending="hmtc/data/catalog.py: labels are checked against the taxonomy in encode_labels"),
+             ["train", str(cfg), "--quiet", "--set", f"data.dataset='{data / 'tiny.toml'}'"],
+             "two children of 'animal', which the taxonomy marks !exclusive", guard="exclusive data"),
         Case("exclusive", "control: validate a marked taxonomy", ["taxonomy", "validate", _put(
             folder, "ok.tax", testing.LABEL_CLASS_TAXONOMY)], ACCEPT),
     ]
@@ -1067,14 +1068,13 @@ def deep_cases(run: Path, root: Path, scratch: Path) -> list[Case]:
     chain = "ROOT\n" + "".join("  " * (i + 1) + f"n{i}\n" for i in range(3000))
     cases += [
         Case("deep", "results: a record nested deep", ["results", "--records", str(recs), "--out",
-                                                       str(folder / "R.md")], "x.json",
-             pending="hmtc/results.py: records are read there"),
+                                                       str(folder / "R.md")], "x.json: not a run record: nested over",
+             guard="record depth"),
         Case("deep", "taxonomy: a line indented 400,000 deep", ["taxonomy", "validate", _put(
             folder, "indent.tax", "ROOT\n" + " " * 400_000 + "a\n")], "indent"),
         Case("deep", "control: a 3,000-level taxonomy chain", ["taxonomy", "validate", _put(folder, "chain.tax", chain)],
              ACCEPT),
-        Case("deep", "control: show the chain", ["taxonomy", "show", str(folder / "chain.tax")], ACCEPT,
-             pending="hmtc/cli/taxonomy.py: show draws the tree recursively"),
+        Case("deep", "control: show the chain", ["taxonomy", "show", str(folder / "chain.tax")], ACCEPT),
     ]
     return cases
 
@@ -1154,6 +1154,11 @@ MUTANTS = {
     "schema": [("hmtc.config.check_config", _through)],
     "run name": [("hmtc.config.check_run_name", _through)],
     "estimator save": [("hmtc.checkpoint.is_checkpoint", lambda folder: True)],
+    "estimator params": [("hmtc.estimator.HierarchicalClassifier.set_params", BaseEstimator.set_params)],
+    "label spaces": [("hmtc.estimator._unpadded", lambda label, i: label)],
+    "taxonomy line": [("hmtc.taxonomy._check_line", _through)],
+    "record depth": [("hmtc.results.json_depth", lambda text: 0)],
+    "exclusive data": [("hmtc.data.catalog._check_groups", _through)],
     "record": [("hmtc.record.check_record_free", _through)],
 }
 

@@ -239,6 +239,33 @@ def test_label_forms_and_errors(tmp_path):
         HierarchicalClassifier(**{**base, "model": "msml"}, epochs="many").fit(texts, paths)
 
 
+def test_unknown_params_and_odd_labels_are_one_clear_error(tmp_path):
+    texts, paths = corpus(40, 5)
+    single = [labs[0] for labs in paths]
+    clf = HierarchicalClassifier(**TFIDF, output_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"set_params: unknown parameter 'epoch' \(did you mean epochs\?\); "
+                                          r"the parameters: batch_size, config, .*, verbose$"):
+        clf.set_params(epoch=3)
+    with pytest.raises(ConfigError, match="unknown parameter 'bogus'; the parameters"):
+        clf.set_params(lr=1e-3, bogus=1)
+    assert clf.lr is None                       # nothing set when one name is unknown
+    for label, words in [("animal//cat", "'animal//cat' has an empty path segment"),
+                         ("/animal/cat", "'/animal/cat' has an empty path segment"),
+                         ("animal/cat/", "'animal/cat/' has an empty path segment"),
+                         ("animal/cat ", "'animal/cat ' has a leading or trailing space"),
+                         (" animal/cat", "' animal/cat' has a leading or trailing space")]:
+        with pytest.raises(DataError, match=re.escape(f"labels of text 3: {words}")):
+            clf.fit(texts, single[:3] + [label] + single[4:])
+    with pytest.raises(DataError, match=re.escape("dev labels of text 1: 'plant//rose' has an empty path")):
+        clf.fit(texts, single, dev=(texts[:2], ["animal/cat", "plant//rose"]))
+    with pytest.raises(DataError, match=re.escape("labels of text 2: ' cat' has a leading or trailing space")):
+        clf.fit(texts[:3], [["animal", "cat"], ["plant", "rose"], ["animal", " cat"]])
+    for sep in ("", None):
+        with pytest.raises(ConfigError, match=f"label_sep must be a non-empty string.*not {sep!r}"):
+            clf.set_params(label_sep=sep).fit(texts, single)
+    assert not list(tmp_path.iterdir())         # nothing was trained
+
+
 def test_pandas_series(tmp_path):
     pd = pytest.importorskip("pandas")
     texts, paths = corpus(30, 6)

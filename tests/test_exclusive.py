@@ -76,18 +76,25 @@ def test_round_trip_is_byte_identical(tmp_path):
     assert out.read_bytes() == p.read_bytes()
 
 
-def test_the_mark_only_changes_lines_ending_in_it():
-    t = Taxonomy.parse('ROOT\n  a!exclusive\n  b !exclusives\n  c "x !exclusive"\n  !exclusive\n')
-    assert t.nodes == ["a!exclusive", "b !exclusives", "c", "!exclusive"]
+def test_a_bang_inside_a_word_or_a_name_is_no_mark():
+    t = Taxonomy.parse('ROOT\n  Yahoo!\n  c "x !exclusive"\n  d!e\n')
+    assert t.nodes == ["Yahoo!", "c", "d!e"]
     assert t.name("c") == "x !exclusive" and not any(t.is_exclusive(n) for n in t.graph)
-    marked = t.set_exclusive("!exclusive")
-    assert Taxonomy.parse(marked.dumps()).is_exclusive("!exclusive")
+    assert Taxonomy.parse(t.set_exclusive("Yahoo!").dumps()).is_exclusive("Yahoo!")
 
 
 @pytest.mark.parametrize("text, line, words", [
     ('ROOT\n  a !exclusive "name"\n', 2, "misplaced !exclusive"),
     ("ROOT\n  a !exclusive !exclusive\n", 2, "misplaced !exclusive"),
     ("ROOT\n  a\n  b\n    &a !exclusive\n", 4, "takes no !exclusive mark"),
+    ("ROOT\n  a !Exclusive\n    b\n    c\n", 2, "unknown mark '!Exclusive'"),
+    ("ROOT\n  a !only\n    b\n", 2, "unknown mark '!only'"),
+    ("ROOT\n  b !exclusives\n", 2, "unknown mark '!exclusives'"),
+    ("ROOT !EXCLUSIVE\n  a\n", 1, "unknown mark '!EXCLUSIVE'"),
+    ("ROOT\n  animal!exclusive\n    b\n    c\n", 2, "misplaced !exclusive"),
+    ("ROOT\n  animal!Exclusive\n", 2, "misplaced !Exclusive"),
+    ("ROOT\n  a\n    !exclusive\n    c\n", 3, "misplaced !exclusive"),
+    ("ROOT\n  a\n    !only\n", 3, "misplaced !only"),
 ])
 def test_bad_marks_name_file_and_line(tmp_path, text, line, words):
     p = write(tmp_path, text)
@@ -96,9 +103,22 @@ def test_bad_marks_name_file_and_line(tmp_path, text, line, words):
     assert e.value.line == line and f"{p}:{line}:" in str(e.value) and words in str(e.value)
 
 
-def test_an_id_that_would_read_back_as_the_mark_is_refused():
-    with pytest.raises(TaxonomyError, match="would read back as the !exclusive mark"):
-        Taxonomy.parse(MARKED).add("c !exclusive")
+@pytest.mark.parametrize("node", ["c !exclusive", "c !only", "!c", "c!exclusive", "c\td"])
+def test_an_id_that_would_read_back_as_a_mark_is_refused(node):
+    with pytest.raises(TaxonomyError, match="would read back as the !exclusive mark or another"):
+        Taxonomy.parse(MARKED).add(node)
+
+
+def test_validate_refuses_a_mark_on_a_leaf_that_edits_and_training_take(tmp_path):
+    p = write(tmp_path, "ROOT\n  a\n    b !exclusive\n  c\n")
+    r = cli("taxonomy", "validate", p)
+    assert isinstance(r.exception, TaxonomyError) and r.exception.line == 3
+    assert str(r.exception).startswith(f"{p}:3: !exclusive on a leaf") and "'b' has none" in str(r.exception)
+    assert Taxonomy.load(p).is_exclusive("b")                  # loading for use takes it: it forms no group
+    q = write(tmp_path, "ROOT\n  a\n", "q.tax")
+    assert cli("taxonomy", "add", q, "b", "--parent", "a", "--exclusive").exit_code == 0
+    assert cli("taxonomy", "add", q, "b1", "--parent", "b").exit_code == 0      # the marked leaf takes children
+    assert cli("taxonomy", "validate", q).exit_code == 0
 
 
 # ---- compiled index ----------------------------------------------------------------------
@@ -319,11 +339,18 @@ def test_every_model_adds_the_group_loss_to_its_own(name, options):
     ("flat", {"dropout": 0.0}),
 ])
 def test_tiny_models_train_an_epoch_on_an_exclusive_taxonomy(run_config, tiny_dataset, tmp_path, model, options):
-    tax = tmp_path / "tiny-exclusive.tax"
+    data = tmp_path / "single-path"         # the data kept to one leaf per text: the marks below hold
+    data.mkdir()
+    for split in ("train", "test"):
+        rows = [json.loads(line) for line in (tiny_dataset.parent / f"{split}.jsonl").read_text().splitlines()]
+        (data / f"{split}.jsonl").write_text("".join(json.dumps({**r, "labels": r["labels"][:1]}) + "\n"
+                                                     for r in rows), encoding="utf-8")
+    (data / "tiny.toml").write_text(tiny_dataset.read_text(encoding="utf-8"), encoding="utf-8")
+    tax = data / "tiny.tax"
     tax.write_text((tiny_dataset.parent / "tiny.tax").read_text(encoding="utf-8")
                    .replace("ROOT\n", "ROOT !exclusive\n").replace("  animal\n", "  animal !exclusive\n")
                    .replace("  plant\n", "  plant !exclusive\n"), encoding="utf-8")
-    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", f"data.taxonomy='{tax}'",
+    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", f"data.dataset='{data / 'tiny.toml'}'",
                                    f"model.name={model}"])
     if options is not None:
         cfg["model"]["options"] = options       # replace msml's options rather than merge into them

@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -601,3 +602,57 @@ def test_a_checkpoint_without_its_tokenizer_folder_names_it(run_config, tmp_path
     (best / "manifest.json").unlink()
     r = invoke("predict", run, "cat", code=2)
     assert "tokenizer: missing: the checkpoint is incomplete" in r.output and "Repo id" not in r.output
+
+
+def test_a_record_nested_deep_is_one_line_naming_it(tmp_path, invoke):
+    from hmtc.io import json_depth
+    assert json_depth('{"a": [1, {"b": "]]\\"[["}]}') == 3 and json_depth("7") == 0 and json_depth("[]") == 1
+    records = tmp_path / "records"
+    records.mkdir()
+    for depth in (65, 200_000):
+        (records / "x.json").write_text("[" * depth + "]" * depth)
+        r = invoke("results", "--records", records, "--out", tmp_path / "R.md", code=2)
+        assert f"{records / 'x.json'}: not a run record: nested over 64 levels deep" in r.output
+        assert "Traceback" not in r.output and not (tmp_path / "R.md").exists()
+
+
+def test_a_taxonomy_chain_thousands_deep_validates_and_shows(tmp_path, invoke):
+    chain = tmp_path / "chain.tax"
+    chain.write_text("ROOT\n" + "".join("  " * (i + 1) + f"n{i}\n" for i in range(3000)), encoding="utf-8")
+    assert "valid: 3000 nodes, 1 leaves, depth 3000" in invoke("taxonomy", "validate", chain).output
+    out = " ".join(invoke("taxonomy", "show", chain).output.split())
+    assert "└── n0 (1)" in out and "n2999" not in out and "of 3000 do not fit" in out and "L3000=1" in out
+    dag = tmp_path / "dag.tax"                  # drawn in the file's pre-order: c is defined under b
+    dag.write_text("ROOT\n  a\n    b\n      c\n  &c\n  d\n", encoding="utf-8")
+    lines = [line.strip("│└├─ ") for line in invoke("taxonomy", "show", dag).output.splitlines()]
+    assert lines[1:6] == ["a (1)", "b (1)", "c", "↗ c (also here)", "d"]
+
+
+def test_data_that_breaks_an_exclusive_mark_is_refused_in_every_split(run_config, tiny_dataset, tmp_path, invoke):
+    from hmtc.data.catalog import encode_labels
+    from hmtc.data.readers import read_jsonl
+    from hmtc.errors import DataError
+    from hmtc.taxonomy import Taxonomy
+    text = (tiny_dataset.parent / "tiny.tax").read_text(encoding="utf-8")
+    animal = tmp_path / "animal.tax"
+    animal.write_text(text.replace("  animal\n", "  animal !exclusive\n"), encoding="utf-8")
+    rows = {split: [set(json.loads(line)["labels"]) for line in (tiny_dataset.parent / f"{split}.jsonl").open()]
+            for split in ("train", "test")}
+    first = next(i for i, labs in enumerate(rows["train"], 1) if {"animal-cat", "animal-dog"} <= labs)
+    r = invoke("train", run_config, "--quiet", "--set", f"data.taxonomy='{animal}'", code=2)
+    assert f"train.jsonl:{first}: labels 'animal-cat' and 'animal-dog'" in r.output
+    assert "two children of 'animal', which the taxonomy marks !exclusive" in r.output and "any split" in r.output
+    # the root's mark: two level-1 nodes on a text, in the test split as in training
+    top = Taxonomy.parse(text.replace("ROOT\n", "ROOT !exclusive\n"))
+    bad = {split: [i for i, labs in enumerate(sets) if {lab.split("-")[0] for lab in labs} == {"animal", "plant"}]
+           for split, sets in rows.items()}
+    assert bad["test"]
+    with pytest.raises(DataError, match=rf"test.jsonl:{bad['test'][0] + 1}: labels 'animal' and 'plant' .* "
+                                        "two children of the root"):
+        encode_labels(read_jsonl(tiny_dataset.parent / "test.jsonl"), top)
+    for split, want in bad.items():             # skipped: counted, and the sample left without labels
+        ex = read_jsonl(tiny_dataset.parent / f"{split}.jsonl")
+        y = encode_labels(ex, top, on_error="skip")
+        assert ex.skipped_reasons["two children of an exclusive group"] == len(want)
+        assert np.flatnonzero(~y.any(1)).tolist() == want
+    assert encode_labels(read_jsonl(tiny_dataset.parent / "train.jsonl"), Taxonomy.parse(text)).any(1).all()

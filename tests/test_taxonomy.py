@@ -80,6 +80,8 @@ def test_names_and_structure():
     ("ROOT\n  a\n    &ghost\n", 3, "unknown node"),
     ("ROOT\n  a\n      b\n", 3, "indented 2 levels"),
     ("ROOT\n\ta\n", 2, "tab in indentation"),
+    ("ROOT\n  a\tb\n", 2, "a tab or control character in id 'a\\tb'"),
+    ("ROOT\n  a\n    b\x0bc \"name\"\n", 3, "a tab or control character in id"),
     ("ROOT\n   a\n", 2, "not a multiple of two"),
     ("  a\n", 1, "first node line must be the root"),
     ("ROOT\n  a\n    &b \"n\"\n  b\n", 3, "takes no display name"),

@@ -46,30 +46,43 @@ def show(path: Path = FileArg,
          ids: bool = typer.Option(False, "--ids", help="Show ids instead of display names.")) -> None:
     """Print the taxonomy as a tree, with node counts per level."""
     tax = Taxonomy.load(path)
-    tree = Tree(f"[bold]{escape(tax.root)}[/]{MARK if tax.is_exclusive(tax.root) else ''}  ({escape(str(path))})")
-    seen: set[str] = set()
-
-    def grow(branch: Tree, node: str, level: int) -> None:
-        for child in tax.children(node):
-            label = escape(child if ids else tax.name(child))
-            if child in seen:
-                branch.add(f"[dim]↗ {label} (also here)[/]")
-                continue
-            seen.add(child)
-            kids = tax.children(child)
-            sub = branch.add(label + (f" [dim]({len(kids)})[/]" if kids else "")
-                             + (MARK if tax.is_exclusive(child) else ""))
-            if depth is None or level < depth:
-                grow(sub, child, level + 1)
-
-    grow(tree, tax.root, 1)
-    console.print(tree)
     st = tax.stats()
+    want = min(depth if depth is not None else st["depth"], st["depth"])
+    fits = max(1, (console.width - 24) // 4)        # rich draws 4 columns of guides per level, and crops
+    console.print(_tree(tax, path, min(want, fits), ids))
+    if fits < want:
+        console.print(f"[yellow]note[/]: levels below {fits} of {st['depth']} do not fit {console.width} "
+                      "columns: not drawn (the counts below include them)")
     n_classes, _ = _label_classes(tax)
     console.print("per level: " + ", ".join(f"L{i + 1}={n}" for i, n in enumerate(st["per_level"]))
                   + f"; {st['leaves']} leaves; {'tree' if st['is_tree'] else 'DAG'}"
                   + (f"; {st['exclusive_groups']} exclusive groups" if st["exclusive_groups"] else "")
                   + (f"; {n_classes} labels with classes" if n_classes else ""))
+
+
+def _tree(tax: Taxonomy, path: Path, depth: int, ids: bool) -> Tree:
+    """The taxonomy as a rich tree down to level ``depth``, a node's later parents as "also
+    here" leaves; built with a stack, as a chain thousands of levels deep is a valid taxonomy."""
+    tree = Tree(f"[bold]{escape(tax.root)}[/]{MARK if tax.is_exclusive(tax.root) else ''}  ({escape(str(path))})")
+    seen: set[str] = set()
+    stack = [(tree, iter(tax.children(tax.root)), 1)]      # pre-order, as the file lists the nodes
+    while stack:
+        branch, children, level = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            continue
+        label = escape(child if ids else tax.name(child))
+        if child in seen:
+            branch.add(f"[dim]↗ {label} (also here)[/]")
+            continue
+        seen.add(child)
+        kids = tax.children(child)
+        sub = branch.add(label + (f" [dim]({len(kids)})[/]" if kids else "")
+                         + (MARK if tax.is_exclusive(child) else ""))
+        if level < depth:
+            stack.append((sub, iter(kids), level + 1))
+    return tree
 
 
 def _label_classes(tax: Taxonomy) -> tuple[int, list[str]]:
@@ -94,9 +107,10 @@ def _label_classes(tax: Taxonomy) -> tuple[int, list[str]]:
 
 @app.command()
 def validate(path: Path = FileArg) -> None:
-    """Check a file: syntax, cycles, self-loops, unknown references, duplicate ids, one root; notes
-    nodes with children named NODE:<class> that do not make NODE a label with classes."""
-    tax = Taxonomy.load(path)
+    """Check a file: syntax, cycles, self-loops, unknown references, duplicate ids, one root, no
+    !exclusive mark on a leaf; notes nodes with children named NODE:<class> that do not make NODE a
+    label with classes."""
+    tax = Taxonomy.load(path, strict=True)
     tax.validate()
     canonical = tax.dumps() == path.read_text(encoding="utf-8")
     st = tax.stats()
@@ -331,8 +345,8 @@ def _say_single_path(tax: Taxonomy, label_sets: list[list[str]], exclusive: bool
     first = int(off.argmax())
     notes.print(f"not single-path: {bad} of {n} samples have two or more labels under one node "
                 f"(sample {first + 1}: {escape(', '.join(label_sets[first]))})"
-                + ("; --exclusive marks the groups anyway, and the group loss spreads such a sample's "
-                   "target over its labels" if exclusive else ""))
+                + ("; --exclusive marks the groups anyway, and training or evaluating on data holding "
+                   "such samples is refused until their labels keep the marks" if exclusive else ""))
 
 
 def _read_label_sets(path: Path, fmt: str) -> list[list[str]]:

@@ -17,14 +17,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 import hmtc
 
 from ..config import tomllib
 from ..errors import DataError
+from ..home import home
 from ..metrics import CLASS_SEP, label_classes, with_absent_classes
 from ..registry import Registry
-from ..taxonomy import Taxonomy, TaxonomyIndex
+from ..taxonomy import EXCLUSIVE, Taxonomy, TaxonomyIndex
 from .readers import (Examples, _Bad, check_on_error, check_removals, read_class_folders, read_goemotions,
                       read_hiagm, read_hiagm_taxonomy, read_jsonl, read_label_studio, read_label_text, read_table)
 
@@ -345,8 +347,7 @@ def taxonomy_file(path: Path) -> Path:
     if path.suffix != ".taxonomy" or not path.is_file():
         return path
     digest = hashlib.sha256(_HIAGM_RULE + path.read_bytes()).hexdigest()[:16]
-    home = Path(os.environ.get("HMTC_HOME") or "~/.cache/hmtc").expanduser()
-    out = home / "taxonomies" / f"{path.stem}-{digest}.tax"
+    out = home() / "taxonomies" / f"{path.stem}-{digest}.tax"
     if not out.is_file():
         read_hiagm_taxonomy(path).save(out)
     return out
@@ -377,6 +378,11 @@ def encode_labels(examples: Examples, taxonomy: Taxonomy | TaxonomyIndex,
     naming the sample's ``file:line``, or with ``on_error="skip"`` dropped and counted under
     those reasons. A label with classes that a sample does not mention is in its first class
     (:func:`hmtc.metrics.with_absent_classes`): ``none``, intensity 0.
+
+    A sample whose labels, closed under ancestors, hold two children of one ``!exclusive`` group
+    is an error naming its ``file:line`` in any split (:func:`_check_groups`), or with
+    ``on_error="skip"`` left without labels and counted under ``"two children of an exclusive
+    group"``.
 
     Parameters
     ----------
@@ -417,7 +423,36 @@ def encode_labels(examples: Examples, taxonomy: Taxonomy | TaxonomyIndex,
                 continue
             row.append(lab)
         kept.append(row)
-    return with_absent_classes(index.indicator(kept), index, lc)
+    y = index.indicator(kept)
+    _check_groups(y, examples, index, on_error)
+    return with_absent_classes(y, index, lc)
+
+
+def _check_groups(y: np.ndarray, examples: Examples, index: TaxonomyIndex, on_error: str) -> None:
+    """Refuse a sample with two positive children of one exclusive group (``y`` closed under
+    ancestors). Training data that breaks a mark contradicts the group loss the mark adds, and
+    gold data that breaks it can never be decoded right (decoding keeps one child per group), so
+    it is a data error in any split; ``on_error="skip"`` clears such a sample's row instead."""
+    if not index.n_groups:
+        return
+    kids = index.exclusive_children
+    group, slot = np.nonzero(kids >= 0)
+    member = sp.csr_array((np.ones(len(group), np.int32), (kids[group, slot], group)),
+                          shape=(index.n_nodes, index.n_groups))
+    rows, groups = (sp.csr_array(y, dtype=np.int32) @ member > 1).nonzero()     # row-major: first sample first
+    if not len(rows):
+        return
+    if on_error == "raise":
+        g = groups[0]
+        both = [index.ids[c] for c in kids[g] if c >= 0 and y[rows[0], c]][:2]
+        head = f"{index.ids[index.exclusive_parent[g]]!r}" if index.exclusive_parent[g] >= 0 else "the root"
+        raise DataError(f"labels {both[0]!r} and {both[1]!r} (or their descendants) are two children of {head}, "
+                        f"which the taxonomy marks {EXCLUSIVE}: a text takes at most one of them. Gold labels "
+                        "that break the mark are a data error in any split: fix them, or drop the mark",
+                        *_where(examples.sources[rows[0]]))
+    bad = np.unique(rows)
+    y[bad] = False
+    examples.skipped_reasons["two children of an exclusive group"] += len(bad)
 
 
 def _under_listed_parent(lab: str, labels: list[str], known: dict[str, int]) -> str:
