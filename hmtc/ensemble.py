@@ -14,9 +14,9 @@ from rich.console import Console
 from .checkpoint import locate, read_meta, write_checkpoint_meta
 from .errors import HmtcError
 from .evaluate import train_seconds, tune_ensemble_weights
-from .io import atomic_write_json, versioned_dir
+from .io import versioned_dir
 from .models.base import make_config
-from .record import command_line, git_commit, machine_info, now
+from .record import write_run_files
 from .seeds import seed_folders
 
 
@@ -100,9 +100,8 @@ def build_ensemble(members: list[str | Path], out: str | Path, weights: list[flo
         with versioned_dir(folder / "best") as tmp:
             write_checkpoint_meta(tmp, taxonomy, config)
         # what its record needs: how it was made, and the training time of all its members
-        atomic_write_json(folder / "run.json", {
-            "command": command_line(), "git_commit": git_commit(), "machine": machine_info(), "started": now(),
-            "members": [str(r) for r in runs], "train_seconds": sum(train_seconds(locate(r)[0]) for r in runs)}
-            | ({"weights_tuned": tuned} if tuned else {}))
+        write_run_files(folder, members=[str(r) for r in runs],
+                        train_seconds=sum(train_seconds(locate(r)[0]) for r in runs),
+                        **({"weights_tuned": tuned} if tuned else {}))
         written.append((folder, tuned | ({"weights": options["weights"]} if tuned else {})))
     return written

@@ -37,9 +37,9 @@ import torch
 
 from .checkpoint import Checkpoint, read_support, save_checkpoint
 from .errors import HmtcError
-from .io import atomic_dir, atomic_write_json, atomic_write_text
+from .io import atomic_dir, atomic_write_text
 from .models.label_init import example_directions
-from .record import command_line, git_commit, machine_info, now
+from .record import write_run_files
 from .taxonomy import Taxonomy
 
 
@@ -319,9 +319,5 @@ def write_migrated(migration: Migration, ckpt: Checkpoint, out: str | Path) -> P
         atomic_write_text(tmp / "taxonomy.tax", migration.taxonomy.dumps())
         save_checkpoint(tmp / "best", migration.model, migration.taxonomy, config,
                         extra_files={"decode.json": decode}, support=migration.support)
-        atomic_write_json(tmp / "config.json", config)
-        atomic_write_json(tmp / "run.json", {"command": command_line(), "git_commit": git_commit(),
-                                             "started": now(), "machine": machine_info(),
-                                             "migrated_from": str(ckpt.path.resolve()),
-                                             "changes": migration.changes})
+        write_run_files(tmp, config, migrated_from=str(ckpt.path.resolve()), changes=migration.changes)
     return out

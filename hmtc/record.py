@@ -21,6 +21,17 @@ from .io import atomic_write_json
 
 
 
+
+def write_run_files(folder: str | Path, config: dict | None = None, **facts) -> None:
+    """A run folder's ``run.json`` (how it was made: command, commit, start time, machine, and
+    ``facts``) and, when given, ``config.json`` (its resolved config), each written atomically:
+    the one place every command that makes a run folder (train, migrate, ensemble) writes them."""
+    folder = Path(folder)
+    if config is not None:
+        atomic_write_json(folder / "config.json", config)
+    atomic_write_json(folder / "run.json", {"command": command_line(), "git_commit": git_commit(),
+                                            "started": now(), "machine": machine_info(), **facts})
+
 def evaluated(metrics: dict) -> dict:
     """The figures of the split a ``metrics.json`` evaluated: figures are keyed by their split's
     name (``metrics["split"]``: test, or dev where a dataset has no test split); a file written

@@ -45,7 +45,7 @@ from .models import MODELS, autocast, create_model
 from .models.batches import iterate, iterate_states
 from .models.dropout import use_fast_dropout
 from .progress import progress_bar
-from .record import command_line, git_commit, machine_info, now
+from .record import now, write_run_files
 from .registry import Registry
 from .regularizers import backward_step, rdrop_loss, word_embeddings
 from .slim import slim_checkpoint
@@ -271,10 +271,10 @@ class Trainer:
             optimizer, lr_lambda(t["schedule"], int(t["warmup"] * total), total), last_epoch=state["step"] - 1)
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.run_dir / "config.json", cfg)
-        if main and not self.resume:
-            atomic_write_json(self.run_dir / "run.json", {"command": command_line(), "git_commit": git_commit(),
-                                                          "started": now(), "machine": machine_info()})
+            if self.resume:                 # a resumed run keeps how it was started
+                atomic_write_json(self.run_dir / "config.json", cfg)
+            else:
+                write_run_files(self.run_dir, cfg)
         say = self.console.print if main else (lambda *a, **k: None)
         for note in data.notes:
             say(f"note: {escape(note)}")
@@ -357,9 +357,7 @@ class Trainer:
         model = create_model(cfg, taxonomy.compile())       # option errors before the data loads
         data = prepare(cfg, taxonomy)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.run_dir / "config.json", cfg)
-        atomic_write_json(self.run_dir / "run.json", {"command": command_line(), "git_commit": git_commit(),
-                                                      "started": now(), "machine": machine_info()})
+        write_run_files(self.run_dir, cfg)
         n_train = len(data.texts["train"])
         for note in data.notes:
             self.console.print(f"note: {escape(note)}")
