@@ -31,6 +31,8 @@ certain loss at the leaf level; completion turns it into the model's best guess.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -441,3 +443,101 @@ def tune_level_thresholds(scores: np.ndarray, gold: np.ndarray, index: TaxonomyI
         best = f1.max()
         out[sl] = min((abs(t - global_threshold), t) for t, f in zip(grid, f1) if f >= best - 1e-12)[1]
     return out
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """A run's decoding policy, one object from the config to ``decode.json``: the method, the
+    flags that shape a prediction (one path, at least one label, completion to a leaf, backing
+    off from guesses), the logit thresholds (one, or one per node) and the per-level
+    calibration temperatures.
+
+    Its life: :meth:`resolve` reads the ``[decode]`` config with its ``"auto"`` flags settled on
+    the training labels (untuned: threshold 0); :meth:`tune` fits the thresholds (global, per
+    level and/or per label, as the config asks) and the temperatures on dev; :meth:`apply`
+    decodes scores; :meth:`to_json` / :meth:`from_json` are ``decode.json``.
+    """
+
+    method: str = "best"
+    threshold: float = 0.0
+    per_label_thresholds: np.ndarray | None = None
+    single_path: bool = False
+    at_least_one: bool = False
+    complete: bool = False
+    back_off: bool = False
+    temperatures: tuple[float, ...] | None = None
+
+    @classmethod
+    def resolve(cls, d: dict, index: TaxonomyIndex, train_y: np.ndarray) -> Decoding:
+        """The ``[decode]`` table ``d``, its ``"auto"`` flags read from the training labels
+        ``train_y`` (closed, (S, N)): one path when no text has two leaves, at least one label
+        when every text has one, completion when every label set reaches a leaf."""
+        train_y = np.asarray(train_y, dtype=bool)
+        leaves = (train_y & index.leaf_mask).sum(1)
+        single, one = d["single_path"], d.get("at_least_one", "auto")
+        comp = d.get("complete", False)          # absent in configs saved before it existed: off
+        return cls(method=d["method"],
+                   single_path=bool((leaves <= 1).all()) if single == "auto" else bool(single),
+                   at_least_one=bool(train_y.any(1).all()) if one == "auto" else bool(one),
+                   complete=(not stops_early(train_y, index).any()) if comp == "auto" else bool(comp),
+                   back_off=bool(d.get("back_off", False)))
+
+    @property
+    def thresholds(self) -> float | np.ndarray:
+        """The thresholds :func:`decode` takes: one per node when tuned so, else the global one."""
+        return self.threshold if self.per_label_thresholds is None else self.per_label_thresholds
+
+    def tune(self, d: dict, scores: np.ndarray, gold: np.ndarray, index: TaxonomyIndex,
+             temperatures) -> Decoding:
+        """Thresholds as ``d`` asks (``threshold = "tune"``: the global one maximising dev
+        micro-F1 under this decoding, else the fixed value; then ``per_level`` and/or
+        ``per_label``, shrunk by ``label_prior``), tuned on dev ``scores`` / ``gold``; and the
+        per-level ``temperatures`` (a function of scores, gold and index: calibration's fit).
+        Without dev texts nothing is tuned: threshold 0 (or the fixed one), temperatures 1."""
+        gold = np.asarray(gold, dtype=bool)
+        if not len(gold):
+            threshold = 0.0 if d["threshold"] == "tune" else float(d["threshold"])
+            return replace(self, threshold=threshold, per_label_thresholds=None,
+                           temperatures=(1.0,) * index.depth)
+        if d["threshold"] == "tune":
+            threshold = tune_global_threshold(scores, gold, index, self.method, self.single_path,
+                                              at_least_one=self.at_least_one, complete=self.complete)
+        else:
+            threshold = float(d["threshold"])
+        thr: float | np.ndarray = threshold
+        if d.get("per_level"):
+            thr = tune_level_thresholds(scores, gold, index, threshold)
+        if d["per_label"]:
+            thr = tune_label_thresholds(scores, gold, thr, prior=d.get("label_prior", 0.0))
+        return replace(self, threshold=float(threshold),
+                       per_label_thresholds=np.asarray(thr, dtype=np.float32) if np.ndim(thr) else None,
+                       temperatures=tuple(float(t) for t in temperatures(scores, gold, index)))
+
+    def apply(self, scores: np.ndarray, index: TaxonomyIndex, leaf: bool = False,
+              back_off: bool | None = None, complete: bool | None = None) -> np.ndarray:
+        """:func:`decode` under this policy; ``leaf`` forces a complete path (at least one label,
+        completed, no backing off); ``back_off`` / ``complete`` (None: the policy's) override."""
+        comp = self.complete if complete is None else complete
+        off = self.back_off if back_off is None else back_off
+        return decode(scores, index, self.method, self.thresholds, self.single_path,
+                      leaf or self.at_least_one, leaf or comp, not leaf and off)
+
+    def to_json(self) -> dict:
+        """``decode.json``'s keys, in its order."""
+        return {"method": self.method, "single_path": self.single_path, "at_least_one": self.at_least_one,
+                "threshold": self.threshold, "complete": self.complete, "back_off": self.back_off,
+                "temperatures": None if self.temperatures is None else list(self.temperatures),
+                "per_label_thresholds": None if self.per_label_thresholds is None
+                else self.per_label_thresholds.tolist()}
+
+    @classmethod
+    def from_json(cls, dec: dict, method: str = "best") -> Decoding:
+        """A (validated: :func:`hmtc.checkpoint.check_decode`) ``decode.json``; keys older files
+        lack take their defaults, ``method`` the run config's."""
+        per_label = dec.get("per_label_thresholds")
+        temps = dec.get("temperatures")
+        return cls(method=dec.get("method", method), threshold=float(dec.get("threshold", 0.0)),
+                   per_label_thresholds=None if not per_label else np.asarray(per_label, dtype=np.float32),
+                   single_path=bool(dec.get("single_path", False)), at_least_one=bool(dec.get("at_least_one", False)),
+                   complete=bool(dec.get("complete", False)), back_off=bool(dec.get("back_off", False)),
+                   temperatures=None if temps is None else tuple(float(t) for t in temps))

@@ -19,8 +19,7 @@ from .checkpoint import locate
 from .config import DEFAULTS
 from .data.catalog import dataset_protocol
 from .data.prepare import prepare, taxonomy_for
-from .decode import (WEIGHT_STEPS, decode, stops_early, tune_global_threshold, tune_label_thresholds,
-                     tune_level_thresholds, tune_weights, tuned_micro_f1)
+from .decode import WEIGHT_STEPS, stops_early, tune_weights, tuned_micro_f1
 from .errors import HmtcError
 from .inference import pick_device, reads_store, score_texts, to_device
 from .io import RunLock, atomic_write_bytes, atomic_write_json
@@ -94,44 +93,28 @@ def _evaluate_run(target: str | Path, console: Console | None = None, quiet: boo
                 scores[s] = ckpt.scores(data.texts[s], progress=progress)
     infer_seconds = time.time() - t0
     n_infer = sum(len(data.texts[s]) for s in {"dev", eval_split})
-    d, index = cfg["decode"], data.index
-    method, single, one, complete = d["method"], data.single_path, data.at_least_one, data.complete
+    index = data.index
     no_dev = not len(data.labels["dev"])        # a few-shot protocol without dev texts: nothing is tuned
     if no_dev:
         scores["dev"] = np.zeros((0, index.n_nodes), dtype=np.float32)
-    if d["threshold"] == "tune" and no_dev:
-        threshold = 0.0
-    elif d["threshold"] == "tune":
-        threshold = tune_global_threshold(scores["dev"], data.labels["dev"], index, method, single,
-                                          at_least_one=one, complete=complete)
-    else:
-        threshold = float(d["threshold"])
-    thr: float | np.ndarray = threshold
-    if d.get("per_level"):
-        thr = tune_level_thresholds(scores["dev"], data.labels["dev"], index, threshold)
-    if d["per_label"]:
-        thr = tune_label_thresholds(scores["dev"], data.labels["dev"], thr, prior=d.get("label_prior", 0.0))
+    dec = data.decoding.tune(cfg["decode"], scores["dev"], data.labels["dev"], index, fit_temperatures)
     gold = data.labels[eval_split]
-    raw = scores[eval_split] > thr
-    back_off = bool(d.get("back_off", False))          # .get: configs from before the key
-    decoded = decode(scores[eval_split], index, method, thr, single, one, complete, back_off)
-    uncompleted = decoded if not complete else decode(scores[eval_split], index, method, thr, single, one)
+    raw = scores[eval_split] > dec.thresholds
+    decoded = dec.apply(scores[eval_split], index)
+    uncompleted = decoded if not dec.complete else dec.apply(scores[eval_split], index, back_off=False, complete=False)
     after = evaluate(gold, decoded, index)
     before = evaluate(gold, raw, index, include_per_label=False)
-    dev = None if no_dev else evaluate(data.labels["dev"], decode(scores["dev"], index, method, thr, single, one,
-                                                                  complete, back_off), index, include_per_label=False)
-    temperatures = [1.0] * index.depth if no_dev else fit_temperatures(scores["dev"], data.labels["dev"], index)
+    dev = None if no_dev else evaluate(data.labels["dev"], dec.apply(scores["dev"], index), index,
+                                       include_per_label=False)
+    temperatures = list(dec.temperatures)
     before_cal, after_cal = calibrated(scores[eval_split], None, index), calibrated(scores[eval_split], temperatures, index)
     calibration = {"temperatures": temperatures, "ece_before": ece(before_cal, gold), "ece_after": ece(after_cal, gold),
                    "reliability_before": reliability(before_cal, gold), "reliability_after": reliability(after_cal, gold),
                    # each decode.consistent_scores choice on the calibrated probabilities
                    "consistent": {how: {"ece": ece(c, gold), "violations": violations(c, index)}
                                   for how in CONSISTENT for c in [consistent(after_cal, index, how)]}}
-    decode_cfg = {"method": method, "single_path": single, "at_least_one": one, "threshold": threshold,
-                  "complete": complete, "back_off": back_off, "temperatures": temperatures,
-                  # share of texts whose decoded set stops at an internal node before any completion
-                  "stopped_early": float(stops_early(uncompleted, index).mean()) if len(gold) else 0.0,
-                  "per_label_thresholds": np.asarray(thr).tolist() if np.ndim(thr) else None}
+    # and the share of texts whose decoded set stops at an internal node before any completion
+    decode_cfg = dec.to_json() | {"stopped_early": float(stops_early(uncompleted, index).mean()) if len(gold) else 0.0}
     # figures keyed by their split: a dataset without a test split is evaluated on dev, and says so
     figures = {"dev": after} if eval_split == "dev" else {"test": after, "dev": dev}
     metrics = {"split": eval_split, **figures, "decode": decode_cfg, "calibration": calibration,
@@ -194,8 +177,8 @@ def tune_ensemble_weights(ckpt_dirs: list[Path], console: Console | None = None,
         for ck in loaded:
             to_device(ck.model, device)
             dev.append(score_texts(ck.model, data.texts["dev"], progress)[0])
-    d, gold = cfg["decode"], data.labels["dev"]
-    flags = (d["method"], data.single_path, data.at_least_one, data.complete)
+    d, gold, dec = cfg["decode"], data.labels["dev"], data.decoding
+    flags = (dec.method, dec.single_path, dec.at_least_one, dec.complete)
     fixed = None if d["threshold"] == "tune" else float(d["threshold"])
     weights, f1, steps = tune_weights(dev, gold, data.index, *flags, threshold=fixed)
     alone = [tuned_micro_f1(s, gold, data.index, *flags) for s in dev]

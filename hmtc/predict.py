@@ -14,7 +14,7 @@ import numpy as np
 
 from .calibration import calibrated, consistent
 from .checkpoint import Checkpoint
-from .decode import decode, unsure
+from .decode import Decoding, unsure
 from .errors import DataError, HmtcError
 from .metrics import LabelClasses, class_indices, label_classes
 
@@ -112,13 +112,8 @@ def decode_checkpoint(ckpt: Checkpoint, scores: np.ndarray, leaf: bool = False,
                       back_off: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(kept nodes (S, N), thresholds) of ``scores`` decoded as the checkpoint's decode.json says,
     ``leaf`` forcing complete paths and ``back_off`` (None: the run's) dropping guesses."""
-    dec = ckpt.decode
-    thr = np.asarray(dec.get("per_label_thresholds") or dec.get("threshold", 0.0), dtype=np.float32)
-    keep = decode(scores, ckpt.index, dec.get("method", ckpt.config["decode"]["method"]), thr,
-                  bool(dec.get("single_path", False)), leaf or bool(dec.get("at_least_one", False)),
-                  leaf or bool(dec.get("complete", False)),
-                  not leaf and bool(dec.get("back_off", False) if back_off is None else back_off))
-    return keep, thr
+    dec = Decoding.from_json(ckpt.decode, ckpt.config["decode"]["method"])
+    return dec.apply(scores, ckpt.index, leaf, back_off), np.asarray(dec.thresholds, dtype=np.float32)
 
 
 def consistent_choice(ckpt: Checkpoint) -> str:

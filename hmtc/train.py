@@ -31,7 +31,6 @@ from torch.nn.parallel import DistributedDataParallel
 from .batching import length_batches
 from .checkpoint import locate, save_checkpoint
 from .data.prepare import Prepared, prepare, taxonomy_for
-from .decode import decode
 from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
 from .frozen_store import FrozenStore, store_root, text_key
@@ -369,7 +368,8 @@ class Trainer:
         seconds = time.time() - t1
         rec = {"epoch": 1, "seconds": round(seconds, 1), "samples_per_s": round(n_train / max(seconds, 1e-9), 2)}
         if data.texts["dev"]:         # a few-shot protocol may leave no dev text (data.dev_shots = 0)
-            pred = decode(model.scores(data.texts["dev"]), data.index, cfg["decode"]["method"], 0.0, data.single_path)
+            # decoded as the epochs' dev figures are: the run's whole policy, untuned
+            pred = data.decoding.apply(model.scores(data.texts["dev"]), data.index, back_off=False)
             dev = evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
             rec |= {"dev_micro_f1": dev["micro_f1"], "dev_macro_f1": dev["macro_f1"]}
         state = {"epoch": 1, "best_epoch": 1, "train_seconds": seconds, "history": [rec]}
@@ -516,8 +516,7 @@ class Trainer:
     def _dev_metrics(self, model, data: Prepared, pad_id: int, progress: Progress) -> dict:
         t = self.config["train"]
         scores = model.score_ids(data.token_ids["dev"], t["eval_batch_size"], t["bf16"], self.device_, progress)
-        pred = decode(scores, data.index, self.config["decode"]["method"], 0.0, data.single_path,
-                      data.at_least_one, data.complete)
+        pred = data.decoding.apply(scores, data.index, back_off=False)     # untuned: threshold 0
         return evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
 
     # ---- resume state: optimizer, EMA and counters beside the checkpoint ----------------------

@@ -325,3 +325,33 @@ def test_back_off_through_train_eval_and_predict(run_config, tmp_path, invoke):
         kept = [n for n in b["labels"] if n not in b["unsure"]]
         assert a["labels"] == (kept or [n for n in b["labels"] if n in top])
         assert set(a["unsure"]) <= top
+
+
+def test_decoding_object_resolves_tunes_applies_and_round_trips():
+    """Decoding: "auto" flags from the training labels, tuning as the separate functions tune,
+    apply as decode() decodes, and decode.json written and read back (older files: defaults)."""
+    from hmtc.calibration import fit_temperatures
+    from hmtc.decode import Decoding, tune_level_thresholds
+    tax = Taxonomy.parse("ROOT\n  a\n    a1\n    a2\n  b\n    b1\n")
+    index = tax.compile()
+    one_leaf = index.indicator([["a1"], ["b1"], ["a2"]])
+    d = {"method": "best", "single_path": "auto", "at_least_one": "auto", "complete": "auto", "threshold": "tune",
+         "per_label": True, "per_level": True, "label_prior": 2.0, "back_off": False}
+    dec = Decoding.resolve(d, index, one_leaf)
+    assert (dec.single_path, dec.at_least_one, dec.complete) == (True, True, True)
+    two = Decoding.resolve(d, index, index.indicator([["a1", "b1"], []]))
+    assert (two.single_path, two.at_least_one) == (False, False)
+    rng = np.random.default_rng(0)
+    gold = index.indicator([[x] for x in rng.choice(["a1", "a2", "b1"], 40)])
+    scores = (gold * 2.0 - 1.0 + rng.normal(0, 1.0, gold.shape)).astype(np.float32)
+    tuned = dec.tune(d, scores, gold, index, fit_temperatures)
+    t0 = tune_global_threshold(scores, gold, index, "best", True, at_least_one=True, complete=True)
+    want = tune_label_thresholds(scores, gold, tune_level_thresholds(scores, gold, index, t0), prior=2.0)
+    assert tuned.threshold == pytest.approx(t0) and np.allclose(tuned.per_label_thresholds, want)
+    assert np.array_equal(tuned.apply(scores, index), decode(scores, index, "best", want, True, True, True))
+    back = Decoding.from_json(tuned.to_json())
+    assert np.array_equal(back.apply(scores, index), tuned.apply(scores, index)) and back.temperatures == tuned.temperatures
+    old = Decoding.from_json({"threshold": 0.5}, method="top-down")         # a decode.json from before the flags
+    assert (old.method, old.threshold, old.complete, old.per_label_thresholds) == ("top-down", 0.5, False, None)
+    untuned = dec.tune(d, scores[:0], gold[:0], index, fit_temperatures)   # no dev texts: nothing tuned
+    assert untuned.threshold == 0.0 and untuned.per_label_thresholds is None and untuned.temperatures == (1.0, 1.0)

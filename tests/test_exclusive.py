@@ -430,7 +430,7 @@ def test_auto_completion_follows_the_training_labels(tiny_dataset, tmp_path, sto
     cfg_file.write_text(tiny_tfidf_config_text(data / tiny_dataset.name, tmp_path), encoding="utf-8")
     for setting, want in (("'auto'", not stops), ("true", True), ("false", False)):
         cfg = load_config(cfg_file, [f"decode.complete={setting}"])
-        assert prepare(cfg, taxonomy_for(cfg)).complete is want
+        assert prepare(cfg, taxonomy_for(cfg)).decoding.complete is want
 
 
 def test_group_pruning_drops_the_subtrees_of_the_losers():

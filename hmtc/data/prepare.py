@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..batching import tokenize
-from ..decode import stops_early
+from ..decode import Decoding
 from ..errors import ConfigError, DataError, HmtcError
 from ..taxonomy import Taxonomy, TaxonomyIndex
 from .catalog import dev_split, encode_labels, load_dataset, taxonomy_file
@@ -26,10 +26,8 @@ class Prepared:
     texts: dict[str, list[str]]
     token_ids: dict[str, list[list[int]]]
     labels: dict[str, np.ndarray]
-    single_path: bool
-    at_least_one: bool
+    decoding: Decoding               # the run's [decode], its "auto" flags settled on the training labels
     dataset: str
-    complete: bool = False
     notes: tuple[str, ...] = ()      # what a user should know about the data, said once by the trainer
     protocol: str = "raw"            # how the texts were cleaned (hmtc.data.catalog.DatasetSpec.protocol)
     sampling: dict | None = None     # what data.shots / data.train_fraction drew (None: every text)
@@ -47,9 +45,8 @@ def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[s
     """Load the dataset, carve dev from train if needed, encode labels, tokenise (with a tokenizer;
     ``text_prefix`` before every text, as the model reads them: :attr:`EncoderModel.text_prefix`).
 
-    ``single_path``, ``at_least_one`` and ``complete`` (``[decode]``) set to ``"auto"`` are read
-    from the training labels: one leaf per sample; a label on every sample; every label set
-    reaching a leaf.
+    The ``[decode]`` table becomes the run's :class:`~hmtc.decode.Decoding`, its ``"auto"`` flags
+    (``single_path``, ``at_least_one``, ``complete``) read from the training labels.
     """
     dcfg = cfg["data"]
     if dcfg["data_dir"] and not Path(dcfg["data_dir"]).expanduser().is_dir():
@@ -92,13 +89,7 @@ def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[s
     token_ids = ({name: tokenize(tokenizer, [text_prefix + x for x in t], dcfg["max_length"])
                   for name, t in texts.items()}
                  if tokenizer is not None else {})
-    leaves_per_sample = (train_y & index.leaf_mask).sum(1)
-    single = cfg["decode"]["single_path"]
-    single_path = bool((leaves_per_sample <= 1).all()) if single == "auto" else bool(single)
-    one = cfg["decode"].get("at_least_one", "auto")
-    at_least_one = bool(train_y.any(1).all()) if one == "auto" else bool(one)
-    comp = cfg["decode"].get("complete", False)     # absent in configs saved before it existed: off
-    complete = not stops_early(train_y, index).any() if comp == "auto" else bool(comp)
+    decoding = Decoding.resolve(cfg["decode"], index, train_y)
     notes = []
     for split in ("train", "dev"):
         short = (sampling or {}).get(f"{split}_short")
@@ -111,8 +102,8 @@ def prepare(cfg: dict, taxonomy: Taxonomy, tokenizer=None, splits_wanted: list[s
     if internal_only:
         notes.append(f"{internal_only} of {len(train_y)} training samples carry only internal nodes (no leaf); "
                      "leaf-level metrics count none for them")
-    return Prepared(taxonomy, index, tokenizer, texts, token_ids, labels, single_path, at_least_one,
-                    str(dcfg["dataset"]), complete, tuple(notes), ds.protocol, sampling)
+    return Prepared(taxonomy, index, tokenizer, texts, token_ids, labels, decoding,
+                    str(dcfg["dataset"]), tuple(notes), ds.protocol, sampling)
 
 
 def _draw_shots(splits: dict, dcfg: dict, taxonomy: Taxonomy, index: TaxonomyIndex, seed: int) -> dict:
