@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import __version__
-from .decode import DECODERS
+from .decode import DECODERS, Decoding
 from .errors import HmtcError
 from .io import MANIFEST, atomic_dir, atomic_write_json, atomic_write_text, check_manifest, versioned_dir, write_manifest
 from .taxonomy import Taxonomy, TaxonomyIndex
@@ -98,6 +98,11 @@ class Checkpoint:
 
     def __post_init__(self):
         self.scorer = self.scorer or self.model
+
+    @property
+    def decoding(self) -> Decoding:
+        """``decode`` (the run's decode.json) as its :class:`~hmtc.decode.Decoding`."""
+        return Decoding.from_json(self.decode, self.config["decode"]["method"])
 
     def scores(self, texts: list[str], batch_size: int | None = None, bf16: bool | None = None,
                progress=None) -> np.ndarray:

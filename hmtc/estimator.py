@@ -368,9 +368,7 @@ class HierarchicalClassifier(BaseEstimator):
         self.classes_ = np.array(ckpt.index.ids, dtype=object)
         lc = label_classes(ckpt.index)
         self.label_classes_ = {lab: list(names) for lab, names in zip(lc.labels, lc.classes)}
-        per_label = ckpt.decode.get("per_label_thresholds")
-        self.thresholds_ = np.asarray(per_label, dtype=np.float32) if per_label else \
-            float(ckpt.decode.get("threshold", 0.0))
+        self.thresholds_ = ckpt.decoding.thresholds
         self.history_ = list(history)
         self.metrics_ = metrics
         self.run_dir_ = run_dir
@@ -453,7 +451,7 @@ class HierarchicalClassifier(BaseEstimator):
         from .calibration import calibrated, consistent
         from .predict import consistent_choice
         ckpt = self._fitted()
-        return consistent(calibrated(self.predict_scores(texts), ckpt.decode.get("temperatures"), ckpt.index),
+        return consistent(calibrated(self.predict_scores(texts), ckpt.decoding.temperatures, ckpt.index),
                           ckpt.index, consistent_choice(ckpt))
 
     def predict_classes(self, texts) -> list[dict[str, str]]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .calibration import calibrated, consistent
 from .checkpoint import Checkpoint
-from .decode import Decoding, unsure
+from .decode import unsure
 from .errors import DataError, HmtcError
 from .metrics import LabelClasses, class_indices, label_classes
 
@@ -84,7 +84,7 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     distribution its group loss trains, from path logits where the model scores them); ``{}``
     for an empty text.
     """
-    index, dec = ckpt.index, ckpt.decode
+    index, dec = ckpt.index, ckpt.decoding
     lc = label_classes(index)
     items = [item if isinstance(item, dict) else {"text": item} for item in items]
     scored = [item for item in items if item["text"].strip()]
@@ -96,7 +96,7 @@ def predict_rows(ckpt: Checkpoint, items: list[str | dict], batch_size: int | No
     scores = ckpt.scores([item["text"] for item in scored], batch_size, bf16)
     keep, thr = decode_checkpoint(ckpt, scores, leaf, back_off)
     below = unsure(keep, scores, thr, index)
-    p = consistent(calibrated(scores, dec.get("temperatures"), index), index, consistent_choice(ckpt))
+    p = consistent(calibrated(scores, dec.temperatures, index), index, consistent_choice(ckpt))
     cls = class_indices(keep, lc) if len(lc) else None
     assert cls is None or (cls >= 0).all(), "decoding keeps at most one class of a label"
     softmax = checkpoint_class_probabilities(ckpt, scores, lc) if len(lc) else None
@@ -112,7 +112,7 @@ def decode_checkpoint(ckpt: Checkpoint, scores: np.ndarray, leaf: bool = False,
                       back_off: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(kept nodes (S, N), thresholds) of ``scores`` decoded as the checkpoint's decode.json says,
     ``leaf`` forcing complete paths and ``back_off`` (None: the run's) dropping guesses."""
-    dec = Decoding.from_json(ckpt.decode, ckpt.config["decode"]["method"])
+    dec = ckpt.decoding
     return dec.apply(scores, ckpt.index, leaf, back_off), np.asarray(dec.thresholds, dtype=np.float32)
 
 

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from scipy.special import expit
 
 from .data.prepare import prepare
+from .decode import Decoding
 from .errors import HmtcError
 from .io import atomic_write_bytes, atomic_write_text
 from .record import evaluated
@@ -87,8 +88,7 @@ def load_run(path: str | Path, arrays: bool = False) -> Run:
 
 def thresholds(metrics: dict) -> np.ndarray | float:
     """The decision threshold(s) eval used: per label when tuned so, else the global one."""
-    d = metrics["decode"]
-    return np.asarray(d["per_label_thresholds"]) if d.get("per_label_thresholds") else float(d["threshold"])
+    return Decoding.from_json(metrics["decode"]).thresholds
 
 
 def probability_text(logit: float) -> str:

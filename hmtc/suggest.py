@@ -130,7 +130,7 @@ def suggest(ckpt: Checkpoint, texts: Sequence[str], k: int, strategy: str = "unc
     else:
         scores = np.asarray(scores, dtype=np.float32)[lines]
     keep, thr = decode_checkpoint(ckpt, scores)
-    u, node, prob = uncertainty(scores, keep, thr, ckpt.decode.get("temperatures"), ckpt.index)
+    u, node, prob = uncertainty(scores, keep, thr, ckpt.decoding.temperatures, ckpt.index)
     if strategy == "random":
         order = np.random.default_rng(seed).permutation(len(lines))[:k].tolist()
     else:
