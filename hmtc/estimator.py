@@ -322,7 +322,7 @@ class HierarchicalClassifier(BaseEstimator):
         if getattr(self, "_cleanup", None) is not None:
             self._cleanup()                 # a refit replaces the previous temporary run
         self._cleanup = cleanup
-        self._attach(ckpt, run_dir, trainer.state_["history"], metrics)
+        self._attach(ckpt, run_dir, trainer.state_.history, metrics)
         return self
 
     def _base_config(self) -> dict:

@@ -86,7 +86,7 @@ def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, 
             main = trainer.dist_.is_main
             if not main:
                 continue
-            if no_eval or trainer.state_["epoch"] < scfg["train"]["epochs"]:
+            if no_eval or trainer.state_.epoch < scfg["train"]["epochs"]:
                 console.print(f"stopped before seed {seed} finished; --resume continues: {escape(str(sdir))}")
                 return None
             evaluate_run(sdir, console, quiet, overwrite=overwrite)

@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import time
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,52 @@ def start_from(source: str | Path, cfg: dict, index) -> "torch.nn.Module":
     return model.train()
 
 
+@dataclass
+class TrainState:
+    """Where a run stands: written with the weights as ``last/train_state.json`` (what ``--resume``
+    continues from; once the run has finished, alone), read back by records and reports. The
+    one-off costs (teacher logits, the frozen layers' cache) and what the cache took from earlier
+    seeds or the store are kept only when they happened."""
+
+    epoch: int = 0
+    step: int = 0
+    best: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    train_seconds: float = 0.0
+    history: list = field(default_factory=list)
+    bad_steps: int = 0
+    last_finite_loss: float | None = None
+    teacher_seconds: float | None = None
+    cache_seconds: float | None = None
+    cache_reused: int | None = None
+    cache_stored: int | None = None
+    slim: dict | None = None
+    finished: bool = False
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, d: dict) -> TrainState:
+        """A ``train_state.json`` (keys it does not know, such as an older file's, are left out)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class _Setup:
+    """What :meth:`Trainer._setup` builds for the epochs to run."""
+
+    model: torch.nn.Module
+    data: Prepared
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: EMA | None
+    state: TrainState
+    pad_id: int
+
+
 class Trainer:
     """Train one configured run.
 
@@ -215,7 +262,7 @@ class Trainer:
             if finished.get("finished"):       # its weights and optimizer state are gone: nothing to continue
                 self.console.print(f"{escape(str(self.run_dir))}: the run finished "
                                    f"({finished['epoch']} epochs); nothing to resume")
-                self.state_, self.data_ = finished, None
+                self.state_, self.data_ = TrainState.from_json(finished), None
                 return self.run_dir
         elif last.exists() or last.is_symlink() or versions(last):
             raise HmtcError("run folder exists; pass --resume to continue it or --out for a new one",
@@ -230,6 +277,79 @@ class Trainer:
                 raise HmtcError(f"a {cfg['model']['name']} run is fitted in one pass; there is nothing to resume",
                                 self.run_dir)
             return self._fit_one_pass()
+        setup = self._setup()
+        model, data, optimizer, scheduler, ema, state, pad_id = (
+            setup.model, setup.data, setup.optimizer, setup.scheduler, setup.ema, setup.state, setup.pad_id)
+        main, n_train = self.dist_.is_main, len(data.token_ids["train"])
+        say = self.console.print if main else (lambda *a, **k: None)
+        done_here = 0
+        with progress_bar(self.console, self.quiet) as progress:
+            self.cache_ = self.teacher_ = None
+            if t["teacher"]:          # one-off teacher logits, counted as training time
+                c0 = time.time()
+                self.teacher_ = self._teacher_logits(data, progress)
+                state.teacher_seconds = round((state.teacher_seconds or 0.0) + time.time() - c0, 1)
+                state.train_seconds += time.time() - c0
+            if t["cache_frozen"] and state.epoch < t["epochs"]:    # its one-off time counts as training time
+                c0 = time.time()
+                self.cache_, reused, stored = self._cache_frozen(model, data, pad_id, progress)
+                state.cache_seconds = round((state.cache_seconds or 0.0) + time.time() - c0, 1)
+                state.train_seconds += time.time() - c0
+                if reused:
+                    state.cache_reused = reused
+                    say(f"frozen-layer cache: {reused} of {n_train} texts taken from an earlier seed")
+                if stored:
+                    state.cache_stored = stored
+                    say(f"frozen-layer cache: {stored} of {n_train} texts read from the store")
+            for epoch in range(state.epoch, t["epochs"]):
+                if self.stop_after_epochs is not None and done_here >= self.stop_after_epochs:
+                    break
+                torch.manual_seed(t["seed"] * 1000 + epoch)    # dropout stream per epoch
+                e0 = time.time()
+                loss = self._train_epoch(model, data, optimizer, scheduler, ema, epoch, pad_id,
+                                         progress, state)
+                state.train_seconds += time.time() - e0
+                with ema.swap() if ema else contextlib.nullcontext():
+                    dev_metrics = self._dev_metrics(model, data, pad_id, progress)
+                    score = dev_metrics[t["metric"]]
+                    state.epoch = epoch + 1
+                    improved = score > state.best
+                    if improved:
+                        state.best, state.best_epoch, state.bad_epochs = score, epoch + 1, 0
+                        if main:
+                            save_checkpoint(self.run_dir / "best", model, data.taxonomy, cfg,
+                                            support=data.labels["train"].sum(0))
+                    else:
+                        state.bad_epochs += 1
+                rec = {"epoch": epoch + 1, "train_loss": loss, "seconds": round(time.time() - e0, 1),
+                       "samples_per_s": round(n_train / (time.time() - e0), 2),
+                       **{f"dev_{k}": dev_metrics[k] for k in ("micro_f1", "macro_f1")}}
+                state.history.append(rec)
+                every = t["save_every"]
+                if main and ((every and (epoch + 1) % every == 0) or (epoch + 1 == t["epochs"] and t["keep_last"])):
+                    self._save_state(last, model, data.taxonomy, optimizer, ema, state)
+                say(f"epoch {epoch + 1}: loss {loss:.4f}, dev micro-F1 {dev_metrics['micro_f1']:.4f} "
+                    f"macro-F1 {dev_metrics['macro_f1']:.4f}{' (best)' if improved else ''}, "
+                    f"{rec['samples_per_s']} samples/s")
+                done_here += 1
+                if t["patience"] and state.bad_epochs >= t["patience"]:
+                    say(f"early stop: no dev gain for {t['patience']} epochs")
+                    state.epoch = t["epochs"]
+                    if main and (t["save_every"] or t["keep_last"]):
+                        self._save_state(last, model, data.taxonomy, optimizer, ema, state)
+                    break
+        if main and state.epoch >= t["epochs"]:
+            self._finish(last, state, model, data)
+        self.dist_.close()
+        self.state_ = state
+        self.data_ = data
+        return self.run_dir
+
+    def _setup(self) -> _Setup:
+        """Seeds, devices (and the process group under torchrun), the model (new, or the one
+        ``train.init_from`` starts from), the data, the optimizer, schedule and EMA, the state
+        (a resumed run's own), and the run folder's config.json / run.json."""
+        cfg, t = self.config, self.config["train"]
         seed_everything(t["seed"])
         self.dist_, ddp_device = init_distributed(t.get("device", "auto"))
         torch.set_num_threads(t["threads"] or max(1, (os.cpu_count() or 1) // self.dist_.world))
@@ -262,12 +382,11 @@ class Trainer:
             g["initial_lr"] = g["lr"]
         trainable = [p for g in groups for p in g["params"]]
         ema = EMA(trainable, t["ema"]) if t["ema"] > 0 else None
-        state = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0,
-                 "train_seconds": 0.0, "history": []}
+        state = TrainState()
         if self.resume:
             state = self._load_state(self.resume_from_, model, optimizer, ema)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(t["schedule"], int(t["warmup"] * total), total), last_epoch=state["step"] - 1)
+            optimizer, lr_lambda(t["schedule"], int(t["warmup"] * total), total), last_epoch=state.step - 1)
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.resume:                 # a resumed run keeps how it was started
@@ -282,68 +401,7 @@ class Trainer:
             f"{sum(p.numel() for p in trainable):,} trainable parameters, device {device}"
             f"{', bf16' if t['bf16'] else ''}{f', {self.dist_.world} processes' if self.dist_.active else ''}; "
             f"setup {time.time() - t0:.1f}s")
-        done_here = 0
-        with progress_bar(self.console, self.quiet) as progress:
-            self.cache_ = self.teacher_ = None
-            if t["teacher"]:          # one-off teacher logits, counted as training time
-                c0 = time.time()
-                self.teacher_ = self._teacher_logits(data, progress)
-                state["teacher_seconds"] = round(state.get("teacher_seconds", 0.0) + time.time() - c0, 1)
-                state["train_seconds"] += time.time() - c0
-            if t["cache_frozen"] and state["epoch"] < t["epochs"]:    # its one-off time counts as training time
-                c0 = time.time()
-                self.cache_, reused, stored = self._cache_frozen(model, data, pad_id, progress)
-                state["cache_seconds"] = round(state.get("cache_seconds", 0.0) + time.time() - c0, 1)
-                state["train_seconds"] += time.time() - c0
-                if reused:
-                    state["cache_reused"] = reused
-                    say(f"frozen-layer cache: {reused} of {n_train} texts taken from an earlier seed")
-                if stored:
-                    state["cache_stored"] = stored
-                    say(f"frozen-layer cache: {stored} of {n_train} texts read from the store")
-            for epoch in range(state["epoch"], t["epochs"]):
-                if self.stop_after_epochs is not None and done_here >= self.stop_after_epochs:
-                    break
-                torch.manual_seed(t["seed"] * 1000 + epoch)    # dropout stream per epoch
-                e0 = time.time()
-                loss = self._train_epoch(model, data, optimizer, scheduler, ema, epoch, pad_id,
-                                         progress, state)
-                state["train_seconds"] += time.time() - e0
-                with ema.swap() if ema else contextlib.nullcontext():
-                    dev_metrics = self._dev_metrics(model, data, pad_id, progress)
-                    score = dev_metrics[t["metric"]]
-                    state["epoch"] = epoch + 1
-                    improved = score > state["best"]
-                    if improved:
-                        state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
-                        if main:
-                            save_checkpoint(self.run_dir / "best", model, data.taxonomy, cfg,
-                                            support=data.labels["train"].sum(0))
-                    else:
-                        state["bad_epochs"] += 1
-                rec = {"epoch": epoch + 1, "train_loss": loss, "seconds": round(time.time() - e0, 1),
-                       "samples_per_s": round(n_train / (time.time() - e0), 2),
-                       **{f"dev_{k}": dev_metrics[k] for k in ("micro_f1", "macro_f1")}}
-                state["history"].append(rec)
-                every = t["save_every"]
-                if main and ((every and (epoch + 1) % every == 0) or (epoch + 1 == t["epochs"] and t["keep_last"])):
-                    self._save_state(last, model, data.taxonomy, optimizer, ema, state)
-                say(f"epoch {epoch + 1}: loss {loss:.4f}, dev micro-F1 {dev_metrics['micro_f1']:.4f} "
-                    f"macro-F1 {dev_metrics['macro_f1']:.4f}{' (best)' if improved else ''}, "
-                    f"{rec['samples_per_s']} samples/s")
-                done_here += 1
-                if t["patience"] and state["bad_epochs"] >= t["patience"]:
-                    say(f"early stop: no dev gain for {t['patience']} epochs")
-                    state["epoch"] = t["epochs"]
-                    if main and (t["save_every"] or t["keep_last"]):
-                        self._save_state(last, model, data.taxonomy, optimizer, ema, state)
-                    break
-        if main and state["epoch"] >= t["epochs"]:
-            self._finish(last, state, model, data)
-        self.dist_.close()
-        self.state_ = state
-        self.data_ = data
-        return self.run_dir
+        return _Setup(model, data, optimizer, scheduler, ema, state, pad_id)
 
     def _fit_one_pass(self) -> Path:
         """Fit a model that trains in one pass (``one_pass``) on the training split; writes
@@ -372,20 +430,20 @@ class Trainer:
             pred = data.decoding.apply(model.scores(data.texts["dev"]), data.index, back_off=False)
             dev = evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
             rec |= {"dev_micro_f1": dev["micro_f1"], "dev_macro_f1": dev["macro_f1"]}
-        state = {"epoch": 1, "best_epoch": 1, "train_seconds": seconds, "history": [rec]}
+        state = TrainState(epoch=1, best_epoch=1, train_seconds=seconds, history=[rec])
         save_checkpoint(self.run_dir / "best", model, data.taxonomy, cfg, support=data.labels["train"].sum(0))
         with versioned_dir(self.run_dir / "last") as tmp:
             # hard links save a second copy of the weights; files are only ever replaced, never edited
             shutil.copytree(self.run_dir / "best", tmp, dirs_exist_ok=True, copy_function=os.link)
-            atomic_write_json(tmp / "train_state.json", state)
+            atomic_write_json(tmp / "train_state.json", state.to_json())
         self.console.print(f"fit {seconds:.1f}s" + (f"; dev micro-F1 {rec['dev_micro_f1']:.4f} macro-F1 "
                                                     f"{rec['dev_macro_f1']:.4f}" if "dev_micro_f1" in rec else
                                                     "; no dev texts"))
-        self.state_, self.data_ = {**state, "epoch": t["epochs"]}, data
+        self.state_, self.data_ = replace(state, epoch=t["epochs"]), data
         return self.run_dir
 
     def _train_epoch(self, model, data: Prepared, optimizer, scheduler, ema, epoch: int, pad_id: int,
-                     progress: Progress, state: dict) -> float:
+                     progress: Progress, state: TrainState) -> float:
         t = self.config["train"]
         ids, y = data.token_ids["train"], data.labels["train"]
         fit_losses(model, y)        # label priors are not saved with the weights: fit every epoch (cheap)
@@ -422,16 +480,16 @@ class Trainer:
                 scheduler.step()
                 if ema:
                     ema.update()
-                state["step"] += 1
-                state["bad_steps"], state["last_finite_loss"] = 0, float(loss)
+                state.step += 1
+                state.bad_steps, state.last_finite_loss = 0, float(loss)
                 total += loss.item() * len(b)
                 n += len(b)
             else:           # skipped (no update, the schedule waits); too many in a row is divergence
-                state["bad_steps"] = state.get("bad_steps", 0) + 1
-                if state["bad_steps"] >= t["max_bad_steps"]:
-                    last = state.get("last_finite_loss")
-                    raise HmtcError(f"training diverged at epoch {epoch + 1}, step {state['step'] + state['bad_steps']}: "
-                                    f"{state['bad_steps']} consecutive steps with a non-finite loss or gradient "
+                state.bad_steps += 1
+                if state.bad_steps >= t["max_bad_steps"]:
+                    last = state.last_finite_loss
+                    raise HmtcError(f"training diverged at epoch {epoch + 1}, step {state.step + state.bad_steps}: "
+                                    f"{state.bad_steps} consecutive steps with a non-finite loss or gradient "
                                     f"(last finite loss {'none' if last is None else f'{last:.4g}'}); "
                                     "lower train.lr / train.head_lr", self.run_dir)
             progress.update(task, advance=len(b),
@@ -520,7 +578,7 @@ class Trainer:
         return evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
 
     # ---- resume state: optimizer, EMA and counters beside the checkpoint ----------------------
-    def _save_state(self, folder: Path, model, taxonomy, optimizer, ema, state: dict) -> None:
+    def _save_state(self, folder: Path, model, taxonomy, optimizer, ema, state: TrainState) -> None:
         tensors, groups = {}, []
         sd = optimizer.state_dict()
         for pid, st in sd["state"].items():
@@ -533,7 +591,7 @@ class Trainer:
                 tensors[f"ema.{i}"] = s
         tensors["rng.torch"] = torch.get_rng_state()
         blob = safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()})
-        meta = json.dumps({**state, "param_groups": groups, "ema_updates": ema.updates if ema else 0},
+        meta = json.dumps({**state.to_json(), "param_groups": groups, "ema_updates": ema.updates if ema else 0},
                           ensure_ascii=False).encode("utf-8")
         save_checkpoint(folder, model, taxonomy, self.config,
                         extra_files={"train_state.safetensors": blob, "train_state.json": meta})
@@ -563,7 +621,7 @@ class Trainer:
         atomic_write_json(meta_path, meta)
         self.console.print(f"note: resuming with {len(changes)} changed key(s): {escape(listed)}")
 
-    def _finish(self, last: Path, state: dict, model, data: Prepared) -> None:
+    def _finish(self, last: Path, state: TrainState, model, data: Prepared) -> None:
         """A finished run keeps one small copy of the weights: ``best/`` with its vocabulary
         pruned to what the training and dev texts and the taxonomy's names use and its tensors
         stored in ``train.save_dtype`` (:mod:`hmtc.slim`), and ``last/`` reduced to its
@@ -576,13 +634,13 @@ class Trainer:
             seen = [*data.texts["train"], *data.texts["dev"], *data.index.names,
                     *(d for d in data.index.descriptions if d)]
             prefixes = {model.text_prefix, str(self.config["model"]["options"].get("passage_prefix", ""))}
-            state["slim"] = slim_checkpoint(self.run_dir / "best", seen, prefixes, prune, t["save_dtype"])
-        state["finished"] = True
+            state.slim = slim_checkpoint(self.run_dir / "best", seen, prefixes, prune, t["save_dtype"])
+        state.finished = True
         if not t["keep_last"]:
             with versioned_dir(last) as tmp:
-                atomic_write_json(tmp / "train_state.json", state)
+                atomic_write_json(tmp / "train_state.json", state.to_json())
 
-    def _load_state(self, folder: Path, model, optimizer, ema) -> dict:
+    def _load_state(self, folder: Path, model, optimizer, ema) -> TrainState:
         safetensors.torch.load_model(model, str(folder / "model.safetensors"), strict=False)
         meta = json.loads((folder / "train_state.json").read_text(encoding="utf-8"))
         tensors = safetensors.torch.load_file(str(folder / "train_state.safetensors"))
@@ -596,7 +654,6 @@ class Trainer:
             for i, s in enumerate(ema.shadow):
                 s.copy_(tensors[f"ema.{i}"])
             ema.updates = meta.get("ema_updates", 0)
-        meta.pop("ema_updates", None)
         torch.set_rng_state(tensors["rng.torch"])
-        return meta
+        return TrainState.from_json(meta)
 

@@ -60,7 +60,7 @@ def test_trains_lowers_the_loss_and_reloads(run_config, tmp_path, name, options)
     cfg["model"]["options"] = options       # replace msml's options rather than merge into them
     trainer = Trainer(cfg, tmp_path / name, quiet=True)
     trainer.fit()
-    history = trainer.state_["history"]
+    history = trainer.state_.history
     assert history[-1]["train_loss"] < 0.9 * history[0]["train_loss"]
     ckpt = load_checkpoint(tmp_path / name / "last")
     scores = ckpt.scores(trainer.data_.texts["test"])

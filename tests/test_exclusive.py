@@ -357,7 +357,7 @@ def test_tiny_models_train_an_epoch_on_an_exclusive_taxonomy(run_config, tiny_da
     trainer = Trainer(cfg, tmp_path / model, quiet=True)
     trainer.fit()
     assert trainer.data_.index.n_groups == 3
-    assert trainer.state_["step"] > 0 and all(np.isfinite(h["train_loss"]) for h in trainer.state_["history"])
+    assert trainer.state_.step > 0 and all(np.isfinite(h["train_loss"]) for h in trainer.state_.history)
     ckpt = load_checkpoint(tmp_path / model / "last")
     assert ckpt.index.n_groups == 3 and (tmp_path / model / "last" / "taxonomy.tax").read_text(
         encoding="utf-8").count("!exclusive") == 3

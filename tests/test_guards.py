@@ -49,7 +49,7 @@ def test_bad_steps_are_skipped_until_the_limit(run_config, tmp_path):
     trainer._batch_loss = flaky
     trainer.fit()
     batches = -(-len(trainer.data_.token_ids["train"]) // cfg["train"]["batch_size"])
-    assert calls["n"] == batches and trainer.state_["step"] == batches - 1     # one step skipped
+    assert calls["n"] == batches and trainer.state_.step == batches - 1     # one step skipped
     trainer = Trainer(cfg, tmp_path / "r2", quiet=True)
     trainer._batch_loss = lambda *a, **k: real(*a, **k) * torch.tensor(float("nan"))
     with pytest.raises(HmtcError, match=r"step 2: 2 consecutive steps .*\(last finite loss none\)"):

@@ -63,7 +63,7 @@ def test_ablations_train(run_config, tmp_path, options):
     sets = ["train.epochs=1", "train.record_dir=''"] + [f"model.options.{k}={str(v).lower()}" for k, v in options.items()]
     t = Trainer(load_config(run_config, sets), tmp_path / "r", quiet=True)
     t.fit()
-    assert t.state_["step"] > 0 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in t.state_["history"])
+    assert t.state_.step > 0 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in t.state_.history)
 
 
 def test_constrained_msml_outputs_parents_above_children_and_trains(run_config, tmp_path):
@@ -76,7 +76,7 @@ def test_constrained_msml_outputs_parents_above_children_and_trains(run_config, 
     t = Trainer(load_config(run_config, ["train.epochs=2", "train.record_dir=''", "model.options.constrained=true"]),
                 tmp_path / "r", quiet=True)
     t.fit()
-    assert t.state_["history"][-1]["train_loss"] < t.state_["history"][0]["train_loss"]
+    assert t.state_.history[-1]["train_loss"] < t.state_.history[0]["train_loss"]
 
 
 def test_level_weights_must_cover_every_level(run_config):
@@ -161,4 +161,4 @@ def test_conditional_msml_scores_paths_and_masks_the_loss_by_parent(run_config, 
     t = Trainer(load_config(run_config, ["train.epochs=2", "train.record_dir=''", "model.options.conditional=true",
                                          "model.options.loss='bce'"]), tmp_path / "r", quiet=True)
     t.fit()
-    assert t.state_["history"][-1]["train_loss"] < t.state_["history"][0]["train_loss"]
+    assert t.state_.history[-1]["train_loss"] < t.state_.history[0]["train_loss"]

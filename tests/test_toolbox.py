@@ -36,7 +36,7 @@ def train_losses(config, tmp_path, overrides: list[str], epochs: int = 4) -> lis
     cfg = load_config(config, [f"train.epochs={epochs}", "train.record_dir=''", *overrides])
     trainer = Trainer(cfg, tmp_path / "run", quiet=True)
     trainer.fit()
-    return [h["train_loss"] for h in trainer.state_["history"]]
+    return [h["train_loss"] for h in trainer.state_.history]
 
 
 # ---------------------------------------------------------------------------- heads
@@ -267,7 +267,7 @@ def test_cached_run_with_fgm_trains_differently(run_config, tmp_path):
     for name, extra in (("plain", []), ("fgm", ["train.fgm_epsilon=1.0"])):
         t = Trainer(load_config(run_config, base + extra), tmp_path / name, quiet=True)
         t.fit()
-        runs[name] = t.state_["history"][0]["train_loss"]
+        runs[name] = t.state_.history[0]["train_loss"]
     assert runs["plain"] != runs["fgm"] and all(map(math.isfinite, runs.values()))
 
 

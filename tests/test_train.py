@@ -42,7 +42,7 @@ def test_overfits_a_tiny_set(run_config, tmp_path):
     ckpt = load_checkpoint(tmp_path / "overfit" / "last")
     scores = ckpt.model.score_ids(data.token_ids["train"])
     f1 = evaluate(data.labels["train"], decode(scores, data.index), data.index)["micro_f1"]
-    first, last = trainer.state_["history"][0]["train_loss"], trainer.state_["history"][-1]["train_loss"]
+    first, last = trainer.state_.history[0]["train_loss"], trainer.state_.history[-1]["train_loss"]
     assert last < 0.25 * first
     assert f1 > 0.95
 
@@ -103,7 +103,7 @@ def test_resume_matches_an_uninterrupted_run(run_config, tmp_path):
     assert state["epoch"] == 1
     t = Trainer(load_config(run_config, overrides), tmp_path / "split", resume=True, quiet=True)
     t.fit()
-    assert t.state_["epoch"] == 3
+    assert t.state_.epoch == 3
     a, b = _weights(tmp_path / "straight" / "last"), _weights(tmp_path / "split" / "last")
     assert a.keys() == b.keys()
     for k in a:
@@ -191,7 +191,7 @@ def test_early_stopping_ends_the_run(run_config, tmp_path):
                                    "train.head_lr=0.0", "train.record_dir=''"])
     t = Trainer(cfg, tmp_path / "es", quiet=True)
     t.fit()
-    assert len(t.state_["history"]) == 2 and t.state_["best_epoch"] == 1
+    assert len(t.state_.history) == 2 and t.state_.best_epoch == 1
 
 
 def test_eval_with_per_label_thresholds(run_config, tmp_path):

@@ -67,7 +67,7 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     trainer.fit()
     if not trainer.dist_.is_main:
         return                           # other ranks of a torchrun job: rank 0 evaluates
-    if no_eval or trainer.state_["epoch"] < cfg["train"]["epochs"]:
+    if no_eval or trainer.state_.epoch < cfg["train"]["epochs"]:
         err.print(f"run folder: {escape(str(run_dir))}")
         return
     metrics = evaluate_run(run_dir, err, quiet, overwrite=overwrite)
@@ -75,7 +75,7 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     if cfg["train"]["baseline"]:
         from ..baseline import fit_baseline
         err.print(f"fitting the baseline {escape(cfg['train']['baseline'])} on the same split ...")
-        _show_baseline(metrics, fit_baseline(cfg, run_dir, err, quiet), trainer.state_.get("train_seconds"))
+        _show_baseline(metrics, fit_baseline(cfg, run_dir, err, quiet), trainer.state_.train_seconds)
 
 
 def eval_(target: Path = typer.Argument(..., help="Run folder (uses best/) or checkpoint folder."),
