@@ -359,7 +359,7 @@ class HierarchicalClassifier(BaseEstimator):
         import torch
 
         from .inference import pick_device
-        from .metrics import label_classes
+        from .label_classes import label_classes
         if isinstance(ckpt.model, torch.nn.Module):
             ckpt.model.to(pick_device(ckpt.config["train"].get("device", "auto")))
         self.checkpoint_ = ckpt
@@ -467,7 +467,7 @@ class HierarchicalClassifier(BaseEstimator):
         columns in :attr:`label_classes_` order, each row summing to 1
         (:func:`hmtc.predict.class_probabilities`). Every text is scored, an empty one too (as
         :meth:`predict_proba` does), where :meth:`predict_classes` gives ``{}``."""
-        from .metrics import label_classes
+        from .label_classes import label_classes
         from .predict import checkpoint_class_probabilities
         self._has_label_classes()
         ckpt = self._fitted()
@@ -516,7 +516,8 @@ class HierarchicalClassifier(BaseEstimator):
             as a node of its own, never predicted: a miss in every figure and a row of
             ``per_label``; a ``UserWarning`` names the first and how many.
         """
-        from .metrics import evaluate, with_absent_classes
+        from .label_classes import with_absent_classes
+        from .metrics import evaluate
         ckpt = self._fitted()
         texts, labels = self._labelled(texts, labels)
         texts = _texts(texts)

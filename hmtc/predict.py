@@ -16,7 +16,7 @@ from .calibration import calibrated, consistent
 from .checkpoint import Checkpoint
 from .decode import unsure
 from .errors import DataError, HmtcError
-from .metrics import LabelClasses, class_indices, label_classes
+from .label_classes import LabelClasses, class_indices, label_classes
 
 
 def decoded_lines(fh: BinaryIO, source: str | Path) -> Iterator[tuple[int, str]]:

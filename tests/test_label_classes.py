@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from sklearn import metrics as skm
 from typer.testing import CliRunner
 
+import hmtc.label_classes as LC
 import hmtc.metrics as M
 from hmtc.loading import load_checkpoint
 from hmtc.cli import app, main
@@ -69,14 +70,14 @@ def test_classes_are_exclusive_groups_that_round_trip(tax, tmp_path):
     tax.save(tmp_path / "again.tax")
     assert (tmp_path / "again.tax").read_text(encoding="utf-8") == TAX
     index = tax.compile()
-    lc = M.label_classes(index)
+    lc = LC.label_classes(index)
     assert lc.labels == ("喜", "怒", "aspect:food")
     assert lc.classes == (("none", "weak", "strong"), ("0", "1", "2", "3"), ("neg", "pos"))
     assert lc.n_classes.tolist() == [3, 4, 2]
     for lab, names, cols in zip(lc.labels, lc.classes, lc.class_cols):
         assert [index.ids[c] for c in cols if c >= 0] == [f"{lab}:{n}" for n in names]
     assert [index.ids[c] for c in lc.label_cols] == list(lc.labels)
-    assert M.label_classes(Taxonomy.parse(LABEL_CLASS_TAXONOMY).compile()).classes == (INTENSITIES,) * 4
+    assert LC.label_classes(Taxonomy.parse(LABEL_CLASS_TAXONOMY).compile()).classes == (INTENSITIES,) * 4
 
 
 @pytest.mark.parametrize("text, miss", [
@@ -87,7 +88,7 @@ def test_classes_are_exclusive_groups_that_round_trip(tax, tmp_path):
 ])
 def test_near_misses_are_no_labels_with_classes_and_validate_says_so(tmp_path, text, miss):
     p = write(tmp_path / "miss.tax", text)
-    assert not len(M.label_classes(Taxonomy.load(p).compile()))
+    assert not len(LC.label_classes(Taxonomy.load(p).compile()))
     r = cli("taxonomy", "validate", p)
     assert r.exit_code == 0 and "note" in r.stdout and repr(miss) in r.stdout
     ok = write(tmp_path / "ok.tax", TAX)
@@ -107,8 +108,8 @@ def test_labels_with_classes_read_and_absent_ones_are_in_their_first_class(tax, 
         sorted(["喜", "喜:weak", "怒", "怒:0", "aspect", "aspect:food", "aspect:food:neg", "topic", "topic-a"]),
         sorted(["喜", "喜:none", "怒", "怒:3", "aspect", "aspect:food", "aspect:food:neg"]),
         sorted(["喜", "喜:none", "怒", "怒:0", "aspect", "aspect:food", "aspect:food:pos"])]
-    lc = M.label_classes(index)
-    assert M.class_indices(y, lc).tolist() == [[1, 0, 0], [0, 3, 0], [0, 0, 1]]
+    lc = LC.label_classes(index)
+    assert LC.class_indices(y, lc).tolist() == [[1, 0, 0], [0, 3, 0], [0, 0, 1]]
     # a taxonomy without classes reads as before: nothing is added
     plain = Taxonomy.parse("ROOT\n  a\n    a-1\n  b\n").compile()
     got = encode_labels(read_jsonl(write(tmp_path / "p.jsonl", '{"text": "x", "labels": ["a-1"]}\n')), plain)
@@ -152,7 +153,7 @@ def test_table_label_names_map_the_label_and_keep_the_class(tax, tmp_path):
     f = write(tmp_path / "d.tsv", "text one\t1:2,0:weak\n")
     ex = read_table(f, 0, 1, label_names=names)
     assert ex.labels == [["怒:2", "喜:weak"]]
-    assert M.class_indices(encode_labels(ex, tax), M.label_classes(tax.compile()))[0, :2].tolist() == [1, 2]
+    assert LC.class_indices(encode_labels(ex, tax), LC.label_classes(tax.compile()))[0, :2].tolist() == [1, 2]
 
 
 def test_a_bad_class_is_one_error_line_from_the_cli(tmp_path, capsys, monkeypatch):
@@ -211,21 +212,21 @@ def test_a_prediction_with_two_classes_names_none():
 
 def test_class_indices_and_absent_classes_dense_and_sparse(tax):
     index = tax.compile()
-    lc = M.label_classes(index)
+    lc = LC.label_classes(index)
     y = index.indicator([["喜:strong"], ["怒:2", "aspect:food:neg"], [], ["topic-b"]])
     y[3, index.id_to_index["喜:weak"]] = y[3, index.id_to_index["喜:none"]] = True   # two kept
-    assert M.class_indices(y, lc).tolist() == [[2, 0, 0], [0, 2, 0], [0, 0, 0], [-1, 0, 0]]
-    assert M.class_indices(sp.csr_array(y), lc).tolist() == M.class_indices(y, lc).tolist()
-    filled = M.with_absent_classes(y, index)
+    assert LC.class_indices(y, lc).tolist() == [[2, 0, 0], [0, 2, 0], [0, 0, 0], [-1, 0, 0]]
+    assert LC.class_indices(sp.csr_array(y), lc).tolist() == LC.class_indices(y, lc).tolist()
+    filled = LC.with_absent_classes(y, index)
     assert (filled[:, lc.label_cols]).all()
-    assert np.array_equal(M.with_absent_classes(sp.csr_array(y), index).toarray(), filled)
+    assert np.array_equal(LC.with_absent_classes(sp.csr_array(y), index).toarray(), filled)
     assert index.labels_of(filled[2:3])[0] == ["喜", "怒", "aspect", "喜:none", "怒:0", "aspect:food", "aspect:food:neg"]
-    assert M.class_indices(filled, lc).tolist() == M.class_indices(y, lc).tolist()    # absent = first class
+    assert LC.class_indices(filled, lc).tolist() == LC.class_indices(y, lc).tolist()    # absent = first class
 
 
 def test_evaluate_adds_label_classes_only_for_such_taxonomies(tax):
     index = tax.compile()
-    gold = M.with_absent_classes(index.indicator([["喜:strong", "怒:1"], ["怒:3"], ["aspect:food:pos"]]), index)
+    gold = LC.with_absent_classes(index.indicator([["喜:strong", "怒:1"], ["怒:3"], ["aspect:food:pos"]]), index)
     pred = index.indicator([["喜:strong", "怒:2"], ["喜:weak"], ["aspect:food:pos", "怒:0"]])
     res = M.evaluate(gold, pred, index)["label_classes"]
     assert res["n_labels"] == 3 and [r["id"] for r in res["per_label"]] == ["喜", "怒", "aspect:food"]
@@ -243,10 +244,10 @@ def test_the_group_loss_is_one_softmax_per_label(tax):
     """With absent labels in their first class every text has one class of every label, so the
     exclusive group loss is the sum over labels of a softmax cross-entropy over its classes."""
     index = tax.compile()
-    lc = M.label_classes(index)
-    y = M.with_absent_classes(index.indicator([["喜:weak"], ["怒:3", "aspect:food:pos"], ["topic-a"]]), index)
+    lc = LC.label_classes(index)
+    y = LC.with_absent_classes(index.indicator([["喜:weak"], ["怒:3", "aspect:food:pos"], ["topic-a"]]), index)
     z = torch.randn(3, index.n_nodes, generator=torch.Generator().manual_seed(0))
-    cls = torch.as_tensor(M.class_indices(y, lc))
+    cls = torch.as_tensor(LC.class_indices(y, lc))
     by_hand = sum(F.cross_entropy(z[:, torch.as_tensor(cols[cols >= 0])], cls[:, i], reduction="sum")
                   for i, cols in enumerate(lc.class_cols)) / 3
     assert len(lc) == index.n_groups
@@ -259,7 +260,7 @@ def test_class_probabilities_from_path_logits_are_the_softmax_the_group_loss_tra
     from hmtc.models import MODELS
     from hmtc.predict import class_probabilities
     index = Taxonomy.parse(LABEL_CLASS_TAXONOMY).compile()
-    lc = M.label_classes(index)
+    lc = LC.label_classes(index)
     rng = np.random.default_rng(0)
     z = rng.normal(0, 3, size=(5, index.n_nodes))                          # each node's own logit
     log_sig = -np.logaddexp(0, -z)

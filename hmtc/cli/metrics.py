@@ -16,7 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import DataError
-from ..metrics import augment_ancestors, evaluate, with_absent_classes
+from ..label_classes import with_absent_classes
+from ..metrics import augment_ancestors, evaluate
 from ..taxonomy import Taxonomy, TaxonomyIndex
 
 

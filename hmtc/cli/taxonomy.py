@@ -90,7 +90,7 @@ def _label_classes(tax: Taxonomy) -> tuple[int, list[str]]:
     node that is no such label, though marked !exclusive with a child ``node:<class>``, or unmarked
     with only leaves ``node:<class>`` as children (a label id may hold ':' and have children
     ``label:x`` that are labels of their own: those are left alone)."""
-    from ..metrics import class_name, label_classes
+    from ..label_classes import class_name, label_classes
     labels = set(label_classes(tax.compile()).labels)
     misses = []
     for node in tax.nodes:

@@ -24,7 +24,7 @@ import hmtc
 from ..config import tomllib
 from ..errors import DataError
 from ..home import home
-from ..metrics import CLASS_SEP, label_classes, with_absent_classes
+from ..label_classes import CLASS_SEP, label_classes, with_absent_classes
 from ..registry import Registry
 from ..taxonomy import EXCLUSIVE, Taxonomy, TaxonomyIndex
 from .readers import (Examples, _Bad, check_on_error, check_removals, read_class_folders, read_goemotions,
@@ -371,13 +371,13 @@ def encode_labels(examples: Examples, taxonomy: Taxonomy | TaxonomyIndex,
     labels gets an all-zero row, or only the first classes below, so rows stay aligned with
     ``examples``).
 
-    Labels with classes (``docs/label-classes.md``; :func:`hmtc.metrics.label_classes`) are
+    Labels with classes (``docs/label-classes.md``; :func:`hmtc.label_classes.label_classes`) are
     written ``label:class`` (``joy:weak``, the id of the class node). The label alone
     (``"label without a class"``), a class the taxonomy does not list (``"unknown class"``)
     and two classes of one label in one sample (``"two classes of one label"``) are errors
     naming the sample's ``file:line``, or with ``on_error="skip"`` dropped and counted under
     those reasons. A label with classes that a sample does not mention is in its first class
-    (:func:`hmtc.metrics.with_absent_classes`): ``none``, intensity 0.
+    (:func:`hmtc.label_classes.with_absent_classes`): ``none``, intensity 0.
 
     A sample whose labels, closed under ancestors, hold two children of one ``!exclusive`` group
     is an error naming its ``file:line`` in any split (:func:`_check_groups`), or with

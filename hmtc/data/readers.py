@@ -31,7 +31,7 @@ from pathlib import Path
 import networkx as nx
 
 from ..errors import DataError, TaxonomyError
-from ..metrics import CLASS_SEP
+from ..label_classes import CLASS_SEP
 from ..taxonomy import Taxonomy
 
 ON_ERROR = ("raise", "skip")
