@@ -172,3 +172,27 @@ def test_experiment_configs_load_and_validate(path):
                          ids=lambda p: p.parent.name)
 def test_configs_saved_in_checkpoints_pass_the_schema(ckpt):
     check_config(json.loads(ckpt.read_text(encoding="utf-8"))["config"])
+
+
+def test_config_show_names_where_each_value_comes_from(tmp_path):
+    """hmtc config show: the resolved config, each key with the file of the base chain that set it
+    last or --set; defaults only with --all."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from hmtc.cli import app
+    (tmp_path / "base.toml").write_text('[train]\nepochs = 3\nlr = 1e-4\n[model]\noptions = { filters = 8 }\n',
+                                        encoding="utf-8")
+    (tmp_path / "run.toml").write_text('base = "base.toml"\nname = "r"\n[train]\nlr = 2e-4\n', encoding="utf-8")
+    r = CliRunner().invoke(app, ["config", "show", str(tmp_path / "run.toml"), "--set", "train.epochs=5", "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert got["train.epochs"] == {"value": 5, "from": "--set"}
+    assert got["train.lr"] == {"value": 2e-4, "from": str(tmp_path / "run.toml")}
+    assert got["model.options.filters"] == {"value": 8, "from": str(tmp_path / "base.toml")}
+    assert got["name"]["value"] == "r" and "train.batch_size" not in got
+    r = CliRunner().invoke(app, ["config", "show", str(tmp_path / "run.toml"), "--all", "--json"])
+    assert json.loads(r.stdout)["train.batch_size"]["from"] == "default"
+    r = CliRunner().invoke(app, ["config", "show", str(tmp_path / "run.toml"), "--set", "train.epoch=5"])
+    assert isinstance(r.exception, ConfigError) and "did you mean train.epochs" in str(r.exception)

@@ -14,6 +14,7 @@ from typer.core import TyperOption
 from ..errors import HmtcError
 from . import run
 from .bench import bench
+from .config import app as config_app
 from .data import app as data_app
 from .encoders import app as encoders_app
 from .metrics import metrics_command
@@ -46,6 +47,7 @@ app = typer.Typer(
 app.add_typer(taxonomy_app, name="taxonomy")
 app.add_typer(data_app, name="data")
 app.add_typer(encoders_app, name="encoders")
+app.add_typer(config_app, name="config")
 app.command("train")(run.train)
 app.command("eval")(run.eval_)
 app.command("predict")(run.predict)
