@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import __version__
+from .config import upgrade_config
 from .decode import DECODERS, Decoding
 from .errors import HmtcError
 from .io import MANIFEST, atomic_dir, atomic_write_json, atomic_write_text, check_manifest, versioned_dir, write_manifest
@@ -146,7 +147,7 @@ def read_config(folder: str | Path) -> dict:
     config = _json(meta_path).get("config")
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise HmtcError("no run config inside", meta_path)
-    return config
+    return upgrade_config(config)
 
 
 def check_decode(decode: dict, index: TaxonomyIndex, path: Path) -> dict:

@@ -394,6 +394,17 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
+# what a stored config that lacks a key ran with, where that is not today's default
+LEGACY = {"decode": {"complete": False}}
+
+
+def upgrade_config(cfg: dict) -> dict:
+    """A run config stored by an earlier hmtc (checkpoint.json, config.json, records), with every
+    key added since: the value it ran with (:data:`LEGACY`), else the default. The one place old
+    configs are brought up to date, so readers index keys instead of guessing defaults."""
+    return _deep_merge(_deep_merge(copy.deepcopy(DEFAULTS), LEGACY), cfg)
+
+
 MAX_BASE_DEPTH = 32          # base files over base files; read recursively, so bounded
 
 

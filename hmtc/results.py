@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DEFAULTS, load_config, tomllib
+from .config import DEFAULTS, LEGACY, load_config, tomllib
 from .curves import curve_png, curve_table, curves, load_loops, loop_png, loop_table
 from .errors import HmtcError
 from .io import atomic_write_bytes, atomic_write_text, json_depth
@@ -40,8 +40,6 @@ EXCLUSIVE_KEYS = ("exact_match", "leaf_micro_f1", "leaf_macro_f1")   # what an e
 # hmtc.inference.cache_lower_states, tests/test_frozen_store.py)
 IGNORED = {"name", "train.seed", "train.seeds", "train.output_dir", "train.record_dir", "train.threads",
            "train.device", "train.eval_batch_size", "train.frozen_store", "train.save_every"}
-# defaults a record written before the key existed ran with
-LEGACY = {"decode.complete": False}
 BUDGET = ("model.encoder", "train.epochs", "data.max_length", "model.freeze_layers", "train.cache_frozen",
           "model.fast_dropout", "data.train_limit", "model.windows", "model.window_length", "model.window_stride")
 HEAD = ("model.name", "model.options.", "train.head_lr", "decode.")   # what a model's head is
@@ -78,7 +76,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def settings(rec: dict) -> dict:
     """A record's config as dotted keys, with the defaults it ran under filled in."""
     cfg = copy.deepcopy(rec.get("config") or {})
-    flat = _flatten(DEFAULTS) | LEGACY | _flatten(cfg)
+    flat = _flatten(DEFAULTS) | _flatten(LEGACY) | _flatten(cfg)      # what each key ran with
     flat = {k: v for k, v in flat.items() if k not in IGNORED}
     flat["engine"] = (rec.get("inference") or {}).get("engine", "torch")
     return flat
