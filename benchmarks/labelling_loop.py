@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -139,7 +140,7 @@ def main() -> None:
             std.setdefault(strategy, {})[k] = np.round(vals.std(0, ddof=1) if len(seeds) > 1 else 0 * vals[0], 4).tolist()
         mean[strategy]["labelled"] = np.round(np.mean([[p["labelled"] for p in row[strategy]] for row in per_seed], 0),
                                               1).tolist()
-    record = {"kind": "labelling-loop", "dataset": cfg["data"]["dataset"], "command": " ".join(["python", *sys.argv]),
+    record = {"kind": "labelling-loop", "dataset": cfg["data"]["dataset"], "command": shlex.join(["python", *sys.argv]),
               "git_commit": git_commit(), "machine": machine_info(), "python": platform.python_version(),
               "config": args.config, "recipe": json.loads(args.recipe), "start_shots": args.start,
               "rounds": args.rounds, "batch": args.batch, "seeds": seeds, "strategies": strategies,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -98,7 +99,7 @@ def main() -> None:
                "untouched_scores_bit_identical": bool(same)}
         print(json.dumps(row, ensure_ascii=False), flush=True)
         per_seed.append(row)
-    atomic_write_json(out, {"command": " ".join(["python", *sys.argv]), "git_commit": git_commit(),
+    atomic_write_json(out, {"command": shlex.join(["python", *sys.argv]), "git_commit": git_commit(),
                             "machine": machine_info(), "rename": RENAME, "merge": MERGE, "move": MOVE,
                             "per_seed": per_seed})
 

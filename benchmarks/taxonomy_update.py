@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -144,7 +145,7 @@ def main() -> None:
     keys = ["new_leaves_mean_f1", "old_leaf_macro_f1_before", "old_leaf_macro_f1_after", "update_seconds"]
     mean = {k: round(float(np.mean([r[k] for r in per_seed])), 4) for k in keys}
     std = {k: round(float(np.std([r[k] for r in per_seed])), 4) for k in keys}
-    record = {"command": " ".join(["python", *sys.argv]), "git_commit": git_commit(),
+    record = {"command": shlex.join(["python", *sys.argv]), "git_commit": git_commit(),
               "machine": machine_info(), "python": platform.python_version(), "config": args.config,
               "new_leaves": new, "shots": args.shots, "replay": args.replay, "dev_per_leaf": args.dev,
               "update_config": json.loads(args.update), "seeds": seeds, "mean": mean, "std": std, "per_seed": per_seed}

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import signal
 import socket
 import subprocess
@@ -219,7 +220,7 @@ def main() -> None:
             t0 = time.time()
             drills[name] = fn() | {"seconds": round(time.time() - t0, 1)}
             print(name, json.dumps(drills[name])[:400], flush=True)
-    record = {"command": " ".join(["python", *sys.argv]), "git_commit": git_commit(), "machine": machine_info(),
+    record = {"command": shlex.join(["python", *sys.argv]), "git_commit": git_commit(), "machine": machine_info(),
               "python": platform.python_version(), "seconds": round(time.time() - started, 1),
               "ok": all(d["ok"] for d in drills.values()), "drills": drills}
     atomic_write_json(out, record)
