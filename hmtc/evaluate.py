@@ -3,7 +3,6 @@ consistency before and after decoding, and record the run."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -22,7 +21,7 @@ from .data.prepare import prepare, taxonomy_for
 from .decode import WEIGHT_STEPS, stops_early, tune_weights, tuned_micro_f1
 from .errors import HmtcError
 from .inference import pick_device, reads_store, score_texts, to_device
-from .io import RunLock, atomic_write_bytes, atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json, run_locked
 from .loading import load_checkpoint, load_for_inference
 from .metrics import evaluate
 from .progress import progress_bar
@@ -52,7 +51,7 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     another process trains or evaluates it.
     """
     run_dir, _ = locate(target)
-    with RunLock(run_dir) if (run_dir / "run.json").is_file() else contextlib.nullcontext():
+    with run_locked(run_dir):
         return _evaluate_run(target, console, quiet, command, engine, overwrite, decode_overrides, tag)
 
 

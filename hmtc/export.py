@@ -33,6 +33,7 @@ import torch
 
 from .batching import tokenize
 from .errors import HmtcError
+from .io import run_locked
 from .loading import load_checkpoint, path_scores, window_feeds
 from .models.batches import collate
 from .runtime import FILES, PATH_SCORES, onnx_session, require
@@ -82,6 +83,11 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
     onnx = require("onnx")
     require("onnxruntime")     # fail early, before the export, when the onnx extra is missing
     folder = Path(folder)
+    with run_locked(folder.parent):        # a run's best/: not while another process writes the run
+        return _export_onnx(folder, int8, opset, onnx)
+
+
+def _export_onnx(folder: Path, int8: bool, opset: int, onnx) -> list[Path]:
     ckpt = load_checkpoint(folder)
     if not isinstance(ckpt.model, torch.nn.Module):
         raise HmtcError(f"nothing to export: a {ckpt.config['model']['name']} checkpoint has no neural model", folder)

@@ -156,8 +156,9 @@ class RunLock:
         self.created = False
 
     def _refuse(self, holder: str) -> HmtcError:
-        return HmtcError(f"another hmtc process (pid {holder or '?'}) is training or evaluating this run folder; "
-                         "wait for it to finish or choose another --out", self.path.parent)
+        return HmtcError(f"another hmtc process (pid {holder or '?'}) is training or evaluating this run folder "
+                         "(or writing its report or export); wait for it to finish or choose another --out",
+                         self.path.parent)
 
     def __enter__(self) -> "RunLock":
         self.created = not self.path.parent.exists()
@@ -210,6 +211,13 @@ class RunLock:
 # ---- versioned folders: a valid one on disk at every instant ---------------------------------
 MANIFEST = "manifest.json"
 
+
+
+def run_locked(run_dir: str | Path):
+    """The :class:`RunLock` of ``run_dir`` when it is a run folder (it holds ``run.json``), else a
+    context that locks nothing (a bare checkpoint folder): what every command that writes into a
+    run folder (train, eval, report, export) holds while it does."""
+    return RunLock(run_dir) if (Path(run_dir) / "run.json").is_file() else contextlib.nullcontext()
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()

@@ -31,7 +31,7 @@ from scipy.special import expit
 from .data.prepare import prepare
 from .decode import Decoding
 from .errors import HmtcError
-from .io import atomic_write_bytes, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_text, run_locked
 from .record import evaluated
 from .taxonomy import Taxonomy, TaxonomyIndex
 
@@ -616,6 +616,11 @@ def write_report(run_dir: str | Path, top_bad: int = 50, top_pairs: int = 20) ->
     dict of str to Path
         The files written, by kind.
     """
+    with run_locked(Path(run_dir)):         # not while another process trains or evaluates it
+        return _write_report(run_dir, top_bad, top_pairs)
+
+
+def _write_report(run_dir: str | Path, top_bad: int, top_pairs: int) -> dict[str, Path]:
     run = load_run(run_dir, arrays=True)
     m, cfg = run.metrics, run.config
     if not cfg:

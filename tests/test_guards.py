@@ -74,6 +74,10 @@ def test_one_writer_per_run_folder(run_config, tmp_path, invoke):
     before = (run / "metrics.json").read_bytes()
     r = invoke("eval", run, "--quiet", "--overwrite", code=2)
     assert "is training or evaluating this run folder" in r.output and (run / "metrics.json").read_bytes() == before
+    r = invoke("report", run, code=2)                        # nor a report written into it
+    assert "is training or evaluating this run folder" in r.output and not (run / "report.md").exists()
+    r = invoke("export", run, code=2)                        # nor an export beside its weights
+    assert "is training or evaluating this run folder" in r.output and not (run / "best" / "model.onnx").exists()
     os.close(fd)
     invoke("eval", run, "--quiet", "--overwrite")
     assert (run / "best").is_dir() and (run / ".lock").read_text() == str(os.getpid())
