@@ -708,8 +708,13 @@ def _is_table(labels, rows: list) -> bool:
     are all lists or tuples of one length of at least 2 (sets never: they are label sets)."""
     if getattr(labels, "ndim", 1) == 2:
         return True
-    return bool(rows) and all(isinstance(r, (list, tuple)) for r in rows) and \
+    table = bool(rows) and all(isinstance(r, (list, tuple)) for r in rows) and \
         len({len(r) for r in rows}) == 1 and len(rows[0]) >= 2
+    if table:               # the same shape as label sets that all happen to have one size: say which
+        warnings.warn(f"labels: every text has a list of {len(rows[0])}, read as one path per text (one "
+                      "column per level, as HiClass takes it); give a set per text for separate labels",
+                      UserWarning, stacklevel=4)
+    return table
 
 
 def _row_labels(row, i: int) -> list[str]:
