@@ -212,10 +212,10 @@ class HierarchicalClassifier(BaseEstimator):
 
     def update(self, texts, labels=None, taxonomy: Taxonomy | str | Path | None = None, dev=None,
                mapping: dict[str, str] | None = None, epochs: int | None = None,
-               config: dict | None = None) -> HierarchicalClassifier:
+               config: dict | None = None, from_examples: bool = False) -> HierarchicalClassifier:
         """Follow a taxonomy edit and learn from new texts without training from scratch: carry the
         fitted model onto ``taxonomy`` (:func:`hmtc.migrate.migrate`: kept nodes keep their rows,
-        new ones start from their examples among ``texts``, or their names), then fine-tune it on
+        new ones start from their names, or their examples among ``texts``), then fine-tune it on
         ``texts`` (``train.init_from``) with the fitted run's recipe.
 
         Parameters
@@ -231,6 +231,10 @@ class HierarchicalClassifier(BaseEstimator):
             Epochs of the update (None: the fitted run's).
         config : dict, optional
             Tables merged over the fitted run's config for the update (``{"train": {"ema": 0}}``).
+        from_examples : bool, default=False
+            Start the new nodes from the mean of what the model reads in their texts instead of
+            their names. Off by default: on DuEE it did not help after the fine-tune and made the
+            update 45 % slower (experiments/findings.md, "A taxonomy that gains nodes").
 
         Returns
         -------
@@ -242,10 +246,12 @@ class HierarchicalClassifier(BaseEstimator):
         taxonomy = ckpt.taxonomy if taxonomy is None else taxonomy
         if not isinstance(taxonomy, Taxonomy):
             taxonomy = Taxonomy.load(taxonomy)
-        resolve = _resolver(taxonomy, self.label_sep)
-        # labels the taxonomy lacks are left out here: training them below is the clear error
-        ids = [[x for x in map(resolve, labs) if x is not None] for labs in label_sets]
-        migration = migrate(ckpt, taxonomy, mapping, examples=(texts, ids))
+        examples = None
+        if from_examples:
+            resolve = _resolver(taxonomy, self.label_sep)
+            # labels the taxonomy lacks are left out here: training them below is the clear error
+            examples = (texts, [[x for x in map(resolve, labs) if x is not None] for labs in label_sets])
+        migration = migrate(ckpt, taxonomy, mapping, examples=examples)
         root = Path(tempfile.mkdtemp(prefix="hmtc-migrated-"))
         try:
             start = write_migrated(migration, ckpt, root / "migrated")

@@ -242,11 +242,16 @@ def test_estimator_update_learns_a_new_leaf(tiny_encoder, tmp_path):
     assert "plant-rose" not in clf.classes_
     before = clf.predict_scores(["cat meow kitten"])
     clf.update([r["text"] for r in rows[:60]], [r["labels"] for r in rows[:60]], taxonomy=full, epochs=3)
-    assert "plant-rose" in clf.classes_ and clf.migration_ == ["+ plant-rose  new under plant: from its 23 examples"]
+    assert "plant-rose" in clf.classes_ and clf.migration_ == ["+ plant-rose  new under plant: from its name"]
     assert clf.config_["train"]["init_from"]
     assert not np.array_equal(before, clf.predict_scores(["cat meow kitten"])[:, :before.shape[1]])
     got = clf.predict(["rose petal thorn rose", "cat meow kitten"])
     assert "plant-rose" in got[0] and "animal-cat" in got[1]
+    again = HierarchicalClassifier("msml", str(tiny_encoder), epochs=1, seed=1, config={"data": {"max_length": 32}},
+                                   taxonomy=full.remove("plant-rose")).fit([r["text"] for r in old], [r["labels"] for r in old])
+    again.update([r["text"] for r in rows[:60]], [r["labels"] for r in rows[:60]], taxonomy=full, epochs=1,
+                 from_examples=True)
+    assert again.migration_ == ["+ plant-rose  new under plant: from its 23 examples"]
 
 
 def test_proto_prototypes_follow_and_new_nodes_start_from_their_passages(tiny_encoder, tiny_dataset, tmp_path):
