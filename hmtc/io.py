@@ -109,13 +109,15 @@ class _AtomicDir:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _try_lock(fd: int) -> bool:
+def _try_lock(fd: int, shared: bool = False) -> bool:
     """Lock an open file for this process without waiting: True when locked, False when another
-    process holds it. The kernel releases the lock when its holder dies (``flock`` on POSIX, a
-    byte-range lock on Windows); where neither exists the caller falls back to a marker file."""
+    process holds it. ``shared``: a reader's lock, which other readers share and a writer's
+    excludes (``flock`` only; Windows locks a reader exclusively too). The kernel releases the
+    lock when its holder dies (``flock`` on POSIX, a byte-range lock on Windows); where neither
+    exists the caller falls back to a marker file."""
     if fcntl is not None:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
             return False
@@ -140,7 +142,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 class RunLock:
-    """An exclusive lock on a run folder, held while one ``hmtc train`` or ``hmtc eval`` writes it.
+    """A lock on a run folder: exclusive while one ``hmtc train``, ``eval``, ``report`` or ``export``
+    writes it, shared (``shared=True``) while commands that only read it (``hmtc migrate``) do, so
+    readers exclude writers and not one another.
 
     ``.lock`` in the folder is locked by the operating system (``flock`` on Linux and macOS, a
     byte-range lock on Windows), which releases it when its holder dies, so a lock left by a
@@ -149,8 +153,9 @@ class RunLock:
     with the pid inside, taken over when that process no longer runs.
     """
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, shared: bool = False):
         self.path = Path(folder) / ".lock"
+        self.shared = shared
         self.fd: int | None = None
         self.marker = False
         self.created = False
@@ -166,12 +171,13 @@ class RunLock:
         if fcntl is None and msvcrt is None:
             return self._enter_marker()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        if not _try_lock(fd):
+        if not _try_lock(fd, self.shared):
             holder = os.read(fd, 64).decode("ascii", "replace").strip()
             os.close(fd)
             raise self._refuse(holder) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        if not self.shared:                 # the pid a refused writer is told (readers leave it)
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
         self.fd = fd
         return self
 
@@ -208,16 +214,18 @@ class RunLock:
                 folder.rmdir()
 
 
+def run_locked(run_dir: str | Path, shared: bool = False):
+    """The :class:`RunLock` of ``run_dir`` when it is a run folder (it holds ``run.json``), else a
+    context that locks nothing (a bare checkpoint folder): what every command that writes into a
+    run folder (train, eval, report, export) holds while it does, and ``shared`` what one that
+    only reads it (migrate) holds."""
+    return RunLock(run_dir, shared) if (Path(run_dir) / "run.json").is_file() else contextlib.nullcontext()
+
+
 # ---- versioned folders: a valid one on disk at every instant ---------------------------------
 MANIFEST = "manifest.json"
 
 
-
-def run_locked(run_dir: str | Path):
-    """The :class:`RunLock` of ``run_dir`` when it is a run folder (it holds ``run.json``), else a
-    context that locks nothing (a bare checkpoint folder): what every command that writes into a
-    run folder (train, eval, report, export) holds while it does."""
-    return RunLock(run_dir) if (Path(run_dir) / "run.json").is_file() else contextlib.nullcontext()
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()

@@ -78,6 +78,14 @@ def test_one_writer_per_run_folder(run_config, tmp_path, invoke):
     assert "is training or evaluating this run folder" in r.output and not (run / "report.md").exists()
     r = invoke("export", run, code=2)                        # nor an export beside its weights
     assert "is training or evaluating this run folder" in r.output and not (run / "best" / "model.onnx").exists()
+    r = invoke("migrate", run, run / "best" / "taxonomy.tax", "-o", tmp_path / "m", code=2)   # nor read midway
+    assert "is training or evaluating this run folder" in r.output and not (tmp_path / "m").exists()
+    os.close(fd)
+    fd = os.open(run / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)          # a reader holds it: readers share, writers wait
+    invoke("migrate", run, run / "best" / "taxonomy.tax", "-o", tmp_path / "m")
+    r = invoke("eval", run, "--quiet", "--overwrite", code=2)
+    assert "is training or evaluating this run folder" in r.output
     os.close(fd)
     invoke("eval", run, "--quiet", "--overwrite")
     assert (run / "best").is_dir() and (run / ".lock").read_text() == str(os.getpid())

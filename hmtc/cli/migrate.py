@@ -33,6 +33,7 @@ def migrate_command(run: Path = typer.Argument(..., help="Trained run folder (us
     from ..checkpoint import locate
     from ..data.catalog import encode_labels
     from ..data.readers import read_jsonl
+    from ..io import run_locked
     from ..loading import load_checkpoint
     from ..migrate import check_new_folder, migrate, parse_map, write_migrated
     from ..taxonomy import Taxonomy
@@ -45,9 +46,10 @@ def migrate_command(run: Path = typer.Argument(..., help="Trained run folder (us
         ids = new.compile().ids
         pairs = (list(read.texts), [[ids[j] for j in row.nonzero()[0]] for row in y])
     check_new_folder(out)                # before the weights load, which takes seconds
-    _, ckpt_dir = locate(run)
-    ckpt = load_checkpoint(ckpt_dir)
-    migration = migrate(ckpt, new, mapping, examples=pairs)
+    run_dir, ckpt_dir = locate(run)
+    with run_locked(run_dir, shared=True):       # read while no other process writes the run
+        ckpt = load_checkpoint(ckpt_dir)
+        migration = migrate(ckpt, new, mapping, examples=pairs)
     for line in migration.changes:
         err.print(escape(line), highlight=False)
     if not migration.changes:
