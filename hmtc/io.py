@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from .errors import HmtcError
 
 try:                                  # POSIX (Linux, macOS)
@@ -54,8 +56,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         else:                          # mkstemp makes it 0600; a new file gets what open() would give
             os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):        # a full disk, a read-only folder: one line, and what is left
+            raise HmtcError(f"could not write ({e.strerror or e}); "
+                            + ("the previous file is unchanged" if path.exists() else "nothing was written"),
+                            path) from None
         raise
 
 
@@ -289,6 +295,17 @@ def versioned_dir(target: str | Path) -> "_VersionedDir":
     return _VersionedDir(Path(target))
 
 
+# what a write that the machine refuses raises (safetensors reports a full disk in its own class)
+WRITE_ERRORS = (OSError, SafetensorError)
+
+
+def _not_written(target: Path, e: Exception) -> HmtcError:
+    """One line for a version that could not be written (a full disk): why, and what survives."""
+    latest = target.resolve().name if target.is_symlink() and target.exists() else None
+    kept = f"the last whole version ({latest}) is kept" if latest else "no earlier version exists"
+    return HmtcError(f"could not write a new version ({getattr(e, 'strerror', None) or e}); {kept}", target)
+
+
 class _VersionedDir:
     def __init__(self, target: Path):
         self.target = target
@@ -301,7 +318,16 @@ class _VersionedDir:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+            if issubclass(exc_type, WRITE_ERRORS) and not isinstance(exc, HmtcError):
+                raise _not_written(self.target, exc) from None
             return
+        try:
+            self._publish()
+        except OSError as e:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise _not_written(self.target, e) from None
+
+    def _publish(self) -> None:
         target, parent = self.target, self.target.parent
         write_manifest(self.tmp)
         if target.is_dir() and not target.is_symlink():       # older layout: keep it as a version

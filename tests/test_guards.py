@@ -668,3 +668,34 @@ def test_data_that_breaks_an_exclusive_mark_is_refused_in_every_split(run_config
         assert ex.skipped_reasons["two children of an exclusive group"] == len(want)
         assert np.flatnonzero(~y.any(1)).tolist() == want
     assert encode_labels(read_jsonl(tiny_dataset.parent / "train.jsonl"), Taxonomy.parse(text)).any(1).all()
+
+
+def test_a_full_disk_is_one_line_naming_what_survives(tmp_path, monkeypatch):
+    """The machine refuses a write (ENOSPC): one error naming the file and what is left, the last
+    whole version of a checkpoint folder and the previous file untouched."""
+    import errno
+
+    from hmtc.errors import HmtcError
+    from hmtc.io import atomic_write_bytes, versioned_dir
+    target = tmp_path / "best"
+    with versioned_dir(target) as tmp:
+        (tmp / "w.bin").write_bytes(b"v1")
+    first = target.resolve().name
+    full = OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(HmtcError, match=rf"No space left on device\); the last whole version \({first}\) is kept"):
+        with versioned_dir(target) as tmp:
+            (tmp / "w.bin").write_bytes(b"v2")
+            raise full
+    assert (target / "w.bin").read_bytes() == b"v1" and target.resolve().name == first
+    safetensors = pytest.importorskip("safetensors")
+    with pytest.raises(HmtcError, match="could not write a new version"):
+        with versioned_dir(target):
+            raise safetensors.SafetensorError("Error while serializing: IoError(StorageFull)")
+    (tmp_path / "m.json").write_bytes(b"old")
+
+    def no_space(fd):
+        raise full
+    monkeypatch.setattr("hmtc.io.os.fsync", no_space)
+    with pytest.raises(HmtcError, match=r"No space left on device\); the previous file is unchanged"):
+        atomic_write_bytes(tmp_path / "m.json", b"new")
+    assert (tmp_path / "m.json").read_bytes() == b"old" and not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
