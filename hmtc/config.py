@@ -457,12 +457,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return cfg
 
 
-def _dotted(d: dict, prefix: str = "") -> dict:
+def dotted(d: dict, prefix: str = "") -> dict:
     """A nested config table as ``{"section.key": value}`` (option tables key by key)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict) and v:
-            out.update(_dotted(v, f"{prefix}{k}."))
+            out.update(dotted(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -472,7 +472,7 @@ def config_sources(path: str | Path | None, overrides: list[str] | None = None) 
     """The resolved config of :func:`load_config` as dotted keys, and where each value comes
     from: ``"default"``, the file of the ``base`` chain that set it last, or ``"--set"``."""
     cfg = load_config(path, overrides)           # every error of the chain and the overrides first
-    values = _dotted({k: v for k, v in cfg.items() if k != "name"}) | {"name": cfg["name"]}
+    values = dotted({k: v for k, v in cfg.items() if k != "name"}) | {"name": cfg["name"]}
     where = {k: "default" for k in values}
     files, at = [], Path(path) if path is not None else None
     while at is not None:
@@ -481,11 +481,11 @@ def config_sources(path: str | Path | None, overrides: list[str] | None = None) 
         at = at.parent / raw["base"] if "base" in raw else None
     for file, raw in reversed(files):            # the deepest base first: a later file overrides it
         own = {k: v for k, v in raw.items() if k != "base" and (k != "name" or file == files[0][0])}
-        for key in _dotted(own):
+        for key in dotted(own):
             where[key] = str(file)
     if path is not None and "name" not in files[0][1]:
         where["name"] = f"{files[0][0]} (its file name)"
-    for key in _dotted(parse_overrides(overrides or [])):
+    for key in dotted(parse_overrides(overrides or [])):
         where[key] = "--set"
     return values, where
 

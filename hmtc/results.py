@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DEFAULTS, LEGACY, load_config, tomllib
+from .config import DEFAULTS, LEGACY, dotted, load_config, tomllib
 from .curves import curve_png, curve_table, curves, load_loops, loop_png, loop_table
 from .errors import HmtcError
 from .io import atomic_write_bytes, atomic_write_text, json_depth
@@ -63,20 +63,10 @@ def load_records(records_dir: str | Path) -> list[dict]:
     return records
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def settings(rec: dict) -> dict:
     """A record's config as dotted keys, with the defaults it ran under filled in."""
     cfg = copy.deepcopy(rec.get("config") or {})
-    flat = _flatten(DEFAULTS) | _flatten(LEGACY) | _flatten(cfg)      # what each key ran with
+    flat = dotted(DEFAULTS) | dotted(LEGACY) | dotted(cfg)      # what each key ran with
     flat = {k: v for k, v in flat.items() if k not in IGNORED}
     flat["engine"] = (rec.get("inference") or {}).get("engine", "torch")
     return flat
