@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from hmtc import HierarchicalClassifier
-from hmtc.config import load_config, merge_config
+from hmtc.config import load_config
 from hmtc.data.catalog import load_dataset
 from hmtc.data.sampling import draw_shots
 from hmtc.inference import score_texts
@@ -76,10 +76,9 @@ def main() -> None:
         sys.exit(f"error: {out}: exists; a record is never overwritten")
     seeds = [int(s) for s in args.seeds.split(",")]
     strategies = args.strategies.split(",")
-    cfg = merge_config(load_config(args.config), json.loads(args.recipe))
-    cfg["data"].pop("shots", None)
-    cfg["data"].pop("dev_shots", None)
-    ds = load_dataset(cfg["data"]["dataset"], data_dir=os.environ.get("HMTC_DATA"))
+    # the loop draws the texts itself: the config's few-shot protocol goes back to the defaults
+    cfg = load_config(args.config).merged(json.loads(args.recipe)).merged({"data": {"shots": "all", "dev_shots": "shots"}})
+    ds = load_dataset(cfg.data.dataset, data_dir=os.environ.get("HMTC_DATA"))
     taxonomy = Taxonomy.load(ds.taxonomy_path)
     index = taxonomy.compile()
     split = {s: (list(d.texts), [list(x) for x in d.labels]) for s, d in ds.splits.items()}
@@ -140,7 +139,7 @@ def main() -> None:
             std.setdefault(strategy, {})[k] = np.round(vals.std(0, ddof=1) if len(seeds) > 1 else 0 * vals[0], 4).tolist()
         mean[strategy]["labelled"] = np.round(np.mean([[p["labelled"] for p in row[strategy]] for row in per_seed], 0),
                                               1).tolist()
-    record = {"kind": "labelling-loop", "dataset": cfg["data"]["dataset"], "command": shlex.join(["python", *sys.argv]),
+    record = {"kind": "labelling-loop", "dataset": cfg.data.dataset, "command": shlex.join(["python", *sys.argv]),
               "git_commit": git_commit(), "machine": machine_info(), "python": platform.python_version(),
               "config": args.config, "recipe": json.loads(args.recipe), "start_shots": args.start,
               "rounds": args.rounds, "batch": args.batch, "seeds": seeds, "strategies": strategies,

@@ -94,7 +94,7 @@ def main() -> None:
         sys.exit(f"error: {out}: exists; a record is never overwritten")
     seeds = [int(s) for s in args.seeds.split(",")]
     cfg = load_config(args.config)
-    ds = load_dataset(cfg["data"]["dataset"], data_dir=os.environ.get("HMTC_DATA"))
+    ds = load_dataset(cfg.data.dataset, data_dir=os.environ.get("HMTC_DATA"))
     full = Taxonomy.load(ds.taxonomy_path)
     train, test = ds.splits["train"], ds.splits["test"]
     tr_texts, tr_labels = list(train.texts), [list(x) for x in train.labels]

@@ -23,7 +23,6 @@ Ratios are to the first length: time per text and peak memory should grow at mos
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from hmtc.config import DEFAULTS
+from hmtc.config import DataConfig, ModelConfig, RunConfig
 from hmtc.io import atomic_write_json
 from hmtc.models import create_model
 from hmtc.record import git_commit, machine_info, now
@@ -58,11 +57,9 @@ class Bench:
     def __init__(self, args):
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)
-        cfg = copy.deepcopy(DEFAULTS)
-        cfg["name"] = "window-cost"
-        cfg["data"].update(max_length=max(args.lengths))
-        cfg["model"].update(name="msml", encoder=args.encoder, windows=True, window_length=args.window_length,
-                            window_stride=args.stride)
+        cfg = RunConfig("window-cost", data=DataConfig(max_length=max(args.lengths)),
+                        model=ModelConfig(name="msml", encoder=args.encoder, windows=True,
+                                          window_length=args.window_length, window_stride=args.stride))
         self.index = Taxonomy.parse(TAXONOMY).compile()
         self.model = create_model(cfg, self.index)
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-5)

@@ -9,29 +9,30 @@ MSML) instead of leaving the comparison to a second command.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
 
-from .config import load_config, merge_config
+from .config import RunConfig, load_config
 from .errors import ConfigError
 from .evaluate import SUMMARY_KEYS, evaluate_run, train_seconds
 from .io import atomic_write_json
 from .train import Trainer
 
 
-def baseline_config(cfg: dict) -> dict:
+def baseline_config(cfg: RunConfig) -> RunConfig:
     """The baseline's config: ``train.baseline``'s file with this run's ``[data]``, seed and
     name; no record of its own. A missing or invalid file is a ConfigError now, before training."""
-    path = Path(cfg["train"]["baseline"])
+    path = Path(cfg.train.baseline)
     if not path.is_file():
         raise ConfigError(f"train.baseline: no config file at {path}")
     base = load_config(path)
-    return merge_config(base, {"name": f"{cfg['name']}.baseline", "data": cfg["data"],
-                               "train": {"seed": cfg["train"]["seed"], "record_dir": "", "seeds": []}})
+    return base.merged({"name": f"{cfg.name}.baseline", "data": asdict(cfg.data),
+                        "train": {"seed": cfg.train.seed, "record_dir": "", "seeds": []}})
 
 
-def fit_baseline(cfg: dict, run_dir: Path, console: Console | None = None, quiet: bool = False) -> dict:
+def fit_baseline(cfg: RunConfig, run_dir: Path, console: Console | None = None, quiet: bool = False) -> dict:
     """Fit and evaluate the baseline in ``run_dir/baseline`` and add its figures to the run's
     ``metrics.json``; returns them."""
     bcfg = baseline_config(cfg)
@@ -39,7 +40,7 @@ def fit_baseline(cfg: dict, run_dir: Path, console: Console | None = None, quiet
     Trainer(bcfg, folder, console=console, quiet=True).fit()
     metrics = evaluate_run(folder, console, quiet=True, overwrite=True)
     split = metrics["split"]
-    out = {"config": cfg["train"]["baseline"], "model": bcfg["model"]["name"], "split": split,
+    out = {"config": cfg.train.baseline, "model": bcfg.model.name, "split": split,
            split: {k: metrics[split][k] for k in SUMMARY_KEYS}, "train_seconds": round(train_seconds(folder), 1)}
     path = run_dir / "metrics.json"
     atomic_write_json(path, json.loads(path.read_text(encoding="utf-8")) | {"baseline": out})

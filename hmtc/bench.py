@@ -6,7 +6,6 @@ Every figure carries the settings it was measured with.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import resource
@@ -21,7 +20,7 @@ from transformers import AutoConfig
 
 from .batching import length_batches, tokenize
 from .checkpoint import locate, save_checkpoint
-from .config import DEFAULTS
+from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data.catalog import get_spec, load_dataset
 from .decode import decode
 from .encoders import resolve_encoder
@@ -87,7 +86,7 @@ def infer_gflops_per_text(model_name: str, encoder: str, texts: list[str], taxon
     cfg = _config(model_name, encoder, False, 1, encoder_options={"num_hidden_layers": layers} if layers else None,
                   options=options)
     model = create_model(cfg, taxonomy.compile())
-    ids = tokenize(model.tokenizer, texts, cfg["data"]["max_length"])
+    ids = tokenize(model.tokenizer, texts, cfg.data.max_length)
     with flop_counter() as fc, torch.no_grad():
         model.score_ids(ids, batch_size)
     return fc.get_total_flops() / 1e9 / len(texts), sum(map(len, ids)) / len(texts)
@@ -130,15 +129,16 @@ def representative_batches(lengths, batch_size: int, steps: int, warmup: int = 3
     return [batches[i] for i in (*warm, *timed)], len(warm)
 
 
+MAX_LENGTH = DataConfig().max_length       # tokens per text the settings are timed at: a default run's
+
+
 def _config(model: str, encoder: str, bf16: bool, threads: int, freeze_layers: int = 0,
-            encoder_options: dict | None = None, fast_dropout: bool = False, options: dict | None = None) -> dict:
-    cfg = copy.deepcopy(DEFAULTS)
-    cfg["name"] = f"bench-{model}"
-    cfg["model"].update(name=model, encoder=encoder, freeze_layers=freeze_layers,
-                        encoder_options=encoder_options or {}, fast_dropout=fast_dropout)
-    cfg["model"]["options"] = {**cfg["model"].get("options", {}), **(options or {})}
-    cfg["train"].update(bf16=bf16, threads=threads)
-    return cfg
+            encoder_options: dict | None = None, fast_dropout: bool = False, options: dict | None = None) -> RunConfig:
+    return RunConfig(f"bench-{model}", data=DataConfig(max_length=MAX_LENGTH),
+                     model=ModelConfig(name=model, encoder=encoder, freeze_layers=freeze_layers,
+                                       encoder_options=encoder_options or {}, fast_dropout=fast_dropout,
+                                       options=options or {}),
+                     train=TrainConfig(bf16=bf16, threads=threads))
 
 
 class _TrainSetting:
@@ -154,7 +154,7 @@ class _TrainSetting:
         self.model = create_model(cfg, index)
         tok = self.model.tokenizer
         self.pad_id, self.bf16, self.freeze_layers = tok.pad_token_id or 0, bf16, freeze_layers
-        self.ids = tokenize(tok, texts, cfg["data"]["max_length"])
+        self.ids = tokenize(tok, texts, cfg.data.max_length)
         self.lengths = [len(x) for x in self.ids]
         batches, n_warm = representative_batches(self.lengths, batch_size, steps, warmup)
         self.warm, self.timed = batches[:n_warm], batches[n_warm:]
@@ -279,7 +279,6 @@ def bench_checkpoint(model_name: str, encoder: str, taxonomy: Taxonomy, bf16: bo
     ``options`` are the model's options (``model.options``)."""
     cfg = _config(model_name, encoder, bf16, threads,
                   encoder_options={"num_hidden_layers": layers} if layers else None, options=options)
-    cfg["train"]["eval_batch_size"] = 128
     torch.manual_seed(0)
     save_checkpoint(folder, create_model(cfg, taxonomy.compile()), taxonomy, cfg)
     if engine != "torch":
@@ -295,7 +294,7 @@ def time_scores(ckpt, texts: list[str], batch_size: int | None = None, bf16: boo
     ckpt.scores(texts, batch_size, bf16)
     dt = time.perf_counter() - t0
     tok = ckpt.scorer.tokenizer
-    ids = tok.ids(texts) if isinstance(tok, FastTokenizer) else tokenize(tok, texts, ckpt.config["data"]["max_length"])
+    ids = tok.ids(texts) if isinstance(tok, FastTokenizer) else tokenize(tok, texts, ckpt.config.data.max_length)
     tokens = sum(map(len, ids))
     return {"texts_per_s": round(len(texts) / dt, 1), "texts": len(texts), "seconds": round(dt, 2),
             "tokens_per_text": round(tokens / len(texts), 1), "peak_rss_mib": round(_peak_rss_mib())}
@@ -336,15 +335,15 @@ def checkpoint_throughputs(settings: list[tuple[str | Path, str]], texts: list[s
     out = []
     for (_, engine), folder, ckpt, rs in zip(settings, folders, loaded, timed):
         enc = json.loads((folder / "encoder" / "config.json").read_text(encoding="utf-8"))
-        t = ckpt.config["train"]
+        t = ckpt.config.train
         seconds = sum(len(texts) / x["texts_per_s"] for x in rs)      # unrounded, unlike x["seconds"]
         out.append(rs[-1] | {
             "texts_per_s": round(len(texts) * len(rs) / seconds, 1), "seconds": round(seconds, 2),
             "rounds": rounds, "round_texts_per_s": [x["texts_per_s"] for x in rs],
             "peak_rss_mib": round(_peak_rss_mib()),
-            "model": ckpt.config["model"]["name"], "encoder_layers": enc["num_hidden_layers"],
-            "precision": {"torch": "bf16" if t["bf16"] else "fp32", "onnx": "fp32", "onnx-int8": "int8"}[engine],
-            "batch_size": t["eval_batch_size"] if engine == "torch" else ONNX_BATCH})
+            "model": ckpt.config.model.name, "encoder_layers": enc["num_hidden_layers"],
+            "precision": {"torch": "bf16" if t.bf16 else "fp32", "onnx": "fp32", "onnx-int8": "int8"}[engine],
+            "batch_size": t.eval_batch_size if engine == "torch" else ONNX_BATCH})
     return out
 
 

@@ -1,6 +1,6 @@
 """Checkpoint folders: safetensors + JSON; nothing is ever unpickled.
 
-    checkpoint.json     run config (model name and options inside), hmtc version
+    checkpoint.json     run config (:meth:`hmtc.config.RunConfig.to_dict`), hmtc version
     taxonomy.tax        the taxonomy, canonical text
     labels.json         the label index: node ids in column order, with levels, and the
                         training texts of each node (support; what a migration weighs by)
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import __version__
-from .config import upgrade_config
+from .config import RunConfig
 from .decode import DECODERS, Decoding
 from .errors import HmtcError
 from .io import MANIFEST, atomic_dir, atomic_write_json, atomic_write_text, check_manifest, versioned_dir, write_manifest
@@ -37,7 +37,7 @@ if TYPE_CHECKING:       # the models import torch; reading a checkpoint's metada
     from .models import Model
 
 
-def save_checkpoint(folder: str | Path, model: Model, taxonomy: Taxonomy, config: dict,
+def save_checkpoint(folder: str | Path, model: Model, taxonomy: Taxonomy, config: RunConfig,
                     extra_files: dict[str, bytes] | None = None, plain: bool = False,
                     support: np.ndarray | None = None) -> Path:
     """Write a checkpoint folder: built aside with a manifest of its files' hashes, then switched
@@ -66,7 +66,7 @@ def is_checkpoint(folder: Path) -> bool:
     return "checkpoint.json" in files and present <= set(files) | {MANIFEST}
 
 
-def write_checkpoint_meta(folder: Path, taxonomy: Taxonomy, config: dict, support: np.ndarray | None = None) -> None:
+def write_checkpoint_meta(folder: Path, taxonomy: Taxonomy, config: RunConfig, support: np.ndarray | None = None) -> None:
     """The files every checkpoint holds, whatever the model: taxonomy, label index (with each
     node's training support when known), config."""
     index = taxonomy.compile()
@@ -75,7 +75,7 @@ def write_checkpoint_meta(folder: Path, taxonomy: Taxonomy, config: dict, suppor
     if support is not None:
         labels["support"] = [int(v) for v in support]
     atomic_write_json(folder / "labels.json", labels)
-    atomic_write_json(folder / "checkpoint.json", {"hmtc_version": __version__, "config": config})
+    atomic_write_json(folder / "checkpoint.json", {"hmtc_version": __version__, "config": config.to_dict()})
 
 
 @dataclass
@@ -91,7 +91,7 @@ class Checkpoint:
     model: Model | None
     taxonomy: Taxonomy
     index: TaxonomyIndex
-    config: dict
+    config: RunConfig
     decode: dict
     path: Path
     scorer: Model | None = None
@@ -103,7 +103,7 @@ class Checkpoint:
     @property
     def decoding(self) -> Decoding:
         """``decode`` (the run's decode.json) as its :class:`~hmtc.decode.Decoding`."""
-        return Decoding.from_json(self.decode, self.config["decode"]["method"])
+        return Decoding.from_json(self.decode, self.config.decode.method)
 
     def scores(self, texts: list[str], batch_size: int | None = None, bf16: bool | None = None,
                progress=None) -> np.ndarray:
@@ -112,7 +112,7 @@ class Checkpoint:
         return self.scorer.scores(texts, batch_size, bf16, progress=progress)
 
 
-def read_meta(folder: str | Path) -> tuple[dict, Taxonomy, TaxonomyIndex, dict]:
+def read_meta(folder: str | Path) -> tuple[RunConfig, Taxonomy, TaxonomyIndex, dict]:
     """(config, taxonomy, index, decode) of a checkpoint folder; the label index must match."""
     folder = Path(folder)
     if not (folder / "checkpoint.json").is_file():
@@ -138,16 +138,17 @@ def read_support(folder: str | Path) -> np.ndarray | None:
     return np.asarray(support, dtype=np.int64)
 
 
-def read_config(folder: str | Path) -> dict:
-    """The run config stored in a checkpoint's checkpoint.json, without checking the manifest
-    (:func:`read_meta` checks it; this is the cheap look before choosing how to load)."""
+def read_config(folder: str | Path) -> RunConfig:
+    """The run config stored in a checkpoint's checkpoint.json (brought up to date and checked:
+    :meth:`RunConfig.from_dict`), without checking the manifest (:func:`read_meta` checks it;
+    this is the cheap look before choosing how to load)."""
     meta_path = Path(folder) / "checkpoint.json"
     if not meta_path.is_file():
         raise HmtcError("not a checkpoint folder (no checkpoint.json)", Path(folder))
     config = _json(meta_path).get("config")
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise HmtcError("no run config inside", meta_path)
-    return upgrade_config(config)
+    return RunConfig.from_dict(config, meta_path)
 
 
 def check_decode(decode: dict, index: TaxonomyIndex, path: Path) -> dict:

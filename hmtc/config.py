@@ -4,8 +4,11 @@ Each table is a dataclass below (:class:`DataConfig`, :class:`ModelConfig`, :cla
 :class:`DecodeConfig`): its fields are the table's keys, with their types, defaults, cheap range
 checks and one line of meaning each. They are the schema: :data:`DEFAULTS` is built from them,
 every file and override is checked against them on load, and ``docs/config.md`` is rendered from
-them by :func:`config_docs`. A loaded config stays a plain nested dict (``cfg["train"]["lr"]``),
-as stored in checkpoints.
+them by :func:`config_docs`. A loaded config is a frozen :class:`RunConfig` (``cfg.train.lr``): a
+typo in a key is an AttributeError, not a silent default, and a value cannot change under a run
+that holds it (a change is a new config: :meth:`RunConfig.merged`, :meth:`RunConfig.with_overrides`).
+It is stored (checkpoints, config.json, records) as the plain tables of :meth:`RunConfig.to_dict`
+and read back by :meth:`RunConfig.from_dict`, which brings an older hmtc's config up to date.
 
 A config may start with ``base = "other.toml"`` (a path relative to the config's own folder):
 the base is read first (itself possibly with a base; a cycle is an error) and the config's own
@@ -28,7 +31,7 @@ import sys
 import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
 
@@ -80,9 +83,21 @@ def _key(default: Any, doc: str, bound: Bound | None = None) -> Any:
 Auto = Literal["auto"] | bool          # a switch that "auto" sets from the training data
 
 
+class _Table:
+    """A config table: every field checked against its type and bound when the table is built,
+    however it is built (a file, ``--set``, :func:`dataclasses.replace`, a stored config)."""
+
+    section: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        check_config({self.section: {f.name: getattr(self, f.name) for f in fields(self)}})
+
+
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Table):
     """The [data] table: the dataset, its taxonomy and how its texts are cut."""
+
+    section: ClassVar[str] = "data"
 
     dataset: str = _key("duee", "built-in dataset name or a dataset TOML")
     data_dir: str = _key("", "folder of the built-in datasets (\"\": `$HMTC_DATA`)")
@@ -108,8 +123,10 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Table):
     """The [model] table: the model family, its encoder, what of the encoder trains and how it reads long texts."""
+
+    section: ClassVar[str] = "model"
 
     name: str = _key("msml", "model family: a name in the model registry (hmtc.models.MODELS)")
     encoder: str = _key("me5-small", "built-in encoder name, local folder or hub id")
@@ -131,8 +148,10 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Table):
     """The [train] table: optimisation, regularisers, distillation, seeds and where runs go."""
+
+    section: ClassVar[str] = "train"
 
     epochs: int = _key(3, "passes over the training data", _range(1))
     batch_size: int = _key(32, "training samples per step", _range(1))
@@ -200,8 +219,10 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class DecodeConfig:
+class DecodeConfig(_Table):
     """The [decode] table: how node scores become consistent label sets (hmtc.decode)."""
+
+    section: ClassVar[str] = "decode"
 
     method: Literal["best", "top-down", "closure"] = _key(
         "best", "top-down: passing nodes under kept parents; closure: passing nodes and their ancestors; "
@@ -228,13 +249,9 @@ class DecodeConfig:
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "decode": DecodeConfig}
 """Each table of a config and the dataclass that is its schema."""
 
-DEFAULTS: dict[str, dict[str, Any]] = {name: asdict(cls()) for name, cls in SECTIONS.items()}
-"""The default config, table by table (``load_config`` starts from a copy of it)."""
-
 _SCHEMA: dict[str, dict[str, tuple[Any, Bound | None]]] = {
     name: {f.name: (get_type_hints(cls)[f.name], f.metadata["bound"]) for f in fields(cls)}
     for name, cls in SECTIONS.items()}
-
 
 def _type_name(tp: Any) -> str:
     """A schema type in words: ``float``, ``list of int``, ``"tune" | float``, ``table`` (no brackets:
@@ -320,6 +337,82 @@ def check_config(cfg: dict, path: str | Path | None = None) -> None:
                 raise ConfigError(f"{section}.{key}: expected {_type_name(tp)} {bound.text}, got {value!r}", path)
 
 
+DEFAULTS: dict[str, dict[str, Any]] = {name: asdict(cls()) for name, cls in SECTIONS.items()}
+"""The default config, table by table, as stored."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run config: its name and its four tables, each checked when built.
+
+    Built once per command by :func:`load_config` (defaults, the file over its ``base`` chain,
+    ``--set`` overrides) or from stored tables by :meth:`from_dict`; a changed copy comes from
+    :meth:`merged` / :meth:`with_overrides`, through the same checks.
+    """
+
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        check_run_name(self.name)
+
+    @classmethod
+    def from_dict(cls, tables: dict, path: str | Path | None = None) -> RunConfig:
+        """A config stored as tables (checkpoint.json, config.json, a record, any subset of keys):
+        keys added since it was written take the value it ran with (:func:`upgrade_config`), and
+        every key is checked (:func:`check_config`; ``path`` is named in the error)."""
+        if not isinstance(tables, dict):
+            raise ConfigError(f"a run config is a table, not {type(tables).__name__}", path)
+        check_config(tables, path)
+        full = upgrade_config(tables)
+        return cls(name=str(full.get("name", "run")),
+                   **{section: cls_(**full[section]) for section, cls_ in SECTIONS.items()})
+
+    def to_dict(self) -> dict:
+        """The config as stored: ``{"data": {...}, "model": {...}, "train": {...}, "decode": {...},
+        "name": ...}``, every key present."""
+        return {section: asdict(getattr(self, section)) for section in SECTIONS} | {"name": self.name}
+
+    def merged(self, extra: dict) -> RunConfig:
+        """``extra`` over this config as a config file's own keys are (tables key by key, model
+        options table over table), after checking it; ``extra["name"]`` renames the run."""
+        check_config(extra)
+        out = _merge(self.to_dict(), {k: v for k, v in extra.items() if k != "name"})
+        if "name" in extra:
+            out["name"] = extra["name"]
+        return RunConfig.from_dict(out)
+
+    def with_overrides(self, items: list[str], only: str | None = None) -> RunConfig:
+        """This config with ``section.key=value`` overrides (:func:`parse_overrides`) applied in
+        order, each checked; the one path of ``--set`` for train, eval, predict, serve and the
+        estimator."""
+        cfg = self
+        for key, value in parse_overrides(items, only).items():
+            cfg = cfg.merged({key: str(value) if key == "name" else value})
+        return cfg
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """What a model takes from its run beyond its own ``[model]`` table: how long a text it reads,
+    how it scores by default and whether the frozen part's states are kept on disk."""
+
+    max_length: int = 128
+    eval_batch_size: int = 128
+    bf16: bool = False
+    frozen_store: bool = False
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> TextSpec:
+        """``data.max_length``, ``train.eval_batch_size``, ``train.bf16``, and
+        ``train.cache_frozen and train.frozen_store``."""
+        t = cfg.train
+        return cls(cfg.data.max_length, t.eval_batch_size, t.bf16, t.cache_frozen and t.frozen_store)
+
+
 def _toml(value: Any) -> str:
     """A default as it is written in a config file."""
     if isinstance(value, bool):
@@ -358,7 +451,13 @@ def config_docs() -> str:
            "not inherited). `--set section.key=value` overrides a key from the command line (a TOML",
            "value; a bare word is a string). Values are checked on load: a wrong type or a value out of",
            "range names the key, what it expects and the value given, and the command exits with code 2.",
-           "An int is accepted where a float is expected; `true`/`false` are never numbers."]
+           "An int is accepted where a float is expected; `true`/`false` are never numbers.",
+           "",
+           "In Python, `hmtc.config.load_config(path, overrides)` returns a frozen `RunConfig` whose tables are",
+           "the dataclasses below (`cfg.train.lr`); `cfg.merged({\"train\": {\"lr\": 1e-4}})` and",
+           "`cfg.with_overrides([\"train.lr=1e-4\"])` return a changed copy after the same checks, and",
+           "`cfg.to_dict()` / `RunConfig.from_dict(tables)` are the stored form (checkpoints, `config.json`,",
+           "records), an older hmtc's brought up to date when read."]
     for name, cls in SECTIONS.items():
         defaults = asdict(cls())
         out += ["", f"## [{name}]", "", cls.__doc__, "",
@@ -372,25 +471,16 @@ def config_docs() -> str:
 
 
 def _merge(base: dict, extra: dict) -> dict:
-    """``extra`` (checked) over ``base``, tables key by key; model options table over table."""
+    """``extra`` over ``base``: tables key by key, the free tables (model options, encoder options)
+    table over table; the one merge rule of base chains, overrides and stored configs."""
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        if key in ("options", "encoder_options"):   # validated by the model / transformers
-            out[key] = {**base[key], **value}
-        elif isinstance(value, dict) and isinstance(base.get(key), dict):
-            out[key] = _merge(base[key], value)
+        if key in ("options", "encoder_options") and isinstance(value, dict):   # checked by the model / transformers
+            out[key] = {**out.get(key, {}), **value}
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
         else:
-            out[key] = value
-    return out
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
+            out[key] = copy.deepcopy(value)
     return out
 
 
@@ -402,7 +492,7 @@ def upgrade_config(cfg: dict) -> dict:
     """A run config stored by an earlier hmtc (checkpoint.json, config.json, records), with every
     key added since: the value it ran with (:data:`LEGACY`), else the default. The one place old
     configs are brought up to date, so readers index keys instead of guessing defaults."""
-    return _deep_merge(_deep_merge(copy.deepcopy(DEFAULTS), LEGACY), cfg)
+    return _merge(_merge(DEFAULTS, LEGACY), cfg)
 
 
 MAX_BASE_DEPTH = 32          # base files over base files; read recursively, so bounded
@@ -437,24 +527,19 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"base must be a config file name, not {base!r}", path)
     inherited = _read(path.parent / base, (*chain, key))
     inherited.pop("name", None)
-    return _deep_merge(inherited, raw)
+    return _merge(inherited, raw)
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> dict:
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults, then the TOML file (over its ``base`` chain), then ``section.key=value`` overrides,
     each checked against the schema (:func:`check_config`) before it is merged."""
-    cfg = copy.deepcopy(DEFAULTS)
+    cfg = RunConfig()
     if path is not None:
         path = Path(path)
         raw = _read(path)
         name = raw.pop("name", None)
-        cfg = _merge(cfg, raw)
-        cfg["name"] = name or path.stem
-    for key, value in parse_overrides(overrides or []).items():
-        cfg = merge_config(cfg, {key: str(value) if key == "name" else value})
-    cfg.setdefault("name", "run")
-    check_run_name(cfg["name"])
-    return cfg
+        cfg = cfg.merged(raw | {"name": name or path.stem})
+    return cfg.with_overrides(overrides or [])
 
 
 def dotted(d: dict, prefix: str = "") -> dict:
@@ -471,7 +556,7 @@ def dotted(d: dict, prefix: str = "") -> dict:
 def config_sources(path: str | Path | None, overrides: list[str] | None = None) -> tuple[dict, dict[str, str]]:
     """The resolved config of :func:`load_config` as dotted keys, and where each value comes
     from: ``"default"``, the file of the ``base`` chain that set it last, or ``"--set"``."""
-    cfg = load_config(path, overrides)           # every error of the chain and the overrides first
+    cfg = load_config(path, overrides).to_dict()       # every error of the chain and the overrides first
     values = dotted({k: v for k, v in cfg.items() if k != "name"}) | {"name": cfg["name"]}
     where = {k: "default" for k in values}
     files, at = [], Path(path) if path is not None else None
@@ -488,30 +573,6 @@ def config_sources(path: str | Path | None, overrides: list[str] | None = None) 
     for key in dotted(parse_overrides(overrides or [])):
         where[key] = "--set"
     return values, where
-
-
-def merge_config(cfg: dict, extra: dict) -> dict:
-    """``extra`` merged over ``cfg`` as a config file's own keys are, after checking it.
-
-    Parameters
-    ----------
-    cfg : dict
-        A whole config (from :func:`load_config`).
-    extra : dict
-        Tables by section name (any subset of their keys), and optionally ``name``, which
-        replaces the run's name.
-
-    Returns
-    -------
-    dict
-        A new config: tables merged key by key, model options table over table.
-    """
-    check_config(extra)
-    out = _merge(cfg, {k: v for k, v in extra.items() if k != "name"})
-    if "name" in extra:
-        check_run_name(extra["name"])
-        out["name"] = extra["name"]
-    return out
 
 
 def parse_overrides(items: list[str], only: str | None = None) -> dict:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
+from .config import DecodeConfig
 from .registry import Registry
 from .taxonomy import TaxonomyIndex
 
@@ -468,26 +469,25 @@ class Decoding:
     temperatures: tuple[float, ...] | None = None
 
     @classmethod
-    def resolve(cls, d: dict, index: TaxonomyIndex, train_y: np.ndarray) -> Decoding:
+    def resolve(cls, d: DecodeConfig, index: TaxonomyIndex, train_y: np.ndarray) -> Decoding:
         """The ``[decode]`` table ``d``, its ``"auto"`` flags read from the training labels
         ``train_y`` (closed, (S, N)): one path when no text has two leaves, at least one label
         when every text has one, completion when every label set reaches a leaf."""
         train_y = np.asarray(train_y, dtype=bool)
         leaves = (train_y & index.leaf_mask).sum(1)
-        single, one = d["single_path"], d.get("at_least_one", "auto")
-        comp = d.get("complete", False)          # absent in configs saved before it existed: off
-        return cls(method=d["method"],
+        single, one, comp = d.single_path, d.at_least_one, d.complete
+        return cls(method=d.method,
                    single_path=bool((leaves <= 1).all()) if single == "auto" else bool(single),
                    at_least_one=bool(train_y.any(1).all()) if one == "auto" else bool(one),
                    complete=(not stops_early(train_y, index).any()) if comp == "auto" else bool(comp),
-                   back_off=bool(d.get("back_off", False)))
+                   back_off=d.back_off)
 
     @property
     def thresholds(self) -> float | np.ndarray:
         """The thresholds :func:`decode` takes: one per node when tuned so, else the global one."""
         return self.threshold if self.per_label_thresholds is None else self.per_label_thresholds
 
-    def tune(self, d: dict, scores: np.ndarray, gold: np.ndarray, index: TaxonomyIndex,
+    def tune(self, d: DecodeConfig, scores: np.ndarray, gold: np.ndarray, index: TaxonomyIndex,
              temperatures) -> Decoding:
         """Thresholds as ``d`` asks (``threshold = "tune"``: the global one maximising dev
         micro-F1 under this decoding, else the fixed value; then ``per_level`` and/or
@@ -496,19 +496,19 @@ class Decoding:
         Without dev texts nothing is tuned: threshold 0 (or the fixed one), temperatures 1."""
         gold = np.asarray(gold, dtype=bool)
         if not len(gold):
-            threshold = 0.0 if d["threshold"] == "tune" else float(d["threshold"])
+            threshold = 0.0 if d.threshold == "tune" else float(d.threshold)
             return replace(self, threshold=threshold, per_label_thresholds=None,
                            temperatures=(1.0,) * index.depth)
-        if d["threshold"] == "tune":
+        if d.threshold == "tune":
             threshold = tune_global_threshold(scores, gold, index, self.method, self.single_path,
                                               at_least_one=self.at_least_one, complete=self.complete)
         else:
-            threshold = float(d["threshold"])
+            threshold = float(d.threshold)
         thr: float | np.ndarray = threshold
-        if d.get("per_level"):
+        if d.per_level:
             thr = tune_level_thresholds(scores, gold, index, threshold)
-        if d["per_label"]:
-            thr = tune_label_thresholds(scores, gold, thr, prior=d.get("label_prior", 0.0))
+        if d.per_label:
+            thr = tune_label_thresholds(scores, gold, thr, prior=d.label_prior)
         return replace(self, threshold=float(threshold),
                        per_label_thresholds=np.asarray(thr, dtype=np.float32) if np.ndim(thr) else None,
                        temperatures=tuple(float(t) for t in temperatures(scores, gold, index)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -96,7 +97,8 @@ def build_ensemble(members: list[str | Path], out: str | Path, weights: list[flo
             options["weights"], tuned = tune_ensemble_weights(ckpts, console)
             options["mean"], tuned["seconds"] = False, round(time.time() - started, 1)
         make_config("ensemble", options)          # refused here, not when it is first loaded
-        config = config | {"name": folder.name, "model": config["model"] | {"name": "ensemble", "options": options}}
+        # the options are the ensemble's, not merged over the first member's
+        config = replace(config, name=folder.name, model=replace(config.model, name="ensemble", options=options))
         with versioned_dir(folder / "best") as tmp:
             write_checkpoint_meta(tmp, taxonomy, config)
         # what its record needs: how it was made, and the training time of all its members

@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from .config import _did_you_mean, load_config, merge_config
+from .config import RunConfig, _did_you_mean, load_config
 from .errors import ConfigError, DataError, HmtcError
 from .io import atomic_write_text
 from .taxonomy import Taxonomy
@@ -80,9 +80,9 @@ class HierarchicalClassifier(BaseEstimator):
         Keep the lowest N encoder layers fixed.
     options : dict, optional
         The model's own options (e.g. ``{"filters": 64}`` for MSML), merged over the config's.
-    config : str, Path or dict, optional
-        A run config file (``experiments/*.toml``) or a dict of tables
-        (``{"train": {"ema": 0.999}}``) to start from; any key of ``docs/config.md``.
+    config : str, Path, dict or RunConfig, optional
+        A run config file (``experiments/*.toml``), a dict of tables (``{"train": {"ema": 0.999}}``)
+        or a :class:`~hmtc.config.RunConfig` to start from; any key of ``docs/config.md``.
     taxonomy : Taxonomy, str or Path, optional
         The taxonomy (or a ``.tax`` file) when ``fit`` is given none; None builds it from the
         label paths. Give it when cross-validating, so that every fold knows every label.
@@ -125,7 +125,7 @@ class HierarchicalClassifier(BaseEstimator):
         One row per epoch: loss, seconds, dev micro-/macro-F1 (empty for a bare checkpoint).
     metrics_ : dict or None
         ``hmtc eval``'s figures on the dev split (``metrics.json``), None when unknown.
-    config_ : dict
+    config_ : RunConfig
         The run config the model was trained with.
     run_dir_ : Path or None
         The run folder (None for a bare checkpoint folder).
@@ -136,7 +136,7 @@ class HierarchicalClassifier(BaseEstimator):
     def __init__(self, model: str | None = None, encoder: str | None = None, *, epochs: int | None = None,
                  batch_size: int | None = None, lr: float | None = None, head_lr: float | None = None,
                  max_length: int | None = None, seed: int | None = None, freeze_layers: int | None = None,
-                 options: dict | None = None, config: str | Path | dict | None = None,
+                 options: dict | None = None, config: str | Path | dict | RunConfig | None = None,
                  taxonomy: Taxonomy | str | Path | None = None, label_sep: str = "/",
                  output_dir: str | Path | None = None, dev_fraction: float | None = None,
                  device: str | None = None, threads: int | None = None, record_dir: str = "",
@@ -255,8 +255,8 @@ class HierarchicalClassifier(BaseEstimator):
         root = Path(tempfile.mkdtemp(prefix="hmtc-migrated-"))
         try:
             start = write_migrated(migration, ckpt, root / "migrated")
-            cfg = merge_config(merge_config(ckpt.config, config or {}),
-                               {"train": {"init_from": str(start), **({"epochs": epochs} if epochs is not None else {})}})
+            cfg = ckpt.config.merged(config or {}).merged(
+                {"train": {"init_from": str(start), **({"epochs": epochs} if epochs is not None else {})}})
             self._train(cfg, taxonomy, texts, label_sets, dev_texts, dev_sets)
         finally:
             shutil.rmtree(root, ignore_errors=True)
@@ -295,21 +295,21 @@ class HierarchicalClassifier(BaseEstimator):
             dev_sets = _label_sets(dev[1], len(dev_texts))
         return texts, label_sets, dev_texts, dev_sets
 
-    def _train(self, cfg: dict, taxonomy: Taxonomy, texts, label_sets, dev_texts, dev_sets) -> HierarchicalClassifier:
+    def _train(self, cfg: RunConfig, taxonomy: Taxonomy, texts, label_sets, dev_texts, dev_sets) -> HierarchicalClassifier:
         """Write the sets as a dataset, train ``cfg`` on it, evaluate and attach the best checkpoint."""
         resolve = _resolver(taxonomy, self._label_sep())
         splits = {"train": (texts, _node_sets(resolve, label_sets, "labels"))}
         if dev_texts is not None:
             splits["dev"] = (dev_texts, _node_sets(resolve, dev_sets, "dev labels"))
-        if cfg["train"]["seeds"]:
+        if cfg.train.seeds:
             raise ConfigError("train.seeds: the classifier trains one seed; fit one clone per seed instead")
-        run_dir, cleanup = self._new_run_dir(cfg["name"])
+        run_dir, cleanup = self._new_run_dir(cfg.name)
         try:
             dataset = _write_dataset(run_dir / "data", taxonomy, splits)
-            cfg = merge_config(cfg, {"name": run_dir.name,
-                                     "data": {"dataset": str(dataset), "taxonomy": str(dataset.parent / "taxonomy.tax"),
-                                              "data_dir": ""},
-                                     "train": {"output_dir": str(run_dir.parent), "record_dir": str(self.record_dir or "")}})
+            cfg = cfg.merged({"name": run_dir.name,
+                              "data": {"dataset": str(dataset), "taxonomy": str(dataset.parent / "taxonomy.tax"),
+                                       "data_dir": ""},
+                              "train": {"output_dir": str(run_dir.parent), "record_dir": str(self.record_dir or "")}})
             from rich.console import Console
 
             from .loading import load_checkpoint
@@ -331,10 +331,12 @@ class HierarchicalClassifier(BaseEstimator):
         self._attach(ckpt, run_dir, trainer.state_.history, metrics)
         return self
 
-    def _base_config(self) -> dict:
-        """Defaults, then ``config``, then the parameters that are set."""
-        if isinstance(self.config, dict):
-            cfg = merge_config(load_config(None), self.config)
+    def _base_config(self) -> RunConfig:
+        """Defaults, then ``config``, then the parameters that are set, each checked as ``--set`` is."""
+        if isinstance(self.config, RunConfig):
+            cfg = self.config
+        elif isinstance(self.config, dict):
+            cfg = load_config(None).merged(self.config)
         elif self.config is not None:
             cfg = load_config(self.config)
         else:
@@ -345,7 +347,7 @@ class HierarchicalClassifier(BaseEstimator):
                 tables.setdefault(table, {})[key] = getattr(self, param)
         if self.options is not None:
             tables.setdefault("model", {})["options"] = self.options
-        return merge_config(cfg, tables)
+        return cfg.merged(tables)
 
     def _new_run_dir(self, name: str) -> tuple[Path, weakref.finalize | None]:
         """A fresh run folder under ``output_dir``, or in a temporary folder removed with this
@@ -367,7 +369,7 @@ class HierarchicalClassifier(BaseEstimator):
         from .inference import pick_device
         from .label_classes import label_classes
         if isinstance(ckpt.model, torch.nn.Module):
-            ckpt.model.to(pick_device(ckpt.config["train"].get("device", "auto")))
+            ckpt.model.to(pick_device(ckpt.config.train.device))
         self.checkpoint_ = ckpt
         self.config_ = ckpt.config
         self.taxonomy_ = ckpt.taxonomy

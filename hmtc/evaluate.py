@@ -15,7 +15,7 @@ from rich.console import Console
 
 from .calibration import CONSISTENT, calibrated, consistent, ece, fit_temperatures, reliability, violations
 from .checkpoint import locate
-from .config import DEFAULTS
+from .config import RunConfig, check_config
 from .data.catalog import dataset_protocol
 from .data.prepare import prepare, taxonomy_for
 from .decode import WEIGHT_STEPS, stops_early, tune_weights, tuned_micro_f1
@@ -43,13 +43,15 @@ def evaluate_run(target: str | Path, console: Console | None = None, quiet: bool
     (:func:`hmtc.record.run_key`); an existing record is replaced only with ``overwrite``, and
     that is checked before any scoring.
 
-    ``decode_overrides`` replaces keys of the run's ``[decode]`` table for this evaluation, and
+    ``decode_overrides`` replaces keys of the run's ``[decode]`` table for this evaluation (checked
+    as any config: :meth:`hmtc.config.RunConfig.merged`), and
     ``tag`` files it beside the run's own (``metrics.<tag>.json``, record ``<key>.<tag>.json``),
     so another decoding of the same trained model is measured without retraining.
 
     A run folder is locked meanwhile (:class:`hmtc.io.RunLock`): it is not evaluated while
     another process trains or evaluates it.
     """
+    check_config({"decode": decode_overrides or {}})          # before anything is loaded
     run_dir, _ = locate(target)
     with run_locked(run_dir):
         return _evaluate_run(target, console, quiet, command, engine, overwrite, decode_overrides, tag)
@@ -64,16 +66,13 @@ def _evaluate_run(target: str | Path, console: Console | None = None, quiet: boo
     ckpt = load_for_inference(ckpt_dir, engine)
     cfg = ckpt.config
     if decode_overrides:
-        unknown = sorted(set(decode_overrides) - set(DEFAULTS["decode"]))
-        if unknown:
-            raise HmtcError(f"unknown decode key(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS['decode'])}")
-        cfg = cfg | {"decode": cfg["decode"] | decode_overrides}
+        cfg = cfg.merged({"decode": decode_overrides})
     if tag is not None and (not tag or not tag.replace("-", "").replace("_", "").isalnum()):
         raise HmtcError(f"tag {tag!r} must be letters, digits, '-' or '_'")
     suffix = ("" if engine == "torch" else f".{engine}") + (f".{tag}" if tag else "")
     check_record_free(record_path(cfg, run_dir, suffix), overwrite)
-    torch.set_num_threads(cfg["train"]["threads"] or os.cpu_count() or 1)
-    device = pick_device(cfg["train"].get("device", "auto"))
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    device = pick_device(cfg.train.device)
     if ckpt.model is not None:
         to_device(ckpt.model, device)
     check_same_taxonomy(ckpt, cfg)
@@ -96,7 +95,7 @@ def _evaluate_run(target: str | Path, console: Console | None = None, quiet: boo
     no_dev = not len(data.labels["dev"])        # a few-shot protocol without dev texts: nothing is tuned
     if no_dev:
         scores["dev"] = np.zeros((0, index.n_nodes), dtype=np.float32)
-    dec = data.decoding.tune(cfg["decode"], scores["dev"], data.labels["dev"], index, fit_temperatures)
+    dec = data.decoding.tune(cfg.decode, scores["dev"], data.labels["dev"], index, fit_temperatures)
     gold = data.labels[eval_split]
     raw = scores[eval_split] > dec.thresholds
     decoded = dec.apply(scores[eval_split], index)
@@ -134,7 +133,7 @@ def _evaluate_run(target: str | Path, console: Console | None = None, quiet: boo
     return metrics
 
 
-def check_same_taxonomy(ckpt, cfg: dict) -> None:
+def check_same_taxonomy(ckpt, cfg: RunConfig) -> None:
     """Refuse a dataset whose taxonomy differs from the one the checkpoint was trained on: its
     labels would land on other columns or nowhere."""
     own = taxonomy_for(cfg)
@@ -169,16 +168,16 @@ def tune_ensemble_weights(ckpt_dirs: list[Path], console: Console | None = None,
     if "test" not in data.labels:
         console.print("[yellow]warning[/]: the dataset has no test split; evaluation will report on the dev "
                       "split these weights are tuned on")
-    torch.set_num_threads(cfg["train"]["threads"] or os.cpu_count() or 1)
-    device = pick_device(cfg["train"].get("device", "auto"))
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    device = pick_device(cfg.train.device)
     with progress_bar(console, quiet) as progress:
         dev = []
         for ck in loaded:
             to_device(ck.model, device)
             dev.append(score_texts(ck.model, data.texts["dev"], progress)[0])
-    d, gold, dec = cfg["decode"], data.labels["dev"], data.decoding
+    threshold, gold, dec = cfg.decode.threshold, data.labels["dev"], data.decoding
     flags = (dec.method, dec.single_path, dec.at_least_one, dec.complete)
-    fixed = None if d["threshold"] == "tune" else float(d["threshold"])
+    fixed = None if threshold == "tune" else float(threshold)
     weights, f1, steps = tune_weights(dev, gold, data.index, *flags, threshold=fixed)
     alone = [tuned_micro_f1(s, gold, data.index, *flags) for s in dev]
     edge = [m + 1 for m, k in enumerate(steps) if m and abs(k) == max(map(abs, WEIGHT_STEPS))]
@@ -205,7 +204,7 @@ def train_seconds(run_dir: Path) -> float:
     return 0.0
 
 
-def _record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, suffix: str = "",
+def _record(run_dir: Path, cfg: RunConfig, metrics: dict, command: str | None, suffix: str = "",
             overwrite: bool = False) -> Path | None:
     """Write the run's record under ``train.record_dir``; its path, or None when that is empty."""
     path = record_path(cfg, run_dir, suffix)
@@ -215,7 +214,7 @@ def _record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, suffix
     return path
 
 
-def build_record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, suffix: str = "") -> dict:
+def build_record(run_dir: Path, cfg: RunConfig, metrics: dict, command: str | None, suffix: str = "") -> dict:
     """One run's record: config, command, commit, seed, time, machine and the figures of the
     evaluated split (``split``: test, or dev for a dataset without one)."""
     run_meta_path = run_dir / "run.json"
@@ -224,10 +223,10 @@ def build_record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, s
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
     test = evaluated(metrics)
     return {
-        "name": run_key(run_dir, cfg["train"]["output_dir"]) + suffix, "config_name": cfg["name"],
-        "dataset": cfg["data"]["dataset"], "split": metrics["split"], "model": cfg["model"]["name"],
-        "dataset_protocol": dataset_protocol(cfg["data"]["dataset"], cfg["data"].get("options") or None),
-        "encoder": cfg["model"]["encoder"], "seed": cfg["train"]["seed"],
+        "name": run_key(run_dir, cfg.train.output_dir) + suffix, "config_name": cfg.name,
+        "dataset": cfg.data.dataset, "split": metrics["split"], "model": cfg.model.name,
+        "dataset_protocol": dataset_protocol(cfg.data.dataset, cfg.data.options or None),
+        "encoder": cfg.model.encoder, "seed": cfg.train.seed,
         "command": run_meta.get("command"), "eval_command": command,
         "git_commit": run_meta.get("git_commit"), "eval_git_commit": git_commit(),
         **({"resumed_with_changes": run_meta["resumed_with_changes"]} if run_meta.get("resumed_with_changes") else {}),
@@ -240,7 +239,7 @@ def build_record(run_dir: Path, cfg: dict, metrics: dict, command: str | None, s
         "calibration": {k: v for k, v in metrics.get("calibration", {}).items() if not k.startswith("reliability")},
         "before_decoding": metrics["before_decoding"], "decode": {k: v for k, v in metrics["decode"].items()
                                                                 if k != "per_label_thresholds"},
-        "inference": metrics["inference"], "history": state.get("history", []), "config": cfg,
+        "inference": metrics["inference"], "history": state.get("history", []), "config": cfg.to_dict(),
         **({"sampling": metrics["sampling"]} if metrics.get("sampling") else {}),
         "run_dir": str(run_dir),
     } | ({"weights_tuned": run_meta["weights_tuned"]} if "weights_tuned" in run_meta else {})

@@ -90,11 +90,11 @@ def export_onnx(folder: str | Path, int8: bool = True, opset: int = 17) -> list[
 def _export_onnx(folder: Path, int8: bool, opset: int, onnx) -> list[Path]:
     ckpt = load_checkpoint(folder)
     if not isinstance(ckpt.model, torch.nn.Module):
-        raise HmtcError(f"nothing to export: a {ckpt.config['model']['name']} checkpoint has no neural model", folder)
+        raise HmtcError(f"nothing to export: a {ckpt.config.model.name} checkpoint has no neural model", folder)
     if getattr(ckpt.model, "config", None) is not None and getattr(ckpt.model.config, "head", "") == "label_token":
         raise HmtcError("the label-token head is not exportable yet (its input depends on the label set)", folder)
     if ckpt.model.text_prefix:
-        raise HmtcError(f"a {ckpt.config['model']['name']} model reads its texts behind {ckpt.model.text_prefix!r}, "
+        raise HmtcError(f"a {ckpt.config.model.name} model reads its texts behind {ckpt.model.text_prefix!r}, "
                         "which the exported graph's engine does not add yet; predict with the torch engine", folder)
     backbone = ckpt.model.encoder.backbone
     # the eager attention graph is the one ONNX Runtime fuses into its Attention kernel

@@ -13,7 +13,8 @@ from transformers import AutoConfig, AutoTokenizer
 
 from .checkpoint import Checkpoint, read_meta
 from .errors import HmtcError
-from .models import MODELS, Model
+from .config import RunConfig
+from .models import MODELS, Model, load_model
 from .models.base import text_windows
 from .models.encoder import Windows
 from .registry import Registry
@@ -41,24 +42,25 @@ class WindowOnnxModel(OnnxModel):
         return {k: v.numpy() for k, v in feeds.items()}
 
 
-def _torch_engine(folder: Path, config: dict, index: TaxonomyIndex, threads: int = 0) -> Model:
+def _torch_engine(folder: Path, config: RunConfig, index: TaxonomyIndex, threads: int = 0) -> Model:
     """The checkpoint's own model, as its class (``MODELS``) loads it."""
-    return MODELS.get(config["model"]["name"]).load(folder, config, index)
+    return load_model(folder, config, index)
 
 
-def _onnx_engine(folder: Path, config: dict, index: TaxonomyIndex, threads: int = 0,
+def _onnx_engine(folder: Path, config: RunConfig, index: TaxonomyIndex, threads: int = 0,
                  engine: str = "onnx") -> OnnxModel:
     """The exported graph, with windows where it reads them."""
     path = Path(folder) / FILES[engine]
     if not path.is_file():
         raise HmtcError(f"no {path.name}: run `hmtc export {folder}` first", path)
     session = onnx_session(path)
-    tokenizer = FastTokenizer(Path(folder) / "tokenizer", config["data"]["max_length"])
+    tokenizer = FastTokenizer(Path(folder) / "tokenizer", config.data.max_length)
     workers = threads or os.cpu_count() or 1
     if "source" not in {i.name for i in session.get_inputs()}:
         return OnnxModel(session, tokenizer, index.n_nodes, workers, path)
     windows = text_windows(AutoConfig.from_pretrained(Path(folder) / "encoder"),
-                           AutoTokenizer.from_pretrained(Path(folder) / "tokenizer"), config)
+                           AutoTokenizer.from_pretrained(Path(folder) / "tokenizer"), config.model,
+                           config.data.max_length)
     if windows is None:
         raise HmtcError("the graph reads windows but the checkpoint's config has none (model.windows, "
                         "data.max_length); export it again", path)
@@ -72,10 +74,9 @@ for _name in FILES:
     ENGINES.register(_name)(functools.partial(_onnx_engine, engine=_name))
 
 
-def path_scores(config: dict) -> bool:
+def path_scores(config: RunConfig) -> bool:
     """Whether the run's model scores path logits (:meth:`hmtc.models.base.Model.path_scores`)."""
-    model = config["model"]
-    return MODELS.get(model["name"]).path_scores(model.get("options") or {})
+    return MODELS.get(config.model.name).path_scores(config.model.options)
 
 
 def load_checkpoint(folder: str | Path) -> Checkpoint:

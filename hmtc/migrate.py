@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint, read_support, save_checkpoint
+from .config import TextSpec
 from .errors import HmtcError
 from .io import atomic_dir, atomic_write_text
 from .models.label_init import example_directions
@@ -108,8 +109,8 @@ def migrate(ckpt: Checkpoint, taxonomy: Taxonomy, mapping: dict[str, str] | None
 
     torch.manual_seed(0)                         # the slices nothing carries start the same every time
     model = type(old_model)(old_model.encoder, index, old_model.config)
-    model.tokenizer = old_model.tokenizer
-    model.set_run_config(ckpt.config)
+    model.tokenizer, model.model_config = old_model.tokenizer, old_model.model_config
+    model.set_text(TextSpec.of(ckpt.config))
     old_sd, new_sd = old_model.state_dict(), model.state_dict()
     new_rows = model.node_rows()
     node_params = {r.param for r in new_rows}
@@ -311,9 +312,7 @@ def write_migrated(migration: Migration, ckpt: Checkpoint, out: str | Path) -> P
     ``train.init_from``), ``config.json`` and ``run.json`` (what it was migrated from). Written
     aside and renamed into place: ``out`` must not exist."""
     out = check_new_folder(out)
-    config = json.loads(json.dumps(ckpt.config))
-    config["name"] = out.name
-    config["data"]["taxonomy"] = str((out / "taxonomy.tax").resolve())
+    config = ckpt.config.merged({"name": out.name, "data": {"taxonomy": str((out / "taxonomy.tax").resolve())}})
     decode = json.dumps(migration.decode, ensure_ascii=False, indent=1).encode("utf-8")
     with atomic_dir(out) as tmp:
         atomic_write_text(tmp / "taxonomy.tax", migration.taxonomy.dumps())

@@ -117,8 +117,8 @@ def decode_checkpoint(ckpt: Checkpoint, scores: np.ndarray, leaf: bool = False,
 
 
 def consistent_choice(ckpt: Checkpoint) -> str:
-    """The run's ``decode.consistent_scores`` ("none" for checkpoints from before the key)."""
-    return ckpt.config.get("decode", {}).get("consistent_scores", "none")
+    """The run's ``decode.consistent_scores``."""
+    return ckpt.config.decode.consistent_scores
 
 
 def class_probabilities(scores: np.ndarray, lc: LabelClasses, paths: bool = False) -> np.ndarray:

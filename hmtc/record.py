@@ -16,19 +16,20 @@ import numpy as np
 import torch
 
 from . import __version__
+from .config import RunConfig
 from .errors import HmtcError
 from .io import atomic_write_json
 
 
 
 
-def write_run_files(folder: str | Path, config: dict | None = None, **facts) -> None:
+def write_run_files(folder: str | Path, config: RunConfig | None = None, **facts) -> None:
     """A run folder's ``run.json`` (how it was made: command, commit, start time, machine, and
     ``facts``) and, when given, ``config.json`` (its resolved config), each written atomically:
     the one place every command that makes a run folder (train, migrate, ensemble) writes them."""
     folder = Path(folder)
     if config is not None:
-        atomic_write_json(folder / "config.json", config)
+        atomic_write_json(folder / "config.json", config.to_dict())
     atomic_write_json(folder / "run.json", {"command": command_line(), "git_commit": git_commit(),
                                             "started": now(), "machine": machine_info(), **facts})
 
@@ -100,12 +101,11 @@ def run_key(run_dir: str | Path, output_dir: str | Path) -> str:
     return key if key not in ("", ".") else run_dir.name
 
 
-def record_path(cfg: dict, run_dir: str | Path, suffix: str = "") -> Path | None:
+def record_path(cfg: RunConfig, run_dir: str | Path, suffix: str = "") -> Path | None:
     """Where the record of the run in ``run_dir`` goes (None when ``train.record_dir`` is empty)."""
-    record_dir = cfg["train"].get("record_dir")
-    if not record_dir:
+    if not cfg.train.record_dir:
         return None
-    return Path(record_dir) / f"{run_key(run_dir, cfg['train']['output_dir'])}{suffix}.json"
+    return Path(cfg.train.record_dir) / f"{run_key(run_dir, cfg.train.output_dir)}{suffix}.json"
 
 
 def check_record_free(path: Path | None, overwrite: bool) -> None:

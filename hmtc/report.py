@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
 
+from .config import RunConfig
 from .data.prepare import prepare
 from .decode import Decoding
 from .errors import HmtcError
@@ -53,14 +54,14 @@ class Run:
 
     path: Path
     metrics: dict
-    config: dict
+    config: RunConfig | None          # None: the folder keeps no config
     meta: dict
     state: dict
     arrays: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return self.config.get("name") or self.path.name
+        return self.config.name if self.config is not None else self.path.name
 
 
 def load_run(path: str | Path, arrays: bool = False) -> Run:
@@ -74,7 +75,8 @@ def load_run(path: str | Path, arrays: bool = False) -> Run:
     meta = _json(path / "run.json")
     # an ensemble's folder (hmtc ensemble) holds only its checkpoint and run.json, which sums its
     # members' training time
-    config = _json(path / "config.json") or _json(path / "best" / "checkpoint.json").get("config", {})
+    stored = _json(path / "config.json") or _json(path / "best" / "checkpoint.json").get("config", {})
+    config = RunConfig.from_dict(stored, path / "config.json") if stored else None
     state = _json(path / "last" / "train_state.json") or (
         {"train_seconds": meta["train_seconds"]} if "train_seconds" in meta else {})
     run = Run(path, metrics, config, meta, state)
@@ -623,7 +625,7 @@ def write_report(run_dir: str | Path, top_bad: int = 50, top_pairs: int = 20) ->
 def _write_report(run_dir: str | Path, top_bad: int, top_pairs: int) -> dict[str, Path]:
     run = load_run(run_dir, arrays=True)
     m, cfg = run.metrics, run.config
-    if not cfg:
+    if cfg is None:
         raise HmtcError("no config.json in the run folder", run.path)
     tax_path = run.path / "best" / "taxonomy.tax"
     if not tax_path.is_file():
@@ -698,9 +700,9 @@ def _summary(doc: Doc, run: Run, split: str, n_eval: int, n_train: int) -> None:
     doc.heading("Run")
     inf = m.get("inference", {})
     doc.table(["field", "value"], [
-        ["dataset", cfg["data"]["dataset"]], ["model", cfg["model"]["name"]],
-        ["encoder", cfg["model"].get("encoder") or "–"], ["command", Code(run.meta.get("command") or "–")],
-        ["git commit", Code(run.meta.get("git_commit") or "–")], ["seed", cfg["train"]["seed"]],
+        ["dataset", cfg.data.dataset if cfg else "–"], ["model", cfg.model.name if cfg else "–"],
+        ["encoder", cfg.model.encoder if cfg else "–"], ["command", Code(run.meta.get("command") or "–")],
+        ["git commit", Code(run.meta.get("git_commit") or "–")], ["seed", cfg.train.seed if cfg else "–"],
         ["train time", f"{duration(st.get('train_seconds'))} ({st.get('epoch', '–')} epochs, best {st.get('best_epoch', '–')})"],
         ["machine", machine_text(run.meta.get("machine"))],
         ["samples", f"{n_train} train, {n_eval} {split}"],
@@ -799,7 +801,8 @@ def compare_table(runs: list[str | Path]) -> tuple[list[str], list[list]]:
         sps = [h["samples_per_s"] for r in g for h in r.state.get("history", []) if h.get("samples_per_s")]
         secs = [r.state.get("train_seconds") for r in g if r.state.get("train_seconds") is not None]
         name = g[0].name if len(g) == 1 else f"{Path(path).name} (n = {len(g)})"
-        rows.append([name, g[0].config.get("model", {}).get("name", "?"), g[0].config.get("data", {}).get("dataset", "?"),
+        cfg = g[0].config
+        rows.append([name, cfg.model.name if cfg else "?", cfg.data.dataset if cfg else "?",
                      "/".join(sorted({r.metrics.get("split", "test") for r in g})),
                      cell(lambda r: evaluated(r.metrics)["micro_f1"]), cell(lambda r: evaluated(r.metrics)["macro_f1"]),
                      *levels, *["–"] * (depth - n_levels),

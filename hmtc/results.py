@@ -237,7 +237,7 @@ def mark_defaults(gs: list[Group], configs_dir: Path, spec: Goals) -> None:
     for dataset, file in spec.defaults.items():
         path = configs_dir / file
         try:
-            key = _key(settings({"config": load_config(path)})) if path.is_file() else None
+            key = _key(settings({"config": load_config(path).to_dict()})) if path.is_file() else None
         except HmtcError as e:
             raise HmtcError(f"not a readable config: {e.message}", path) from None
         for g in gs:
@@ -594,8 +594,8 @@ def configs_without_record(gs: list[Group], configs_dir: Path, skip: Path | None
             cfg = load_config(path)
         except HmtcError as e:
             raise HmtcError(f"not a readable config: {e.message}", path) from None
-        if cfg["name"] not in names and _key(settings({"config": cfg})) not in ran:
-            rows.append([Code(path.name), cfg["data"]["dataset"], cfg["model"]["name"],
+        if cfg.name not in names and _key(settings({"config": cfg.to_dict()})) not in ran:
+            rows.append([Code(path.name), cfg.data.dataset, cfg.model.name,
                          Code(f"hmtc train {path.parent.name}/{path.name} --seeds 42,43,44")])
     return rows
 

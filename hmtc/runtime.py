@@ -31,6 +31,7 @@ import numpy as np
 
 from .batching import length_batches, pad
 from .checkpoint import Checkpoint, read_meta
+from .config import RunConfig
 from .errors import HmtcError
 
 FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
@@ -93,14 +94,14 @@ class OnnxModel:
         self.session, self.tokenizer, self.n_nodes, self.workers, self.graph = session, tokenizer, n_nodes, workers, graph
 
     @classmethod
-    def load(cls, folder: Path, config: dict, n_nodes: int, threads: int = 0, engine: str = "onnx") -> "OnnxModel":
+    def load(cls, folder: Path, config: RunConfig, n_nodes: int, threads: int = 0, engine: str = "onnx") -> "OnnxModel":
         path = Path(folder) / FILES[engine]
         if not path.is_file():
             raise HmtcError(f"no {path.name}: run `hmtc export {folder}` first", path)
         session = onnx_session(path)
         if "source" in {i.name for i in session.get_inputs()}:
             raise HmtcError("the graph reads windows, which torch cuts (hmtc.loading.load_for_inference)", path)
-        return cls(session, FastTokenizer(Path(folder) / "tokenizer", config["data"]["max_length"]), n_nodes,
+        return cls(session, FastTokenizer(Path(folder) / "tokenizer", config.data.max_length), n_nodes,
                    threads or os.cpu_count() or 1, path)
 
     @property

@@ -15,13 +15,14 @@ state counts the texts it took; its ``train_seconds`` is the time it really took
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
+from .checkpoint import read_config
+from .config import RunConfig
 from .errors import ConfigError, HmtcError
 from .evaluate import build_record, evaluate_run
 from .home import run_folder
@@ -47,14 +48,12 @@ def parse_seeds(value: str | list | None) -> list[int]:
     return seeds
 
 
-def seed_config(cfg: dict, seed: int) -> dict:
+def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
     """The configuration of one seed's run: ``train.seed = seed`` and no seed list."""
-    out = copy.deepcopy(cfg)
-    out["train"]["seed"], out["train"]["seeds"] = seed, []
-    return out
+    return cfg.merged({"train": {"seed": seed, "seeds": []}})
 
 
-def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, resume: bool = False,
+def train_seeds(cfg: RunConfig, seeds: list[int], run_dir: str | Path | None = None, resume: bool = False,
                 overwrite: bool = False, stop_after_epochs: int | None = None, no_eval: bool = False,
                 console: Console | None = None, quiet: bool = False, accept_changes: bool = False) -> dict | None:
     """Train and evaluate every seed, then write the mean record; returns it (None when stopped
@@ -86,7 +85,7 @@ def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, 
             main = trainer.dist_.is_main
             if not main:
                 continue
-            if no_eval or trainer.state_.epoch < scfg["train"]["epochs"]:
+            if no_eval or trainer.state_.epoch < scfg.train.epochs:
                 console.print(f"stopped before seed {seed} finished; --resume continues: {escape(str(sdir))}")
                 return None
             evaluate_run(sdir, console, quiet, overwrite=overwrite)
@@ -100,13 +99,13 @@ def train_seeds(cfg: dict, seeds: list[int], run_dir: str | Path | None = None, 
     return _write_mean(cfg, seeds, records, run_dir, overwrite)
 
 
-def _write_mean(cfg: dict, seeds: list[int], records: list[dict], run_dir: Path, overwrite: bool,
+def _write_mean(cfg: RunConfig, seeds: list[int], records: list[dict], run_dir: Path, overwrite: bool,
                 suffix: str = "") -> dict:
     """The mean record of ``records`` into ``<run_dir>/seeds<suffix>.json`` and the record folder."""
     agg = aggregate_records(records) | {
-        "name": run_key(run_dir, cfg["train"]["output_dir"]) + suffix, "config_name": cfg["name"],
+        "name": run_key(run_dir, cfg.train.output_dir) + suffix, "config_name": cfg.name,
         "command": command_line(), "git_commit": git_commit(), "evaluated": now(),
-        "config": cfg | {"train": cfg["train"] | {"seeds": seeds}}, "run_dir": str(run_dir),
+        "config": cfg.merged({"train": {"seeds": seeds}}).to_dict(), "run_dir": str(run_dir),
     }
     atomic_write_json(run_dir / f"seeds{suffix}.json", agg)
     path = record_path(cfg, run_dir, suffix)
@@ -138,9 +137,9 @@ def evaluate_seeds(target: str | Path, console: Console | None = None, quiet: bo
     records, cfg = [], None
     for folder in folders:
         metrics = evaluate_run(folder, console, quiet, command_line(), engine, overwrite, decode_overrides, tag)
-        seed_cfg = json.loads((folder / "best" / "checkpoint.json").read_text(encoding="utf-8"))["config"]
+        seed_cfg = read_config(folder / "best")
         if decode_overrides:
-            seed_cfg = seed_cfg | {"decode": seed_cfg["decode"] | decode_overrides}
+            seed_cfg = seed_cfg.merged({"decode": decode_overrides})
         cfg = cfg or seed_cfg
         path = metrics.get("record")
         records.append(json.loads(Path(path).read_text(encoding="utf-8")) if path

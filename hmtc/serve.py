@@ -341,7 +341,7 @@ def model_info(ckpt: Checkpoint) -> dict:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         commit = str(json.loads((Path(ckpt.path).parent / "run.json").read_text(encoding="utf-8"))["git_commit"])
     digest = hashlib.sha256(ckpt.taxonomy.dumps().encode("utf-8")).hexdigest()
-    return {"run": ckpt.config.get("name"), "git_commit": commit, "taxonomy_sha256": digest,
+    return {"run": ckpt.config.name, "git_commit": commit, "taxonomy_sha256": digest,
             "hmtc_version": __version__}
 
 
@@ -458,7 +458,7 @@ def create_app(ckpt: Checkpoint, limits: Limits = Limits(), engine: str = "torch
     @app.get("/health")
     async def health() -> dict:
         """Liveness, what is served, the limits and how many scoring calls and texts so far."""
-        return {"status": "ok", "run": ckpt.config.get("name"), "model": ckpt.config["model"]["name"],
+        return {"status": "ok", "run": ckpt.config.name, "model": ckpt.config.model.name,
                 "engine": engine, "nodes": ckpt.index.n_nodes, "levels": ckpt.index.depth,
                 "limits": {**dataclasses.asdict(limits), "max_body_bytes": limits.max_body_bytes},
                 "scoring_calls": batcher.calls, "texts_scored": batcher.texts, "queued": batcher.queued,
@@ -489,7 +489,7 @@ def load_served(target: str | Path, engine: str = "torch", threads: int = 0) -> 
     torch.set_num_threads(threads or os.cpu_count() or 1)
     ckpt = load_for_inference(ckpt_dir, engine, threads)
     if isinstance(ckpt.model, torch.nn.Module):
-        ckpt.model.to(pick_device(ckpt.config["train"].get("device", "auto")))
+        ckpt.model.to(pick_device(ckpt.config.train.device))
     return ckpt
 
 

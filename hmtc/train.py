@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .batching import length_batches
 from .checkpoint import locate, save_checkpoint
+from .config import RunConfig, TextSpec, upgrade_config
 from .data.prepare import Prepared, prepare, taxonomy_for
 from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
@@ -134,7 +135,7 @@ _SAME_MODEL = ("name", "options", "layers", "freeze_embeddings", "freeze_layers"
                "window_stride")
 
 
-def start_from(source: str | Path, cfg: dict, index) -> "torch.nn.Module":
+def start_from(source: str | Path, cfg: RunConfig, index) -> "torch.nn.Module":
     """The model a run with ``train.init_from = source`` trains: the trained run's or checkpoint's
     own, its encoder and tokenizer included (a finished run keeps only the vocabulary it uses:
     hmtc.slim), set up for this run. It must be the same model over the same taxonomy
@@ -145,13 +146,13 @@ def start_from(source: str | Path, cfg: dict, index) -> "torch.nn.Module":
         raise ConfigError(f"train.init_from {source}: its taxonomy is not this run's "
                           f"({init_index.n_nodes} vs {index.n_nodes} nodes, or another order); "
                           "set data.taxonomy to the file it was migrated to (hmtc migrate RUN NEW.tax -o RUN2)")
-    differ = [k for k in _SAME_MODEL if config["model"].get(k) != cfg["model"].get(k)]
+    differ = [k for k in _SAME_MODEL if getattr(config.model, k) != getattr(cfg.model, k)]
     if differ:
         raise ConfigError(f"train.init_from {source}: its model differs from this run's in "
                           f"{', '.join('model.' + k for k in differ)}; start from a run of the same model")
     model = ckpt.model
-    model.set_run_config(cfg)
-    if cfg["model"].get("fast_dropout"):
+    model.set_text(TextSpec.of(cfg))
+    if cfg.model.fast_dropout:
         use_fast_dropout(model)
     return model.train()
 
@@ -207,7 +208,7 @@ class Trainer:
 
     Parameters
     ----------
-    config : dict
+    config : RunConfig
         From :func:`hmtc.config.load_config`.
     run_dir : Path, optional
         Default ``<train.output_dir>/<name>``.
@@ -226,9 +227,12 @@ class Trainer:
         one set): a run takes the texts an earlier run cached and computes only the others.
     """
 
-    def __init__(self, config: dict, run_dir: str | Path | None = None, resume: bool = False,
+    def __init__(self, config: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
                  stop_after_epochs: int | None = None, console: Console | None = None,
                  quiet: bool = False, frozen_caches: dict | None = None, accept_changes: bool = False):
+        if not isinstance(config, RunConfig):
+            raise TypeError(f"Trainer takes a RunConfig (hmtc.config.load_config, or RunConfig.from_dict for "
+                            f"tables), not {type(config).__name__}")
         self.config = config
         self.run_dir = run_folder(config, run_dir)
         self.resume = resume
@@ -250,7 +254,7 @@ class Trainer:
             return self._fit()
 
     def _fit(self) -> Path:
-        cfg, t = self.config, self.config["train"]
+        cfg, t = self.config, self.config.train
         last = self.run_dir / "last"
         if self.resume:         # the newest whole checkpoint, even if a crash left last/ behind
             self.resume_from_ = newest_valid(
@@ -267,14 +271,14 @@ class Trainer:
         elif last.exists() or last.is_symlink() or versions(last):
             raise HmtcError("run folder exists; pass --resume to continue it or --out for a new one",
                             self.run_dir)
-        if t["frozen_store"] and not t["cache_frozen"]:
+        if t.frozen_store and not t.cache_frozen:
             raise ConfigError("train.frozen_store stores the states of train.cache_frozen: set cache_frozen = true")
-        if cfg["data"].get("shots") == 0 and MODELS.get(cfg["model"]["name"]).needs_examples:
-            raise ConfigError(f"data.shots = 0 leaves no training text for model {cfg['model']['name']!r}; "
+        if cfg.data.shots == 0 and MODELS.get(cfg.model.name).needs_examples:
+            raise ConfigError(f"data.shots = 0 leaves no training text for model {cfg.model.name!r}; "
                               "model.name = \"zeroshot\" scores from the taxonomy's names alone")
-        if MODELS.get(cfg["model"]["name"]).one_pass:
+        if MODELS.get(cfg.model.name).one_pass:
             if self.resume:
-                raise HmtcError(f"a {cfg['model']['name']} run is fitted in one pass; there is nothing to resume",
+                raise HmtcError(f"a {cfg.model.name} run is fitted in one pass; there is nothing to resume",
                                 self.run_dir)
             return self._fit_one_pass()
         setup = self._setup()
@@ -285,12 +289,12 @@ class Trainer:
         done_here = 0
         with progress_bar(self.console, self.quiet) as progress:
             self.cache_ = self.teacher_ = None
-            if t["teacher"]:          # one-off teacher logits, counted as training time
+            if t.teacher:          # one-off teacher logits, counted as training time
                 c0 = time.time()
                 self.teacher_ = self._teacher_logits(data, progress)
                 state.teacher_seconds = round((state.teacher_seconds or 0.0) + time.time() - c0, 1)
                 state.train_seconds += time.time() - c0
-            if t["cache_frozen"] and state.epoch < t["epochs"]:    # its one-off time counts as training time
+            if t.cache_frozen and state.epoch < t.epochs:    # its one-off time counts as training time
                 c0 = time.time()
                 self.cache_, reused, stored = self._cache_frozen(model, data, pad_id, progress)
                 state.cache_seconds = round((state.cache_seconds or 0.0) + time.time() - c0, 1)
@@ -301,17 +305,17 @@ class Trainer:
                 if stored:
                     state.cache_stored = stored
                     say(f"frozen-layer cache: {stored} of {n_train} texts read from the store")
-            for epoch in range(state.epoch, t["epochs"]):
+            for epoch in range(state.epoch, t.epochs):
                 if self.stop_after_epochs is not None and done_here >= self.stop_after_epochs:
                     break
-                torch.manual_seed(t["seed"] * 1000 + epoch)    # dropout stream per epoch
+                torch.manual_seed(t.seed * 1000 + epoch)    # dropout stream per epoch
                 e0 = time.time()
                 loss = self._train_epoch(model, data, optimizer, scheduler, ema, epoch, pad_id,
                                          progress, state)
                 state.train_seconds += time.time() - e0
                 with ema.swap() if ema else contextlib.nullcontext():
                     dev_metrics = self._dev_metrics(model, data, pad_id, progress)
-                    score = dev_metrics[t["metric"]]
+                    score = dev_metrics[t.metric]
                     state.epoch = epoch + 1
                     improved = score > state.best
                     if improved:
@@ -325,20 +329,20 @@ class Trainer:
                        "samples_per_s": round(n_train / (time.time() - e0), 2),
                        **{f"dev_{k}": dev_metrics[k] for k in ("micro_f1", "macro_f1")}}
                 state.history.append(rec)
-                every = t["save_every"]
-                if main and ((every and (epoch + 1) % every == 0) or (epoch + 1 == t["epochs"] and t["keep_last"])):
+                every = t.save_every
+                if main and ((every and (epoch + 1) % every == 0) or (epoch + 1 == t.epochs and t.keep_last)):
                     self._save_state(last, model, data.taxonomy, optimizer, ema, state)
                 say(f"epoch {epoch + 1}: loss {loss:.4f}, dev micro-F1 {dev_metrics['micro_f1']:.4f} "
                     f"macro-F1 {dev_metrics['macro_f1']:.4f}{' (best)' if improved else ''}, "
                     f"{rec['samples_per_s']} samples/s")
                 done_here += 1
-                if t["patience"] and state.bad_epochs >= t["patience"]:
-                    say(f"early stop: no dev gain for {t['patience']} epochs")
-                    state.epoch = t["epochs"]
-                    if main and (t["save_every"] or t["keep_last"]):
+                if t.patience and state.bad_epochs >= t.patience:
+                    say(f"early stop: no dev gain for {t.patience} epochs")
+                    state.epoch = t.epochs
+                    if main and (t.save_every or t.keep_last):
                         self._save_state(last, model, data.taxonomy, optimizer, ema, state)
                     break
-        if main and state.epoch >= t["epochs"]:
+        if main and state.epoch >= t.epochs:
             self._finish(last, state, model, data)
         self.dist_.close()
         self.state_ = state
@@ -349,22 +353,22 @@ class Trainer:
         """Seeds, devices (and the process group under torchrun), the model (new, or the one
         ``train.init_from`` starts from), the data, the optimizer, schedule and EMA, the state
         (a resumed run's own), and the run folder's config.json / run.json."""
-        cfg, t = self.config, self.config["train"]
-        seed_everything(t["seed"])
-        self.dist_, ddp_device = init_distributed(t.get("device", "auto"))
-        torch.set_num_threads(t["threads"] or max(1, (os.cpu_count() or 1) // self.dist_.world))
-        device = ddp_device or pick_device(t.get("device", "auto"))
+        cfg, t = self.config, self.config.train
+        seed_everything(t.seed)
+        self.dist_, ddp_device = init_distributed(t.device)
+        torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // self.dist_.world))
+        device = ddp_device or pick_device(t.device)
         self.device_ = device
         main = self.dist_.is_main
         if not main:
             self.quiet = True
         t0 = time.time()
         taxonomy = taxonomy_for(cfg)
-        model = (start_from(t["init_from"], cfg, taxonomy.compile()) if t["init_from"]
+        model = (start_from(t.init_from, cfg, taxonomy.compile()) if t.init_from
                  else create_model(cfg, taxonomy.compile()))
         tokenizer = model.tokenizer
         data = prepare(cfg, taxonomy, tokenizer, text_prefix=model.text_prefix)
-        if not self.resume and not t["init_from"] and hasattr(model, "init_from_data"):     # e.g. prototypes from names and examples
+        if not self.resume and not t.init_from and hasattr(model, "init_from_data"):     # e.g. prototypes from names and examples
             model.init_from_data(data.texts["train"], data.labels["train"])
         model.to(device)
         self.train_model_ = model
@@ -372,34 +376,34 @@ class Trainer:
             self.train_model_ = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         n_train = len(data.token_ids["train"])
-        steps_per_epoch = math.ceil(n_train / t["batch_size"])
-        total = steps_per_epoch * t["epochs"]
-        groups = model.encoder.param_groups(t["lr"], t["layer_decay"], t["weight_decay"])
-        groups.append({"params": model.head_parameters(), "lr": t["head_lr"], "weight_decay": t["weight_decay"]})
+        steps_per_epoch = math.ceil(n_train / t.batch_size)
+        total = steps_per_epoch * t.epochs
+        groups = model.encoder.param_groups(t.lr, t.layer_decay, t.weight_decay)
+        groups.append({"params": model.head_parameters(), "lr": t.head_lr, "weight_decay": t.weight_decay})
         fused = device.type == "cpu"
-        optimizer = torch.optim.AdamW(groups, lr=t["lr"], foreach=not fused, fused=fused or None)
+        optimizer = torch.optim.AdamW(groups, lr=t.lr, foreach=not fused, fused=fused or None)
         for g in optimizer.param_groups:
             g["initial_lr"] = g["lr"]
         trainable = [p for g in groups for p in g["params"]]
-        ema = EMA(trainable, t["ema"]) if t["ema"] > 0 else None
+        ema = EMA(trainable, t.ema) if t.ema > 0 else None
         state = TrainState()
         if self.resume:
             state = self._load_state(self.resume_from_, model, optimizer, ema)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(t["schedule"], int(t["warmup"] * total), total), last_epoch=state.step - 1)
+            optimizer, lr_lambda(t.schedule, int(t.warmup * total), total), last_epoch=state.step - 1)
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.resume:                 # a resumed run keeps how it was started
-                atomic_write_json(self.run_dir / "config.json", cfg)
+                atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
             else:
                 write_run_files(self.run_dir, cfg)
         say = self.console.print if main else (lambda *a, **k: None)
         for note in data.notes:
             say(f"note: {escape(note)}")
-        say(f"[bold]{escape(cfg['name'])}[/]: {n_train} train / {len(data.token_ids['dev'])} dev, "
+        say(f"[bold]{escape(cfg.name)}[/]: {n_train} train / {len(data.token_ids['dev'])} dev, "
             f"{data.index.n_nodes} nodes in {data.index.depth} levels, "
             f"{sum(p.numel() for p in trainable):,} trainable parameters, device {device}"
-            f"{', bf16' if t['bf16'] else ''}{f', {self.dist_.world} processes' if self.dist_.active else ''}; "
+            f"{', bf16' if t.bf16 else ''}{f', {self.dist_.world} processes' if self.dist_.active else ''}; "
             f"setup {time.time() - t0:.1f}s")
         return _Setup(model, data, optimizer, scheduler, ema, state, pad_id)
 
@@ -407,8 +411,8 @@ class Trainer:
         """Fit a model that trains in one pass (``one_pass``) on the training split; writes
         ``run.json``, ``config.json``, ``best/`` and its copy ``last/`` (with a ``train_state.json``
         giving the fit time and dev figures to the run record)."""
-        cfg, t = self.config, self.config["train"]
-        seed_everything(t["seed"])
+        cfg, t = self.config, self.config.train
+        seed_everything(t.seed)
         t0 = time.time()
         taxonomy = taxonomy_for(cfg)
         model = create_model(cfg, taxonomy.compile())       # option errors before the data loads
@@ -418,11 +422,11 @@ class Trainer:
         n_train = len(data.texts["train"])
         for note in data.notes:
             self.console.print(f"note: {escape(note)}")
-        self.console.print(f"[bold]{escape(cfg['name'])}[/]: {n_train} train / {len(data.texts['dev'])} dev, "
-                           f"{data.index.n_nodes} nodes in {data.index.depth} levels, {cfg['model']['name']}; "
+        self.console.print(f"[bold]{escape(cfg.name)}[/]: {n_train} train / {len(data.texts['dev'])} dev, "
+                           f"{data.index.n_nodes} nodes in {data.index.depth} levels, {cfg.model.name}; "
                            f"setup {time.time() - t0:.1f}s")
         t1 = time.time()
-        model.fit(data.texts["train"], data.labels["train"], t["seed"])
+        model.fit(data.texts["train"], data.labels["train"], t.seed)
         seconds = time.time() - t1
         rec = {"epoch": 1, "seconds": round(seconds, 1), "samples_per_s": round(n_train / max(seconds, 1e-9), 2)}
         if data.texts["dev"]:         # a few-shot protocol may leave no dev text (data.dev_shots = 0)
@@ -439,18 +443,18 @@ class Trainer:
         self.console.print(f"fit {seconds:.1f}s" + (f"; dev micro-F1 {rec['dev_micro_f1']:.4f} macro-F1 "
                                                     f"{rec['dev_macro_f1']:.4f}" if "dev_micro_f1" in rec else
                                                     "; no dev texts"))
-        self.state_, self.data_ = replace(state, epoch=t["epochs"]), data
+        self.state_, self.data_ = replace(state, epoch=t.epochs), data
         return self.run_dir
 
     def _train_epoch(self, model, data: Prepared, optimizer, scheduler, ema, epoch: int, pad_id: int,
                      progress: Progress, state: TrainState) -> float:
-        t = self.config["train"]
+        t = self.config.train
         ids, y = data.token_ids["train"], data.labels["train"]
         fit_losses(model, y)        # label priors are not saved with the weights: fit every epoch (cheap)
         cached = self.cache_ is not None
-        embeddings = word_embeddings(model) if (t["fgm_epsilon"] or t["gp_weight"]) and not cached else None
-        batches = length_batches([len(x) for x in ids], t["batch_size"], True, t["seed"], epoch, t["bucket_size"])
-        task = progress.add_task(f"epoch {epoch + 1}/{t['epochs']}", total=len(ids), info="")
+        embeddings = word_embeddings(model) if (t.fgm_epsilon or t.gp_weight) and not cached else None
+        batches = length_batches([len(x) for x in ids], t.batch_size, True, t.seed, epoch, t.bucket_size)
+        task = progress.add_task(f"epoch {epoch + 1}/{t.epochs}", total=len(ids), info="")
         weights = [1.0] * len(batches)
         if self.dist_.active:
             # every rank takes its slice of the same global batch; DDP averages rank gradients, so a
@@ -468,13 +472,13 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             step = functools.partial(self._batch_loss, self.train_model_, *inputs[:3], weight=w, teacher=teacher)
             if cached:      # FGM / GP perturb the cached states: the first trainable layer's input
-                loss = backward_step(lambda s: step(lower_states=s), None, t["fgm_epsilon"], t["gp_weight"],
+                loss = backward_step(lambda s: step(lower_states=s), None, t.fgm_epsilon, t.gp_weight,
                                      states=x) / w
             else:
-                loss = backward_step(step, embeddings, t["fgm_epsilon"], t["gp_weight"]) / w
+                loss = backward_step(step, embeddings, t.fgm_epsilon, t.gp_weight) / w
             # the norm is needed to see a non-finite gradient; an infinite bound leaves the gradients as they are
             norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                                  t["clip"] or float("inf"))
+                                                  t.clip or float("inf"))
             if self._finite(loss, norm):
                 optimizer.step()
                 scheduler.step()
@@ -486,7 +490,7 @@ class Trainer:
                 n += len(b)
             else:           # skipped (no update, the schedule waits); too many in a row is divergence
                 state.bad_steps += 1
-                if state.bad_steps >= t["max_bad_steps"]:
+                if state.bad_steps >= t.max_bad_steps:
                     last = state.last_finite_loss
                     raise HmtcError(f"training diverged at epoch {epoch + 1}, step {state.step + state.bad_steps}: "
                                     f"{state.bad_steps} consecutive steps with a non-finite loss or gradient "
@@ -516,27 +520,27 @@ class Trainer:
     def _batch_loss(self, model, input_ids, mask, labels, lower_states=None, weight: float = 1.0,
                     teacher: torch.Tensor | None = None) -> torch.Tensor:
         """The training loss of one batch under autocast, with R-Drop or distillation when configured."""
-        t = self.config["train"]
-        with autocast(self.device_, t["bf16"]):
-            if t["rdrop_alpha"]:
-                return weight * rdrop_loss(model, input_ids, mask, labels, t["rdrop_alpha"], lower_states)
+        t = self.config.train
+        with autocast(self.device_, t.bf16):
+            if t.rdrop_alpha:
+                return weight * rdrop_loss(model, input_ids, mask, labels, t.rdrop_alpha, lower_states)
             out = model(input_ids, mask, labels=labels, lower_states=lower_states)
             if teacher is None:
                 return weight * out.loss
-            a = t["distill_alpha"]
-            return weight * ((1 - a) * out.loss + a * distillation_loss(out.logits, teacher, t["distill_temperature"]))
+            a = t.distill_alpha
+            return weight * ((1 - a) * out.loss + a * distillation_loss(out.logits, teacher, t.distill_temperature))
 
     def _teacher_logits(self, data: Prepared, progress: Progress) -> torch.Tensor:
         """The teacher run's logits (S, N) on the training texts, in this run's node order; a
         seeds folder as teacher gives each seed's run its own seed's teacher."""
-        t = self.config["train"]
-        if t["rdrop_alpha"]:
+        t = self.config.train
+        if t.rdrop_alpha:
             raise ConfigError("train.teacher cannot be combined with R-Drop (train.rdrop_alpha)")
-        own_seed = Path(t["teacher"]) / f"seed-{t['seed']}"
-        folder = locate(own_seed if own_seed.is_dir() else t["teacher"])[1]
+        own_seed = Path(t.teacher) / f"seed-{t.seed}"
+        folder = locate(own_seed if own_seed.is_dir() else t.teacher)[1]
         teacher = load_checkpoint(folder)
         if list(teacher.index.ids) != list(data.index.ids):
-            raise ConfigError(f"train.teacher {t['teacher']}: its taxonomy's nodes differ from this run's")
+            raise ConfigError(f"train.teacher {t.teacher}: its taxonomy's nodes differ from this run's")
         return torch.from_numpy(teacher.scores(data.texts["train"], progress=progress))
 
     def _cache_frozen(self, model, data: Prepared, pad_id: int,
@@ -544,15 +548,15 @@ class Trainer:
         """Each training text's token states under the frozen part (bf16 when training in bf16), how
         many were taken from ``frozen_caches`` and how many read from the disk store
         (``train.frozen_store``) rather than computed."""
-        t = self.config["train"]
+        t = self.config.train
         if not getattr(model, "supports_cache", False):
             raise ConfigError("train.cache_frozen does not work with this model/head "
                               "(its encoder input changes with the labels)")
         model.encoder.check_split()
         ids = data.token_ids["train"]
-        key = frozen_fingerprint(model.encoder, t["bf16"], model.windows)
+        key = frozen_fingerprint(model.encoder, t.bf16, model.windows)
         # under torchrun the main process writes the store; the others keep their states in memory
-        store = FrozenStore(store_root() / key) if t["frozen_store"] and self.dist_.is_main else None
+        store = FrozenStore(store_root() / key) if t.frozen_store and self.dist_.is_main else None
         known: dict = {}
         if self.frozen_caches is not None:
             # per text, not per split: each seed draws its own dev split from the training file
@@ -562,9 +566,9 @@ class Trainer:
         keys = [text_key(x) for x in ids]          # the store's names, in memory too
         missing = [i for i, k in enumerate(keys) if k not in known]
         stored = store.holds([keys[i] for i in missing]) if store is not None else 0
-        built = cache_lower_states(model.encoder, [ids[i] for i in missing], pad_id, t["eval_batch_size"],
-                                   t["bf16"], self.device_, progress, model.windows, store,
-                                   keep=torch.bfloat16 if t["bf16"] else None)
+        built = cache_lower_states(model.encoder, [ids[i] for i in missing], pad_id, t.eval_batch_size,
+                                   t.bf16, self.device_, progress, model.windows, store,
+                                   keep=torch.bfloat16 if t.bf16 else None)
         if self.frozen_caches is None:
             return built, 0, stored
         for i, states in zip(missing, built):
@@ -572,8 +576,8 @@ class Trainer:
         return [known[k] for k in keys], len(ids) - len(missing), stored
 
     def _dev_metrics(self, model, data: Prepared, pad_id: int, progress: Progress) -> dict:
-        t = self.config["train"]
-        scores = model.score_ids(data.token_ids["dev"], t["eval_batch_size"], t["bf16"], self.device_, progress)
+        t = self.config.train
+        scores = model.score_ids(data.token_ids["dev"], t.eval_batch_size, t.bf16, self.device_, progress)
         pred = data.decoding.apply(scores, data.index, back_off=False)     # untuned: threshold 0
         return evaluate(data.labels["dev"], pred, data.index, include_per_label=False)
 
@@ -605,7 +609,9 @@ class Trainer:
             stored = json.loads(stored_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise HmtcError("cannot resume: the run's config.json is missing or unreadable", stored_path) from None
-        changes = config_changes(stored, self.config)
+        if not isinstance(stored, dict):
+            raise HmtcError("cannot resume: the run's config.json holds no config table", stored_path)
+        changes = config_changes(upgrade_config(stored), self.config.to_dict())
         if not changes:
             return
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(changes.items())[:6])
@@ -627,16 +633,16 @@ class Trainer:
         stored in ``train.save_dtype`` (:mod:`hmtc.slim`), and ``last/`` reduced to its
         ``train_state.json``, marked finished (the figures records and reports read): the last
         epoch's weights and optimizer state go unless ``train.keep_last``."""
-        t = self.config["train"]
-        prune = t["prune_vocab"] if isinstance(t["prune_vocab"], bool) else \
-            (self.config["data"]["shots"] == "all" and self.config["data"]["train_fraction"] >= 1.0)
-        if prune or t["save_dtype"] != "float32":
+        t = self.config.train
+        prune = t.prune_vocab if isinstance(t.prune_vocab, bool) else \
+            (self.config.data.shots == "all" and self.config.data.train_fraction >= 1.0)
+        if prune or t.save_dtype != "float32":
             seen = [*data.texts["train"], *data.texts["dev"], *data.index.names,
                     *(d for d in data.index.descriptions if d)]
-            prefixes = {model.text_prefix, str(self.config["model"]["options"].get("passage_prefix", ""))}
-            state.slim = slim_checkpoint(self.run_dir / "best", seen, prefixes, prune, t["save_dtype"])
+            prefixes = {model.text_prefix, str(getattr(model.config, "passage_prefix", ""))}
+            state.slim = slim_checkpoint(self.run_dir / "best", seen, prefixes, prune, t.save_dtype)
         state.finished = True
-        if not t["keep_last"]:
+        if not t.keep_last:
             with versioned_dir(last) as tmp:
                 atomic_write_json(tmp / "train_state.json", state.to_json())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import json
 
 import numpy as np
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 from hmtc.checkpoint import save_checkpoint
 from hmtc.loading import load_checkpoint
 from hmtc.cli import app
-from hmtc.config import load_config
+from hmtc.config import TextSpec, load_config
 from hmtc.decode import closure, top_down
 from hmtc.errors import ConfigError
 from hmtc.models import make_config
@@ -57,7 +58,7 @@ def states(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 ])
 def test_trains_lowers_the_loss_and_reloads(run_config, tmp_path, name, options):
     cfg = load_config(run_config, ["train.epochs=4", "train.record_dir=''", f"model.name={name}"])
-    cfg["model"]["options"] = options       # replace msml's options rather than merge into them
+    cfg = replace(cfg, model=replace(cfg.model, options=options))       # msml's options replaced, not merged into
     trainer = Trainer(cfg, tmp_path / name, quiet=True)
     trainer.fit()
     history = trainer.state_.history
@@ -198,7 +199,7 @@ def test_tfidf_checkpoint_reloads_to_identical_scores(tfidf_config, tmp_path):
     data = prepare(cfg, taxonomy_for(cfg))
     y = data.labels["train"].copy()
     y[:, data.index.id_to_index["plant-rose"]] = False      # a node without positives
-    model = TfidfModel.create(cfg, data.index).fit(data.texts["train"], y)
+    model = TfidfModel.create(cfg.model, TextSpec.of(cfg), data.index).fit(data.texts["train"], y)
     before = model.scores(data.texts["test"])
     save_checkpoint(tmp_path / "ckpt", model, data.taxonomy, cfg)
     ckpt = load_checkpoint(tmp_path / "ckpt")
@@ -215,8 +216,8 @@ def test_tfidf_leaves_only_scores_parents_by_their_best_child(tfidf_config, tmp_
     cfg = load_config(tfidf_config)
     data = prepare(cfg, taxonomy_for(cfg))
     index = data.index
-    cfg["model"]["options"] = {"targets": "leaves"}
-    model = TfidfModel.create(cfg, index).fit(data.texts["train"], data.labels["train"])
+    cfg = replace(cfg, model=replace(cfg.model, options={"targets": "leaves"}))
+    model = TfidfModel.create(cfg.model, TextSpec.of(cfg), index).fit(data.texts["train"], data.labels["train"])
     s = model.scores(data.texts["test"])
     for node in ("animal", "plant"):
         kids = [index.id_to_index[c] for c in data.taxonomy.children(node)]

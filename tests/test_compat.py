@@ -30,14 +30,15 @@ def test_an_old_checkpoints_config_is_upgraded_where_it_is_read(tmp_path):
     from hmtc.checkpoint import read_config
     from hmtc.config import DEFAULTS, check_config
     cfg = read_config(FIXTURES / "ckpt-0.1-msml")
+    tables = cfg.to_dict()
     for section, keys in DEFAULTS.items():
-        assert set(keys) <= set(cfg[section]), section
-    assert cfg["train"]["save_every"] == 1 and cfg["train"]["prune_vocab"] == "auto"
-    assert cfg["decode"]["complete"] == "auto"                 # stored: kept
-    check_config({k: v for k, v in cfg.items() if k != "name"})
+        assert set(keys) <= set(tables[section]), section
+    assert cfg.train.save_every == 1 and cfg.train.prune_vocab == "auto"
+    assert cfg.decode.complete == "auto"                 # stored: kept
+    check_config({k: v for k, v in tables.items() if k != "name"})
     stored = json.loads((FIXTURES / "ckpt-0.1-msml" / "checkpoint.json").read_text(encoding="utf-8"))["config"]
     stored["decode"].pop("complete")
     meta = tmp_path / "c"
     meta.mkdir()
     (meta / "checkpoint.json").write_text(json.dumps({"config": stored}), encoding="utf-8")
-    assert read_config(meta)["decode"]["complete"] is False       # absent: what runs then did
+    assert read_config(meta).decode.complete is False       # absent: what runs then did

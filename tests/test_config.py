@@ -50,8 +50,8 @@ def test_a_wrong_type_names_the_key_the_type_and_the_value(config, override, mes
 
 def test_ints_pass_as_floats_unchanged_and_free_tables_stay_free(config):
     cfg = load_config(config, ["train.lr=1", "decode.threshold=-1", "model.options={ any = [1, 'x'] }"])
-    assert cfg["train"]["lr"] == 1 and type(cfg["train"]["lr"]) is int                 # stored as given
-    assert cfg["decode"]["threshold"] == -1 and cfg["model"]["options"] == {"any": [1, "x"]}
+    assert cfg.train.lr == 1 and type(cfg.train.lr) is int                 # stored as given
+    assert cfg.decode.threshold == -1 and cfg.model.options == {"any": [1, "x"]}
 
 
 def test_a_bad_value_in_a_file_names_that_file(tmp_path):
@@ -93,7 +93,7 @@ ACCEPTED = ["train.epochs=1", "train.batch_size=1", "train.eval_batch_size=1", "
 def test_values_in_range_pass(config, override):
     key, _, _ = override.partition("=")
     section, name = key.split(".")
-    assert load_config(config, [override])[section][name] is not None
+    assert getattr(getattr(load_config(config, [override]), section), name) is not None
 
 
 @pytest.mark.parametrize("override, message", [
@@ -156,13 +156,13 @@ def test_defaults_come_from_the_schema_and_pass_it():
     for name, cls in SECTIONS.items():
         assert list(DEFAULTS[name]) == [f.name for f in fields(cls)]
     check_config(DEFAULTS)
-    assert load_config(None) == {**DEFAULTS, "name": "run"}
+    assert load_config(None).to_dict() == {**DEFAULTS, "name": "run"}
 
 
 @pytest.mark.parametrize("path", sorted(p for p in (ROOT / "experiments").glob("*.toml") if p.name != "goals.toml"),
                          ids=lambda p: p.name)
 def test_experiment_configs_load_and_validate(path):
-    cfg = load_config(path)
+    cfg = load_config(path).to_dict()
     check_config(cfg)
     assert list(cfg) == [*SECTIONS, "name"]
     assert all(list(cfg[name]) == list(DEFAULTS[name]) for name in SECTIONS)      # nothing added or lost
@@ -196,3 +196,89 @@ def test_config_show_names_where_each_value_comes_from(tmp_path):
     assert json.loads(r.stdout)["train.batch_size"]["from"] == "default"
     r = CliRunner().invoke(app, ["config", "show", str(tmp_path / "run.toml"), "--set", "train.epoch=5"])
     assert isinstance(r.exception, ConfigError) and "did you mean train.epochs" in str(r.exception)
+
+
+def _config_reads(tree):
+    """``(line, section, key)`` of every ``<cfg>.<section>.<key>`` read in a module, ``<cfg>`` a
+    name or attribute ending in ``cfg`` or ``config``, and of ``<alias>.<key>`` where a function
+    set ``alias = <cfg>.<section>``; and ``(line, None, text)`` of every ``<cfg>["<section>"]``."""
+    import ast
+
+    def is_cfg(node) -> bool:
+        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+        return name.endswith(("cfg", "config"))
+
+    def section_of(node) -> str | None:
+        if isinstance(node, ast.Attribute) and node.attr in SECTIONS and is_cfg(node.value):
+            return node.attr
+        return None
+
+    out = []
+    for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))] + [tree]:
+        aliases = {}
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target, value = node.targets[0], node.value
+                pairs = (zip(target.elts, value.elts) if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
+                         else [(target, value)])
+                for t, v in pairs:
+                    if isinstance(t, ast.Name) and section_of(v):
+                        aliases[t.id] = section_of(v)
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute):
+                section = section_of(node.value) or (aliases.get(node.value.id) if isinstance(node.value, ast.Name)
+                                                     else None)
+                if section:
+                    out.append((node.lineno, section, node.attr))
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and \
+                    node.slice.value in SECTIONS and is_cfg(node.value):
+                out.append((node.lineno, None, ast.unparse(node)))
+    return out
+
+
+def test_every_config_key_is_read_through_the_dataclasses():
+    """hmtc reads a run's settings as attributes of the frozen tables (``cfg.train.lr``), never
+    by string from a dict: every such read names a field of its table (a typo fails here, not as
+    a silently missing key at run time), and no module indexes a config by a table's name (the
+    stored tables are read back by RunConfig.from_dict only)."""
+    import ast
+
+    from hmtc.config import RunConfig
+    methods = {name for name in dir(object)}
+    bad, reads = [], 0
+    for path in sorted((ROOT / "hmtc").rglob("*.py")):
+        for line, section, key in _config_reads(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path.relative_to(ROOT)}:{line}"
+            if section is None:
+                if path.name != "config.py":
+                    bad.append(f"{where}: {key} (read it as an attribute)")
+                continue
+            reads += 1
+            if key not in {f.name for f in fields(SECTIONS[section])} | methods:
+                bad.append(f"{where}: {section}.{key} is no key of [{section}]")
+    assert not bad, "\n".join(bad)
+    assert reads > 150          # the walk sees the reads (a broken walk would pass with none)
+    cfg = RunConfig()
+    with pytest.raises(AttributeError):
+        cfg.train.epoch                                       # noqa: B018  (a typo is an error at once)
+    with pytest.raises(Exception, match="cannot assign"):
+        cfg.train.lr = 1.0                                    # frozen: a change is a new config
+
+
+def test_every_way_of_building_a_config_checks_it(config):
+    """A file, --set, merged (the estimator's and eval's overrides), dataclasses.replace and a
+    stored config all go through the same checks, each naming the key."""
+    import dataclasses
+
+    from hmtc.config import RunConfig
+    cfg = load_config(config)
+    for build in (lambda: load_config(config, ["decode.threshold=abc"]),
+                  lambda: cfg.with_overrides(["decode.threshold=abc"]),
+                  lambda: cfg.merged({"decode": {"threshold": "abc"}}),
+                  lambda: dataclasses.replace(cfg, decode=dataclasses.replace(cfg.decode, threshold="abc")),
+                  lambda: RunConfig.from_dict(cfg.to_dict() | {"decode": {"threshold": "abc"}})):
+        with pytest.raises(ConfigError, match=r"decode.threshold: expected \"tune\" \| float, got 'abc'"):
+            build()
+    with pytest.raises(ConfigError, match="did you mean train.epochs"):
+        cfg.merged({"train": {"epoch": 3}})
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg and cfg.merged({}) == cfg

@@ -331,12 +331,13 @@ def test_decoding_object_resolves_tunes_applies_and_round_trips():
     """Decoding: "auto" flags from the training labels, tuning as the separate functions tune,
     apply as decode() decodes, and decode.json written and read back (older files: defaults)."""
     from hmtc.calibration import fit_temperatures
+    from hmtc.config import DecodeConfig
     from hmtc.decode import Decoding, tune_level_thresholds
     tax = Taxonomy.parse("ROOT\n  a\n    a1\n    a2\n  b\n    b1\n")
     index = tax.compile()
     one_leaf = index.indicator([["a1"], ["b1"], ["a2"]])
-    d = {"method": "best", "single_path": "auto", "at_least_one": "auto", "complete": "auto", "threshold": "tune",
-         "per_label": True, "per_level": True, "label_prior": 2.0, "back_off": False}
+    d = DecodeConfig(method="best", single_path="auto", at_least_one="auto", complete="auto", threshold="tune",
+                     per_label=True, per_level=True, label_prior=2.0, back_off=False)
     dec = Decoding.resolve(d, index, one_leaf)
     assert (dec.single_path, dec.at_least_one, dec.complete) == (True, True, True)
     two = Decoding.resolve(d, index, index.indicator([["a1", "b1"], []]))

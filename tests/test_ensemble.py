@@ -18,8 +18,8 @@ def test_ensemble_of_seeds_folders_evaluates_and_distils(run_config, tmp_path, i
     invoke("ensemble", runs / "a", runs / "b", "--out", runs / "ens")
     for seed in (3, 5):
         ckpt = load_checkpoint(runs / "ens" / f"seed-{seed}" / "best")
-        assert ckpt.config["model"]["name"] == "ensemble" and len(ckpt.model.members) == 2
-        assert "mean" not in ckpt.config["model"]["options"]          # as before --weights tune existed
+        assert ckpt.config.model.name == "ensemble" and len(ckpt.model.members) == 2
+        assert "mean" not in ckpt.config.model.options          # as before --weights tune existed
         assert "weights_tuned" not in json.loads((runs / "ens" / f"seed-{seed}" / "run.json").read_text())
         texts = ["meow kitten", "oak leaf today"]
         parts = [load_checkpoint(runs / m / f"seed-{seed}" / "best").scores(texts) for m in ("a", "b")]
@@ -60,7 +60,7 @@ def test_tuned_weights_sum_a_neural_model_and_tfidf(run_config, tiny_dataset, tm
     r = invoke("ensemble", runs / "a", runs / "t42", "--out", runs / "ens", "--weights", "tune")
     assert "tuned on" in r.output and "dev texts" in r.output
     ckpt = load_checkpoint(runs / "ens" / "best")
-    options = ckpt.config["model"]["options"]
+    options = ckpt.config.model.options
     assert options["mean"] is False and len(options["weights"]) == 2
     tuned = json.loads((runs / "ens" / "run.json").read_text())["weights_tuned"]
     assert tuned["split"] == "dev" and tuned["texts"] > 0 and len(tuned["members_micro_f1"]) == 2

@@ -62,8 +62,8 @@ def test_fit_leaves_a_cli_run_folder(fitted):
     for name in ("best/checkpoint.json", "best/decode.json", "last/train_state.json", "metrics.json",
                  "data/data.toml", "data/train.jsonl", "data/taxonomy.tax"):
         assert (run / name).is_file(), name
-    assert fitted.config_["train"]["record_dir"] == ""
-    assert fitted.config_["model"]["options"]["filters"] == 16
+    assert fitted.config_.train.record_dir == ""
+    assert fitted.config_.model.options["filters"] == 16
     assert fitted.metrics_["split"] == "dev"
 
 

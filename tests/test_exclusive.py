@@ -3,6 +3,7 @@ loss in every model, decoding that keeps at most one child per group, and from-l
 
 from __future__ import annotations
 
+from dataclasses import replace
 import itertools
 import json
 import math
@@ -353,7 +354,7 @@ def test_tiny_models_train_an_epoch_on_an_exclusive_taxonomy(run_config, tiny_da
     cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", f"data.dataset='{data / 'tiny.toml'}'",
                                    f"model.name={model}"])
     if options is not None:
-        cfg["model"]["options"] = options       # replace msml's options rather than merge into them
+        cfg = replace(cfg, model=replace(cfg.model, options=options))       # msml's options replaced, not merged into
     trainer = Trainer(cfg, tmp_path / model, quiet=True)
     trainer.fit()
     assert trainer.data_.index.n_groups == 3

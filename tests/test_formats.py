@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from hmtc import HierarchicalClassifier
 from hmtc.cli import app
+from hmtc.config import RunConfig
 from hmtc.data import encode_labels, load_dataset, read_hiagm, read_hiagm_taxonomy
 from hmtc.data.prepare import taxonomy_for
 from hmtc.errors import DataError, TaxonomyError
@@ -200,7 +201,7 @@ def test_card_loads_with_the_taxonomy_converted(tmp_path, home):
     assert encode_labels(ds.splits["test"], tax).astype(int).tolist() == [[0, 1, 0, 0, 0, 0]]
     assert ds.splits["train"].texts[2] == "deep nets for scans"
     # the training path loads it the same way
-    cfg = {"data": {"taxonomy": "", "dataset": str(toml), "data_dir": ""}}
+    cfg = RunConfig.from_dict({"data": {"taxonomy": "", "dataset": str(toml), "data_dir": ""}})
     assert taxonomy_for(cfg).dumps() == tax.dumps()
     # an edited .taxonomy gets a new conversion
     write(tmp_path / "wos/wos.taxonomy", TAXONOMY + "Machine learning\tSVM\n")

@@ -48,7 +48,7 @@ def test_bad_steps_are_skipped_until_the_limit(run_config, tmp_path):
         return loss * torch.tensor(float("nan")) if calls["n"] == 3 else loss
     trainer._batch_loss = flaky
     trainer.fit()
-    batches = -(-len(trainer.data_.token_ids["train"]) // cfg["train"]["batch_size"])
+    batches = -(-len(trainer.data_.token_ids["train"]) // cfg.train.batch_size)
     assert calls["n"] == batches and trainer.state_.step == batches - 1     # one step skipped
     trainer = Trainer(cfg, tmp_path / "r2", quiet=True)
     trainer._batch_loss = lambda *a, **k: real(*a, **k) * torch.tensor(float("nan"))
@@ -136,15 +136,15 @@ def test_a_crash_between_any_two_file_operations_of_a_save_keeps_a_checkpoint(ru
                 m.setattr(hmtc.io.os, op, wrap(getattr(os, op)))
             m.setattr(hmtc.io.shutil, "rmtree", wrap(shutil.rmtree))
             try:
-                save_checkpoint(target, ckpt.model, ckpt.taxonomy, ckpt.config | {"name": "second"})
+                save_checkpoint(target, ckpt.model, ckpt.taxonomy, ckpt.config.merged({"name": "second"}))
                 done_all = True
             except Crash:
                 pass
         found = newest_valid(target, lambda f: check_manifest(f) is None and (f / "checkpoint.json").is_file())
         assert found is not None, f"no whole checkpoint after a crash at operation {after}"
-        assert load_checkpoint(found).config["name"] in ("tiny-msml", "second")
+        assert load_checkpoint(found).config.name in ("tiny-msml", "second")
         if done_all:
-            assert load_checkpoint(target).config["name"] == "second"
+            assert load_checkpoint(target).config.name == "second"
             assert [p.name for p in target.parent.glob(f".{target.name}.v*")] == [os.readlink(target)]   # old gone
             break
     assert done_all

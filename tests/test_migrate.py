@@ -4,6 +4,7 @@ error with nothing written, and a migrated run fine-tunes and predicts its new n
 
 from __future__ import annotations
 
+from dataclasses import replace
 import json
 
 import numpy as np
@@ -243,7 +244,7 @@ def test_estimator_update_learns_a_new_leaf(tiny_encoder, tmp_path):
     before = clf.predict_scores(["cat meow kitten"])
     clf.update([r["text"] for r in rows[:60]], [r["labels"] for r in rows[:60]], taxonomy=full, epochs=3)
     assert "plant-rose" in clf.classes_ and clf.migration_ == ["+ plant-rose  new under plant: from its name"]
-    assert clf.config_["train"]["init_from"]
+    assert clf.config_.train.init_from
     assert not np.array_equal(before, clf.predict_scores(["cat meow kitten"])[:, :before.shape[1]])
     got = clf.predict(["rose petal thorn rose", "cat meow kitten"])
     assert "plant-rose" in got[0] and "animal-cat" in got[1]
@@ -261,7 +262,7 @@ def test_proto_prototypes_follow_and_new_nodes_start_from_their_passages(tiny_en
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(tiny_config_text(tiny_dataset, tiny_encoder, tmp_path), encoding="utf-8")
     cfg = load_config(cfg_path, ["train.epochs=1", "train.record_dir=''", "model.name='proto'", "model.layers=[-1]"])
-    cfg["model"] = cfg["model"] | {"options": {"query_prefix": "", "passage_prefix": ""}}
+    cfg = replace(cfg, model=replace(cfg.model, options={"query_prefix": "", "passage_prefix": ""}))
     Trainer(cfg, tmp_path / "p", quiet=True).fit()
     old = load_checkpoint(tmp_path / "p" / "best")
     tax = old.taxonomy.add("plant-oak", "plant", name="oak")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import pytest
 import torch
 
@@ -90,7 +91,7 @@ def test_label_init_sets_each_row_from_its_label_text(run_config, model_name, mo
     from hmtc.models.label_init import label_texts
     cfg = load_config(run_config, [f"model.name='{model_name}'", f"model.options.label_init='{mode}'"])
     if model_name == "flat":
-        cfg["model"]["options"] = {"head": "mean", "label_init": mode}
+        cfg = replace(cfg, model=replace(cfg.model, options={"head": "mean", "label_init": mode}))
     taxonomy = taxonomy_for(cfg)
     index = taxonomy.compile()
     texts = label_texts(index, mode)

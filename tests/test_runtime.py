@@ -45,7 +45,7 @@ def exported(run_config, tmp_path):
     pytest.importorskip("onnxruntime")
     from hmtc.export import export_onnx
     cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''"])
-    cfg["model"]["options"] = cfg["model"]["options"] | {"conditional": True, "loss": "bce"}
+    cfg = cfg.merged({"model": {"options": {"conditional": True, "loss": "bce"}}})
     Trainer(cfg, tmp_path / "r", quiet=True).fit()
     export_onnx(tmp_path / "r" / "best")
     return tmp_path / "r"

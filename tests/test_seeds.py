@@ -58,11 +58,11 @@ def test_base_configs_merge_in_order(tmp_path):
                                              'options = { filters = 4 }\n')
     (tmp_path / "c.toml").write_text('base = "sub/b.toml"\nname = "cee"\n[train]\nepochs = 7\n')
     c = load_config(tmp_path / "c.toml")
-    assert (c["name"], c["train"]["epochs"], c["train"]["lr"]) == ("cee", 7, 2e-3)
-    assert c["model"]["options"] == {"filters": 4, "tower_dim": 16}     # table merged key by key
+    assert (c.name, c.train.epochs, c.train.lr) == ("cee", 7, 2e-3)
+    assert c.model.options == {"filters": 4, "tower_dim": 16}     # table merged key by key
     b = load_config(tmp_path / "sub" / "b.toml")
-    assert b["name"] == "b" and b["train"]["epochs"] == 5                # the name is never inherited
-    assert load_config(tmp_path / "c.toml", ["train.lr=5e-4"])["train"]["lr"] == 5e-4
+    assert b.name == "b" and b.train.epochs == 5                # the name is never inherited
+    assert load_config(tmp_path / "c.toml", ["train.lr=5e-4"]).train.lr == 5e-4
 
 
 def test_base_cycle_and_missing_base_are_clear_errors(tmp_path):
@@ -79,7 +79,7 @@ def test_base_cycle_and_missing_base_are_clear_errors(tmp_path):
 
 
 def test_set_name_and_names_that_escape(run_config):
-    assert load_config(run_config, ["name=other"])["name"] == "other"
+    assert load_config(run_config, ["name=other"]).name == "other"
     for bad in ("../up", "/abs/x", "a/../../b"):
         with pytest.raises(ConfigError, match="relative name"):
             load_config(run_config, [f"name='{bad}'"])
@@ -181,7 +181,9 @@ def test_eval_a_seeds_folder_with_another_decoding(run_config, tmp_path, invoke)
     assert json.loads((run / "seeds.td.json").read_text())["per_seed"] == agg["per_seed"]
     assert json.loads((run / "seed-3" / "best" / "decode.json").read_text())["method"] == "best"
     r = invoke("eval", run, "--quiet", "--set", "decode.nope=1", "--tag", "x", code=2)
-    assert "unknown decode key(s) nope" in r.output
+    assert "unknown key decode.nope" in r.output
+    r = invoke("eval", run, "--quiet", "--set", "decode.threshold=abc", code=2)      # checked as --set of train is
+    assert r.output.strip().splitlines() == ["error: decode.threshold: expected \"tune\" | float, got 'abc'"]
     r = invoke("eval", run, "--quiet", "--set", "train.lr=1", code=2)
     assert "only decode.* keys" in r.output
 

@@ -270,11 +270,11 @@ def test_every_response_names_the_model(serve, ckpt, tiny_run):
     digest = hashlib.sha256(ckpt.taxonomy.dumps().encode()).hexdigest()
     commit = json.loads((tiny_run / "run.json").read_text())["git_commit"]
     status, out, headers = request(s.url + "/predict", {"texts": ["cat"]}, with_headers=True)
-    assert out["model"] == {"run": ckpt.config["name"], "git_commit": commit, "taxonomy_sha256": digest,
+    assert out["model"] == {"run": ckpt.config.name, "git_commit": commit, "taxonomy_sha256": digest,
                             "hmtc_version": __import__("hmtc").__version__}
     assert headers["X-Hmtc-Taxonomy"] == digest and headers["X-Hmtc-Commit"] == commit
     status, health, headers = request(s.url + "/health", with_headers=True)
-    assert health["served"] == out["model"] and headers["X-Hmtc-Run"] == ckpt.config["name"]
+    assert health["served"] == out["model"] and headers["X-Hmtc-Run"] == ckpt.config.name
     assert request(s.url + "/nowhere", with_headers=True)[2]["X-Hmtc-Taxonomy"] == digest
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,8 @@ def test_cached_run_trains_like_an_uncached_one(run_config, tmp_path):
 ])
 def test_cache_config_errors(run_config, tmp_path, overrides, message):
     cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", "train.cache_frozen=true", *overrides])
-    if cfg["model"]["name"] == "flat":
-        cfg["model"]["options"] = {"head": "label_token"}
+    if cfg.model.name == "flat":
+        cfg = replace(cfg, model=replace(cfg.model, options={"head": "label_token"}))
     with pytest.raises(ConfigError, match=message):
         Trainer(cfg, tmp_path / "r", quiet=True).fit()
 
@@ -141,7 +142,7 @@ def test_onnx_export_scores_like_torch(run_config, tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))["figures"]
     assert [(f["settings"]["engine"], f["settings"]["precision"], f["settings"]["encoder_layers"]) for f in rows] == [
-        ("torch", "bf16" if cfg["train"]["bf16"] else "fp32", 2), ("onnx-int8", "int8", 2)]
+        ("torch", "bf16" if cfg.train.bf16 else "fp32", 2), ("onnx-int8", "int8", 2)]
     assert all(f["settings"]["checkpoint"] == str(tmp_path / "r") for f in rows)
     # the rate over three rounds: all texts over the summed time, the rounds' harmonic mean
     for f in rows:
@@ -281,9 +282,8 @@ def test_bench_prints_every_figure(tiny_encoder, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from hmtc.cli import app
-    from hmtc.config import DEFAULTS
     pytest.importorskip("onnxruntime")
-    monkeypatch.setitem(DEFAULTS["data"], "max_length", 32)        # the tiny BERT has 64 positions
+    monkeypatch.setattr("hmtc.bench.MAX_LENGTH", 32)        # the tiny BERT has 64 positions
     out = tmp_path / "bench.json"
     r = CliRunner().invoke(app, ["bench", "--encoder", str(tiny_encoder), "--steps", "2", "--rounds", "2",
                                  "--freeze-layers", "0,1", "--dropout", "torch,fast",
@@ -373,9 +373,8 @@ def test_gemm_rate_counts_multiply_adds_per_second(monkeypatch):
 
 def test_ceilings_follow_the_counted_flops(tiny_encoder, monkeypatch):
     from hmtc.bench import ceilings, duee_texts
-    from hmtc.config import DEFAULTS
     from hmtc.taxonomy import Taxonomy
-    monkeypatch.setitem(DEFAULTS["data"], "max_length", 32)        # the tiny BERT has 64 positions
+    monkeypatch.setattr("hmtc.bench.MAX_LENGTH", 32)        # the tiny BERT has 64 positions
     tax = Taxonomy.load(Path(__file__).resolve().parents[1] / "taxonomies" / "duee.tax")
     texts = duee_texts(200)
     rows = ceilings([{"model": "msml", "freeze_layers": 0}, {"model": "msml", "freeze_layers": 1}], [0, 1],
@@ -407,8 +406,7 @@ def test_bench_prints_ceilings_without_timing(tiny_encoder, tmp_path, monkeypatc
     from typer.testing import CliRunner
 
     from hmtc.cli import app
-    from hmtc.config import DEFAULTS
-    monkeypatch.setitem(DEFAULTS["data"], "max_length", 32)
+    monkeypatch.setattr("hmtc.bench.MAX_LENGTH", 32)
     r = CliRunner().invoke(app, ["bench", "--encoder", str(tiny_encoder), "--skip-train", "--skip-infer", "--ceilings",
                                  "--models", "msml", "--freeze-layers", "0", "--infer-layers", "1",
                                  "--engines", "torch,onnx,onnx-int8", "--steps", "2", "--train-texts", "200",
@@ -449,7 +447,7 @@ def test_path_probability_models_export_to_onnx(run_config, tmp_path, name, opti
     from hmtc.export import export_onnx
     from hmtc.loading import load_for_inference
     cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''"])
-    cfg["model"] = cfg["model"] | {"name": name, "options": (cfg["model"]["options"] if name == "msml" else {}) | options}
+    cfg = replace(cfg, model=replace(cfg.model, name=name, options=(cfg.model.options if name == "msml" else {}) | options))
     Trainer(cfg, tmp_path / "r", quiet=True).fit()
     ckpt = tmp_path / "r" / "best"
     export_onnx(ckpt, int8=False)

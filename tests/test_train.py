@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import json
 import signal
 import subprocess
@@ -145,8 +146,8 @@ def test_config_errors(run_config):
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(run_config, ["epochs"])
     cfg = load_config(run_config, ["train.lr=3e-5", "model.options.filters=8"])
-    assert cfg["train"]["lr"] == 3e-5 and cfg["model"]["options"]["filters"] == 8
-    assert cfg["model"]["options"]["tower_dim"] == 32          # file options kept
+    assert cfg.train.lr == 3e-5 and cfg.model.options["filters"] == 8
+    assert cfg.model.options["tower_dim"] == 32          # file options kept
 
 
 @pytest.mark.parametrize("model_name", ["msml", "flat"])
@@ -156,7 +157,7 @@ def test_scores_do_not_depend_on_batch_padding(run_config, model_name):
     from hmtc.data.prepare import taxonomy_for
     cfg = load_config(run_config, [f"model.name='{model_name}'"])
     if model_name == "flat":
-        cfg["model"]["options"] = {"head": "textcnn", "dropout": 0.0}
+        cfg = replace(cfg, model=replace(cfg.model, options={"head": "textcnn", "dropout": 0.0}))
     model = create_model(cfg, taxonomy_for(cfg).compile())
     tok = model.tokenizer
     model.eval()

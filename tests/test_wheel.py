@@ -25,7 +25,7 @@ from hmtc.data.catalog import DATASETS, get_spec
 site = Path(sys.argv[1]).resolve()
 assert Path(hmtc.__file__).resolve().is_relative_to(site), hmtc.__file__
 cfg = load_config(sys.argv[2])
-out = {"quickstart": str(get_spec(cfg["data"]["dataset"]).taxonomy)}
+out = {"quickstart": str(get_spec(cfg.data.dataset).taxonomy)}
 for name in DATASETS.names():
     path = Path(get_spec(name).taxonomy).resolve()
     assert path.is_relative_to(site) and path.is_file(), (name, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import random
 
 import numpy as np
@@ -165,7 +166,7 @@ def test_a_windowed_model_exports_to_onnx_and_scores_like_torch(run_config, tmp_
     from hmtc.loading import load_for_inference
     cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", f"model.name={model}", "model.windows=true",
                                    "model.window_length=16", "model.window_stride=4"])
-    cfg["model"]["options"] = cfg["model"]["options"] if options is None else options
+    cfg = cfg if options is None else replace(cfg, model=replace(cfg.model, options=options))
     Trainer(cfg, tmp_path / "r", quiet=True).fit()
     best = tmp_path / "r" / "best"
     export_onnx(best)
@@ -197,6 +198,6 @@ def test_window_config_errors(run_config, overrides, message):
 
 def test_the_label_token_head_refuses_windows(run_config):
     cfg = load_config(run_config, ["data.max_length=100", "model.windows=true", "model.name='flat'"])
-    cfg["model"]["options"] = {"head": "label_token"}
+    cfg = replace(cfg, model=replace(cfg.model, options={"head": "label_token"}))
     with pytest.raises(ConfigError, match="label_token head"):
         create_model(cfg, taxonomy_for(cfg).compile())

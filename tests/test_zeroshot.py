@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from hmtc.loading import load_checkpoint
-from hmtc.config import load_config
+from hmtc.config import RunConfig, load_config
 from hmtc.data.prepare import prepare, taxonomy_for
 from hmtc.errors import ConfigError
 from hmtc.models import create_model
@@ -23,10 +24,8 @@ def zs_config(run_config):
     return load_config(run_config, ["model.name=zeroshot", "model.layers=[-1]", "train.record_dir=''"])
 
 
-def _zs(cfg: dict, **options) -> dict:
-    cfg = dict(cfg)
-    cfg["model"] = cfg["model"] | {"options": {"query_prefix": "", "passage_prefix": "", **options}}
-    return cfg
+def _zs(cfg: RunConfig, **options) -> RunConfig:
+    return replace(cfg, model=replace(cfg.model, options={"query_prefix": "", "passage_prefix": "", **options}))
 
 
 def by_hand(model, texts: list[str]) -> torch.Tensor:
@@ -101,8 +100,7 @@ def test_descriptions_join_the_passages(zs_config, tmp_path):
 
 
 def test_zero_shots_train_in_one_pass_evaluate_and_reload(zs_config, tmp_path):
-    cfg = _zs(zs_config)
-    cfg["data"] = cfg["data"] | {"shots": 0}
+    cfg = _zs(zs_config).merged({"data": {"shots": 0}})
     trainer = Trainer(cfg, tmp_path / "zs", quiet=True)
     run = trainer.fit()
     from hmtc.evaluate import evaluate_run
@@ -117,8 +115,7 @@ def test_zero_shots_train_in_one_pass_evaluate_and_reload(zs_config, tmp_path):
 
 
 def test_few_shots_with_dev_tune_a_threshold(zs_config, tmp_path):
-    cfg = _zs(zs_config)
-    cfg["data"] = cfg["data"] | {"shots": 4}
+    cfg = _zs(zs_config).merged({"data": {"shots": 4}})
     run = Trainer(cfg, tmp_path / "fs", quiet=True).fit()
     from hmtc.evaluate import evaluate_run
     metrics = evaluate_run(run, quiet=True)
@@ -143,13 +140,10 @@ def test_bad_options_are_clear(zs_config, options, words):
 
 
 def test_proto_starts_from_the_zero_shot_prototypes_and_learns(zs_config, tmp_path):
-    cfg = _zs(zs_config, examples=0.5)
-    cfg["model"] = cfg["model"] | {"name": "proto"}
-    cfg["data"] = cfg["data"] | {"shots": 6}
-    cfg["train"] = cfg["train"] | {"epochs": 3}
+    cfg = _zs(zs_config, examples=0.5).merged({"model": {"name": "proto"}, "data": {"shots": 6}, "train": {"epochs": 3}})
     trainer = Trainer(cfg, tmp_path / "proto", quiet=True)
     index = taxonomy_for(cfg).compile()
-    start = create_model(cfg | {"model": cfg["model"] | {"name": "zeroshot"}}, index)
+    start = create_model(cfg.merged({"model": {"name": "zeroshot"}}), index)
     data = prepare(cfg, taxonomy_for(cfg))
     start.fit(data.texts["train"], data.labels["train"])
     run = trainer.fit()

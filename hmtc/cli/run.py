@@ -47,7 +47,7 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     from ..seeds import parse_seeds, train_seeds
     from ..train import Trainer
     cfg = load_config(config, [*(set_ or []), *([f"train.init_from={json.dumps(str(init))}"] if init else [])])
-    seed_list = parse_seeds(seeds) if seeds is not None else parse_seeds(cfg["train"]["seeds"])
+    seed_list = parse_seeds(seeds) if seeds is not None else parse_seeds(cfg.train.seeds)
     if seeds is not None and not seed_list:
         raise ConfigError(f"--seeds {seeds!r} names no seed; give one or more, e.g. --seeds 42,43,44")
     if seed_list:
@@ -59,7 +59,7 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     run_dir = run_folder(cfg, out)
     if not no_eval:
         check_record_free(record_path(cfg, run_dir), overwrite)
-    if cfg["train"]["baseline"] and not no_eval:
+    if cfg.train.baseline and not no_eval:
         from ..baseline import baseline_config
         baseline_config(cfg)                 # a bad baseline file fails now, not after training
     trainer = Trainer(cfg, run_dir, resume=resume, stop_after_epochs=stop_after, console=err, quiet=quiet,
@@ -67,14 +67,14 @@ def train(config: Path = typer.Argument(..., help="Run config (TOML); see experi
     trainer.fit()
     if not trainer.dist_.is_main:
         return                           # other ranks of a torchrun job: rank 0 evaluates
-    if no_eval or trainer.state_.epoch < cfg["train"]["epochs"]:
+    if no_eval or trainer.state_.epoch < cfg.train.epochs:
         err.print(f"run folder: {escape(str(run_dir))}")
         return
     metrics = evaluate_run(run_dir, err, quiet, overwrite=overwrite)
     _show(metrics)
-    if cfg["train"]["baseline"]:
+    if cfg.train.baseline:
         from ..baseline import fit_baseline
-        err.print(f"fitting the baseline {escape(cfg['train']['baseline'])} on the same split ...")
+        err.print(f"fitting the baseline {escape(cfg.train.baseline)} on the same split ...")
         _show_baseline(metrics, fit_baseline(cfg, run_dir, err, quiet), trainer.state_.train_seconds)
 
 
@@ -177,7 +177,7 @@ def _load_for_predict(ckpt_dir: Path, engine: str, threads: int):
     import os
 
     from ..checkpoint import read_config
-    if engine in ("onnx", "onnx-int8") and not read_config(ckpt_dir)["model"].get("windows"):
+    if engine in ("onnx", "onnx-int8") and not read_config(ckpt_dir).model.windows:
         from ..runtime import load_onnx
         return load_onnx(ckpt_dir, engine, threads)
     import torch

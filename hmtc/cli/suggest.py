@@ -60,7 +60,7 @@ def suggest_command(run: Path = typer.Argument(..., help="Trained run folder (us
                                    "level": p.level, "prediction": p.labels}, ensure_ascii=False) + "\n"
                        for p in picks)
     else:
-        version = str(ckpt.config.get("name") or ckpt_dir.parent.name)
+        version = ckpt.config.name
         text = json.dumps([label_studio_task(items[p.line], p, ckpt.index, version) for p in picks],
                           ensure_ascii=False, indent=1) + "\n"
     atomic_write_text(output, text)

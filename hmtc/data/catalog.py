@@ -176,22 +176,22 @@ def get_spec(name_or_toml: str | Path) -> DatasetSpec:
 
 def _spec_from_toml(path: Path) -> DatasetSpec:
     try:
-        cfg = tomllib.loads(path.read_bytes().decode("utf-8"))
+        table = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise DataError("dataset file not found", path) from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise DataError(f"cannot read TOML: {e}", path) from None
     for key in ("name", "format", "splits"):
-        if key not in cfg:
+        if key not in table:
             raise DataError(f"missing key {key!r}", path, item=key)
-    fmt = cfg["format"]
+    fmt = table["format"]
     if fmt not in READERS:
         raise DataError(f"unknown format {fmt!r}; one of {', '.join(READERS)}", path, item="format")
-    options = {k: v for k, v in cfg.items() if k not in _TOML_KEYS}
+    options = {k: v for k, v in table.items() if k not in _TOML_KEYS}
     splits = {}
-    if not isinstance(cfg["splits"], dict) or not cfg["splits"]:
+    if not isinstance(table["splits"], dict) or not table["splits"]:
         raise DataError("[splits] must map split names to paths", path, item="splits")
-    for split, value in cfg["splits"].items():
+    for split, value in table["splits"].items():
         if isinstance(value, str):
             splits[split] = SplitSpec(value)
         elif isinstance(value, dict) and isinstance(value.get("path"), str):
@@ -201,15 +201,15 @@ def _spec_from_toml(path: Path) -> DatasetSpec:
             raise DataError(f"split {split!r} must be a path or a table with a 'path'", path,
                             item=split)
         _check_options(READERS[fmt], {**options, **splits[split].options}, path)
-    tax = Path(cfg.get("taxonomy", f"{cfg['name']}.tax"))
-    rule = cfg.get("taxonomy_from", {})
+    tax = Path(table.get("taxonomy", f"{table['name']}.tax"))
+    rule = table.get("taxonomy_from", {})
     if rule and not isinstance(rule.get("sep"), str):
         raise DataError("[taxonomy_from] needs sep = \"...\" (and optionally maxsplit)", path,
                         item="taxonomy_from")
-    return DatasetSpec(str(cfg["name"]), fmt, options, splits,
+    return DatasetSpec(str(table["name"]), fmt, options, splits,
                        tax,
                        {"kind": "paths", "maxsplit": -1, **rule} if rule else {},
-                       str(cfg.get("description", "")), path)
+                       str(table.get("description", "")), path)
 
 
 def _check_options(reader, options: dict, path: Path | None) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import MODELS, EncoderModel, Model, ModelOutput, autocast, create_model, make_config
+from .base import MODELS, EncoderModel, Model, ModelOutput, autocast, create_model, load_model, make_config
 
-__all__ = ["MODELS", "EncoderModel", "Model", "ModelOutput", "autocast", "create_model", "make_config"]
+__all__ = ["MODELS", "EncoderModel", "Model", "ModelOutput", "autocast", "create_model", "load_model", "make_config"]
 
 from . import ensemble, flat, global_, local, msml, tfidf, zeroshot  # noqa: E402,F401  (registers the built-in models)

@@ -2,9 +2,12 @@
 
 A model, whatever it computes, offers
 
-    create(config, index)         an untrained model from the run config and the compiled taxonomy
+    create(config, text, index)   an untrained model from its own ``[model]`` table
+                                  (:class:`~hmtc.config.ModelConfig`, its ``options`` read as the
+                                  model's ``config_class``), how it reads texts
+                                  (:class:`~hmtc.config.TextSpec`) and the compiled taxonomy
     save(folder)                  its own files, into a checkpoint folder being written
-    load(folder, config, index)   the model a checkpoint folder holds
+    load(folder, config, text, index)   the model a checkpoint folder holds
     scores(texts, batch_size, bf16, progress)   (S, N) float32 scores in the index's column order,
                                   0 the decision boundary; None settings: the model's own defaults
     one_pass                      True when ``hmtc train`` fits it with one ``fit(texts, labels,
@@ -50,7 +53,7 @@ except ImportError:                     # transformers < 5
 
 from .batches import iterate, iterate_states
 from ..batching import length_batches, tokenize
-from ..config import check_fields
+from ..config import ModelConfig, RunConfig, TextSpec, check_fields
 from .dropout import use_fast_dropout
 from .encoder import TextEncoder, Windows, encoder_positions, load_backbone
 from ..encoders import resolve_encoder
@@ -109,8 +112,8 @@ class Model(ABC):
 
     @classmethod
     @abstractmethod
-    def create(cls, config: dict, index: TaxonomyIndex) -> "Model":
-        """An untrained model for the run ``config`` over the compiled taxonomy ``index``."""
+    def create(cls, config: ModelConfig, text: TextSpec, index: TaxonomyIndex) -> "Model":
+        """An untrained model of ``config`` reading texts as ``text`` over the compiled taxonomy ``index``."""
 
     @abstractmethod
     def save(self, folder: Path) -> None:
@@ -118,7 +121,7 @@ class Model(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, folder: Path, config: dict, index: TaxonomyIndex) -> "Model":
+    def load(cls, folder: Path, config: ModelConfig, text: TextSpec, index: TaxonomyIndex) -> "Model":
         """The model saved in ``folder`` by :meth:`save`, ready to score."""
 
     @abstractmethod
@@ -142,40 +145,44 @@ class Model(ABC):
         raise NotImplementedError(f"{type(self).__name__} trains in epochs, not in one fit")
 
 
-def create_model(config: dict, index: TaxonomyIndex) -> Model:
-    """The configured model (``config["model"]["name"]`` in ``MODELS``), untrained."""
-    return MODELS.get(config["model"]["name"]).create(config, index)
+def create_model(config: RunConfig, index: TaxonomyIndex) -> Model:
+    """The run's model (``config.model.name`` in ``MODELS``), untrained."""
+    return MODELS.get(config.model.name).create(config.model, TextSpec.of(config), index)
 
 
-def check_fits(backbone: nn.Module, config: dict) -> None:
-    """The run config against the loaded encoder: texts fit its positions (or windows, which fit
-    them), frozen layers exist."""
-    bc, m, max_length = backbone.config, config["model"], config["data"]["max_length"]
-    if not m["windows"] and (m["window_length"] or m["window_stride"]):
+def load_model(folder: Path, config: RunConfig, index: TaxonomyIndex) -> Model:
+    """The model of the run ``config`` saved in the checkpoint ``folder``."""
+    return MODELS.get(config.model.name).load(folder, config.model, TextSpec.of(config), index)
+
+
+def check_fits(backbone: nn.Module, m: ModelConfig, max_length: int) -> None:
+    """A model's config and text length against the loaded encoder: texts fit its positions (or
+    windows, which fit them), frozen layers exist."""
+    bc = backbone.config
+    if not m.windows and (m.window_length or m.window_stride):
         raise ConfigError("model.window_length and model.window_stride apply only with model.windows = true")
     positions = encoder_positions(bc)
-    if positions is not None and not m["windows"] and max_length > positions:
+    if positions is not None and not m.windows and max_length > positions:
         raise ConfigError(f"data.max_length {max_length} exceeds the encoder's {positions} positions; "
                           "model.windows = true cuts longer texts into windows")
-    if positions is not None and m["windows"] and m["window_length"] > positions:
-        raise ConfigError(f"model.window_length {m['window_length']} exceeds the encoder's {positions} positions")
-    if positions is None and m["windows"] and not m["window_length"]:
+    if positions is not None and m.windows and m.window_length > positions:
+        raise ConfigError(f"model.window_length {m.window_length} exceeds the encoder's {positions} positions")
+    if positions is None and m.windows and not m.window_length:
         raise ConfigError("model.windows: this encoder does not state its positions; set model.window_length")
     layers = getattr(bc, "num_hidden_layers", None)
-    if layers is not None and m["freeze_layers"] > layers:
-        raise ConfigError(f"model.freeze_layers {m['freeze_layers']} exceeds the encoder's {layers} layers")
+    if layers is not None and m.freeze_layers > layers:
+        raise ConfigError(f"model.freeze_layers {m.freeze_layers} exceeds the encoder's {layers} layers")
 
 
-def text_windows(encoder_config, tokenizer, config: dict) -> Windows | None:
-    """The windows of a run's texts (``model.windows``), or None when every text fits one window;
+def text_windows(encoder_config, tokenizer, m: ModelConfig, max_length: int) -> Windows | None:
+    """The windows of a model's texts (``model.windows``), or None when every text fits one window;
     ``encoder_config``: the encoder's transformers config (its positions)."""
-    m = config["model"]
-    length = m.get("window_length") or encoder_positions(encoder_config)     # .get: configs older than windows
-    if not m.get("windows") or config["data"]["max_length"] <= length:
+    length = m.window_length or encoder_positions(encoder_config)
+    if not m.windows or max_length <= length:
         return None
     if tokenizer.num_special_tokens_to_add() != 2:
         raise ConfigError("model.windows needs a tokenizer that adds one special token before a text and one after")
-    return Windows(length, m.get("window_stride", 0), tokenizer.pad_token_id or 0)
+    return Windows(length, m.window_stride, tokenizer.pad_token_id or 0)
 
 
 @dataclass
@@ -189,11 +196,13 @@ class ModelOutput:
 class EncoderModel(nn.Module, Model):
     """Base of the neural models: ``self.encoder`` (TextEncoder) feeds ``forward_states``.
 
-    ``tokenizer``, ``max_length``, ``windows`` and the scoring defaults ``eval_batch_size`` and
-    ``bf16`` come from the run config in :meth:`create` and :meth:`load`.
+    ``tokenizer`` and ``windows`` come from the model's config, ``max_length`` and the scoring
+    defaults ``eval_batch_size`` and ``bf16`` from its :class:`~hmtc.config.TextSpec`, in
+    :meth:`create` and :meth:`load` (:meth:`set_text` changes them).
     """
 
     tokenizer = None
+    model_config: ModelConfig | None = None     # the [model] table it was built from
     max_length = 512
     windows: Windows | None = None      # texts longer than the encoder reads at once (model.windows)
     eval_batch_size = 128
@@ -204,19 +213,19 @@ class EncoderModel(nn.Module, Model):
 
     # ---- the protocol -------------------------------------------------------------------
     @classmethod
-    def create(cls, config: dict, index: TaxonomyIndex) -> "EncoderModel":
+    def create(cls, config: ModelConfig, text: TextSpec, index: TaxonomyIndex) -> "EncoderModel":
         """Backbone (built-in name, local folder or hub id), tokenizer, encoder wrapper, this model;
         fast dropout and label-name initialisation when configured."""
-        m = config["model"]
-        backbone = load_backbone(m["encoder"], **m.get("encoder_options", {}))
-        check_fits(backbone, config)
-        encoder = TextEncoder(backbone, m["layers"], m["freeze_embeddings"], m["freeze_layers"])
-        model = cls(encoder, index, make_config(m["name"], m["options"]))
-        model.tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(m["encoder"]))
-        model.set_run_config(config)
+        backbone = load_backbone(config.encoder, **config.encoder_options)
+        check_fits(backbone, config, text.max_length)
+        encoder = TextEncoder(backbone, config.layers, config.freeze_embeddings, config.freeze_layers)
+        model = cls(encoder, index, make_config(config.name, config.options))
+        model.tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(config.encoder))
+        model.model_config = config
+        model.set_text(text)
         if getattr(model.config, "label_init", ""):
             init_from_label_names(model, model.tokenizer, index, model.config.label_init)
-        if m.get("fast_dropout"):
+        if config.fast_dropout:
             use_fast_dropout(model)
         return model
 
@@ -226,16 +235,16 @@ class EncoderModel(nn.Module, Model):
         self.tokenizer.save_pretrained(folder / "tokenizer")
 
     @classmethod
-    def load(cls, folder: Path, config: dict, index: TaxonomyIndex) -> "EncoderModel":
-        m = config["model"]
+    def load(cls, folder: Path, config: ModelConfig, text: TextSpec, index: TaxonomyIndex) -> "EncoderModel":
+        m = config
         enc_cfg = AutoConfig.from_pretrained(folder / "encoder")
         with no_init_weights():            # every weight is read from model.safetensors just below
             try:
                 backbone = AutoModel.from_config(enc_cfg, add_pooling_layer=False)
             except TypeError:
                 backbone = AutoModel.from_config(enc_cfg)
-        encoder = TextEncoder(backbone, m["layers"], m["freeze_embeddings"], m["freeze_layers"])
-        model = cls(encoder, index, make_config(m["name"], m["options"]))
+        encoder = TextEncoder(backbone, m.layers, m.freeze_embeddings, m.freeze_layers)
+        model = cls(encoder, index, make_config(m.name, m.options))
         weights = folder / "model.safetensors"
         try:
             missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=False)
@@ -252,17 +261,19 @@ class EncoderModel(nn.Module, Model):
         if not (folder / "tokenizer").is_dir():     # else transformers reads the path as a hub id
             raise HmtcError("missing: the checkpoint is incomplete", folder / "tokenizer")
         model.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-        model.set_run_config(config)
+        model.model_config = config
+        model.set_text(text)
         return model.eval()
 
-    def set_run_config(self, config: dict) -> None:
-        """Take the tokenisation length, the windows, the scoring defaults and whether the frozen
-        part's states are stored (:func:`hmtc.inference.score_texts` reads them) from a run config."""
-        t = config["train"]
-        self.max_length = config["data"]["max_length"]
-        self.windows = text_windows(self.encoder.backbone.config, self.tokenizer, config)
-        self.eval_batch_size, self.bf16 = t["eval_batch_size"], t["bf16"]
-        self.frozen_store = bool(self.supports_cache and t.get("cache_frozen") and t.get("frozen_store", False))
+    def set_text(self, text: TextSpec) -> None:
+        """Read and score texts as ``text`` says: the tokenisation length (and with it the windows
+        of ``model.windows``), the scoring defaults and whether the frozen part's states are stored
+        (:func:`hmtc.inference.score_texts` reads them); a trained model carried into another run
+        (``train.init_from``, :mod:`hmtc.migrate`) takes that run's."""
+        self.max_length = text.max_length
+        self.windows = text_windows(self.encoder.backbone.config, self.tokenizer, self.model_config, text.max_length)
+        self.eval_batch_size, self.bf16 = text.eval_batch_size, text.bf16
+        self.frozen_store = bool(self.supports_cache and text.frozen_store)
 
     def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
                progress=None) -> np.ndarray:

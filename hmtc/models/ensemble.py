@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import ModelConfig, RunConfig, TextSpec
 from ..errors import ConfigError, HmtcError
 from ..io import check_manifest
 from ..taxonomy import TaxonomyIndex
-from .base import MODELS, Model, make_config
+from .base import MODELS, Model, load_model, make_config
 
 
 @dataclass
@@ -57,15 +58,15 @@ class EnsembleModel(Model):
         self.weights = w / w.sum() if mean else w
 
     @classmethod
-    def create(cls, config: dict, index: TaxonomyIndex) -> "EnsembleModel":
+    def create(cls, config: ModelConfig, text: TextSpec, index: TaxonomyIndex) -> "EnsembleModel":
         raise ConfigError("an ensemble is assembled from trained checkpoints (hmtc ensemble), not trained")
 
     def save(self, folder: Path) -> None:
         """Nothing of its own: the members stay where they are, named in the config."""
 
     @classmethod
-    def load(cls, folder: Path, config: dict, index: TaxonomyIndex) -> "EnsembleModel":
-        options = make_config("ensemble", config["model"]["options"])
+    def load(cls, folder: Path, config: ModelConfig, text: TextSpec, index: TaxonomyIndex) -> "EnsembleModel":
+        options = make_config("ensemble", config.options)
         return cls([load_member(Path(m), index) for m in options.members], options.weights, options.mean)
 
     def scores(self, texts: Sequence[str], batch_size: int | None = None, bf16: bool | None = None,
@@ -85,10 +86,10 @@ def load_member(folder: Path, index: TaxonomyIndex) -> Model:
         raise HmtcError("ensemble member is not a checkpoint folder (no checkpoint.json)", folder)
     check_manifest(folder)
     try:
-        config = json.loads(meta.read_text(encoding="utf-8"))["config"]
+        stored = json.loads(meta.read_text(encoding="utf-8"))["config"]
         ids = json.loads((folder / "labels.json").read_text(encoding="utf-8"))["ids"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise HmtcError(f"ensemble member not readable: {e}", folder) from None
     if ids != list(index.ids):
         raise HmtcError("ensemble member has another label index than the ensemble", folder)
-    return MODELS.get(config["model"]["name"]).load(folder, config, index)
+    return load_model(folder, RunConfig.from_dict(stored, meta), index)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..config import TextSpec
 from ..errors import ConfigError
 from ..losses import build_loss, exclusive_loss
 from ..taxonomy import TaxonomyIndex
@@ -114,8 +115,8 @@ class FlatModel(EncoderModel):
     def supports_cache(self) -> bool:
         return self.config.head != "label_token"
 
-    def set_run_config(self, config: dict) -> None:
-        super().set_run_config(config)
+    def set_text(self, text: TextSpec) -> None:
+        super().set_text(text)
         if self.windows is not None and self.config.head == "label_token":
             raise ConfigError("the label_token head reads a text and its labels in one sequence: no model.windows")
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import safetensors.numpy
 
+from ..config import ModelConfig, TextSpec
 from ..errors import ConfigError
 from ..io import atomic_write_json
 from ..taxonomy import TaxonomyIndex
@@ -82,8 +83,8 @@ class TfidfModel(Model):
         self.config, self.index = config, index
 
     @classmethod
-    def create(cls, config: dict, index: TaxonomyIndex) -> "TfidfModel":
-        return cls(make_config("tfidf", config["model"]["options"]), index)
+    def create(cls, config: ModelConfig, text: TextSpec, index: TaxonomyIndex) -> "TfidfModel":
+        return cls(make_config("tfidf", config.options), index)
 
     def fit(self, texts: Sequence[str], labels: np.ndarray, seed: int = 0) -> "TfidfModel":
         """Fit the vectorizer on ``texts`` and one binary classifier per column of ``labels`` (S, N)
@@ -138,7 +139,7 @@ class TfidfModel(Model):
             "name": self.config.classifier, "C": self.config.C, "targets": self.config.targets}})
 
     @classmethod
-    def load(cls, folder: Path, config: dict, index: TaxonomyIndex) -> "TfidfModel":
+    def load(cls, folder: Path, config: ModelConfig, text: TextSpec, index: TaxonomyIndex) -> "TfidfModel":
         """Rebuild from a checkpoint folder: the vectorizer from its vocabulary and idf."""
         folder = Path(folder)
         meta = json.loads((folder / "tfidf.json").read_text(encoding="utf-8"))
@@ -148,7 +149,7 @@ class TfidfModel(Model):
         vec = TfidfVectorizer(**params, dtype=np.float32)
         vec.vocabulary_ = json.loads((folder / "vocabulary.json").read_text(encoding="utf-8"))
         vec.idf_ = arrays["idf"]
-        model = cls.create(config, index)
+        model = cls.create(config, text, index)
         # the saved classifier settings decide the scoring (older checkpoints: nodes)
         model.config.targets = meta["classifier"].get("targets", "nodes")
         model.vectorizer_, model.coef_, model.intercept_ = vec, arrays["coef"], arrays["intercept"]
