@@ -29,7 +29,7 @@ import math
 import re
 import sys
 import types
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -356,9 +356,6 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
-    def __post_init__(self) -> None:
-        check_run_name(self.name)
-
     @classmethod
     def from_dict(cls, tables: dict, path: str | Path | None = None) -> RunConfig:
         """A config stored as tables (checkpoint.json, config.json, a record, any subset of keys):
@@ -377,13 +374,15 @@ class RunConfig:
         return {section: asdict(getattr(self, section)) for section in SECTIONS} | {"name": self.name}
 
     def merged(self, extra: dict) -> RunConfig:
-        """``extra`` over this config as a config file's own keys are (tables key by key, model
-        options table over table), after checking it; ``extra["name"]`` renames the run."""
+        """``extra`` (tables of keys, any subset) over this config as a config file's own keys
+        are (:func:`_merge`), after checking it; ``extra["name"]`` renames the run."""
+        if not isinstance(extra, dict):
+            raise ConfigError(f"merge a dict of tables into a config (e.g. {{\"train\": {{\"lr\": 1e-4}}}}), "
+                              f"not {type(extra).__name__}")
         check_config(extra)
-        out = _merge(self.to_dict(), {k: v for k, v in extra.items() if k != "name"})
         if "name" in extra:
-            out["name"] = extra["name"]
-        return RunConfig.from_dict(out)
+            check_run_name(extra["name"])
+        return RunConfig.from_dict(_merge(self.to_dict(), extra))
 
     def with_overrides(self, items: list[str], only: str | None = None) -> RunConfig:
         """This config with ``section.key=value`` overrides (:func:`parse_overrides`) applied in
@@ -471,13 +470,11 @@ def config_docs() -> str:
 
 
 def _merge(base: dict, extra: dict) -> dict:
-    """``extra`` over ``base``: tables key by key, the free tables (model options, encoder options)
-    table over table; the one merge rule of base chains, overrides and stored configs."""
+    """``extra`` over ``base``, tables (model options and the tables inside them too) key by key:
+    the one merge rule of base chains, overrides and stored configs."""
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        if key in ("options", "encoder_options") and isinstance(value, dict):   # checked by the model / transformers
-            out[key] = {**out.get(key, {}), **value}
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -532,14 +529,17 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults, then the TOML file (over its ``base`` chain), then ``section.key=value`` overrides,
-    each checked against the schema (:func:`check_config`) before it is merged."""
+    each checked against the schema (:func:`check_config`) before it is merged; the run's name
+    (the file's ``name``, else its stem, else ``--set name=``) is checked once it is final."""
     cfg = RunConfig()
     if path is not None:
         path = Path(path)
         raw = _read(path)
-        name = raw.pop("name", None)
-        cfg = cfg.merged(raw | {"name": name or path.stem})
-    return cfg.with_overrides(overrides or [])
+        name = raw.pop("name", None) or path.stem
+        cfg = replace(cfg.merged(raw), name=name)
+    cfg = cfg.with_overrides(overrides or [])
+    check_run_name(cfg.name)
+    return cfg
 
 
 def dotted(d: dict, prefix: str = "") -> dict:

@@ -98,7 +98,8 @@ def build_ensemble(members: list[str | Path], out: str | Path, weights: list[flo
             options["mean"], tuned["seconds"] = False, round(time.time() - started, 1)
         make_config("ensemble", options)          # refused here, not when it is first loaded
         # the options are the ensemble's, not merged over the first member's
-        config = replace(config, name=folder.name, model=replace(config.model, name="ensemble", options=options))
+        config = replace(config, name=folder.resolve().name,
+                         model=replace(config.model, name="ensemble", options=options))
         with versioned_dir(folder / "best") as tmp:
             write_checkpoint_meta(tmp, taxonomy, config)
         # what its record needs: how it was made, and the training time of all its members

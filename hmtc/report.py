@@ -75,8 +75,9 @@ def load_run(path: str | Path, arrays: bool = False) -> Run:
     meta = _json(path / "run.json")
     # an ensemble's folder (hmtc ensemble) holds only its checkpoint and run.json, which sums its
     # members' training time
-    stored = _json(path / "config.json") or _json(path / "best" / "checkpoint.json").get("config", {})
-    config = RunConfig.from_dict(stored, path / "config.json") if stored else None
+    source = path / "config.json" if (path / "config.json").is_file() else path / "best" / "checkpoint.json"
+    stored = _json(source) if source.name == "config.json" else _json(source).get("config", {})
+    config = RunConfig.from_dict(stored, source) if stored else None
     state = _json(path / "last" / "train_state.json") or (
         {"train_seconds": meta["train_seconds"]} if "train_seconds" in meta else {})
     run = Run(path, metrics, config, meta, state)

@@ -282,3 +282,23 @@ def test_every_way_of_building_a_config_checks_it(config):
     with pytest.raises(ConfigError, match="did you mean train.epochs"):
         cfg.merged({"train": {"epoch": 3}})
     assert RunConfig.from_dict(cfg.to_dict()) == cfg and cfg.merged({}) == cfg
+
+
+def test_names_are_checked_once_final_and_stored_names_load(tmp_path):
+    """A run's name is checked when it is final (a bad name in the file that --set renames is
+    fine), a stored config loads whatever name it holds, and option tables merge key by key down
+    a base chain as everywhere else."""
+    from hmtc.config import RunConfig
+    (tmp_path / "base.toml").write_text('[model]\noptions = { loss_options = { gamma = 2.0, alpha = 0.25 } }\n',
+                                        encoding="utf-8")
+    (tmp_path / "c.toml").write_text('base = "base.toml"\nname = "../x"\n[model]\noptions = { loss_options = '
+                                     '{ gamma = 1.0 } }\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="run name '../x'"):
+        load_config(tmp_path / "c.toml")
+    cfg = load_config(tmp_path / "c.toml", ["name=ok"])
+    assert cfg.name == "ok" and cfg.model.options == {"loss_options": {"gamma": 1.0, "alpha": 0.25}}
+    assert RunConfig.from_dict(cfg.to_dict() | {"name": ""}).name == ""          # as an old ensemble stored it
+    with pytest.raises(ConfigError, match="run name"):
+        cfg.merged({"name": ".."})
+    with pytest.raises(ConfigError, match="not RunConfig"):
+        cfg.merged(cfg)
