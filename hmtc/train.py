@@ -43,6 +43,7 @@ from .loading import load_checkpoint
 from .losses import distillation_loss, fit_losses
 from .metrics import evaluate
 from .models import MODELS, autocast, create_model
+from .models.base import check_fits
 from .models.batches import iterate, iterate_states
 from .models.dropout import use_fast_dropout
 from .progress import progress_bar
@@ -130,9 +131,9 @@ def config_changes(stored: dict, new: dict) -> dict[str, tuple]:
             if a.get(k) != b.get(k) and k not in _NEUTRAL_KEYS}
 
 
-# what a run started from another's weights must share with it: these build the same network
-_SAME_MODEL = ("name", "options", "layers", "freeze_embeddings", "freeze_layers", "windows", "window_length",
-               "window_stride")
+# what a run started from another's weights must share with it: these build the same network (what
+# of it trains, model.freeze_*, is the new run's own)
+_SAME_MODEL = ("name", "options", "layers", "windows", "window_length", "window_stride")
 
 
 def start_from(source: str | Path, cfg: RunConfig, index) -> "torch.nn.Module":
@@ -151,6 +152,9 @@ def start_from(source: str | Path, cfg: RunConfig, index) -> "torch.nn.Module":
         raise ConfigError(f"train.init_from {source}: its model differs from this run's in "
                           f"{', '.join('model.' + k for k in differ)}; start from a run of the same model")
     model = ckpt.model
+    model.model_config = cfg.model
+    check_fits(model.encoder.backbone, cfg.model, cfg.data.max_length)
+    model.encoder.freeze(cfg.model.freeze_embeddings, cfg.model.freeze_layers)
     model.set_text(TextSpec.of(cfg))
     if cfg.model.fast_dropout:
         use_fast_dropout(model)

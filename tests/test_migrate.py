@@ -228,6 +228,21 @@ def test_init_from_starts_from_the_migrated_weights(run, tmp_path, invoke):
     a, b = load_checkpoint(tmp_path / "r2" / "best"), load_checkpoint(tmp_path / "r3" / "best")
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    # what trains is the new run's choice: the lower layer and the embeddings held (their states
+    # cached), the layer above and the head learn
+    layers = len(a.model.encoder.blocks())
+    invoke("train", run.parent / "c.toml", "--init", tmp_path / "r2", "--out", tmp_path / "r4", *common,
+           "--set", f"data.taxonomy='{edited}'", "--set", "model.freeze_layers=1",
+           "--set", "train.cache_frozen=true", "--set", "train.lr=0.01", "--set", "train.ema=0.0")
+    sc = load_checkpoint(tmp_path / "r4" / "best").model.state_dict()
+    held = [k for k in sa if k.startswith(("encoder.backbone.embeddings.", "encoder.backbone.encoder.layer.0."))]
+    upper = [k for k in sa if k.startswith(f"encoder.backbone.encoder.layer.{layers - 1}.")]
+    assert held and all(torch.equal(sa[k], sc[k]) for k in held)
+    assert upper and any(not torch.equal(sa[k], sc[k]) for k in upper)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa if not k.startswith("encoder."))
+    r = invoke("train", run.parent / "c.toml", "--init", tmp_path / "r2", "--out", tmp_path / "bad3", *common,
+               "--set", f"data.taxonomy='{edited}'", "--set", f"model.freeze_layers={layers + 1}", code=2)
+    assert f"exceeds the encoder's {layers} layers" in r.output
 
 
 def test_estimator_update_learns_a_new_leaf(tiny_encoder, tmp_path):

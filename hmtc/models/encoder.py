@@ -50,12 +50,19 @@ class TextEncoder(nn.Module):
                               f"(0..{depth}, or -1..-{depth + 1} from the top)")
         self.hidden_size = backbone.config.hidden_size
         self.mix = nn.Parameter(torch.zeros(len(self.layers))) if len(self.layers) > 1 else None
+        self.freeze(freeze_embeddings, freeze_layers)
+
+    def freeze(self, freeze_embeddings: bool, freeze_layers: int) -> None:
+        """Keep the word embeddings (``freeze_embeddings``) and the lowest ``freeze_layers`` layers
+        (the whole embeddings with them) fixed and let the rest of the backbone train: set from
+        scratch, so a trained encoder carried into another run (``train.init_from``) takes that
+        run's choice."""
+        self.backbone.requires_grad_(True)
         self.freeze_layers = freeze_layers
-        emb = getattr(backbone, "embeddings", None)
+        emb = getattr(self.backbone, "embeddings", None)
         if freeze_embeddings and emb is not None:
             emb.word_embeddings.weight.requires_grad_(False)
-        blocks = self.blocks()
-        for block in blocks[:freeze_layers]:
+        for block in self.blocks()[:freeze_layers]:
             block.requires_grad_(False)
         if freeze_layers and emb is not None:
             emb.requires_grad_(False)
