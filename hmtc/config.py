@@ -253,6 +253,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, Bound | None]]] = {
     name: {f.name: (get_type_hints(cls)[f.name], f.metadata["bound"]) for f in fields(cls)}
     for name, cls in SECTIONS.items()}
 
+
 def _type_name(tp: Any) -> str:
     """A schema type in words: ``float``, ``list of int``, ``"tune" | float``, ``table`` (no brackets:
     the CLI prints errors as rich markup)."""
@@ -375,11 +376,11 @@ class RunConfig:
 
     def merged(self, extra: dict) -> RunConfig:
         """``extra`` (tables of keys, any subset) over this config as a config file's own keys
-        are (:func:`_merge`), after checking it; ``extra["name"]`` renames the run."""
+        are (:func:`_merge`), the result checked (:meth:`from_dict`); ``extra["name"]`` renames
+        the run."""
         if not isinstance(extra, dict):
             raise ConfigError(f"merge a dict of tables into a config (e.g. {{\"train\": {{\"lr\": 1e-4}}}}), "
                               f"not {type(extra).__name__}")
-        check_config(extra)
         if "name" in extra:
             check_run_name(extra["name"])
         return RunConfig.from_dict(_merge(self.to_dict(), extra))

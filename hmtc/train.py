@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .batching import length_batches
 from .checkpoint import locate, save_checkpoint
-from .config import RunConfig, TextSpec, upgrade_config
+from .config import RunConfig, TextSpec, dotted, upgrade_config
 from .data.prepare import Prepared, prepare, taxonomy_for
 from .distributed import DistContext, init_distributed
 from .errors import ConfigError, HmtcError
@@ -113,20 +113,11 @@ _NEUTRAL_KEYS = {"name", "data.data_dir", "train.output_dir", "train.record_dir"
                  "train.eval_batch_size", "train.seeds", "train.baseline", "train.keep_last", "train.save_every"}
 
 
-def _flatten(cfg: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out |= _flatten(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def config_changes(stored: dict, new: dict) -> dict[str, tuple]:
     """``{dotted key: (stored value, new value)}`` for every key whose value differs between two
     resolved run configs, other than those naming places or scoring speed (``_NEUTRAL_KEYS``)."""
-    a, b = _flatten(stored), _flatten(new)
+    # an empty option table is no value of its own: its keys are compared where either side has them
+    a, b = ({k: v for k, v in dotted(c).items() if v != {}} for c in (stored, new))
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
             if a.get(k) != b.get(k) and k not in _NEUTRAL_KEYS}
 
