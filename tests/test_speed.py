@@ -455,3 +455,26 @@ def test_path_probability_models_export_to_onnx(run_config, tmp_path, name, opti
     ref = load_for_inference(ckpt, "torch").scores(texts)
     got = load_for_inference(ckpt, "onnx", threads=1).scores(texts, batch_size=3)
     assert got.shape == ref.shape and np.allclose(got, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [["train.bf16=false"], ["train.bf16=true"],
+                                       ["data.max_length=200", "model.windows=true", "model.window_length=8",
+                                        "model.window_stride=3"]])
+def test_cached_dev_pass_scores_as_the_uncached_one(run_config, tmp_path, overrides):
+    """A cached run scores dev from the frozen part's states computed once: bitwise the scores of
+    the full forward (so it picks the same best epoch), windows of long texts included."""
+    from hmtc.loading import load_checkpoint
+    cfg = load_config(run_config, ["train.epochs=1", "train.record_dir=''", "model.freeze_layers=1",
+                                   "train.cache_frozen=true", *overrides])
+    bf16 = cfg.train.bf16
+    t = Trainer(cfg, tmp_path / "r", quiet=True)
+    t.fit()
+    order, states = t.dev_states_
+    ids = t.data_.token_ids["dev"]
+    assert len(states) == len(ids) > 1 and sorted(order.tolist()) == list(range(len(ids)))
+    if cfg.model.windows:
+        assert max(len(x) for x in ids) > 8
+    model = load_checkpoint(tmp_path / "r" / "best").model
+    full = model.score_ids(ids, cfg.train.eval_batch_size, bf16)
+    from_states = model.score_states(states, cfg.train.eval_batch_size, bf16)
+    assert np.array_equal(full[order], from_states)
