@@ -5,9 +5,9 @@ them, every text that carries one out of train and dev), then add them back thro
 ``HierarchicalClassifier.update``: ``hmtc.migrate`` carries the run onto the full taxonomy (the
 five start from their names) and a short fine-tune reads ``--shots`` texts of each new leaf and
 ``--replay`` of each old one. Reported on the whole test split: the new leaves' F1, the old
-leaves' leaf macro-F1 before (the base run) and after, and the update's wall time; then the
-same base run carried through a rename + merge + move edit with no training (what each edited
-node's F1 becomes and whether untouched nodes score identically).
+leaves' leaf macro-F1 before (the base run) and after, and the update's wall time; and the
+same two figures on the update's own dev texts, which choose among update recipes without looking
+at test. (The rename + merge + move scenario on the same base runs: ``taxonomy_edit.py``.)
 
     python benchmarks/taxonomy_update.py --seeds 42,43,44 --out experiments/taxonomy-update.json
 
@@ -135,14 +135,20 @@ def main() -> None:
         pred1 = clf.predict(te_texts)
         f_new = leaf_f1(index, te_labels, pred1, new)
         f_old1 = leaf_f1(index, te_labels, pred1, old_leaves)
+        # the update's own dev texts (4 a leaf), scored the same way: what picks among recipes
+        dev_pred = clf.predict([tr_texts[r] for r in dev])
+        dev_gold = [tr_labels[r] for r in dev]
         row = {"seed": seed, "base_train_seconds": base_seconds, "update_seconds": update_seconds,
                "update_texts": len(upd), "update_dev_texts": len(dev),
                "new_leaf_f1": dict(zip(new, np.round(f_new, 4).tolist())), "new_leaves_mean_f1": round(float(f_new.mean()), 4),
                "old_leaf_macro_f1_before": round(float(f_old0.mean()), 4),
-               "old_leaf_macro_f1_after": round(float(f_old1.mean()), 4)}
+               "old_leaf_macro_f1_after": round(float(f_old1.mean()), 4),
+               "dev_new_leaves_mean_f1": round(float(leaf_f1(index, dev_gold, dev_pred, new).mean()), 4),
+               "dev_old_leaf_macro_f1": round(float(leaf_f1(index, dev_gold, dev_pred, old_leaves).mean()), 4)}
         print(json.dumps(row, ensure_ascii=False), flush=True)
         per_seed.append(row)
-    keys = ["new_leaves_mean_f1", "old_leaf_macro_f1_before", "old_leaf_macro_f1_after", "update_seconds"]
+    keys = ["new_leaves_mean_f1", "old_leaf_macro_f1_before", "old_leaf_macro_f1_after", "update_seconds",
+            "dev_new_leaves_mean_f1", "dev_old_leaf_macro_f1"]
     mean = {k: round(float(np.mean([r[k] for r in per_seed])), 4) for k in keys}
     std = {k: round(float(np.std([r[k] for r in per_seed])), 4) for k in keys}
     record = {"command": shlex.join(["python", *sys.argv]), "git_commit": git_commit(),
