@@ -43,7 +43,7 @@ from hmtc.io import atomic_write_json
 from hmtc.metrics import evaluate
 from hmtc.predict import decode_checkpoint
 from hmtc.record import git_commit, machine_info
-from hmtc.suggest import STRATEGIES, suggest
+from hmtc.suggest import STRATEGIES, WEIGHTS, suggest
 from hmtc.taxonomy import Taxonomy
 
 RECIPE = {"model": {"freeze_layers": 11},
@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=200, help="texts labelled per round")
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--weights", default="pool", choices=WEIGHTS, help="what makes a node rare to `uncertain`")
     ap.add_argument("--recipe", default=json.dumps(RECIPE), help="JSON tables over the config")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -126,7 +127,7 @@ def main() -> None:
                 pool = [i for i in range(len(split["train"][0])) if i not in taken]
                 texts = [split["train"][0][i] for i in pool]
                 picks = suggest(clf.checkpoint_, texts, args.batch, strategy, seed=seed * 100 + r,
-                                scores=score_texts(clf.checkpoint_.model, texts)[0])
+                                scores=score_texts(clf.checkpoint_.model, texts)[0], weights=args.weights)
                 labelled += [pool[p.line] for p in picks]
             row[strategy] = curve
         row["seconds"] = round(time.time() - t0, 1)
@@ -143,6 +144,7 @@ def main() -> None:
               "git_commit": git_commit(), "machine": machine_info(), "python": platform.python_version(),
               "config": args.config, "recipe": json.loads(args.recipe), "start_shots": args.start,
               "rounds": args.rounds, "batch": args.batch, "seeds": seeds, "strategies": strategies,
+              "weights": args.weights,
               "seconds": round(time.time() - started, 1), "mean": mean, "std": std, "per_seed": per_seed}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, record)

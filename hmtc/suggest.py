@@ -9,10 +9,14 @@ decode.json), the decision at node j is z_j > t_j, and its calibrated margin is
 
 The decisions a text's answer rests on are those at nodes whose parents it predicts (level 1
 always): D(x) = {j : every parent of j is predicted}, so an unsure child under a rejected parent
-does not count. Rarer nodes weigh more, rarity read from the pool itself (p̄_j: the mean of
-σ((z_j − t_j) / T) over the pool, a node's predicted share):
+does not count. Rarer nodes weigh more, rarity read from the pool itself (``weights = "pool"``;
+p̄_j: the mean of σ((z_j − t_j) / T) over the pool, a node's predicted share) or from the run's
+labelled texts (``weights = "labelled"``; n_j: the training texts that carry node j, the
+checkpoint's support, so a node whose labels lag behind the others' weighs as 1 / sqrt(n_j), the
+rate at which one more label still moves its estimate):
 
-    w_j = min(10, sqrt(max_k p̄_k / max(p̄_j, 1 / |pool|)))
+    w_j = min(10, sqrt(max_k p̄_k / max(p̄_j, 1 / |pool|)))        pool
+    w_j = min(10, sqrt(max_k n_k / max(n_j, 1)))                  labelled
     u(x) = max_{j ∈ D(x)} w_j · exp(−m_j)
 
 and the node j* that attains it (its level: the deepest decision that matters is often a leaf
@@ -36,12 +40,13 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, read_support
 from .errors import HmtcError
 from .predict import decode_checkpoint, deepest_paths
 from .taxonomy import Taxonomy, TaxonomyIndex
 
 STRATEGIES = ("uncertain", "random")
+WEIGHTS = ("pool", "labelled")
 
 
 @dataclass
@@ -57,16 +62,21 @@ class Pick:
 
 
 def uncertainty(scores: np.ndarray, keep: np.ndarray, thr: np.ndarray, temperatures: Sequence[float] | None,
-                index: TaxonomyIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                index: TaxonomyIndex, support: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(u (S,), the deciding node j* (S,), calibrated probabilities σ((z − t) / T) (S, N)); see the
-    module docstring."""
+    module docstring. ``support`` (N,): the labelled texts of each node, weighing nodes by it
+    (``labelled``) instead of by their share of the pool."""
     temps = np.ones(index.n_nodes, dtype=np.float64)
     for sl, t in zip(index.level_slices, temperatures or []):
         temps[sl] = t
     margin = (np.asarray(scores, dtype=np.float64) - np.broadcast_to(thr, scores.shape)) / temps
     prob = 1.0 / (1.0 + np.exp(-np.clip(margin, -50, 50)))
-    share = prob.mean(0)
-    w = np.minimum(10.0, np.sqrt(share.max() / np.maximum(share, 1.0 / max(len(scores), 1))))
+    if support is None:
+        share = prob.mean(0)
+        w = np.minimum(10.0, np.sqrt(share.max() / np.maximum(share, 1.0 / max(len(scores), 1))))
+    else:
+        n = np.asarray(support, dtype=np.float64)
+        w = np.minimum(10.0, np.sqrt(n.max() / np.maximum(n, 1.0)))
     par, valid = index.parents_padded, index.parents_padded >= 0
     # a node's decision counts when every parent is predicted (the root: always)
     parents_kept = np.where(valid[None], keep[:, np.where(valid, par, 0)], True).all(2)
@@ -91,7 +101,7 @@ def k_center(u: np.ndarray, reps: np.ndarray, k: int) -> list[int]:
 
 
 def suggest(ckpt: Checkpoint, texts: Sequence[str], k: int, strategy: str = "uncertain", seed: int = 0,
-            candidates: int = 10_000, scores: np.ndarray | None = None) -> list[Pick]:
+            candidates: int = 10_000, scores: np.ndarray | None = None, weights: str = "pool") -> list[Pick]:
     """The ``k`` texts to label next (fewer when the pool has fewer distinct non-blank texts), most
     useful first.
 
@@ -111,11 +121,22 @@ def suggest(ckpt: Checkpoint, texts: Sequence[str], k: int, strategy: str = "unc
     scores : ndarray of shape (len(texts), n_nodes), optional
         The run's scores of the pool where the caller has them (``hmtc suggest`` reads a run's
         frozen layers from its store, :func:`hmtc.inference.score_texts`); None: ``ckpt.scores``.
+    weights : {"pool", "labelled"}
+        What makes a node rare (the module docstring): its predicted share of the pool, or how few
+        of the run's training texts carry it (the checkpoint's support).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise HmtcError(f"-k must be a whole number of texts, at least 1, not {k!r}")
     if strategy not in STRATEGIES:
         raise HmtcError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    if weights not in WEIGHTS:
+        raise HmtcError(f"unknown weights {weights!r}; known: {', '.join(WEIGHTS)}")
+    support = None
+    if weights == "labelled":
+        support = read_support(ckpt.path)
+        if support is None or len(support) != len(ckpt.index.ids):
+            raise HmtcError(f"weights 'labelled' reads each node's training texts from the checkpoint's labels.json, "
+                            f"and {ckpt.path} records none (a run trained before hmtc kept them): use weights 'pool'")
     first: dict[str, int] = {}
     for i, t in enumerate(texts):
         if t.strip():
@@ -130,7 +151,7 @@ def suggest(ckpt: Checkpoint, texts: Sequence[str], k: int, strategy: str = "unc
     else:
         scores = np.asarray(scores, dtype=np.float32)[lines]
     keep, thr = decode_checkpoint(ckpt, scores)
-    u, node, prob = uncertainty(scores, keep, thr, ckpt.decoding.temperatures, ckpt.index)
+    u, node, prob = uncertainty(scores, keep, thr, ckpt.decoding.temperatures, ckpt.index, support)
     if strategy == "random":
         order = np.random.default_rng(seed).permutation(len(lines))[:k].tolist()
     else:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hmtc.decode import decode
-from hmtc.suggest import k_center, label_studio_config, uncertainty
+from hmtc.suggest import k_center, uncertainty
 from hmtc.taxonomy import Taxonomy
 
 
@@ -28,6 +28,23 @@ def test_uncertainty_counts_only_decisions_under_predicted_parents():
     w = np.minimum(10.0, np.sqrt(share.max() / np.maximum(share, 0.5)))
     assert u[0] == pytest.approx(w[col["a1"]] * np.exp(-0.1))
     assert np.allclose(prob, 1 / (1 + np.exp(-z)))
+
+
+def test_labelled_weights_follow_the_support():
+    """weights = "labelled": w_j = min(10, sqrt(max n / max(n_j, 1))), so the same coin flip counts
+    more at a node with fewer labelled texts, and a node no text carries is capped at 10."""
+    index = Taxonomy.parse("ROOT\n  a\n    a1\n    a2\n  b\n").compile()
+    col = index.id_to_index
+    z = np.full((1, index.n_nodes), -4.0)
+    z[0, [col["a"], col["a1"], col["a2"]]] = [3.0, 0.1, 0.2]
+    keep = decode(z, index, "top-down", 0.0)
+    support = np.zeros(index.n_nodes)
+    support[[col["a"], col["a1"], col["a2"], col["b"]]] = [400, 100, 4, 0]
+    u, node, _ = uncertainty(z, keep, np.zeros(index.n_nodes), None, index, support)
+    assert index.ids[node[0]] == "a2" and u[0] == pytest.approx(10.0 * np.exp(-0.2))
+    support[col["a2"]] = 100
+    u, node, _ = uncertainty(z, keep, np.zeros(index.n_nodes), None, index, support)
+    assert index.ids[node[0]] == "a1" and u[0] == pytest.approx(2.0 * np.exp(-0.1))
 
 
 def test_k_center_spreads_and_never_picks_a_duplicate():
@@ -66,6 +83,11 @@ def test_suggest_queue_is_deterministic_distinct_and_label_studio_ready(run, tmp
     invoke("suggest", run, pool, "-k", 20, "-o", r2, "--strategy", "random", "--seed", 1)
     invoke("suggest", run, pool, "-k", 20, "-o", r3, "--strategy", "random", "--seed", 2)
     assert r1.read_bytes() == r2.read_bytes() != r3.read_bytes()
+    w1, w2 = tmp_path / "w1.jsonl", tmp_path / "w2.jsonl"
+    invoke("suggest", run, pool, "-k", 20, "-o", w1, "--weights", "labelled")
+    invoke("suggest", run, pool, "-k", 20, "-o", w2, "--weights", "labelled")
+    w = [json.loads(x) for x in w1.read_text(encoding="utf-8").splitlines()]
+    assert w1.read_bytes() == w2.read_bytes() and len({x["text"] for x in w}) == 20
 
     tasks, xml = tmp_path / "tasks.json", tmp_path / "ls.xml"
     invoke("suggest", run, pool, "-k", 5, "-o", tasks, "--format", "label-studio", "--label-config", xml)
@@ -81,7 +103,8 @@ def test_suggest_queue_is_deterministic_distinct_and_label_studio_ready(run, tmp
                 assert all(taxonomy.parents(b) == [a] for a, b in zip(path, path[1:]))
 
 
-def test_suggest_refuses_odd_requests(run, tmp_path, invoke):
+def test_suggest_refuses_odd_requests(run, tmp_path, invoke, monkeypatch):
+    from hmtc.errors import HmtcError
     pool = tmp_path / "pool.txt"
     pool.write_text("\n  \n", encoding="utf-8")
     assert "holds no text" in invoke("suggest", run, pool, "-k", 3, "-o", tmp_path / "q.jsonl", code=2).output
@@ -89,8 +112,16 @@ def test_suggest_refuses_odd_requests(run, tmp_path, invoke):
     assert "at least 1" in invoke("suggest", run, pool, "-k", 0, "-o", tmp_path / "q.jsonl", code=2).output
     assert "unknown strategy" in invoke("suggest", run, pool, "-k", 1, "-o", tmp_path / "q.jsonl", "--strategy",
                                         "greedy", code=2).output
+    assert "unknown weights" in invoke("suggest", run, pool, "-k", 1, "-o", tmp_path / "q.jsonl", "--weights",
+                                       "share", code=2).output
     assert "the pool file" in invoke("suggest", run, pool, "-k", 1, "-o", pool, code=2).output
     assert pool.read_text(encoding="utf-8") == "cat\n"
+    import hmtc.suggest
+    from hmtc.loading import load_checkpoint
+    ckpt = load_checkpoint(run / "best")
+    monkeypatch.setattr(hmtc.suggest, "read_support", lambda path: None)     # a run saved without it
+    with pytest.raises(HmtcError, match="records none"):
+        hmtc.suggest.suggest(ckpt, ["cat"], 1, weights="labelled")
 
 
 def test_label_studio_export_reads_back_with_file_line_errors(run, tmp_path, invoke):

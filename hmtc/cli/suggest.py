@@ -24,6 +24,9 @@ def suggest_command(run: Path = typer.Argument(..., help="Trained run folder (us
                     strategy: str = typer.Option("uncertain", "--strategy", help="uncertain (hierarchy-aware, "
                                                  "spread out) or random."),
                     seed: int = typer.Option(0, "--seed", help="The draw of --strategy random."),
+                    weights: str = typer.Option("pool", "--weights", help="What makes a node rare, so it weighs "
+                                                "more: pool (its predicted share of the pool) or labelled (how "
+                                                "few of the run's training texts carry it)."),
                     text_key: str = typer.Option("text", "--text-key", help="JSON key of the text in a .jsonl pool."),
                     keep_fields: str = typer.Option("id", "--keep-fields", help="JSON fields copied from each pool "
                                                     "line to its queue entry (comma-separated)."),
@@ -54,7 +57,7 @@ def suggest_command(run: Path = typer.Argument(..., help="Trained run folder (us
         from ..inference import reads_store, score_texts
         if reads_store(ckpt.model):     # a pool suggested from round after round: its frozen states are read
             scores = score_texts(ckpt.model, texts)[0]
-    picks = suggest(ckpt, texts, k, strategy, seed, scores=scores)
+    picks = suggest(ckpt, texts, k, strategy, seed, scores=scores, weights=weights)
     if fmt == "jsonl":
         text = "".join(json.dumps({**items[p.line], "line": p.line + 1, "uncertainty": p.uncertainty, "node": p.node,
                                    "level": p.level, "prediction": p.labels}, ensure_ascii=False) + "\n"
