@@ -577,8 +577,8 @@ class Trainer:
         for a run that caches the frozen part, so each epoch's dev pass runs only the layers that
         train. Kept as computed (no cast) and batched as :meth:`score_ids` batches, so the dev
         scores are bitwise those of the uncached forward (CPU): the best epoch is the one the
-        uncached pass picks. A short update of a trained run (a few hundred texts) spent 60 % of its
-        time scoring dev through all the layers each epoch."""
+        uncached pass picks. It matters most where dev is large against train: a short update of a
+        trained run (experiments/findings.md, "A taxonomy that gains nodes")."""
         ids = data.token_ids["dev"]
         order = np.argsort(-np.asarray([len(x) for x in ids], dtype=np.int64), kind="stable")
         states = cache_lower_states(model.encoder, [ids[i] for i in order], pad_id, self.config.train.eval_batch_size,
