@@ -136,7 +136,8 @@ def suggest(ckpt: Checkpoint, texts: Sequence[str], k: int, strategy: str = "unc
         support = read_support(ckpt.path)
         if support is None or len(support) != len(ckpt.index.ids):
             raise HmtcError(f"weights 'labelled' reads each node's training texts from the checkpoint's labels.json, "
-                            f"and {ckpt.path} records none (a run trained before hmtc kept them): use weights 'pool'")
+                            f"and {ckpt.path} records none (an ensemble keeps none, nor does a run saved before hmtc "
+                            f"kept them): use weights 'pool'")
     first: dict[str, int] = {}
     for i, t in enumerate(texts):
         if t.strip():

@@ -579,10 +579,10 @@ class Trainer:
         scores are bitwise those of the uncached forward (CPU): the best epoch is the one the
         uncached pass picks. It matters most where dev is large against train: a short update of a
         trained run (experiments/findings.md, "A taxonomy that gains nodes")."""
-        ids = data.token_ids["dev"]
+        t, ids = self.config.train, data.token_ids["dev"]
         order = np.argsort(-np.asarray([len(x) for x in ids], dtype=np.int64), kind="stable")
-        states = cache_lower_states(model.encoder, [ids[i] for i in order], pad_id, self.config.train.eval_batch_size,
-                                    self.config.train.bf16, self.device_, progress, model.windows)
+        states = cache_lower_states(model.encoder, [ids[i] for i in order], pad_id, t.eval_batch_size, t.bf16,
+                                    self.device_, progress, model.windows)
         return order, states
 
     def _dev_metrics(self, model, data: Prepared, pad_id: int, progress: Progress) -> dict:
